@@ -1,0 +1,82 @@
+"""Pipetting helpers shared by the protocols: tips from the deck, transfers in tip-sized parts.
+
+Tips come from the configured tip racks in order, using PyLabRobot's tip tracking
+to know which spots still hold a tip. Volumes larger than a tip should hold are
+moved in equal parts; volumes below ``MIN_VOLUME_UL`` are refused by the protocols,
+since a 1 mL tip cannot deliver them accurately.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pylabrobot.liquid_handling import LiquidHandler
+from pylabrobot.resources import Container, TipRack, TipSpot
+
+# Liquid a container keeps that a pipette cannot reach, as a share of its capacity
+# (the cone of a 50 mL tube, the V of a trough).
+DEAD_VOLUME_SHARE = 0.02
+SINGLE_CHANNEL = [0]
+TIP_FILL_SHARE = 0.8
+MIN_VOLUME_UL = 20.0
+
+
+def dead_volume_uL(container: Container) -> float:
+    return DEAD_VOLUME_SHARE * container.max_volume
+
+
+def usable_uL(container: Container) -> float:
+    """What can still be aspirated from ``container``."""
+    return max(0.0, container.tracker.get_used_volume() - dead_volume_uL(container))
+
+
+def parts(volume_uL: float, max_part_uL: float) -> list[float]:
+    """Split a volume into the fewest equal parts no larger than ``max_part_uL``."""
+    if volume_uL <= 0:
+        return []
+    n = math.ceil(volume_uL / max_part_uL - 1e-9)
+    return [volume_uL / n] * n
+
+
+class TipSupply:
+    """Hands out fresh tips from the given tip racks, in order.
+
+    Pass the racks the workcell config placed (``Workcell.tip_racks()``), not every
+    rack on the deck: a STAR deck also carries the teaching rack, whose needles are
+    not tips.
+    """
+
+    def __init__(self, racks: list[TipRack]) -> None:
+        self.racks = racks
+
+    def available(self) -> int:
+        return sum(1 for r in self.racks for s in r.get_all_items() if s.tracker.has_tip)
+
+    def max_volume_uL(self) -> float:
+        """The most one aspirate may take: 80 % of the smallest tip's capacity.
+
+        Filling a tip to the brim wets its filter and makes the volume less
+        accurate; 80 % keeps the 1 mL STAR tip (1250 uL capacity) at 1000 uL.
+        """
+        vols = [r.get_item(0).make_tip().maximal_volume for r in self.racks]
+        return TIP_FILL_SHARE * min(vols) if vols else 0.0
+
+    def next(self) -> TipSpot:
+        for rack in self.racks:
+            for spot in rack.get_all_items():
+                if spot.tracker.has_tip:
+                    return spot
+        raise RuntimeError("no tips left on the deck")
+
+
+async def transfer(
+    lh: LiquidHandler,
+    source: Container,
+    target: Container,
+    volume_uL: float,
+    max_part_uL: float,
+) -> None:
+    """Move ``volume_uL`` from ``source`` to ``target`` with the tip on channel 0."""
+    for part in parts(volume_uL, max_part_uL):
+        await lh.aspirate([source], vols=[part], use_channels=SINGLE_CHANNEL)
+        await lh.dispense([target], vols=[part], use_channels=SINGLE_CHANNEL)

@@ -1,0 +1,326 @@
+"""Seeding: put MSC from a counted suspension into culture vessels at a set density.
+
+Bench version: fill each well with fresh medium, then add the volume of cell
+suspension that holds ``density x area`` viable cells, with a fresh tip per well.
+The plan is computed and checked in full (parameter ranges, wells that exist and
+can hold the volume, enough suspension, medium and tips) before any device moves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from pylabrobot.resources import Container, Plate
+from pylabrobot.resources.well import Well
+
+from protocols.pipetting import (
+    MIN_VOLUME_UL,
+    SINGLE_CHANNEL,
+    TipSupply,
+    dead_volume_uL,
+    transfer,
+    usable_uL,
+)
+from simulators.culture import Liquid
+from workcell.assembly import Workcell
+from workcell.errors import ProtocolRefused, WorkcellError
+from workcell.labware import growth_area_cm2
+from workcell.store import Measurement, VesselRecord
+
+NAME = "seeding"
+
+
+class Suspension(BaseModel):
+    """The counted cell suspension the operator puts on the deck."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tube: str = Field(default="cell_suspension", description="deck tube holding the suspension")
+    volume_mL: float = Field(gt=0, le=50, description="volume loaded into the tube")
+    viable_cells_per_mL: float = Field(ge=1e4, le=1e8, description="from the last count")
+    viability_percent: float = Field(default=95.0, ge=50, le=100)
+    passage: int = Field(default=0, ge=0, le=20, description="passage number of these cells")
+    population_doublings: float = Field(
+        default=0.0, ge=0, le=60, description="cumulative PD of these cells so far"
+    )
+    lot: str = Field(default="MSC-LOT-001", min_length=1, description="donor/vial lot id")
+
+
+class SeedingParams(BaseModel):
+    """What to seed, where, and how densely."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suspension: Suspension
+    plates: list[str] = Field(min_length=1, description="deck plates to seed")
+    wells: list[str] = Field(
+        default_factory=list, description="wells to seed on every plate (empty: all wells)"
+    )
+    density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
+    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=2.0)
+    medium_reservoir: str = Field(default="medium")
+
+
+class PlannedVessel(BaseModel):
+    vessel: str
+    plate: str
+    well: str
+    area_cm2: float
+    cells: float
+    suspension_uL: float
+    medium_uL: float
+
+
+class SeedingPlan(BaseModel):
+    vessels: list[PlannedVessel]
+    tips: int
+    suspension_uL: float
+    medium_uL: float
+
+
+class SeededVessel(PlannedVessel):
+    cells_delivered: float | None = Field(
+        default=None, description="viable cells that arrived (known only in a dry-run)"
+    )
+
+
+class SeedingResult(BaseModel):
+    vessels: list[SeededVessel]
+    tips_used: int
+    reagents_uL: dict[str, float]
+    started: datetime
+    finished: datetime
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished - self.started).total_seconds()
+
+
+def _well(plate: Plate, ident: str) -> Well | None:
+    try:
+        item = plate.get_item(ident)
+    except (IndexError, KeyError, ValueError):
+        return None
+    return item if isinstance(item, Well) else None
+
+
+def plan(wc: Workcell, params: SeedingParams) -> SeedingPlan:
+    """Compute every volume and check it can be done; raises ProtocolRefused otherwise."""
+    problems: list[str] = []
+    conc_per_uL = params.suspension.viable_cells_per_mL / 1000.0
+    vessels: list[PlannedVessel] = []
+    for plate_name in params.plates:
+        try:
+            plate = wc.plate(plate_name)
+        except WorkcellError as err:
+            problems.append(str(err))
+            continue
+        idents = params.wells or [w.get_identifier() for w in plate.get_all_items()]
+        for ident in idents:
+            well = _well(plate, ident)
+            if well is None:
+                problems.append(f"plate {plate_name!r} has no well {ident!r}")
+                continue
+            area = growth_area_cm2(well)
+            cells = params.density_cells_per_cm2 * area
+            total = params.medium_mL_per_cm2 * area * 1000.0
+            susp = cells / conc_per_uL
+            free = well.tracker.get_free_volume()
+            if wc.store.vessel(well.name) is not None or well.tracker.get_used_volume() > 0:
+                problems.append(f"vessel {well.name} is not empty; seed into empty wells only")
+            elif total > free + 1e-6:
+                problems.append(
+                    f"vessel {well.name} holds {well.max_volume / 1000:.2f} mL; seeding would "
+                    f"put {total / 1000:.2f} mL in it ({params.medium_mL_per_cm2} mL/cm2 x "
+                    f"{area:.2f} cm2)"
+                )
+            if susp < MIN_VOLUME_UL:
+                problems.append(
+                    f"vessel {well.name}: only {susp:.1f} uL of suspension per well, below the "
+                    f"{MIN_VOLUME_UL:.0f} uL a 1 mL tip delivers accurately; dilute the "
+                    f"suspension to at most {cells / MIN_VOLUME_UL * 1000:,.0f} cells/mL"
+                )
+            if susp > total:
+                problems.append(
+                    f"vessel {well.name}: {susp / 1000:.2f} mL of suspension is needed for "
+                    f"{cells:,.0f} cells but the well gets only {total / 1000:.2f} mL in all; "
+                    "concentrate the suspension"
+                )
+            vessels.append(
+                PlannedVessel(
+                    vessel=well.name,
+                    plate=plate_name,
+                    well=ident,
+                    area_cm2=area,
+                    cells=cells,
+                    suspension_uL=susp,
+                    medium_uL=max(0.0, total - susp),
+                )
+            )
+    susp_total = sum(v.suspension_uL for v in vessels)
+    medium_total = sum(v.medium_uL for v in vessels)
+    _check_source(
+        wc,
+        params.suspension.tube,
+        susp_total,
+        params.suspension.volume_mL * 1000,
+        "cell suspension",
+        problems,
+    )
+    _check_source(wc, params.medium_reservoir, medium_total, None, "medium", problems)
+    tips = TipSupply(wc.tip_racks())
+    needed = len(vessels) + len({v.plate for v in vessels})
+    if tips.available() < needed:
+        problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
+    if problems:
+        raise ProtocolRefused(NAME, problems)
+    return SeedingPlan(
+        vessels=vessels, tips=needed, suspension_uL=susp_total, medium_uL=medium_total
+    )
+
+
+def _check_source(
+    wc: Workcell,
+    name: str,
+    need_uL: float,
+    loading_uL: float | None,
+    what: str,
+    problems: list[str],
+) -> None:
+    try:
+        c = wc.container(name)
+    except WorkcellError as err:
+        problems.append(f"{what}: {err}")
+        return
+    if loading_uL is not None:
+        free = c.tracker.get_free_volume()
+        if loading_uL > free:
+            problems.append(
+                f"{what}: {loading_uL / 1000:.2f} mL does not fit in {name!r} "
+                f"({free / 1000:.2f} mL free)"
+            )
+            return
+        have = max(0.0, c.tracker.get_used_volume() + loading_uL - dead_volume_uL(c))
+    else:
+        have = usable_uL(c)
+    if need_uL > have + 1e-6:
+        problems.append(
+            f"{what}: {need_uL / 1000:.2f} mL needed from {name!r}, "
+            f"only {have / 1000:.2f} mL usable"
+        )
+
+
+async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> SeedingResult:
+    """Seed the vessels; every vessel is in the store the moment its cells are in it."""
+    p = plan(wc, params)
+    lh = wc.liquid_handler
+    tips = TipSupply(wc.tip_racks())
+    max_part = tips.max_volume_uL()
+    s = params.suspension
+    started = wc.clock.now()
+    tube = wc.container(s.tube)
+    medium = wc.container(params.medium_reservoir)
+    wc.load(
+        s.tube,
+        s.volume_mL * 1000.0,
+        Liquid(
+            viable=s.viable_cells_per_mL * s.volume_mL,
+            dead=s.viable_cells_per_mL * s.volume_mL * (100 / s.viability_percent - 1),
+            nutrient=1.0,
+            pd=s.population_doublings,
+        ),
+        actor="operator",
+    )
+    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    with_medium: list[str] = []
+    seeded: list[SeededVessel] = []
+    try:
+        for plate in dict.fromkeys(v.plate for v in p.vessels):
+            await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+            for v in (v for v in p.vessels if v.plate == plate):
+                await transfer(lh, medium, _target(wc, v), v.medium_uL, max_part)
+                with_medium.append(v.vessel)
+            await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+        for v in p.vessels:
+            target = _target(wc, v)
+            before = _viable(wc, v.vessel)
+            await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+            await transfer(lh, tube, target, v.suspension_uL, max_part)
+            await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+            after = _viable(wc, v.vessel)
+            done = SeededVessel(
+                **v.model_dump(),
+                cells_delivered=None if after is None or before is None else after - before,
+            )
+            _record_seeded(wc, done, s, actor)
+            seeded.append(done)
+    except Exception as err:
+        wc.event(
+            "protocol_fault",
+            actor,
+            protocol=NAME,
+            error=f"{type(err).__name__}: {err}",
+            seeded=[v.vessel for v in seeded],
+            medium_only=[x for x in with_medium if x not in {v.vessel for v in seeded}],
+            untouched=[v.vessel for v in p.vessels if v.vessel not in with_medium],
+        )
+        raise
+    finished = wc.clock.now()
+    wc.event("protocol_finished", actor, protocol=NAME, vessels=len(seeded))
+    return SeedingResult(
+        vessels=seeded,
+        tips_used=p.tips,
+        reagents_uL={s.tube: p.suspension_uL, params.medium_reservoir: p.medium_uL},
+        started=started,
+        finished=finished,
+    )
+
+
+def _target(wc: Workcell, v: PlannedVessel) -> Container:
+    well = _well(wc.plate(v.plate), v.well)
+    assert well is not None  # checked by plan()
+    if wc.culture is not None:
+        wc.culture.register_vessel(well.name, v.area_cm2)
+    return well
+
+
+def _viable(wc: Workcell, vessel: str) -> float | None:
+    if wc.culture is None:
+        return None
+    return wc.culture.state(vessel).viable
+
+
+def _record_seeded(wc: Workcell, v: SeededVessel, s: Suspension, actor: str) -> None:
+    plate = wc.plate(v.plate)
+    now = wc.clock.now()
+    wc.store.add_vessel(
+        VesselRecord(
+            id=v.vessel,
+            labware=plate.model or "",
+            location=f"deck:{plate.name}",
+            passage=s.passage,
+            area_cm2=v.area_cm2,
+            created_at=now,
+        )
+    )
+    wc.store.add_measurement(
+        Measurement(
+            vessel_id=v.vessel,
+            kind="seeded_cells",
+            value=v.cells,
+            unit="cells",
+            time=now,
+            source=actor,
+        )
+    )
+    wc.event(
+        "seeded",
+        actor,
+        vessel_id=v.vessel,
+        lot=s.lot,
+        cells=v.cells,
+        suspension_uL=v.suspension_uL,
+        medium_uL=v.medium_uL,
+        population_doublings=s.population_doublings,
+    )

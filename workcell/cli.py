@@ -1,0 +1,167 @@
+"""The ``workcell`` command line: dry-runs, the demo, config checks.
+
+Every error a user can cause (a bad config field, a parameter out of range, a
+volume a vessel cannot hold) ends as one clear message on stderr and exit code 2,
+before any device moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workcell.config import DEFAULT_CONFIG, load_config
+from workcell.errors import WorkcellError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+out = Console(width=max(120, Console().width))
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="workcell config YAML", show_default=True)
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option("--run-dir", help="folder for the run's SQLite store (default: in memory)"),
+]
+
+
+def _fail(e: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+    return typer.Exit(code=2)
+
+
+def _store(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return ":memory:"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return str(run_dir / "workcell.db")
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Validate a workcell config and list its devices and deck."""
+    try:
+        cfg = load_config(config)
+    except WorkcellError as e:
+        raise _fail(e) from None
+    out.print(f"{config}: valid workcell config {cfg.name!r}")
+    for name, dev in cfg.devices.items():
+        out.print(f"  {dev.kind:15} {name:12} driver={dev.driver} {getattr(dev, 'port', '') or ''}")
+    for c in cfg.deck.carriers:
+        out.print(
+            f"  rails {c.rails:>2}: {c.name} ({c.type}): " + ", ".join(s.name for s in c.sites)
+        )
+
+
+@app.command("dry-run")
+def dry_run_cmd(
+    protocol: Annotated[str, typer.Argument(help="protocol name, e.g. seeding")],
+    params: Annotated[Path, typer.Option("--params", "-p", help="parameters JSON")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Run a protocol on the simulated workcell and print what it did."""
+    from workcell.dry_run import dry_run, load_params
+
+    try:
+        cfg = load_config(config)
+        model = load_params(protocol, params)
+        report, wc = asyncio.run(dry_run(cfg, protocol, model, _store(run_dir)))
+    except WorkcellError as e:
+        raise _fail(e) from None
+
+    out.print(f"[bold]dry-run of {protocol}[/] on {cfg.name!r}: done, nothing failed")
+    steps = Table("device: action", "count", title="Steps")
+    for k, n in report.steps.items():
+        steps.add_row(k, str(n))
+    out.print(steps)
+    res = report.result
+    reagents = Table("reagent container", "volume (mL)", title="Reagents used")
+    for name, ul in res.get("reagents_uL", {}).items():
+        reagents.add_row(name, f"{ul / 1000:.3f}")
+    out.print(reagents)
+    if "vessels" in res:
+        vt = Table(
+            "vessel",
+            "area (cm2)",
+            "cells planned",
+            "cells delivered",
+            "suspension (uL)",
+            "medium (uL)",
+            title="Vessels",
+        )
+        for v in res["vessels"]:
+            delivered = v.get("cells_delivered")
+            vt.add_row(
+                v["vessel"],
+                f"{v['area_cm2']:.2f}",
+                f"{v['cells']:,.0f}",
+                "-" if delivered is None else f"{delivered:,.0f}",
+                f"{v['suspension_uL']:.1f}",
+                f"{v['medium_uL']:.1f}",
+            )
+        out.print(vt)
+    out.print(f"tips used: {res.get('tips_used', 0)}")
+    out.print(
+        f"duration: {report.simulated_seconds:.0f} s simulated "
+        f"({report.simulated_seconds / 60:.1f} min)"
+    )
+    if run_dir is not None:
+        out.print(f"store: {run_dir / 'workcell.db'}")
+    wc.store.close()
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    days: Annotated[int, typer.Option(help="simulated days to grow", min=1, max=60)] = 5,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Seed a 6-well plate on the simulated workcell and grow it, printing a daily table."""
+    from workcell.demo import DEMO_SEEDING, DayRow, run_demo
+
+    t0 = time.perf_counter()
+    table = Table(
+        "day",
+        "vessel",
+        "cells (model)",
+        "confluence (imager)",
+        "viability",
+        title=f"{DEMO_SEEDING.plates[0]} seeded at "
+        f"{DEMO_SEEDING.density_cells_per_cm2:,.0f} cells/cm2",
+    )
+
+    def add(rows: list[DayRow]) -> None:
+        for r in rows:
+            table.add_row(
+                str(r.day),
+                r.vessel,
+                f"{r.cells:,.0f}",
+                f"{r.confluence_percent:5.1f} %",
+                f"{r.viability_percent:5.1f} %",
+            )
+        table.add_section()
+
+    try:
+        cfg = load_config(config)
+        result = asyncio.run(run_demo(cfg, days, _store(run_dir), on_day=add))
+    except WorkcellError as e:
+        raise _fail(e) from None
+    s = result.seeding
+    out.print(
+        f"seeded {len(s.vessels)} vessels with {s.tips_used} tips in "
+        f"{s.duration_s / 60:.1f} simulated min"
+    )
+    out.print(table)
+    out.print(f"{days} simulated days in {time.perf_counter() - t0:.2f} s wall time")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,24 @@
+"""Exceptions a lab user sees: each says what is wrong and where, before anything moves."""
+
+from __future__ import annotations
+
+
+class WorkcellError(Exception):
+    """Base class for errors the CLI reports as a clear message and a non-zero exit."""
+
+
+class ConfigError(WorkcellError):
+    """The workcell config is invalid; the message names the offending field."""
+
+
+class ProtocolRefused(WorkcellError):
+    """A protocol was refused during planning, before any device moved.
+
+    ``problems`` holds one line per problem so a user can fix them all at once.
+    """
+
+    def __init__(self, protocol: str, problems: list[str]) -> None:
+        self.protocol = protocol
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{protocol} refused before any device moved:\n{lines}")

@@ -1,0 +1,182 @@
+"""The store: SQLite, the source of truth for vessels, measurements and events.
+
+A file in the run folder (``:memory:`` in tests). Campaign decisions are made from
+what is here and the clock alone, so a restarted run can resume where it stopped.
+Every write is its own transaction: a fault mid-protocol leaves what was recorded
+so far intact and consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS vessels (
+    id TEXT PRIMARY KEY,
+    labware TEXT NOT NULL,
+    location TEXT NOT NULL,
+    passage INTEGER NOT NULL CHECK (passage >= 0),
+    parent_id TEXT REFERENCES vessels(id),
+    area_cm2 REAL NOT NULL CHECK (area_cm2 > 0),
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active'
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vessel_id TEXT REFERENCES vessels(id),
+    kind TEXT NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    time TEXT NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    vessel_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
+CREATE INDEX IF NOT EXISTS events_vessel ON events(vessel_id, time);
+"""
+
+
+class VesselRecord(BaseModel):
+    """One culture vessel (a well, a flask) and where it came from."""
+
+    id: str
+    labware: str
+    location: str
+    passage: int = Field(ge=0)
+    parent_id: str | None = None
+    area_cm2: float = Field(gt=0)
+    created_at: datetime
+    state: str = "active"
+
+
+class Measurement(BaseModel):
+    vessel_id: str | None
+    kind: str
+    value: float
+    unit: str
+    time: datetime
+    source: str
+
+
+class Event(BaseModel):
+    time: datetime
+    kind: str
+    actor: str
+    vessel_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Store:
+    """Vessels, measurements and events of one run."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA foreign_keys = ON")
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- vessels ------------------------------------------------------------------
+
+    def add_vessel(self, v: VesselRecord) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO vessels (id, labware, location, passage, parent_id, area_cm2,"
+                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    v.id,
+                    v.labware,
+                    v.location,
+                    v.passage,
+                    v.parent_id,
+                    v.area_cm2,
+                    v.created_at.isoformat(),
+                    v.state,
+                ),
+            )
+
+    def vessel(self, vessel_id: str) -> VesselRecord | None:
+        row = self._db.execute("SELECT * FROM vessels WHERE id = ?", (vessel_id,)).fetchone()
+        return VesselRecord.model_validate(dict(row)) if row else None
+
+    def vessels(self, state: str | None = None) -> list[VesselRecord]:
+        sql, args = "SELECT * FROM vessels", tuple[str, ...]()
+        if state is not None:
+            sql, args = sql + " WHERE state = ?", (state,)
+        rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
+        return [VesselRecord.model_validate(dict(r)) for r in rows]
+
+    def move_vessels(self, vessel_ids: list[str], location: str) -> None:
+        with self._db:
+            self._db.executemany(
+                "UPDATE vessels SET location = ? WHERE id = ?", [(location, v) for v in vessel_ids]
+            )
+
+    # --- measurements and events -----------------------------------------------------
+
+    def add_measurement(self, m: Measurement) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO measurements (vessel_id, kind, value, unit, time, source)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (m.vessel_id, m.kind, m.value, m.unit, m.time.isoformat(), m.source),
+            )
+
+    def measurements(
+        self, vessel_id: str | None = None, kind: str | None = None
+    ) -> list[Measurement]:
+        sql, args = "SELECT vessel_id, kind, value, unit, time, source FROM measurements", []
+        where = []
+        if vessel_id is not None:
+            where.append("vessel_id = ?")
+            args.append(vessel_id)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY time, id", args).fetchall()
+        return [Measurement.model_validate(dict(r)) for r in rows]
+
+    def add_event(self, e: Event) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
+                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
+            )
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        sql, args = "SELECT time, kind, actor, vessel_id, data FROM events", tuple[str, ...]()
+        if kind is not None:
+            sql, args = sql + " WHERE kind = ?", (kind,)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            Event(
+                time=r["time"],
+                kind=r["kind"],
+                actor=r["actor"],
+                vessel_id=r["vessel_id"],
+                data=json.loads(r["data"]),
+            )
+            for r in rows
+        ]
