@@ -280,8 +280,7 @@ async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> Se
 def _target(wc: Workcell, v: PlannedVessel) -> Container:
     well = _well(wc.plate(v.plate), v.well)
     assert well is not None  # checked by plan()
-    if wc.culture is not None:
-        wc.culture.register_vessel(well.name, v.area_cm2)
+    wc.register_vessel(well, v.area_cm2)
     return well
 
 

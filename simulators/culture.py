@@ -13,7 +13,13 @@ through simulated time in steps of at most half an hour:
   doublings (PD), ``Td = Td0 / (1 - (PD / PD_max)^2)``, so growth stops near
   ``PD_max``;
 * **medium exhaustion**: cells consume the medium; below a threshold growth slows,
-  and when it is nearly spent viable cells die, so viability falls until a feed.
+  and when it is nearly spent viable cells die, so viability falls until a feed;
+* **temperature**: each vessel sits in an environment (an incubator chamber, or
+  the deck at room temperature) that gives its temperature over time. Growth is
+  full at 37-39 C, falls linearly to nothing at 30 C (a plate on the deck does not
+  grow) and above 39 C cells are heat-stressed and die. A vessel with no
+  environment is taken to be at 37 C, which is what the unit tests of the biology
+  use.
 
 Default parameters are for bone-marrow MSC in alpha-MEM/DMEM with serum or
 platelet lysate, chosen inside the ranges these sources report:
@@ -44,6 +50,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 HOUR = 3600.0
 MAX_STEP_S = 1800.0
+OPTIMUM_C = 37.0
+NO_GROWTH_C = 30.0
+HEAT_STRESS_C = 39.0
+
+Environment = Callable[[float], float]
+"""Temperature (C) a vessel experiences at a simulated time (s)."""
+
+
+def temperature_growth_factor(temperature_C: float) -> float:
+    """Share of the optimal growth rate at a temperature (see module docstring)."""
+    if temperature_C <= NO_GROWTH_C:
+        return 0.0
+    if temperature_C < OPTIMUM_C:
+        return (temperature_C - NO_GROWTH_C) / (OPTIMUM_C - NO_GROWTH_C)
+    if temperature_C <= HEAT_STRESS_C:
+        return 1.0
+    return max(0.0, 1.0 - (temperature_C - HEAT_STRESS_C) / 2.0)
 
 
 class CultureParameters(BaseModel):
@@ -68,6 +91,7 @@ class CultureParameters(BaseModel):
         default=3.0, ge=1, le=10, description="theta of the generalised logistic 1-(N/K)^theta"
     )
     vessel_variation_cv: float = Field(default=0.05, ge=0, le=0.5)
+    heat_death_rate_per_h_per_C: float = Field(default=0.02, ge=0, le=1)
     pipetting_cell_loss: float = Field(
         default=0.01, ge=0, le=0.2, description="fraction of cells left in a tip per dispense"
     )
@@ -140,6 +164,7 @@ class Vessel:
     pd: float = 0.0
     growth_factor: float = 1.0
     seeded_at_s: float | None = None
+    environment: Environment | None = None
 
 
 @dataclass(frozen=True)
@@ -230,11 +255,14 @@ class CultureModel:
 
         age_h = 0.0 if v.seeded_at_s is None else (self._t - v.seeded_at_s) / HOUR
         lag = 1.0 if p.lag_tau_h == 0 else 1.0 - math.exp(-age_h / p.lag_tau_h)
+        temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
         td = p.doubling_time_at(v.pd)
         r = 0.0 if math.isinf(td) else math.log(2) / td * v.growth_factor
-        r *= lag * nutrient_factor * room
+        r *= lag * nutrient_factor * room * temperature_growth_factor(temperature)
 
         death = p.death_rate_per_h
+        if temperature > HEAT_STRESS_C:
+            death += p.heat_death_rate_per_h_per_C * (temperature - HEAT_STRESS_C)
         if m.nutrient < p.nutrient_death_threshold:
             death += p.starvation_death_rate_per_h * (1 - m.nutrient / p.nutrient_death_threshold)
 
@@ -246,16 +274,25 @@ class CultureModel:
 
     # --- vessels and containers ---------------------------------------------------
 
-    def register_vessel(self, name: str, area_cm2: float) -> Vessel:
+    def register_vessel(
+        self, name: str, area_cm2: float, environment: Environment | None = None
+    ) -> Vessel:
         """Make a culture surface known; its biological variation is fixed by seed and name."""
         if name in self.vessels:
             return self.vessels[name]
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         factor = float(np.exp(rng.normal(0.0, self.params.vessel_variation_cv)))
         self.sync()
-        v = Vessel(name=name, area_cm2=area_cm2, growth_factor=factor)
+        v = Vessel(name=name, area_cm2=area_cm2, growth_factor=factor, environment=environment)
         self.vessels[name] = v
         return v
+
+    def place(self, vessels: list[str], environment: Environment | None) -> None:
+        """Move vessels into an environment (a chamber's temperature, or the deck's)."""
+        self.sync()
+        for name in vessels:
+            if name in self.vessels:
+                self.vessels[name].environment = environment
 
     def load(self, container: str, liquid: Liquid) -> None:
         """Put liquid into a container by hand (the operator loading a tube or trough)."""

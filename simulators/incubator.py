@@ -1,20 +1,23 @@
-"""A simulated CO2 incubator behind PyLabRobot's ``Incubator`` front end.
+"""The in-process simulated incubator back end, for fast dry-runs.
 
-PyLabRobot's ``Incubator`` tracks which plate sits on which rack site; this back end
-adds what the chamber does: it holds its set points with a small drift, and each
-plate movement takes simulated time and is logged. The cells inside grow because
-the culture model follows the workcell clock.
+A PyLabRobot ``IncubatorBackend`` bound to a :class:`~simulators.chamber.Chamber`.
+It mirrors the query side of PyLabRobot's ``CytomatBackend`` (temperature, CO2,
+humidity, the overview register) so the workcell's incubator monitor reads either
+back end the same way. The other simulated back end, the Cytomat on a
+pseudo-terminal (``simulators/cytomat.py``), shares the same chamber model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
-from pylabrobot.resources.carrier import PlateHolder
+from pylabrobot.resources.carrier import PlateCarrier, PlateHolder
 from pylabrobot.resources.plate import Plate
 from pylabrobot.storage.backend import IncubatorBackend
+from pylabrobot.storage.cytomat.constants import CytomatIncupationResponse
+from pylabrobot.storage.cytomat.schemas import OverviewRegisterState
 
+from simulators.chamber import Chamber
 from workcell.actions import ActionLog
 from workcell.clock import Clock
 
@@ -22,26 +25,22 @@ PLATE_MOVE_S = 35.0
 DOOR_S = 3.0
 
 
+def slot_number(racks: list[PlateCarrier], site: PlateHolder) -> int:
+    """The 1-based absolute slot number of a rack site, as Cytomat firmware counts."""
+    rack = cast(PlateCarrier, site.parent)
+    idx = [r.name for r in racks].index(rack.name)
+    before = sum(r.capacity for r in racks[:idx])
+    return before + next(i for i, s in rack.sites.items() if s is site) + 1
+
+
 class SimulatedIncubatorBackend(IncubatorBackend):
-    def __init__(
-        self,
-        device: str,
-        clock: Clock,
-        log: ActionLog,
-        rng: np.random.Generator,
-        temperature_C: float = 37.0,
-        co2_percent: float = 5.0,
-        humidity_percent: float = 95.0,
-    ) -> None:
+    def __init__(self, device: str, chamber: Chamber, clock: Clock, log: ActionLog) -> None:
         super().__init__()
         self.device = device
+        self.chamber = chamber
         self.clock = clock
         self.log = log
-        self.rng = rng
-        self.setpoint_C = temperature_C
-        self.co2_percent = co2_percent
-        self.humidity_percent = humidity_percent
-        self.door_open = False
+        self.gate_open = False
 
     def _record(self, action: str, **detail: Any) -> None:
         self.log.record(self.clock.now(), self.device, action, **detail)
@@ -53,34 +52,55 @@ class SimulatedIncubatorBackend(IncubatorBackend):
         pass
 
     async def open_door(self) -> None:
-        self.door_open = True
-        self._record("open_door")
+        self.gate_open = True
+        self._record("open_gate")
         await self.clock.sleep(DOOR_S)
 
     async def close_door(self) -> None:
-        self.door_open = False
-        self._record("close_door")
+        self.gate_open = False
+        self._record("close_gate")
         await self.clock.sleep(DOOR_S)
 
     async def fetch_plate_to_loading_tray(self, plate: Plate, **backend_kwargs: Any) -> None:
-        self._record(
-            "fetch_plate", plate=plate.name, site=plate.parent.name if plate.parent else ""
-        )
+        site = cast(PlateHolder, plate.parent)
+        slot = slot_number(self._racks, site)
+        self.chamber.retrieve(slot)
+        self._record("fetch_plate", plate=plate.name, slot=slot)
         await self.clock.sleep(PLATE_MOVE_S)
 
     async def take_in_plate(self, plate: Plate, site: PlateHolder, **backend_kwargs: Any) -> None:
-        self._record("take_in_plate", plate=plate.name, site=site.name)
+        slot = slot_number(self._racks, site)
+        self.chamber.store(slot)
+        self._record("take_in_plate", plate=plate.name, slot=slot)
         await self.clock.sleep(PLATE_MOVE_S)
 
     async def set_temperature(self, temperature: float) -> None:
-        self.setpoint_C = temperature
+        self.chamber.setpoint_C = temperature
         self._record("set_temperature", temperature_C=temperature)
 
     async def get_temperature(self) -> float:
-        return float(self.setpoint_C + self.rng.normal(0.0, 0.05))
+        return round(self.chamber.temperature(), 1)
 
-    async def get_co2(self) -> float:
-        return float(self.co2_percent + self.rng.normal(0.0, 0.05))
+    async def get_co2(self) -> CytomatIncupationResponse:
+        return CytomatIncupationResponse(
+            self.chamber.co2_setpoint_percent, round(self.chamber.co2(), 1)
+        )
+
+    async def get_humidity(self) -> CytomatIncupationResponse:
+        h = self.chamber.humidity_percent
+        return CytomatIncupationResponse(h, h)
+
+    async def get_overview_register(self) -> OverviewRegisterState:
+        return OverviewRegisterState(
+            transfer_station_occupied=self.chamber.transfer_station is not None,
+            device_door_open=self.chamber.door_open,
+            automatic_gate_open=self.gate_open,
+            handler_occupied=False,
+            error_register_set=False,
+            warning_register_set=False,
+            ready_bit_set=True,
+            busy_bit_set=False,
+        )
 
     async def start_shaking(self, frequency: float) -> None:
         raise NotImplementedError(f"{self.device}: a CO2 culture incubator does not shake")

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devices.incubator import AlarmLimits
+from simulators.serial_port import FaultRates
 from workcell import labware
 from workcell.errors import ConfigError
 
@@ -39,6 +41,9 @@ class Reagent(StrEnum):
 class Contents(Strict):
     reagent: Reagent
     volume_mL: float = Field(gt=0, le=1000)
+
+
+CytomatModel = Literal["C6000", "C6002", "C2C_425", "C2C_450_SHAKE", "C5C"]
 
 
 class SiteConfig(Strict):
@@ -160,22 +165,33 @@ class ChamberConfig(Strict):
     humidity_percent: float = Field(default=95.0, ge=0, le=100)
 
 
-class SimulatedIncubator(Strict):
+class IncubatorBase(Strict):
     kind: Literal["incubator"]
-    driver: Literal["simulated"]
     racks: list[RackConfig] = Field(default_factory=lambda: [RackConfig()], min_length=1)
     chamber: ChamberConfig = Field(default_factory=ChamberConfig)
+    alarms: AlarmLimits = Field(default_factory=AlarmLimits)
 
 
-class CytomatIncubator(Strict):
+class SimulatedIncubator(IncubatorBase):
+    """In-process simulated incubator: fast dry-runs."""
+
+    driver: Literal["simulated"]
+
+
+class SimulatedSerialIncubator(IncubatorBase):
+    """A simulated Cytomat on a pseudo-terminal, driven by PyLabRobot's real Cytomat driver."""
+
+    driver: Literal["simulated-serial"]
+    model: CytomatModel = "C6000"
+    faults: FaultRates = Field(default_factory=FaultRates)
+
+
+class CytomatIncubator(IncubatorBase):
     """A Thermo/Heraeus Cytomat on a serial port, through PyLabRobot's CytomatBackend."""
 
-    kind: Literal["incubator"]
     driver: Literal["cytomat"]
     port: str = Field(min_length=1)
-    model: Literal["C6000", "C6002", "C2C_425", "C2C_450_SHAKE", "C5C"] = "C6000"
-    racks: list[RackConfig] = Field(default_factory=lambda: [RackConfig()], min_length=1)
-    chamber: ChamberConfig = Field(default_factory=ChamberConfig)
+    model: CytomatModel = "C6000"
 
 
 class CounterNoise(Strict):
@@ -200,7 +216,9 @@ class SimulatedImager(Strict):
 LiquidHandlerConfig = Annotated[
     SimulatedLiquidHandler | HamiltonStar, Field(discriminator="driver")
 ]
-IncubatorConfig = Annotated[SimulatedIncubator | CytomatIncubator, Field(discriminator="driver")]
+IncubatorConfig = Annotated[
+    SimulatedIncubator | SimulatedSerialIncubator | CytomatIncubator, Field(discriminator="driver")
+]
 CellCounterConfig = Annotated[SimulatedCellCounter, Field(discriminator="driver")]
 ImagerConfig = Annotated[SimulatedImager, Field(discriminator="driver")]
 DeviceConfig = Annotated[
@@ -209,6 +227,7 @@ DeviceConfig = Annotated[
 ]
 
 REQUIRED_KINDS = ("liquid_handler", "incubator", "cell_counter", "imager")
+SIMULATED_DRIVERS = ("simulated", "simulated-serial")
 
 
 class CultureConfig(Strict):
@@ -263,11 +282,11 @@ class WorkcellConfig(Strict):
     @property
     def simulated(self) -> bool:
         """True when every device is a simulator, i.e. this is a dry-run workcell."""
-        return all(d.driver == "simulated" for d in self.devices.values())
+        return all(d.driver in SIMULATED_DRIVERS for d in self.devices.values())
 
 
 _KINDS = set(REQUIRED_KINDS)
-_DRIVERS = {"simulated", "hamilton-star", "cytomat"}
+_DRIVERS = {"simulated", "simulated-serial", "hamilton-star", "cytomat", "serial"}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

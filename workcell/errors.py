@@ -22,3 +22,17 @@ class ProtocolRefused(WorkcellError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{protocol} refused before any device moved:\n{lines}")
+
+
+class DeviceError(WorkcellError):
+    """A device failed a command after the driver's bounded retries.
+
+    Names the device and the command, so the batch record and the operator know
+    exactly what was attempted.
+    """
+
+    def __init__(self, device: str, command: str, reason: str) -> None:
+        self.device = device
+        self.command = command
+        self.reason = reason
+        super().__init__(f"{device}: command {command!r} failed: {reason}")

@@ -1,0 +1,253 @@
+"""The ``Workcell``: everything a protocol drives, behind one object.
+
+Devices (PyLabRobot's ``LiquidHandler`` and ``Incubator``, our ``CellCounter`` and
+``ConfluenceImager``), the deck, the clock, the store and the action log. In a
+dry-run ``world`` holds what is simulated beyond the devices (the cells, the
+incubator chambers, the serial simulators); on hardware it is ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pylabrobot.liquid_handling import LiquidHandler
+from pylabrobot.resources import Container, Deck, Plate, Resource, ResourceHolder, TipRack
+from pylabrobot.resources.errors import ResourceNotFoundError
+from pylabrobot.storage import Incubator
+
+from devices.cell_counter import CellCounter
+from devices.imager import ConfluenceImager
+from devices.incubator import IncubatorMonitor
+from simulators.chamber import room_temperature
+from simulators.culture import CultureModel, Liquid
+from simulators.world import SimWorld
+from workcell.actions import ActionLog
+from workcell.clock import Clock
+from workcell.config import Reagent, WorkcellConfig
+from workcell.errors import WorkcellError
+from workcell.store import Event, Store
+
+NUTRIENT = {Reagent.MEDIUM: 1.0, Reagent.PBS: 0.0, Reagent.ENZYME: 0.0}
+
+
+class Workcell:
+    def __init__(
+        self,
+        config: WorkcellConfig,
+        clock: Clock,
+        store: Store,
+        log: ActionLog,
+        deck: Deck,
+        liquid_handler: LiquidHandler,
+        incubators: dict[str, Incubator],
+        monitors: dict[str, IncubatorMonitor],
+        cell_counter: CellCounter,
+        imager: ConfluenceImager,
+        world: SimWorld | None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store
+        self.log = log
+        self.deck = deck
+        self.liquid_handler = liquid_handler
+        self.incubators = incubators
+        self.monitors = monitors
+        self.cell_counter = cell_counter
+        self.imager = imager
+        self.world = world
+        self.reagents: dict[str, Reagent] = {
+            s.name: s.contents.reagent for s in config.deck.sites() if s.contents is not None
+        }
+        self._set_up = False
+        self._home: dict[str, ResourceHolder] = {}
+
+    @property
+    def culture(self) -> CultureModel | None:
+        """The culture model of a dry-run; None on hardware."""
+        return self.world.culture if self.world is not None else None
+
+    @property
+    def incubator(self) -> Incubator:
+        if len(self.incubators) != 1:
+            raise WorkcellError(
+                f"this workcell has {len(self.incubators)} incubators "
+                f"({', '.join(self.incubators)}); name the one to use"
+            )
+        return next(iter(self.incubators.values()))
+
+    # --- resources -------------------------------------------------------------------
+
+    def resource(self, name: str) -> Resource:
+        """A resource on the deck or in an incubator, with an error that says what exists."""
+        for root in (self.deck, *self.incubators.values()):
+            try:
+                return root.get_resource(name)
+            except ResourceNotFoundError:
+                continue
+        known = sorted(s.name for s in self.config.deck.sites())
+        raise WorkcellError(f"no resource {name!r} in the workcell; deck has: {', '.join(known)}")
+
+    def plate(self, name: str) -> Plate:
+        res = self.resource(name)
+        if not isinstance(res, Plate):
+            raise WorkcellError(f"{name!r} is a {type(res).__name__}, not a plate")
+        return res
+
+    def container(self, name: str) -> Container:
+        res = self.resource(name)
+        if not isinstance(res, Container):
+            raise WorkcellError(f"{name!r} is a {type(res).__name__}, not a container")
+        return res
+
+    def tip_racks(self) -> list[TipRack]:
+        """The tip racks the config placed on the deck, in config order."""
+        racks = (self.deck.get_resource(s.name) for s in self.config.deck.sites())
+        return [r for r in racks if isinstance(r, TipRack)]
+
+    def event(self, kind: str, actor: str, vessel_id: str | None = None, **data: Any) -> None:
+        """Record an event in the store at the workcell's current time."""
+        self.store.add_event(
+            Event(time=self.clock.now(), kind=kind, actor=actor, vessel_id=vessel_id, data=data)
+        )
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Connect to every device and load the reservoirs the config says are filled."""
+        if self._set_up:
+            return
+        await self.liquid_handler.setup()
+        for inc in self.incubators.values():
+            await inc.setup()
+        await self.cell_counter.setup()
+        await self.imager.setup()
+        self._set_up = True
+        for site in self.config.deck.sites():
+            if site.contents is not None:
+                self.load(
+                    site.name,
+                    site.contents.volume_mL * 1000.0,
+                    Liquid(nutrient=NUTRIENT[site.contents.reagent]),
+                    actor="config",
+                )
+
+    async def stop(self) -> None:
+        try:
+            if self._set_up:
+                await self.liquid_handler.stop()
+                for inc in self.incubators.values():
+                    await inc.stop()
+                await self.cell_counter.stop()
+                await self.imager.stop()
+        finally:
+            self._set_up = False
+            if self.world is not None:
+                self.world.stop()
+
+    async def __aenter__(self) -> Workcell:
+        try:
+            await self.setup()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- what an operator does by hand -----------------------------------------------
+
+    def load(self, container: str, volume_uL: float, liquid: Liquid, actor: str) -> None:
+        """An operator fills a container: the volume tracker and (in a dry-run) the model know."""
+        c = self.container(container)
+        free = c.tracker.get_free_volume()
+        if volume_uL > free + 1e-6:
+            raise WorkcellError(
+                f"cannot load {volume_uL / 1000:.2f} mL into {container!r}: "
+                f"only {free / 1000:.2f} mL free"
+            )
+        c.tracker.add_liquid(volume_uL)
+        c.tracker.commit()
+        if self.culture is not None:
+            liquid.volume_uL = volume_uL
+            self.culture.load(container, liquid)
+        self.event(
+            "load", actor, container=container, volume_uL=volume_uL, viable_cells=liquid.viable
+        )
+
+    def register_vessel(self, well: Container, area_cm2: float) -> None:
+        """A culture surface enters the dry-run's culture model, on the deck."""
+        if self.culture is not None:
+            self.culture.register_vessel(well.name, area_cm2, room_temperature)
+
+    # --- plates between deck and incubators -------------------------------------------
+
+    def _incubator_of(self, plate: Plate) -> Incubator | None:
+        for inc in self.incubators.values():
+            if plate.get_root() is inc:
+                return inc
+        return None
+
+    async def store_plate(self, plate_name: str, incubator: str | None = None) -> None:
+        """Move a plate from the deck (or a transfer station) into an incubator."""
+        plate = self.plate(plate_name)
+        inc = self.incubators[incubator] if incubator else self.incubator
+        holder = self._incubator_of(plate)
+        if holder is not None and plate.parent is not holder.loading_tray:
+            raise WorkcellError(f"plate {plate_name!r} is already in incubator {holder.name!r}")
+        if holder is None and plate.parent is not None:
+            self._home[plate_name] = plate.parent  # type: ignore[assignment]
+        if holder is not None and holder is not inc:
+            raise WorkcellError(f"plate {plate_name!r} is on the transfer station of {holder.name}")
+        if plate.parent is not inc.loading_tray:
+            plate.unassign()
+            inc.loading_tray.assign_child_resource(plate)
+            chamber = self.world.chambers.get(inc.name) if self.world else None
+            if chamber is not None:  # the arm puts the plate on the station
+                chamber.arrive_at_transfer_station(plate_name, _wells(plate))
+        await inc.take_in_plate("smallest")
+        self._moved(plate, f"{inc.name}:{plate.parent.name if plate.parent else ''}")
+
+    async def fetch_plate(self, plate_name: str, to_deck: bool = True) -> Plate:
+        """Bring a plate out of its incubator: to its deck site, or left on the transfer station."""
+        plate = self.plate(plate_name)
+        inc = self._incubator_of(plate)
+        if inc is None:
+            raise WorkcellError(f"plate {plate_name!r} is not in an incubator")
+        if plate.parent is not inc.loading_tray:
+            await inc.fetch_plate_to_loading_tray(plate_name)
+        if not to_deck:
+            self._moved(plate, f"{inc.name}:transfer_station")
+            return plate
+        home = self._home.get(plate_name)
+        if home is None or home.resource is not None:
+            raise WorkcellError(f"plate {plate_name!r} has no free deck site to return to")
+        chamber = self.world.chambers.get(inc.name) if self.world else None
+        if chamber is not None:  # the arm takes the plate off the station
+            chamber.leave_transfer_station()
+        plate.unassign()
+        home.assign_child_resource(plate)
+        self._moved(plate, f"deck:{home.name}")
+        return plate
+
+    def _moved(self, plate: Plate, location: str) -> None:
+        self.store.move_vessels(_wells(plate), location)
+        self.event("plate_moved", "workcell", plate=plate.name, location=location)
+
+    # --- monitoring -----------------------------------------------------------------------
+
+    async def check_incubators(self) -> list[str]:
+        """Read every incubator's climate and door; alarms go to the store as events."""
+        messages = []
+        for name, monitor in self.monitors.items():
+            for alarm in await monitor.check(self.clock.elapsed()):
+                self.event(
+                    "alarm", name, alarm=alarm.kind, message=alarm.message, value=alarm.value
+                )
+                messages.append(alarm.message)
+        return messages
+
+
+def _wells(plate: Plate) -> list[str]:
+    return [w.name for w in plate.get_all_items()]
