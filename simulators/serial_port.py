@@ -103,6 +103,10 @@ class PtySimulator(ABC):
         self._lock = threading.Lock()
         self.port = ""
 
+    @property
+    def running(self) -> bool:
+        return self._master is not None
+
     @abstractmethod
     def handle(self, line: str) -> str:
         """Carry out one command line and return its reply (without terminator)."""

@@ -16,7 +16,7 @@ from pylabrobot.liquid_handling import LiquidHandler
 from pylabrobot.resources import Coordinate, Deck, set_tip_tracking, set_volume_tracking
 from pylabrobot.storage import Incubator
 
-from devices.cell_counter import CellCounter
+from devices.cell_counter import CellCounter, CellCounterBackend
 from devices.imager import ConfluenceImager
 from devices.incubator import CheckedCytomatBackend, IncubatorMonitor
 from simulators.chamber import Chamber
@@ -30,10 +30,12 @@ from workcell.config import (
     CytomatIncubator,
     HamiltonStar,
     IncubatorBase,
+    SerialCellCounter,
     SimulatedCellCounter,
     SimulatedImager,
     SimulatedIncubator,
     SimulatedLiquidHandler,
+    SimulatedSerialCellCounter,
     SimulatedSerialIncubator,
     WorkcellConfig,
 )
@@ -106,22 +108,10 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
                     dev.chamber.co2_percent,
                     dev.alarms,
                 )
-            elif isinstance(dev, SimulatedCellCounter):
-                from simulators.cell_counter import SimulatedCellCounterBackend
-
-                assert world is not None
-                counter = CellCounter(
-                    name,
-                    SimulatedCellCounterBackend(
-                        name,
-                        world.culture,
-                        clock,
-                        log,
-                        _rng(seed, name),
-                        dev.noise.chamber_volume_uL,
-                        dev.noise.instrument_cv,
-                    ),
-                )
+            elif isinstance(
+                dev, SimulatedCellCounter | SimulatedSerialCellCounter | SerialCellCounter
+            ):
+                counter = CellCounter(name, _counter_backend(name, dev, clock, log, seed, world))
             elif isinstance(dev, SimulatedImager):
                 from simulators.imager import SimulatedImagerBackend
 
@@ -140,6 +130,42 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
     return Workcell(
         config, clock, store, log, deck, lh, incubators, monitors, counter, imager, world
     )
+
+
+def _counter_backend(
+    name: str,
+    dev: SimulatedCellCounter | SimulatedSerialCellCounter | SerialCellCounter,
+    clock: Clock,
+    log: ActionLog,
+    seed: int,
+    world: SimWorld | None,
+) -> CellCounterBackend:
+    from devices.cell_counter_serial import SerialCellCounterBackend
+
+    if isinstance(dev, SerialCellCounter):
+        return SerialCellCounterBackend(name, dev.port)
+    from simulators.cell_counter import (
+        CellCounterSimulator,
+        CounterInstrument,
+        SimulatedCellCounterBackend,
+    )
+    from simulators.serial_port import FaultInjector
+
+    assert world is not None
+    instrument = CounterInstrument(
+        world.culture, _rng(seed, name), dev.noise.chamber_volume_uL, dev.noise.instrument_cv
+    )
+    if isinstance(dev, SimulatedCellCounter):
+        return SimulatedCellCounterBackend(name, instrument, clock, log)
+    sim = CellCounterSimulator(
+        name,
+        instrument,
+        clock if isinstance(clock, SimClock) else None,
+        log,
+        FaultInjector(dev.faults, seed + 1),
+    )
+    world.serial_simulators.append(sim)
+    return SerialCellCounterBackend(name, sim.start())
 
 
 def _incubator(

@@ -202,9 +202,28 @@ class CounterNoise(Strict):
 
 
 class SimulatedCellCounter(Strict):
+    """In-process simulated counter: fast dry-runs."""
+
     kind: Literal["cell_counter"]
     driver: Literal["simulated"]
     noise: CounterNoise = Field(default_factory=CounterNoise)
+
+
+class SimulatedSerialCellCounter(Strict):
+    """The counter simulator on a pseudo-terminal, driven by the real serial driver."""
+
+    kind: Literal["cell_counter"]
+    driver: Literal["simulated-serial"]
+    noise: CounterNoise = Field(default_factory=CounterNoise)
+    faults: FaultRates = Field(default_factory=FaultRates)
+
+
+class SerialCellCounter(Strict):
+    """A counter speaking docs/instruments/cell-counter.md on a serial port."""
+
+    kind: Literal["cell_counter"]
+    driver: Literal["serial"]
+    port: str = Field(min_length=1)
 
 
 class SimulatedImager(Strict):
@@ -219,7 +238,10 @@ LiquidHandlerConfig = Annotated[
 IncubatorConfig = Annotated[
     SimulatedIncubator | SimulatedSerialIncubator | CytomatIncubator, Field(discriminator="driver")
 ]
-CellCounterConfig = Annotated[SimulatedCellCounter, Field(discriminator="driver")]
+CellCounterConfig = Annotated[
+    SimulatedCellCounter | SimulatedSerialCellCounter | SerialCellCounter,
+    Field(discriminator="driver"),
+]
 ImagerConfig = Annotated[SimulatedImager, Field(discriminator="driver")]
 DeviceConfig = Annotated[
     LiquidHandlerConfig | IncubatorConfig | CellCounterConfig | ImagerConfig,
