@@ -1,41 +1,64 @@
-"""Confluence imager: front end and back-end interface.
+"""Confluence imager: PyLabRobot's ``Imager`` front end plus our confluence estimator.
 
-The imager reports, per well of a plate, the fraction of the growth area the cells
-cover (0-1). The back end decides how: a simulator reads the culture model, a real
-imager takes brightfield images that a confluence estimator segments.
+PyLabRobot's ``Imager`` takes the pictures (brightfield, one field per capture)
+through an exchangeable back end: the simulator here, an Agilent/BioTek Cytation
+on hardware. ``ConfluenceImager`` images several fields of every well, measures
+each with :func:`devices.confluence.estimate_confluence` and reports the mean, the
+way imager software reports well confluence.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from pylabrobot.plate_reading import Imager
+from pylabrobot.plate_reading.standard import ImagingMode, Objective
+from pylabrobot.resources import Coordinate, Plate, ResourceHolder
 
-from pylabrobot.resources import Plate
-
-
-class ImagerBackend(ABC):
-    async def setup(self) -> None:  # noqa: B027 - optional hook
-        """Open the connection; most back ends need nothing."""
-
-    async def stop(self) -> None:  # noqa: B027 - optional hook
-        """Close the connection."""
-
-    @abstractmethod
-    async def confluence(self, plate: Plate) -> dict[str, float]:
-        """Confluence per well (PyLabRobot well name -> 0..1)."""
+from devices.confluence import EstimatorParams, estimate_confluence
 
 
 class ConfluenceImager:
-    """The imager a protocol talks to."""
+    """The imager a protocol talks to: confluence per well of a plate."""
 
-    def __init__(self, name: str, backend: ImagerBackend) -> None:
-        self.name = name
-        self.backend = backend
+    def __init__(
+        self,
+        imager: Imager,
+        fields_per_well: int = 4,
+        estimator: EstimatorParams | None = None,
+        objective: Objective = Objective.O_10X_PL_FL,
+    ) -> None:
+        if fields_per_well < 1:
+            raise ValueError("an imager needs at least one field per well")
+        self.imager = imager
+        self.name = imager.name
+        self.fields_per_well = fields_per_well
+        self.estimator = estimator or EstimatorParams()
+        self.objective = objective
 
     async def setup(self) -> None:
-        await self.backend.setup()
+        await self.imager.setup()
 
     async def stop(self) -> None:
-        await self.backend.stop()
+        await self.imager.stop()
 
     async def confluence(self, plate: Plate) -> dict[str, float]:
-        return await self.backend.confluence(plate)
+        """Mean estimated confluence (0..1) per well, by PyLabRobot well name."""
+        home = plate.parent
+        plate.unassign()
+        self.imager.assign_child_resource(plate, location=Coordinate.zero())
+        try:
+            out: dict[str, float] = {}
+            for well in plate.get_all_items():
+                values: list[float] = []
+                for _ in range(self.fields_per_well):
+                    shot = await self.imager.capture(
+                        well, mode=ImagingMode.BRIGHTFIELD, objective=self.objective
+                    )
+                    values.extend(estimate_confluence(im, self.estimator) for im in shot.images)
+                out[well.name] = sum(values) / len(values)
+            return out
+        finally:
+            plate.unassign()
+            if isinstance(home, ResourceHolder):
+                home.assign_child_resource(plate)
+            elif home is not None:
+                home.assign_child_resource(plate, location=Coordinate.zero())

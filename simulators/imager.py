@@ -1,16 +1,28 @@
-"""A simulated confluence imager: the culture model's confluence plus measurement error."""
+"""The simulated imager back end: brightfield fields rendered from the culture model.
+
+A PyLabRobot ``ImagerBackend``: each ``capture`` renders one field of the well
+(``simulators/brightfield.py``) at the well's true confluence and cell shape, and
+takes simulated time. The confluence estimator then measures these pictures as it
+would real ones.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from pylabrobot.plate_reading.backend import ImagerBackend
+from pylabrobot.plate_reading.standard import ImagingMode, ImagingResult, Objective
 from pylabrobot.resources import Plate
 
-from devices.imager import ImagerBackend
+from simulators.brightfield import FieldOptics, render_field
 from simulators.culture import CultureModel
 from workcell.actions import ActionLog
 from workcell.clock import Clock
 
-IMAGE_PER_WELL_S = 20.0
+CAPTURE_S = 2.0
+FIXED_EXPOSURE_MS = 5.0
+FIXED_FOCUS_MM = 1.0
 
 
 class SimulatedImagerBackend(ImagerBackend):
@@ -21,23 +33,46 @@ class SimulatedImagerBackend(ImagerBackend):
         clock: Clock,
         log: ActionLog,
         rng: np.random.Generator,
-        noise_points: float = 2.0,
+        optics: FieldOptics | None = None,
     ) -> None:
+        super().__init__()
         self.device = device
         self.culture = culture
         self.clock = clock
         self.log = log
         self.rng = rng
-        self.noise = noise_points / 100.0
+        self.optics = optics or FieldOptics()
+        self.last_truth: float | None = None
 
-    async def confluence(self, plate: Plate) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for well in plate.get_all_items():
-            if well.name not in self.culture.vessels:
-                out[well.name] = 0.0
-                continue
-            true = self.culture.state(well.name).confluence
-            out[well.name] = float(np.clip(true + self.rng.normal(0.0, self.noise), 0.0, 1.0))
-        self.log.record(self.clock.now(), self.device, "image", plate=plate.name, wells=out)
-        await self.clock.sleep(IMAGE_PER_WELL_S * len(out))
-        return out
+    async def setup(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def capture(
+        self,
+        row: int,
+        column: int,
+        mode: ImagingMode,
+        objective: Objective,
+        exposure_time: Any,
+        focal_height: Any,
+        gain: Any,
+        plate: Plate,
+        **backend_kwargs: Any,
+    ) -> ImagingResult:
+        if mode != ImagingMode.BRIGHTFIELD:
+            raise NotImplementedError(f"{self.device}: only brightfield is simulated, not {mode}")
+        well = plate.get_well((row, column))
+        confluence, pd = 0.0, 0.0
+        if well.name in self.culture.vessels:
+            state = self.culture.state(well.name)
+            confluence, pd = state.confluence, state.population_doublings
+        image, covered = render_field(confluence, pd, self.rng, self.optics)
+        self.last_truth = covered
+        self.log.record(self.clock.now(), self.device, "capture", well=well.name)
+        await self.clock.sleep(CAPTURE_S)
+        return ImagingResult(
+            images=[image], exposure_time=FIXED_EXPOSURE_MS, focal_height=FIXED_FOCUS_MM
+        )

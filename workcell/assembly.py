@@ -113,14 +113,16 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
             ):
                 counter = CellCounter(name, _counter_backend(name, dev, clock, log, seed, world))
             elif isinstance(dev, SimulatedImager):
+                from pylabrobot.plate_reading import Imager
+
                 from simulators.imager import SimulatedImagerBackend
 
                 assert world is not None
+                backend = SimulatedImagerBackend(
+                    name, world.culture, clock, log, _rng(seed, name), dev.optics
+                )
                 imager = ConfluenceImager(
-                    name,
-                    SimulatedImagerBackend(
-                        name, world.culture, clock, log, _rng(seed, name), dev.noise_points
-                    ),
+                    Imager(name, 0, 0, 0, backend=backend), dev.fields_per_well, dev.estimator
                 )
     except BaseException:
         if world is not None:

@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
+from simulators.brightfield import FieldOptics
 from simulators.serial_port import FaultRates
 from workcell import labware
 from workcell.errors import ConfigError
@@ -227,9 +229,13 @@ class SerialCellCounter(Strict):
 
 
 class SimulatedImager(Strict):
+    """Renders brightfield fields from the culture model; the real estimator measures them."""
+
     kind: Literal["imager"]
     driver: Literal["simulated"]
-    noise_points: float = Field(default=2.0, ge=0, le=20, description="confluence error, SD")
+    fields_per_well: int = Field(default=4, ge=1, le=64)
+    optics: FieldOptics = Field(default_factory=FieldOptics)
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams)
 
 
 LiquidHandlerConfig = Annotated[

@@ -1,0 +1,75 @@
+"""The confluence imager: rendered brightfield fields, and the estimator's 5-point bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices.confluence import cell_mask, estimate_confluence
+from protocols import seeding
+from simulators.brightfield import FieldOptics, cell_shape_um, render_field
+from tests.conftest import run
+from workcell.workcell import Workcell
+
+
+@pytest.mark.parametrize("pd", [0.0, 6.0, 15.0, 25.0, 35.0])
+def test_estimator_within_5_points_from_0_to_100_percent(pd: float) -> None:
+    rng = np.random.default_rng(int(pd) + 100)  # other fields than the calibration's
+    errors = []
+    for truth in np.linspace(0.0, 1.0, 21):
+        image, covered = render_field(truth, pd, rng)
+        assert covered == pytest.approx(truth, abs=0.01)  # drawn at the true confluence
+        errors.append(estimate_confluence(image) - truth)
+    assert max(abs(e) for e in errors) < 0.05, [round(100 * e, 1) for e in errors]
+
+
+def test_empty_and_full_fields() -> None:
+    rng = np.random.default_rng(7)
+    empty, _ = render_field(0.0, 0.0, rng)
+    full, _ = render_field(1.0, 0.0, rng)
+    assert estimate_confluence(empty) < 0.01
+    assert estimate_confluence(full) > 0.97
+    assert not cell_mask(empty).any()
+
+
+def test_cells_are_spindles_early_and_flattened_late() -> None:
+    early_len, early_width = cell_shape_um(0)
+    late_len, late_width = cell_shape_um(35)
+    assert early_len / early_width > 5
+    assert late_len / late_width < 2
+    assert late_len * late_width > 4 * early_len * early_width
+    rng = np.random.default_rng(3)
+    spindles, _ = render_field(0.2, 0, rng, FieldOptics(noise_sd=0.0))
+    flat, _ = render_field(0.2, 35, rng, FieldOptics(noise_sd=0.0))
+    # fewer, larger objects when cells are flattened
+    from scipy import ndimage
+
+    assert ndimage.label(cell_mask(spindles))[1] > ndimage.label(cell_mask(flat))[1]
+
+
+def test_estimator_refuses_colour_images() -> None:
+    with pytest.raises(ValueError, match="grey-scale"):
+        estimate_confluence(np.zeros((8, 8, 3)))
+
+
+def test_imager_measures_each_well_through_pylabrobot(wc: Workcell) -> None:
+    assert wc.culture is not None
+    params = seeding.SeedingParams(
+        suspension=seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5),
+        plates=["plate_1"],
+        density_cells_per_cm2=8000,
+    )
+    run(seeding.run(wc, params))
+    run(wc.store_plate("plate_1"))
+    run(wc.clock.sleep(4 * 86400))
+    plate = run(wc.fetch_plate("plate_1"))
+    home = plate.parent
+    measured = run(wc.imager.confluence(plate))
+    assert plate.parent is home  # back where it was
+    assert set(measured) == {w.name for w in plate.get_all_items()}
+    for well, value in measured.items():
+        truth = wc.culture.state(well).confluence
+        assert 0.2 < truth < 0.95
+        assert value == pytest.approx(truth, abs=0.05)
+    captures = wc.log.of("capture")
+    assert len(captures) == 6 * wc.imager.fields_per_well
