@@ -167,3 +167,27 @@ def test_simulated_serial_counter_from_the_config(sim_data: dict[str, Any]) -> N
     assert result.viable_per_mL == pytest.approx(5e5, rel=0.2)
     assert wc.world is not None
     assert [s.running for s in wc.world.serial_simulators] == [False]  # stopped with the workcell
+
+
+def test_faults_from_the_config_are_recovered_without_repeats(sim_data: dict[str, Any]) -> None:
+    sim_data["devices"]["counter"].update(
+        driver="simulated-serial", faults={"garbled": 0.15, "error": 0.1, "no_answer": 0.03}
+    )
+    wc = build_workcell(parse_config(sim_data))
+
+    async def go() -> list[Any]:
+        async with wc:
+            assert wc.culture is not None
+            wc.culture.load("pool_tube", Liquid(10_000, 5e6, 2e5, 1.0))
+            return [await wc.cell_counter.count("pool_tube", 20) for _ in range(8)]
+
+    results = run(go())
+    assert wc.world is not None
+    sim = wc.world.serial_simulators[0]
+    assert isinstance(sim, CellCounterSimulator)
+    assert sum(sim.faults.injected.values()) >= 3
+    assert sim.instrument.seq == len(results) == 8  # each sample counted once
+    assert sim.commands.count("COUNT") - sim.faults.injected["error"] <= 8
+    loads = [c for c in sim.commands if c.startswith("LOAD")]
+    assert wc.culture.liquid("pool_tube").volume_uL == pytest.approx(10_000 - 20 * 8)
+    assert len(loads) >= 8
