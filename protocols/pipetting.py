@@ -9,9 +9,15 @@ since a 1 mL tip cannot deliver them accurately.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pylabrobot.liquid_handling import LiquidHandler
-from pylabrobot.resources import Container, TipRack, TipSpot
+from pylabrobot.resources import Container, Coordinate, TipRack, TipSpot
+
+from workcell.errors import WorkcellError
+
+if TYPE_CHECKING:
+    from workcell.workcell import Workcell
 
 # Liquid a container keeps that a pipette cannot reach, as a share of its capacity
 # (the cone of a 50 mL tube, the V of a trough).
@@ -19,6 +25,9 @@ DEAD_VOLUME_SHARE = 0.02
 SINGLE_CHANNEL = [0]
 TIP_FILL_SHARE = 0.8
 MIN_VOLUME_UL = 20.0
+# Dispensing "along the wall": offset from the well centre toward its side, a few mm up.
+WALL_OFFSET_SHARE = 0.35
+WALL_HEIGHT_MM = 3.0
 
 
 def dead_volume_uL(container: Container) -> float:
@@ -80,3 +89,78 @@ async def transfer(
     for part in parts(volume_uL, max_part_uL):
         await lh.aspirate([source], vols=[part], use_channels=SINGLE_CHANNEL)
         await lh.dispense([target], vols=[part], use_channels=SINGLE_CHANNEL)
+
+
+def check_supplies(
+    wc: Workcell, needs_uL: dict[str, float], problems: list[str], waste: dict[str, float]
+) -> None:
+    """Refuse (by appending to ``problems``) any reservoir that would run dry, or waste
+    container that would overflow, before the protocol ends."""
+    for name, need in needs_uL.items():
+        if need <= 0:
+            continue
+        try:
+            c = wc.container(name)
+        except WorkcellError as err:
+            problems.append(str(err))
+            continue
+        have = usable_uL(c)
+        if need > have + 1e-6:
+            problems.append(
+                f"reservoir {name!r} would run dry: {need / 1000:.2f} mL needed, "
+                f"{have / 1000:.2f} mL usable"
+            )
+    for name, volume in waste.items():
+        if volume <= 0:
+            continue
+        try:
+            c = wc.container(name)
+        except WorkcellError as err:
+            problems.append(str(err))
+            continue
+        free = c.tracker.get_free_volume()
+        if volume > free + 1e-6:
+            problems.append(
+                f"{name!r} would overflow: {volume / 1000:.2f} mL to discard, "
+                f"{free / 1000:.2f} mL free"
+            )
+
+
+def check_tips(tips: TipSupply, needed: int, problems: list[str]) -> None:
+    if tips.available() < needed:
+        problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
+
+
+async def with_fresh_tip(lh: LiquidHandler, tips: TipSupply) -> None:
+    await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+
+
+async def discard_tip(lh: LiquidHandler) -> None:
+    await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+
+
+async def swap_tip(lh: LiquidHandler, tips: TipSupply) -> None:
+    """Discard the tip on channel 0 and take a fresh one."""
+    await discard_tip(lh)
+    await with_fresh_tip(lh, tips)
+
+
+async def dispense_along_wall(
+    lh: LiquidHandler,
+    source: Container,
+    well: Container,
+    volume_uL: float,
+    max_part_uL: float,
+    flow_uL_per_s: float,
+) -> None:
+    """Fresh medium down the side of the well, slowly, so the monolayer is not disturbed."""
+    wall = Coordinate(x=WALL_OFFSET_SHARE * well.get_size_x(), y=0, z=WALL_HEIGHT_MM)
+    for part in parts(volume_uL, max_part_uL):
+        await lh.aspirate([source], vols=[part], use_channels=SINGLE_CHANNEL)
+        await lh.dispense(
+            [well],
+            vols=[part],
+            use_channels=SINGLE_CHANNEL,
+            flow_rates=[flow_uL_per_s],
+            offsets=[wall],
+        )

@@ -11,8 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-from pylabrobot.resources import Container, Plate
-from pylabrobot.resources.well import Well
+from pylabrobot.resources import Container
 
 from protocols.pipetting import (
     MIN_VOLUME_UL,
@@ -22,6 +21,7 @@ from protocols.pipetting import (
     transfer,
     usable_uL,
 )
+from protocols.selection import well_of
 from simulators.culture import Liquid
 from workcell.assembly import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
@@ -97,16 +97,18 @@ class SeedingResult(BaseModel):
         return (self.finished - self.started).total_seconds()
 
 
-def _well(plate: Plate, ident: str) -> Well | None:
-    try:
-        item = plate.get_item(ident)
-    except (IndexError, KeyError, ValueError):
-        return None
-    return item if isinstance(item, Well) else None
+def plan(
+    wc: Workcell,
+    params: SeedingParams,
+    loaded: bool = False,
+    only: list[tuple[str, str]] | None = None,
+) -> SeedingPlan:
+    """Compute every volume and check it can be done; raises ProtocolRefused otherwise.
 
-
-def plan(wc: Workcell, params: SeedingParams) -> SeedingPlan:
-    """Compute every volume and check it can be done; raises ProtocolRefused otherwise."""
+    ``loaded``: the suspension is already in its tube (a passage's pool), rather than
+    about to be loaded by the operator. ``only``: exactly these (plate, well) pairs,
+    instead of ``params.wells`` on every plate.
+    """
     problems: list[str] = []
     conc_per_uL = params.suspension.viable_cells_per_mL / 1000.0
     vessels: list[PlannedVessel] = []
@@ -116,9 +118,12 @@ def plan(wc: Workcell, params: SeedingParams) -> SeedingPlan:
         except WorkcellError as err:
             problems.append(str(err))
             continue
-        idents = params.wells or [w.get_identifier() for w in plate.get_all_items()]
+        if only is not None:
+            idents = [w for p, w in only if p == plate_name]
+        else:
+            idents = params.wells or [w.get_identifier() for w in plate.get_all_items()]
         for ident in idents:
-            well = _well(plate, ident)
+            well = well_of(plate, ident)
             if well is None:
                 problems.append(f"plate {plate_name!r} has no well {ident!r}")
                 continue
@@ -164,7 +169,7 @@ def plan(wc: Workcell, params: SeedingParams) -> SeedingPlan:
         wc,
         params.suspension.tube,
         susp_total,
-        params.suspension.volume_mL * 1000,
+        None if loaded else params.suspension.volume_mL * 1000,
         "cell suspension",
         problems,
     )
@@ -212,15 +217,9 @@ def _check_source(
 
 
 async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> SeedingResult:
-    """Seed the vessels; every vessel is in the store the moment its cells are in it."""
+    """Seed the vessels from a suspension the operator loads into the tube."""
     p = plan(wc, params)
-    lh = wc.liquid_handler
-    tips = TipSupply(wc.tip_racks())
-    max_part = tips.max_volume_uL()
     s = params.suspension
-    started = wc.clock.now()
-    tube = wc.container(s.tube)
-    medium = wc.container(params.medium_reservoir)
     wc.load(
         s.tube,
         s.volume_mL * 1000.0,
@@ -232,6 +231,24 @@ async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> Se
         ),
         actor="operator",
     )
+    return await seed(wc, p, params, actor)
+
+
+async def seed(
+    wc: Workcell,
+    p: SeedingPlan,
+    params: SeedingParams,
+    actor: str,
+    parents: list[str] | None = None,
+) -> SeedingResult:
+    """Carry out a seeding plan; every vessel is in the store the moment its cells are in it."""
+    lh = wc.liquid_handler
+    tips = TipSupply(wc.tip_racks())
+    max_part = tips.max_volume_uL()
+    s = params.suspension
+    started = wc.clock.now()
+    tube = wc.container(s.tube)
+    medium = wc.container(params.medium_reservoir)
     wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
     with_medium: list[str] = []
     seeded: list[SeededVessel] = []
@@ -253,7 +270,7 @@ async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> Se
                 **v.model_dump(),
                 cells_delivered=None if after is None or before is None else after - before,
             )
-            _record_seeded(wc, done, s, actor)
+            _record_seeded(wc, done, s, actor, parents or [])
             seeded.append(done)
     except Exception as err:
         wc.event(
@@ -278,7 +295,7 @@ async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> Se
 
 
 def _target(wc: Workcell, v: PlannedVessel) -> Container:
-    well = _well(wc.plate(v.plate), v.well)
+    well = well_of(wc.plate(v.plate), v.well)
     assert well is not None  # checked by plan()
     wc.register_vessel(well, v.area_cm2)
     return well
@@ -290,7 +307,9 @@ def _viable(wc: Workcell, vessel: str) -> float | None:
     return wc.culture.state(vessel).viable
 
 
-def _record_seeded(wc: Workcell, v: SeededVessel, s: Suspension, actor: str) -> None:
+def _record_seeded(
+    wc: Workcell, v: SeededVessel, s: Suspension, actor: str, parents: list[str]
+) -> None:
     plate = wc.plate(v.plate)
     now = wc.clock.now()
     wc.store.add_vessel(
@@ -299,6 +318,7 @@ def _record_seeded(wc: Workcell, v: SeededVessel, s: Suspension, actor: str) -> 
             labware=plate.model or "",
             location=f"deck:{plate.name}",
             passage=s.passage,
+            parents=parents,
             area_cm2=v.area_cm2,
             created_at=now,
         )

@@ -52,7 +52,7 @@ class CounterInstrument:
 
     culture: CultureModel
     rng: np.random.Generator
-    chamber_volume_uL: float = 0.4
+    chamber_volume_uL: float = 2.0
     instrument_cv: float = 0.03
     sample_name: str | None = None
     sample: Liquid | None = None

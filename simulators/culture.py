@@ -14,6 +14,13 @@ through simulated time in steps of at most half an hour:
   ``PD_max``;
 * **medium exhaustion**: cells consume the medium; below a threshold growth slows,
   and when it is nearly spent viable cells die, so viability falls until a feed;
+* **detachment**: a detachment enzyme (TrypLE, trypsin) lifts adherent cells with
+  a half-time of minutes at 37 C (much slower at room temperature) and kills a
+  small share of cells per minute of exposure; it is active above a quarter of
+  its working strength, so diluting it with 2-3 volumes of medium stops it.
+  Lifted cells re-attach (or die) over hours if they are left in the vessel;
+* **drying**: a monolayer left under less than ``min_wet_uL_per_cm2`` of liquid
+  dies within the hour, which is why aspiration leaves a residual;
 * **temperature**: each vessel sits in an environment (an incubator chamber, or
   the deck at room temperature) that gives its temperature over time. Growth is
   full at 37-39 C, falls linearly to nothing at 30 C (a plate on the deck does not
@@ -58,6 +65,11 @@ Environment = Callable[[float], float]
 """Temperature (C) a vessel experiences at a simulated time (s)."""
 
 
+def enzyme_activity(enzyme_share: float) -> float:
+    """Activity of a detachment enzyme diluted to ``enzyme_share`` of its working strength."""
+    return max(0.0, (enzyme_share - 0.25) / 0.75)
+
+
 def temperature_growth_factor(temperature_C: float) -> float:
     """Share of the optimal growth rate at a temperature (see module docstring)."""
     if temperature_C <= NO_GROWTH_C:
@@ -91,6 +103,16 @@ class CultureParameters(BaseModel):
         default=3.0, ge=1, le=10, description="theta of the generalised logistic 1-(N/K)^theta"
     )
     vessel_variation_cv: float = Field(default=0.05, ge=0, le=0.5)
+    detach_half_time_min: float = Field(
+        default=1.5, gt=0, le=60, description="enzyme at 37 C: half the cells round up and lift"
+    )
+    enzyme_damage_per_min: float = Field(
+        default=0.004, ge=0, le=1, description="share of cells killed per minute of enzyme"
+    )
+    min_wet_uL_per_cm2: float = Field(
+        default=5.0, ge=0, le=100, description="less liquid than this and the monolayer dries"
+    )
+    drying_death_rate_per_h: float = Field(default=3.0, ge=0, le=100)
     heat_death_rate_per_h_per_C: float = Field(default=0.02, ge=0, le=1)
     pipetting_cell_loss: float = Field(
         default=0.01, ge=0, le=0.2, description="fraction of cells left in a tip per dispense"
@@ -107,8 +129,9 @@ class Liquid:
     """A volume of liquid and the cells suspended in it.
 
     ``nutrient`` is the concentration of medium nutrients relative to fresh
-    medium (1.0 fresh, 0.0 for PBS or spent medium); ``pd`` the mean cumulative
-    population doublings of the cells in it.
+    medium (1.0 fresh, 0.0 for PBS or spent medium); ``enzyme`` the share of the
+    volume that is detachment enzyme (TrypLE/trypsin) solution; ``pd`` the mean
+    cumulative population doublings of the cells in it.
     """
 
     volume_uL: float = 0.0
@@ -116,6 +139,7 @@ class Liquid:
     dead: float = 0.0
     nutrient: float = 0.0
     pd: float = 0.0
+    enzyme: float = 0.0
 
     @property
     def cells(self) -> float:
@@ -124,7 +148,12 @@ class Liquid:
     def take(self, volume_uL: float) -> Liquid:
         """Remove ``volume_uL`` of well-mixed liquid and return it."""
         if volume_uL <= 0 or self.volume_uL <= 0:
-            return Liquid(volume_uL=max(volume_uL, 0.0), nutrient=self.nutrient, pd=self.pd)
+            return Liquid(
+                volume_uL=max(volume_uL, 0.0),
+                nutrient=self.nutrient,
+                pd=self.pd,
+                enzyme=self.enzyme,
+            )
         f = min(1.0, volume_uL / self.volume_uL)
         part = Liquid(
             volume_uL=min(volume_uL, self.volume_uL),
@@ -132,6 +161,7 @@ class Liquid:
             dead=self.dead * f,
             nutrient=self.nutrient,
             pd=self.pd,
+            enzyme=self.enzyme,
         )
         self.volume_uL -= part.volume_uL
         self.viable -= part.viable
@@ -145,6 +175,7 @@ class Liquid:
             self.nutrient = (
                 self.nutrient * self.volume_uL + other.nutrient * other.volume_uL
             ) / volume
+            self.enzyme = (self.enzyme * self.volume_uL + other.enzyme * other.volume_uL) / volume
         cells = self.viable + other.viable
         if cells > 0:
             self.pd = (self.pd * self.viable + other.pd * other.viable) / cells
@@ -232,8 +263,13 @@ class CultureModel:
         # room for attaching and dividing cells: MSC spread freely until close to confluence
         room = 1.0 - covered**p.contact_inhibition_shape
 
+        temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
+        activity = enzyme_activity(m.enzyme)
+        if activity > 0:
+            self._digest(v, h, activity, temperature)
+
         # attachment of floating viable cells, and anoikis of the rest
-        if m.viable > 0:
+        if m.viable > 0 and activity == 0:
             settle = 1.0 - math.exp(-h / p.attach_tau_h)
             settling = m.viable * settle
             attaching = settling * p.plating_efficiency * room
@@ -255,12 +291,13 @@ class CultureModel:
 
         age_h = 0.0 if v.seeded_at_s is None else (self._t - v.seeded_at_s) / HOUR
         lag = 1.0 if p.lag_tau_h == 0 else 1.0 - math.exp(-age_h / p.lag_tau_h)
-        temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
         td = p.doubling_time_at(v.pd)
         r = 0.0 if math.isinf(td) else math.log(2) / td * v.growth_factor
         r *= lag * nutrient_factor * room * temperature_growth_factor(temperature)
 
         death = p.death_rate_per_h
+        if m.volume_uL < p.min_wet_uL_per_cm2 * v.area_cm2:
+            death += p.drying_death_rate_per_h
         if temperature > HEAT_STRESS_C:
             death += p.heat_death_rate_per_h_per_C * (temperature - HEAT_STRESS_C)
         if m.nutrient < p.nutrient_death_threshold:
@@ -271,6 +308,24 @@ class CultureModel:
         v.pd += r * h / math.log(2)
         v.attached = min(capacity, v.attached + born - died)
         m.dead += died
+
+    def _digest(self, v: Vessel, h: float, activity: float, temperature: float) -> None:
+        """Enzyme at work: cells lift off into the liquid, and some are killed."""
+        p = self.params
+        speed = activity * min(1.0, max(0.1, (temperature - 20.0) / (OPTIMUM_C - 20.0)))
+        minutes = h * 60.0
+        lift = 1.0 - math.exp(-math.log(2) / p.detach_half_time_min * speed * minutes)
+        kill = 1.0 - math.exp(-p.enzyme_damage_per_min * speed * minutes)
+        m = v.medium
+        lifted = v.attached * lift
+        if lifted > 0:
+            m.pd = (m.pd * m.viable + v.pd * lifted) / (m.viable + lifted)
+        v.attached -= lifted
+        m.viable += lifted
+        killed_attached, killed_floating = v.attached * kill, m.viable * kill
+        v.attached -= killed_attached
+        m.viable -= killed_floating
+        m.dead += killed_attached + killed_floating
 
     # --- vessels and containers ---------------------------------------------------
 
@@ -340,4 +395,4 @@ class CultureModel:
         """A copy of what a non-vessel container holds now."""
         self.sync()
         src = self._liquid_of(container)
-        return Liquid(src.volume_uL, src.viable, src.dead, src.nutrient, src.pd)
+        return Liquid(src.volume_uL, src.viable, src.dead, src.nutrient, src.pd, src.enzyme)

@@ -54,7 +54,7 @@ def test_volumes_tips_and_store_follow_the_plan(wc: Workcell) -> None:
         assert well.tracker.get_used_volume() == pytest.approx(0.2 * v.area_cm2 * 1000)
     stored = wc.store.vessels()
     assert sorted(s.id for s in stored) == sorted(v.vessel for v in result.vessels)
-    assert all(s.passage == 0 and s.parent_id is None for s in stored)
+    assert all(s.passage == 0 and s.parents == [] for s in stored)
     assert len(wc.store.events("seeded")) == 6
     assert result.duration_s > 0
     assert wc.container("medium").tracker.get_used_volume() == pytest.approx(
@@ -79,8 +79,8 @@ def test_volume_over_a_well_capacity_is_refused_naming_vessel_and_volume(wc: Wor
 
 
 def test_unknown_plate_and_well(wc: Workcell) -> None:
-    msg = _refused(wc, _params(plates=["plate_9"]))
-    assert "no resource 'plate_9'" in msg
+    msg = _refused(wc, _params(plates=["plate_99"]))
+    assert "no resource 'plate_99'" in msg
     msg = _refused(wc, _params(wells=["A1", "Z9"]))
     assert "plate 'plate_1' has no well 'Z9'" in msg
 

@@ -11,13 +11,13 @@ from workcell.store import Event, Measurement, Store, VesselRecord
 NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 
-def _vessel(vid: str, parent: str | None = None, passage: int = 1) -> VesselRecord:
+def _vessel(vid: str, parents: list[str] | None = None, passage: int = 1) -> VesselRecord:
     return VesselRecord(
         id=vid,
         labware="cor_cos_6_wellplate_16800uL_Fb",
         location="deck:p1",
         passage=passage,
-        parent_id=parent,
+        parents=parents or [],
         area_cm2=9.86,
         created_at=NOW,
     )
@@ -27,7 +27,8 @@ def test_vessels_lineage_measurements_events_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "run" / "workcell.db"
     store = Store(path)
     store.add_vessel(_vessel("p1_A1", passage=1))
-    store.add_vessel(_vessel("p2_A1", parent="p1_A1", passage=2))
+    store.add_vessel(_vessel("p1_B1", passage=1))
+    store.add_vessel(_vessel("p2_A1", parents=["p1_A1", "p1_B1"], passage=2))
     store.add_measurement(
         Measurement(
             vessel_id="p1_A1",
@@ -46,7 +47,8 @@ def test_vessels_lineage_measurements_events_round_trip(tmp_path: Path) -> None:
 
     again = Store(path)
     child = again.vessel("p2_A1")
-    assert child is not None and child.parent_id == "p1_A1" and child.passage == 2
+    assert child is not None and child.parents == ["p1_A1", "p1_B1"] and child.passage == 2
+    assert again.children("p1_B1") == ["p2_A1"]
     assert again.vessel("p1_A1").location == "incubator:rack-1"  # type: ignore[union-attr]
     assert [m.value for m in again.measurements("p1_A1", "confluence")] == [0.8]
     assert again.events("seeded")[0].data == {"cells": 1.5e4}
@@ -57,8 +59,8 @@ def test_vessels_lineage_measurements_events_round_trip(tmp_path: Path) -> None:
 def test_store_refuses_unknown_parent_and_duplicates() -> None:
     store = Store()
     with pytest.raises(sqlite3.IntegrityError):
-        store.add_vessel(_vessel("orphan", parent="nobody"))
+        store.add_vessel(_vessel("orphan", parents=["nobody"]))
     store.add_vessel(_vessel("a"))
     with pytest.raises(sqlite3.IntegrityError):
         store.add_vessel(_vessel("a"))
-    assert [v.id for v in store.vessels()] == ["a"]
+    assert [v.id for v in store.vessels()] == ["a"]  # the failed insert left nothing behind

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -62,10 +62,13 @@ def check_config(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 
 @app.command("dry-run")
 def dry_run_cmd(
-    protocol: Annotated[str, typer.Argument(help="protocol name, e.g. seeding")],
+    protocol: Annotated[str, typer.Argument(help="seeding, media_exchange, passaging, harvest")],
     params: Annotated[Path, typer.Option("--params", "-p", help="parameters JSON")],
     config: ConfigOpt = DEFAULT_CONFIG,
     run_dir: RunDirOpt = None,
+    culture_days: Annotated[
+        float, typer.Option(help="days the plates grow before a non-seeding protocol", min=0)
+    ] = 7.0,
 ) -> None:
     """Run a protocol on the simulated workcell and print what it did."""
     from workcell.dry_run import dry_run, load_params
@@ -73,49 +76,58 @@ def dry_run_cmd(
     try:
         cfg = load_config(config)
         model = load_params(protocol, params)
-        report, wc = asyncio.run(dry_run(cfg, protocol, model, _store(run_dir)))
+        report, wc = asyncio.run(dry_run(cfg, protocol, model, _store(run_dir), culture_days))
     except WorkcellError as e:
         raise _fail(e) from None
+    except Exception as e:  # a device or resource error the plan did not foresee
+        err.print(f"[bold red]dry-run of {protocol} failed:[/] {type(e).__name__}: {e}")
+        raise typer.Exit(code=1) from None
+    _print_report(protocol, cfg.name, report)
+    if run_dir is not None:
+        out.print(f"store: {run_dir / 'workcell.db'}")
+    wc.store.close()
 
-    out.print(f"[bold]dry-run of {protocol}[/] on {cfg.name!r}: done, nothing failed")
+
+def _print_report(protocol: str, workcell: str, report: Any) -> None:
+    prelude = (
+        f" after {report.prelude_days:g} simulated days of culture" if report.prelude_days else ""
+    )
+    out.print(f"[bold]dry-run of {protocol}[/] on {workcell!r}{prelude}: done, nothing failed")
     steps = Table("device: action", "count", title="Steps")
     for k, n in report.steps.items():
         steps.add_row(k, str(n))
     out.print(steps)
     res = report.result
-    reagents = Table("reagent container", "volume (mL)", title="Reagents used")
+    reagents = Table("container", "volume (mL)", title="Reagents used")
     for name, ul in res.get("reagents_uL", {}).items():
         reagents.add_row(name, f"{ul / 1000:.3f}")
     out.print(reagents)
-    if "vessels" in res:
-        vt = Table(
-            "vessel",
-            "area (cm2)",
-            "cells planned",
-            "cells delivered",
-            "suspension (uL)",
-            "medium (uL)",
-            title="Vessels",
-        )
-        for v in res["vessels"]:
-            delivered = v.get("cells_delivered")
-            vt.add_row(
-                v["vessel"],
-                f"{v['area_cm2']:.2f}",
-                f"{v['cells']:,.0f}",
-                "-" if delivered is None else f"{delivered:,.0f}",
-                f"{v['suspension_uL']:.1f}",
-                f"{v['medium_uL']:.1f}",
-            )
+    vessels = res.get("vessels")
+    if vessels and isinstance(vessels[0], dict):
+        keys = [k for k in vessels[0] if k not in ("plate", "well")]
+        vt = Table(*keys, title="Vessels")
+        for v in vessels:
+            vt.add_row(*(_fmt(v[k]) for k in keys))
         out.print(vt)
+    for key, value in res.items():
+        if key in ("reagents_uL", "vessels", "started", "finished", "tips_used"):
+            continue
+        out.print(f"{key}: {_fmt(value)}")
     out.print(f"tips used: {res.get('tips_used', 0)}")
     out.print(
         f"duration: {report.simulated_seconds:.0f} s simulated "
         f"({report.simulated_seconds / 60:.1f} min)"
     )
-    if run_dir is not None:
-        out.print(f"store: {run_dir / 'workcell.db'}")
-    wc.store.close()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) < 1e6 else f"{value:.3e}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return f"{len(value)}: " + ", ".join(map(str, value)) if value else "none"
+    return str(value)
 
 
 @app.command()

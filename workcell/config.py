@@ -199,7 +199,7 @@ class CytomatIncubator(IncubatorBase):
 class CounterNoise(Strict):
     """How a simulated counter scatters: counting statistics plus instrument CV."""
 
-    chamber_volume_uL: float = Field(default=0.4, gt=0, le=10)
+    chamber_volume_uL: float = Field(default=2.0, gt=0, le=10)
     instrument_cv: float = Field(default=0.03, ge=0, le=0.5)
 
 

@@ -22,10 +22,14 @@ CREATE TABLE IF NOT EXISTS vessels (
     labware TEXT NOT NULL,
     location TEXT NOT NULL,
     passage INTEGER NOT NULL CHECK (passage >= 0),
-    parent_id TEXT REFERENCES vessels(id),
     area_cm2 REAL NOT NULL CHECK (area_cm2 > 0),
     created_at TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'active'
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    child_id TEXT NOT NULL REFERENCES vessels(id),
+    parent_id TEXT NOT NULL REFERENCES vessels(id),
+    PRIMARY KEY (child_id, parent_id)
 );
 CREATE TABLE IF NOT EXISTS measurements (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,13 +54,17 @@ CREATE INDEX IF NOT EXISTS events_vessel ON events(vessel_id, time);
 
 
 class VesselRecord(BaseModel):
-    """One culture vessel (a well, a flask) and where it came from."""
+    """One culture vessel (a well, a flask) and where it came from.
+
+    ``parents`` are the vessels whose cells were pooled to seed this one (empty for
+    a vessel seeded from a vial or a suspension).
+    """
 
     id: str
     labware: str
     location: str
     passage: int = Field(ge=0)
-    parent_id: str | None = None
+    parents: list[str] = Field(default_factory=list)
     area_cm2: float = Field(gt=0)
     created_at: datetime
     state: str = "active"
@@ -101,30 +109,51 @@ class Store:
     def add_vessel(self, v: VesselRecord) -> None:
         with self._db:
             self._db.execute(
-                "INSERT INTO vessels (id, labware, location, passage, parent_id, area_cm2,"
-                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO vessels (id, labware, location, passage, area_cm2,"
+                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     v.id,
                     v.labware,
                     v.location,
                     v.passage,
-                    v.parent_id,
                     v.area_cm2,
                     v.created_at.isoformat(),
                     v.state,
                 ),
             )
+            self._db.executemany(
+                "INSERT INTO lineage (child_id, parent_id) VALUES (?, ?)",
+                [(v.id, p) for p in v.parents],
+            )
+
+    def _record(self, row: sqlite3.Row) -> VesselRecord:
+        parents = self._db.execute(
+            "SELECT parent_id FROM lineage WHERE child_id = ? ORDER BY parent_id", (row["id"],)
+        ).fetchall()
+        return VesselRecord.model_validate({**dict(row), "parents": [p[0] for p in parents]})
 
     def vessel(self, vessel_id: str) -> VesselRecord | None:
         row = self._db.execute("SELECT * FROM vessels WHERE id = ?", (vessel_id,)).fetchone()
-        return VesselRecord.model_validate(dict(row)) if row else None
+        return self._record(row) if row else None
+
+    def children(self, vessel_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT child_id FROM lineage WHERE parent_id = ? ORDER BY child_id", (vessel_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_state(self, vessel_ids: list[str], state: str) -> None:
+        with self._db:
+            self._db.executemany(
+                "UPDATE vessels SET state = ? WHERE id = ?", [(state, v) for v in vessel_ids]
+            )
 
     def vessels(self, state: str | None = None) -> list[VesselRecord]:
         sql, args = "SELECT * FROM vessels", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
-        return [VesselRecord.model_validate(dict(r)) for r in rows]
+        return [self._record(r) for r in rows]
 
     def move_vessels(self, vessel_ids: list[str], location: str) -> None:
         with self._db:

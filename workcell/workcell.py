@@ -8,6 +8,8 @@ incubator chambers, the serial simulators); on hardware it is ``None``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pylabrobot.liquid_handling import LiquidHandler
@@ -27,7 +29,14 @@ from workcell.config import Reagent, WorkcellConfig
 from workcell.errors import WorkcellError
 from workcell.store import Event, Store
 
-NUTRIENT = {Reagent.MEDIUM: 1.0, Reagent.PBS: 0.0, Reagent.ENZYME: 0.0}
+
+def reagent_liquid(reagent: Reagent) -> Liquid:
+    """What a reservoir of ``reagent`` holds, for the culture model (volume set on load)."""
+    if reagent is Reagent.MEDIUM:
+        return Liquid(nutrient=1.0)
+    if reagent is Reagent.ENZYME:
+        return Liquid(enzyme=1.0)
+    return Liquid()
 
 
 class Workcell:
@@ -102,8 +111,11 @@ class Workcell:
 
     def tip_racks(self) -> list[TipRack]:
         """The tip racks the config placed on the deck, in config order."""
-        racks = (self.deck.get_resource(s.name) for s in self.config.deck.sites())
-        return [r for r in racks if isinstance(r, TipRack)]
+        return [
+            rack
+            for s in self.config.deck.sites()
+            if isinstance(rack := self.resource(s.name), TipRack)
+        ]
 
     def event(self, kind: str, actor: str, vessel_id: str | None = None, **data: Any) -> None:
         """Record an event in the store at the workcell's current time."""
@@ -128,7 +140,7 @@ class Workcell:
                 self.load(
                     site.name,
                     site.contents.volume_mL * 1000.0,
-                    Liquid(nutrient=NUTRIENT[site.contents.reagent]),
+                    reagent_liquid(site.contents.reagent),
                     actor="config",
                 )
 
@@ -230,6 +242,28 @@ class Workcell:
         home.assign_child_resource(plate)
         self._moved(plate, f"deck:{home.name}")
         return plate
+
+    @contextlib.asynccontextmanager
+    async def plates_on_deck(self, plate_names: list[str]) -> AsyncIterator[list[Plate]]:
+        """Have plates on the deck for a protocol; those that came from an incubator go back.
+
+        On a fault the plates stay where they are, so an operator finds them where the
+        record says they are.
+        """
+        fetched = []
+        plates = []
+        for name in plate_names:
+            plate = self.plate(name)
+            if self._incubator_of(plate) is not None:
+                fetched.append((name, self._incubator_of(plate)))
+                plate = await self.fetch_plate(name)
+            plates.append(plate)
+        yield plates
+        for name, inc in fetched:
+            await self.store_plate(name, inc.name if inc else None)
+
+    def in_incubator(self, plate_name: str) -> bool:
+        return self._incubator_of(self.plate(plate_name)) is not None
 
     def _moved(self, plate: Plate, location: str) -> None:
         self.store.move_vessels(_wells(plate), location)

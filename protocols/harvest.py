@@ -1,0 +1,111 @@
+"""Harvest: detach every vessel of a batch, pool, count, and report the dose.
+
+Bench version: the same wash, enzyme, neutralisation and pooling as a passage, for
+all the batch's plates into one tube; then a count of the pool gives the total
+viable cells, the viability and the dose for the patient (viable cells per kg of
+body weight), compared with the target dose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.cell_counter import CountResult
+from protocols.detachment import DetachParams, detach_and_pool, plan_detach
+from protocols.pipetting import TipSupply, check_tips
+from protocols.selection import active_vessels
+from workcell.errors import ProtocolRefused
+from workcell.store import Measurement
+from workcell.workcell import Workcell
+
+NAME = "harvest"
+
+
+class HarvestParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plates: list[str] = Field(min_length=1, description="the batch's plates")
+    patient_weight_kg: float = Field(default=70.0, ge=1, le=250)
+    target_dose_cells_per_kg: float = Field(default=2.0e6, ge=1e4, le=1e8)
+    detach: DetachParams = Field(default_factory=DetachParams)
+
+
+class HarvestResult(BaseModel):
+    vessels: list[str]
+    count: CountResult
+    pool_volume_mL: float
+    total_viable_cells: float
+    viability_percent: float
+    dose_cells_per_kg: float
+    target_dose_cells_per_kg: float
+    dose_reached: bool
+    reagents_uL: dict[str, float]
+    tips_used: int
+    started: datetime
+    finished: datetime
+
+
+async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
+    problems: list[str] = []
+    targets = active_vessels(wc, params.plates, [], problems)
+    d = params.detach
+    detach = plan_detach(wc, targets, d, problems)
+    check_tips(TipSupply(wc.tip_racks()), detach.tips, problems)
+    if problems:
+        raise ProtocolRefused(NAME, problems)
+
+    started = wc.clock.now()
+    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    for plate in params.plates:
+        if wc.in_incubator(plate):
+            await wc.fetch_plate(plate)
+    try:
+        count = await detach_and_pool(wc, targets, detach, d, actor)
+    except Exception as err:
+        wc.event(
+            "protocol_fault",
+            actor,
+            protocol=NAME,
+            error=f"{type(err).__name__}: {err}",
+            vessels=[t.vessel for t in targets],
+        )
+        raise
+    wc.store.set_state([t.vessel for t in targets], "harvested")
+    volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
+    total = count.viable_per_mL * volume_mL
+    dose = total / params.patient_weight_kg
+    reached = dose >= params.target_dose_cells_per_kg
+    now = wc.clock.now()
+    for kind, value, unit in (
+        ("harvest_viable_cells", total, "cells"),
+        ("harvest_dose", dose, "cells/kg"),
+    ):
+        wc.store.add_measurement(
+            Measurement(vessel_id=None, kind=kind, value=value, unit=unit, time=now, source=actor)
+        )
+    wc.event(
+        "harvested",
+        actor,
+        vessels=[t.vessel for t in targets],
+        viable_cells=total,
+        viability_percent=count.viability_percent,
+        dose_cells_per_kg=dose,
+        decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
+        f"{params.target_dose_cells_per_kg:.3g}",
+    )
+    return HarvestResult(
+        vessels=[t.vessel for t in targets],
+        count=count,
+        pool_volume_mL=volume_mL,
+        total_viable_cells=total,
+        viability_percent=count.viability_percent,
+        dose_cells_per_kg=dose,
+        target_dose_cells_per_kg=params.target_dose_cells_per_kg,
+        dose_reached=reached,
+        reagents_uL=detach.reagents_uL,
+        tips_used=detach.tips,
+        started=started,
+        finished=wc.clock.now(),
+    )

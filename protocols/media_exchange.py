@@ -1,0 +1,189 @@
+"""Media exchange (feeding): spent medium out, fresh pre-warmed medium in.
+
+Bench version: for each vessel, aspirate the spent medium down to a residual that
+keeps the monolayer wet, then run fresh medium slowly down the wall of the well.
+Tips are changed per vessel (the safe default: no carry-over between cultures) or
+per plate, as the parameters say. The plates come out of the incubator for it and
+go back after.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.pipetting import (
+    TipSupply,
+    check_supplies,
+    check_tips,
+    discard_tip,
+    dispense_along_wall,
+    transfer,
+    with_fresh_tip,
+)
+from protocols.selection import Target, active_vessels
+from workcell.errors import ProtocolRefused
+from workcell.store import Measurement
+from workcell.workcell import Workcell
+
+NAME = "media_exchange"
+
+
+class TipPolicy(StrEnum):
+    PER_VESSEL = "per_vessel"
+    PER_PLATE = "per_plate"
+
+
+class MediaExchangeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plates: list[str] = Field(min_length=1, description="plates whose vessels are fed")
+    wells: list[str] = Field(default_factory=list, description="wells to feed (empty: all)")
+    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
+    residual_uL_per_cm2: float = Field(
+        default=10.0, ge=5.0, le=100.0, description="left on the cells so they never dry"
+    )
+    dispense_flow_uL_per_s: float = Field(default=100.0, ge=20, le=500)
+    tips: TipPolicy = TipPolicy.PER_VESSEL
+    medium_reservoir: str = "medium"
+    waste: str = "waste"
+
+
+class PlannedExchange(BaseModel):
+    vessel: str
+    plate: str
+    remove_uL: float
+    add_uL: float
+
+
+class MediaExchangePlan(BaseModel):
+    vessels: list[PlannedExchange]
+    tips: int
+
+
+class MediaExchangeResult(BaseModel):
+    vessels: list[PlannedExchange]
+    tips_used: int
+    reagents_uL: dict[str, float]
+    started: datetime
+    finished: datetime
+
+
+def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, list[Target]]:
+    problems: list[str] = []
+    targets = active_vessels(wc, params.plates, params.wells, problems)
+    planned = []
+    for t in targets:
+        residual = params.residual_uL_per_cm2 * t.area_cm2
+        current = t.well.tracker.get_used_volume()
+        total = params.medium_mL_per_cm2 * t.area_cm2 * 1000.0
+        if total <= residual:
+            problems.append(f"vessel {t.vessel}: the new volume is not above the residual")
+        if total > t.well.max_volume:
+            problems.append(
+                f"vessel {t.vessel} holds {t.well.max_volume / 1000:.2f} mL; feeding would "
+                f"put {total / 1000:.2f} mL in it"
+            )
+        remove = max(0.0, current - residual)
+        planned.append(
+            PlannedExchange(
+                vessel=t.vessel,
+                plate=t.plate,
+                remove_uL=remove,
+                add_uL=max(0.0, total - (current - remove)),
+            )
+        )
+    per = len(planned) if params.tips is TipPolicy.PER_VESSEL else len({p.plate for p in planned})
+    tips = 2 * per
+    check_supplies(
+        wc,
+        {params.medium_reservoir: sum(p.add_uL for p in planned)},
+        problems,
+        waste={params.waste: sum(p.remove_uL for p in planned)},
+    )
+    check_tips(TipSupply(wc.tip_racks()), tips, problems)
+    if problems:
+        raise ProtocolRefused(NAME, problems)
+    return MediaExchangePlan(vessels=planned, tips=tips), targets
+
+
+async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> MediaExchangeResult:
+    p, targets = plan(wc, params)
+    lh = wc.liquid_handler
+    tips = TipSupply(wc.tip_racks())
+    max_part = tips.max_volume_uL()
+    medium = wc.container(params.medium_reservoir)
+    waste = wc.container(params.waste)
+    wells = {t.vessel: t.well for t in targets}
+    started = wc.clock.now()
+    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    done: list[str] = []
+    try:
+        async with wc.plates_on_deck(list(dict.fromkeys(x.plate for x in p.vessels))):
+            for plate in dict.fromkeys(x.plate for x in p.vessels):
+                group = [x for x in p.vessels if x.plate == plate]
+                per_vessel = params.tips is TipPolicy.PER_VESSEL
+                # spent medium out, then fresh in (a fresh tip each way)
+                if not per_vessel:
+                    await with_fresh_tip(lh, tips)
+                for x in group:
+                    if per_vessel:
+                        await with_fresh_tip(lh, tips)
+                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, max_part)
+                    if per_vessel:
+                        await discard_tip(lh)
+                if not per_vessel:
+                    await discard_tip(lh)
+                    await with_fresh_tip(lh, tips)
+                for x in group:
+                    if per_vessel:
+                        await with_fresh_tip(lh, tips)
+                    await dispense_along_wall(
+                        lh,
+                        medium,
+                        wells[x.vessel],
+                        x.add_uL,
+                        max_part,
+                        params.dispense_flow_uL_per_s,
+                    )
+                    if per_vessel:
+                        await discard_tip(lh)
+                    done.append(x.vessel)
+                    wc.store.add_measurement(
+                        Measurement(
+                            vessel_id=x.vessel,
+                            kind="medium_exchanged",
+                            value=x.add_uL,
+                            unit="uL",
+                            time=wc.clock.now(),
+                            source=actor,
+                        )
+                    )
+                    wc.event(
+                        "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
+                    )
+                if not per_vessel:
+                    await discard_tip(lh)
+    except Exception as err:
+        wc.event(
+            "protocol_fault",
+            actor,
+            protocol=NAME,
+            error=f"{type(err).__name__}: {err}",
+            fed=done,
+            not_fed=[x.vessel for x in p.vessels if x.vessel not in done],
+        )
+        raise
+    wc.event("protocol_finished", actor, protocol=NAME, vessels=len(done))
+    return MediaExchangeResult(
+        vessels=p.vessels,
+        tips_used=p.tips,
+        reagents_uL={
+            params.medium_reservoir: sum(x.add_uL for x in p.vessels),
+            params.waste: sum(x.remove_uL for x in p.vessels),
+        },
+        started=started,
+        finished=wc.clock.now(),
+    )
