@@ -5,6 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# opentrons cannot share an environment with prefect>=3.4.2 (DEPENDENCIES.md): its
+# protocol API and simulator live in their own venv, used as a subprocess.
+OT_VENV := .venv-opentrons
+OT_STAMP := $(OT_VENV)/.installed
+OPENTRONS := opentrons==9.0.0
 
 .PHONY: demo test lint venv clean
 
@@ -17,11 +22,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+$(OT_STAMP):
+	$(PYTHON) -m venv $(OT_VENV)
+	$(OT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OT_VENV)/bin/python -m pip install --quiet '$(OPENTRONS)'
+	@touch $(OT_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/workcell demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) $(OT_STAMP)
+	WORKCELL_OPENTRONS_PYTHON=$(OT_VENV)/bin/python $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,4 +40,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
+	rm -rf $(VENV) $(OT_VENV) .pytest_cache .mypy_cache .ruff_cache runs

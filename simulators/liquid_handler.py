@@ -85,7 +85,7 @@ class SimulatedSTARBackend(STARChatterboxBackend):
                 volume_uL=op.volume,
                 cells=taken.viable,
             )
-        await self.clock.sleep(LIQUID_MOVE_S + max(op.volume for op in ops) / FLOW_RATE_UL_PER_S)
+        await self.clock.sleep(_duration(ops))
 
     async def dispense(
         self, ops: list[SingleChannelDispense], use_channels: list[int], **kw: Any
@@ -107,5 +107,12 @@ class SimulatedSTARBackend(STARChatterboxBackend):
                 target=op.resource.name,
                 volume_uL=op.volume,
                 cells=out.viable,
+                flow_uL_per_s=op.flow_rate,
+                offset_mm=[op.offset.x, op.offset.y, op.offset.z],
             )
-        await self.clock.sleep(LIQUID_MOVE_S + max(op.volume for op in ops) / FLOW_RATE_UL_PER_S)
+        await self.clock.sleep(_duration(ops))
+
+
+def _duration(ops: list[SingleChannelAspiration] | list[SingleChannelDispense]) -> float:
+    """Seconds a liquid step takes: moving, plus the slowest channel's volume at its flow."""
+    return LIQUID_MOVE_S + max(op.volume / (op.flow_rate or FLOW_RATE_UL_PER_S) for op in ops)

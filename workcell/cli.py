@@ -130,6 +130,29 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+@app.command("export-opentrons")
+def export_opentrons(
+    protocol: Annotated[str, typer.Argument(help="seeding, media_exchange, passaging, harvest")],
+    params: Annotated[Path, typer.Option("--params", "-p", help="parameters JSON")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="protocol file to write")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    culture_days: Annotated[float, typer.Option(min=0)] = 7.0,
+) -> None:
+    """Write a protocol as an Opentrons (OT-2) protocol file, after a dry-run of it."""
+    from workcell.dry_run import load_params
+    from workcell.opentrons_export import export, write
+
+    try:
+        cfg = load_config(config)
+        model = load_params(protocol, params)
+        result = asyncio.run(export(cfg, protocol, model, culture_days))
+    except WorkcellError as e:
+        raise _fail(e) from None
+    write(result, output)
+    moved = sum(v for k, v in result.volumes_uL.items() if k.startswith("aspirate"))
+    out.print(f"wrote {output}: {result.tips} tips, {moved / 1000:.2f} mL aspirated in all")
+
+
 @app.command()
 def demo(
     config: ConfigOpt = DEFAULT_CONFIG,

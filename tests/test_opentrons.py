@@ -1,0 +1,103 @@
+"""Each unit operation exported for the OT-2 runs in opentrons.simulate with the
+same volumes as the PyLabRobot dry-run of the same parameters.
+
+opentrons lives in its own environment (.venv-opentrons, made by `make test`); the
+exported file is simulated there as a subprocess, as the Opentrons App would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run
+from workcell.config import load_config
+from workcell.dry_run import load_params
+from workcell.opentrons_export import export
+
+ROOT = Path(__file__).parents[1]
+LINE = re.compile(r"^(Aspirating|Dispensing) ([\d.]+) uL (?:from|into) (\w+) of (\w+) on slot")
+
+
+def _opentrons_python() -> str:
+    path = os.environ.get("WORKCELL_OPENTRONS_PYTHON", str(ROOT / ".venv-opentrons/bin/python"))
+    if not Path(path).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no opentrons environment at {path}: `make test` builds it")
+        pytest.skip(f"no opentrons environment at {path}; `make test` builds it")
+    return path
+
+
+def _simulate(python: str, protocol_file: Path, tmp_path: Path) -> dict[str, float]:
+    env = {**os.environ, "OT_API_CONFIG_DIR": str(tmp_path / "ot-config")}
+    proc = subprocess.run(
+        [python, "-m", "opentrons.simulate", str(protocol_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    volumes: dict[str, float] = defaultdict(float)
+    for line in proc.stdout.splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            verb = "aspirate" if m.group(1) == "Aspirating" else "dispense"
+            volumes[f"{verb} {m.group(3)} of {m.group(4)}"] += float(m.group(2))
+    return dict(volumes)
+
+
+@pytest.mark.parametrize("protocol", ["seeding", "media_exchange", "passaging", "harvest"])
+def test_exported_protocol_simulates_with_equal_volumes(protocol: str, tmp_path: Path) -> None:
+    python = _opentrons_python()
+    params = load_params(protocol, ROOT / "examples" / f"{protocol}.json")
+    result = run(export(load_config(), protocol, params))
+    path = tmp_path / f"{protocol}.py"
+    path.write_text(result.text)
+    simulated = _simulate(python, path, tmp_path)
+    assert simulated.keys() == result.volumes_uL.keys()
+    for key, volume in result.volumes_uL.items():
+        assert simulated[key] == pytest.approx(volume, abs=0.05), key
+    assert sum(v for k, v in simulated.items() if k.startswith("aspirate")) > 5_000
+
+
+def test_export_refuses_a_layout_beyond_the_ot2_deck(tmp_path: Path) -> None:
+    params = load_params("seeding", ROOT / "examples" / "seeding.json")
+    big = params.model_copy(
+        update={
+            "plates": [f"plate_{i}" for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)],
+            "suspension": params.suspension.model_copy(update={"volume_mL": 20}),
+        }
+    )
+    from workcell.errors import WorkcellError
+
+    with pytest.raises(WorkcellError, match="more than the OT-2's 11 deck slots"):
+        run(export(load_config(), "seeding", big))
+
+
+def test_export_cli_writes_a_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from workcell.cli import app
+
+    out = tmp_path / "seed.py"
+    params = tmp_path / "p.json"
+    params.write_text(
+        json.dumps(
+            {"suspension": {"volume_mL": 5, "viable_cells_per_mL": 5e5}, "plates": ["plate_1"]}
+        )
+    )
+    res = CliRunner().invoke(
+        app, ["export-opentrons", "seeding", "-p", str(params), "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert 'requirements = {"robotType": "OT-2", "apiLevel": "2.20"}' in text
+    assert "corning_6_wellplate_16.8ml_flat" in text and "def run(protocol):" in text
