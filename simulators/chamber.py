@@ -35,6 +35,7 @@ DOOR_TAU_S = 600.0
 CO2_DOOR_TAU_S = 180.0
 RECOVER_TAU_S = 480.0
 STEP_S = 60.0
+DECK = "deck"
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Chamber:
         self.slots[slot] = plate
         self.transfer_station = None
         if self.culture is not None:
-            self.culture.place(self.wells.get(plate, []), self.temperature_at)
+            self.culture.place(self.wells.get(plate, []), self.temperature_at, self.env_name)
         return plate
 
     def retrieve(self, slot: int) -> str:
@@ -154,8 +155,12 @@ class Chamber:
         plate = self.slots.pop(slot)
         self.transfer_station = plate
         if self.culture is not None:
-            self.culture.place(self.wells.get(plate, []), room_temperature)
+            self.culture.place(self.wells.get(plate, []), room_temperature, DECK)
         return plate
+
+    @property
+    def env_name(self) -> str:
+        return f"chamber:{self.name}"
 
     def slot_of(self, plate: str) -> int | None:
         return next((s for s, p in self.slots.items() if p == plate), None)

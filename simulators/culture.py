@@ -196,6 +196,7 @@ class Vessel:
     growth_factor: float = 1.0
     seeded_at_s: float | None = None
     environment: Environment | None = None
+    environment_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,11 @@ class CultureModel:
     # --- vessels and containers ---------------------------------------------------
 
     def register_vessel(
-        self, name: str, area_cm2: float, environment: Environment | None = None
+        self,
+        name: str,
+        area_cm2: float,
+        environment: Environment | None = None,
+        environment_name: str | None = None,
     ) -> Vessel:
         """Make a culture surface known; its biological variation is fixed by seed and name."""
         if name in self.vessels:
@@ -338,16 +343,25 @@ class CultureModel:
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         factor = float(np.exp(rng.normal(0.0, self.params.vessel_variation_cv)))
         self.sync()
-        v = Vessel(name=name, area_cm2=area_cm2, growth_factor=factor, environment=environment)
+        v = Vessel(
+            name=name, area_cm2=area_cm2, growth_factor=factor, environment=environment,
+            environment_name=environment_name,
+        )
         self.vessels[name] = v
         return v
 
-    def place(self, vessels: list[str], environment: Environment | None) -> None:
-        """Move vessels into an environment (a chamber's temperature, or the deck's)."""
+    def place(
+        self, vessels: list[str], environment: Environment | None, name: str | None = None
+    ) -> None:
+        """Move vessels into an environment (a chamber's temperature, or the deck's).
+
+        ``name`` identifies the environment in a checkpoint ("deck", "chamber:<name>").
+        """
         self.sync()
-        for name in vessels:
-            if name in self.vessels:
-                self.vessels[name].environment = environment
+        for vessel in vessels:
+            if vessel in self.vessels:
+                self.vessels[vessel].environment = environment
+                self.vessels[vessel].environment_name = name
 
     def load(self, container: str, liquid: Liquid) -> None:
         """Put liquid into a container by hand (the operator loading a tube or trough)."""

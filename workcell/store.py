@@ -8,8 +8,10 @@ so far intact and consistent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     actor TEXT NOT NULL,
     vessel_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
@@ -94,7 +100,8 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._depth = 0
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA foreign_keys = ON")
         if self.path != ":memory:":
@@ -104,10 +111,46 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """A write: its own transaction, or part of the enclosing ``transaction()``."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            yield
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        finally:
+            self._depth = 0
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Group writes: all of them land together, or (on a crash) none of them."""
+        return self._tx()
+
+    # --- checkpoints of the simulated world ---------------------------------------
+
+    def save_checkpoint(self, data: dict[str, Any]) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoint (id, data) VALUES (1, ?)", (json.dumps(data),)
+            )
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT data FROM checkpoint WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
     # --- vessels ------------------------------------------------------------------
 
     def add_vessel(self, v: VesselRecord) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO vessels (id, labware, location, passage, area_cm2,"
                 " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -143,7 +186,7 @@ class Store:
         return [r[0] for r in rows]
 
     def set_state(self, vessel_ids: list[str], state: str) -> None:
-        with self._db:
+        with self._tx():
             self._db.executemany(
                 "UPDATE vessels SET state = ? WHERE id = ?", [(state, v) for v in vessel_ids]
             )
@@ -156,7 +199,7 @@ class Store:
         return [self._record(r) for r in rows]
 
     def move_vessels(self, vessel_ids: list[str], location: str) -> None:
-        with self._db:
+        with self._tx():
             self._db.executemany(
                 "UPDATE vessels SET location = ? WHERE id = ?", [(location, v) for v in vessel_ids]
             )
@@ -164,7 +207,7 @@ class Store:
     # --- measurements and events -----------------------------------------------------
 
     def add_measurement(self, m: Measurement) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO measurements (vessel_id, kind, value, unit, time, source)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -188,7 +231,7 @@ class Store:
         return [Measurement.model_validate(dict(r)) for r in rows]
 
     def add_event(self, e: Event) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
                 (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),

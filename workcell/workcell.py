@@ -20,7 +20,7 @@ from pylabrobot.storage import Incubator
 from devices.cell_counter import CellCounter
 from devices.imager import ConfluenceImager
 from devices.incubator import IncubatorMonitor
-from simulators.chamber import room_temperature
+from simulators.chamber import DECK, room_temperature
 from simulators.culture import CultureModel, Liquid
 from simulators.world import SimWorld
 from workcell.actions import ActionLog
@@ -125,8 +125,12 @@ class Workcell:
 
     # --- life cycle ------------------------------------------------------------------
 
-    async def setup(self) -> None:
-        """Connect to every device and load the reservoirs the config says are filled."""
+    async def setup(self, load_reservoirs: bool = True) -> None:
+        """Connect to every device; load the reservoirs the config says are filled.
+
+        A workcell resumed from a checkpoint passes ``load_reservoirs=False``: its
+        reservoirs hold what the checkpoint says, not what they held at the start.
+        """
         if self._set_up:
             return
         await self.liquid_handler.setup()
@@ -136,7 +140,7 @@ class Workcell:
         await self.imager.setup()
         self._set_up = True
         for site in self.config.deck.sites():
-            if site.contents is not None:
+            if site.contents is not None and load_reservoirs:
                 self.load(
                     site.name,
                     site.contents.volume_mL * 1000.0,
@@ -191,7 +195,7 @@ class Workcell:
     def register_vessel(self, well: Container, area_cm2: float) -> None:
         """A culture surface enters the dry-run's culture model, on the deck."""
         if self.culture is not None:
-            self.culture.register_vessel(well.name, area_cm2, room_temperature)
+            self.culture.register_vessel(well.name, area_cm2, room_temperature, DECK)
 
     # --- plates between deck and incubators -------------------------------------------
 
