@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/workcell demo
 
 test: $(STAMP) $(OT_STAMP)
-	WORKCELL_OPENTRONS_PYTHON=$(OT_VENV)/bin/python $(BIN)/python -m pytest -q
+	WORKCELL_OPENTRONS_PYTHON=$(abspath $(OT_VENV))/bin/python $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

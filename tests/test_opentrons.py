@@ -31,7 +31,7 @@ def _opentrons_python() -> str:
         if os.environ.get("CI"):
             pytest.fail(f"no opentrons environment at {path}: `make test` builds it")
         pytest.skip(f"no opentrons environment at {path}; `make test` builds it")
-    return path
+    return str(Path(path).absolute())
 
 
 def _simulate(python: str, protocol_file: Path, tmp_path: Path) -> dict[str, float]:
