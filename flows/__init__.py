@@ -1,6 +1,8 @@
-"""Prefect flows and deployments that run protocols and campaigns.
+"""Prefect flows and deployments: the unit operations, the campaign, and serving them.
 
-The flows wrap the protocols in ``protocols/`` as Prefect tasks and the expansion
-campaign as a flow; they arrive with the orchestration work (issue 5). Nothing
-here yet is called by the CLI.
+``flows.operations`` has one flow per unit operation (seed, feed, passage,
+harvest) whose parameters are the protocols' pydantic models; ``flows.campaign``
+the expansion campaign; ``flows.serve`` the deployments the Prefect UI runs.
+Every flow works on a run folder through a ``workcell.session.Session``, so the
+flows triggered one after another from the UI carry the same workcell forward.
 """

@@ -316,6 +316,7 @@ def _record_seeded(
         VesselRecord(
             id=v.vessel,
             labware=plate.model or "",
+            plate=plate.name,
             location=f"deck:{plate.name}",
             passage=s.passage,
             parents=parents,

@@ -344,7 +344,10 @@ class CultureModel:
         factor = float(np.exp(rng.normal(0.0, self.params.vessel_variation_cv)))
         self.sync()
         v = Vessel(
-            name=name, area_cm2=area_cm2, growth_factor=factor, environment=environment,
+            name=name,
+            area_cm2=area_cm2,
+            growth_factor=factor,
+            environment=environment,
             environment_name=environment_name,
         )
         self.vessels[name] = v

@@ -131,7 +131,7 @@ def test_dry_run_refuses_a_hardware_config(tmp_path: Path) -> None:
 
 
 def test_demo_prints_the_growth_table() -> None:
-    res = runner.invoke(app, ["demo", "--days", "3"])
+    res = runner.invoke(app, ["grow", "--days", "3"])
     assert res.exit_code == 0, res.output
     assert "confluence (imager)" in res.output
     assert "plate_1_well_A1" in res.output

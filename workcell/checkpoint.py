@@ -11,6 +11,7 @@ written in the same transaction as the step it follows.
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from datetime import datetime
 from typing import Any
 
 from pylabrobot.resources import Plate, ResourceHolder
@@ -68,6 +69,7 @@ def snapshot(wc: Workcell) -> dict[str, Any]:
     }
     if isinstance(wc.clock, SimClock):
         data["clock_elapsed"] = wc.clock.elapsed()
+        data["clock_start"] = wc.clock.start().isoformat()
     if wc.world is not None:
         c = wc.world.culture
         c.sync()
@@ -108,15 +110,17 @@ def restore(wc: Workcell, data: dict[str, Any]) -> None:
     if data.get("version") != VERSION:
         raise ValueError(f"checkpoint version {data.get('version')} is not {VERSION}")
     if isinstance(wc.clock, SimClock) and "clock_elapsed" in data:
-        wc.clock.advance(data["clock_elapsed"] - wc.clock.elapsed())
+        wc.clock.resume(datetime.fromisoformat(data["clock_start"]), data["clock_elapsed"])
     for plate_name, place in data["plates"].items():
         where, holder_name = place.split("/", 1)
         plate = wc.plate(plate_name)
         if where == "deck":
             continue
         inc = wc.incubators[where]
-        holder = inc.get_resource(holder_name) if holder_name != inc.loading_tray.name else (
-            inc.loading_tray
+        holder = (
+            inc.get_resource(holder_name)
+            if holder_name != inc.loading_tray.name
+            else (inc.loading_tray)
         )
         assert isinstance(holder, ResourceHolder)
         if isinstance(plate.parent, ResourceHolder):

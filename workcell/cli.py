@@ -154,7 +154,7 @@ def export_opentrons(
 
 
 @app.command()
-def demo(
+def grow(
     config: ConfigOpt = DEFAULT_CONFIG,
     days: Annotated[int, typer.Option(help="simulated days to grow", min=1, max=60)] = 5,
     run_dir: RunDirOpt = None,
@@ -196,6 +196,74 @@ def demo(
     )
     out.print(table)
     out.print(f"{days} simulated days in {time.perf_counter() - t0:.2f} s wall time")
+
+
+@app.command()
+def campaign(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="run folder; an existing one resumes (default: a new one in runs/)"),
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option("--params", "-p", help="campaign parameters JSON")
+    ] = None,
+    auto_approve: Annotated[
+        bool,
+        typer.Option("--auto-approve", help="dry-run: approve every hold point (recorded as such)"),
+    ] = False,
+    without_prefect: Annotated[
+        bool, typer.Option("--without-prefect", help="run the engine alone (CI, benchmarks)")
+    ] = False,
+) -> None:
+    """Run (or resume) the expansion campaign as a Prefect flow, with a progress bar."""
+    from workcell.campaign import CampaignParams
+    from workcell.campaign_cli import run_campaign_cli
+
+    try:
+        cfg = load_config(config)
+        model = (
+            CampaignParams.model_validate_json(params.read_text()) if params else CampaignParams()
+        )
+    except WorkcellError as e:
+        raise _fail(e) from None
+    except (OSError, ValueError) as e:
+        raise _fail(WorkcellError(f"campaign parameters {params}: {e}")) from None
+    code = run_campaign_cli(
+        cfg, config, run_dir, model, auto_approve, out, err, without_prefect=without_prefect
+    )
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path | None, typer.Option(help="run folder (default: a new one)")] = None,
+) -> None:
+    """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
+    from workcell.campaign import CampaignParams
+    from workcell.campaign_cli import run_campaign_cli
+
+    code = run_campaign_cli(
+        load_config(None), DEFAULT_CONFIG, run_dir, CampaignParams(), True, out, err
+    )
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="the workcell's run folder (default: runs/<name>)")
+    ] = None,
+) -> None:
+    """Serve a deployment of every flow to the Prefect API in PREFECT_API_URL."""
+    from flows.serve import serve_workcell
+
+    try:
+        load_config(config)
+    except WorkcellError as e:
+        raise _fail(e) from None
+    serve_workcell(str(config), str(run_dir) if run_dir else None)
 
 
 if __name__ == "__main__":  # pragma: no cover

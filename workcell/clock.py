@@ -60,6 +60,16 @@ class SimClock(Clock):
     def elapsed(self) -> float:
         return self._elapsed
 
+    def start(self) -> datetime:
+        return self._start
+
+    def resume(self, start: datetime, elapsed: float) -> None:
+        """Continue a checkpointed run: its start and the time it had reached."""
+        if start.tzinfo is None or elapsed < 0:
+            raise ValueError("resume needs an aware start and a non-negative elapsed time")
+        self._start = start.astimezone(UTC)
+        self._elapsed = elapsed
+
     def advance(self, seconds: float) -> None:
         """Move virtual time forward without yielding to the event loop."""
         self._elapsed += _check_wait(seconds)

@@ -22,6 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS vessels (
     id TEXT PRIMARY KEY,
     labware TEXT NOT NULL,
+    plate TEXT NOT NULL DEFAULT '',
     location TEXT NOT NULL,
     passage INTEGER NOT NULL CHECK (passage >= 0),
     area_cm2 REAL NOT NULL CHECK (area_cm2 > 0),
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
@@ -68,6 +70,7 @@ class VesselRecord(BaseModel):
 
     id: str
     labware: str
+    plate: str = ""
     location: str
     passage: int = Field(ge=0)
     parents: list[str] = Field(default_factory=list)
@@ -93,6 +96,10 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+# another process's step may hold the write lock for the whole of its step
+BUSY_TIMEOUT_S = 120.0
+
+
 class Store:
     """Vessels, measurements and events of one run."""
 
@@ -100,7 +107,7 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self._depth = 0
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -137,11 +144,20 @@ class Store:
 
     # --- checkpoints of the simulated world ---------------------------------------
 
-    def save_checkpoint(self, data: dict[str, Any]) -> None:
+    def save_checkpoint(self, data: dict[str, Any]) -> int:
+        """Replace the checkpoint; returns its sequence number (one more than the last)."""
         with self._tx():
+            seq = self.checkpoint_seq() + 1
             self._db.execute(
-                "INSERT OR REPLACE INTO checkpoint (id, data) VALUES (1, ?)", (json.dumps(data),)
+                "INSERT OR REPLACE INTO checkpoint (id, seq, data) VALUES (1, ?, ?)",
+                (seq, json.dumps(data)),
             )
+        return seq
+
+    def checkpoint_seq(self) -> int:
+        """Which checkpoint the store holds (0: none); another process may have moved it on."""
+        row = self._db.execute("SELECT seq FROM checkpoint WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
 
     def checkpoint(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM checkpoint WHERE id = 1").fetchone()
@@ -152,11 +168,12 @@ class Store:
     def add_vessel(self, v: VesselRecord) -> None:
         with self._tx():
             self._db.execute(
-                "INSERT INTO vessels (id, labware, location, passage, area_cm2,"
-                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO vessels (id, labware, plate, location, passage, area_cm2,"
+                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     v.id,
                     v.labware,
+                    v.plate,
                     v.location,
                     v.passage,
                     v.area_cm2,

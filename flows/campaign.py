@@ -1,0 +1,111 @@
+"""The expansion campaign as a Prefect flow.
+
+The flow is a thin shell around ``workcell.campaign.CampaignEngine``: each step
+the engine decides becomes one Prefect task; progress goes to a progress
+artifact (and to any listener in this process, such as the CLI's progress bar);
+the vessel table and the batch summary become table and markdown artifacts.
+
+At a hold point (before harvest, on any deviation) the flow pauses for an
+``OperatorDecision`` through Prefect's run input: the Prefect UI shows the form,
+and the answer (who, decision, comment) is recorded in the store. A dry-run skips
+the pause only when started with ``auto_approve``, and the record says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.flow_runs import pause_flow_run
+
+from flows.steps import as_task, publish_vessels, resolve
+from workcell.campaign import (
+    Action,
+    Ask,
+    CampaignEngine,
+    CampaignParams,
+    CampaignSummary,
+    OperatorDecision,
+    auto_approve,
+)
+from workcell.errors import WorkcellError
+from workcell.session import open_session
+
+# Listeners in this process (the CLI's progress bar): called with (percent, text).
+progress_listeners: list[Callable[[float, str], None]] = []
+
+
+def prefect_operator(timeout_s: int) -> Ask:
+    async def ask(action: Action) -> OperatorDecision:
+        get_run_logger().warning(
+            "waiting for an operator decision on %r: %s", action.label, action.reason
+        )
+        answer = await pause_flow_run(  # type: ignore[misc]
+            wait_for_input=OperatorDecision, timeout=timeout_s, key=f"decide-{action.kind.value}"
+        )
+        if answer is None:
+            raise WorkcellError(f"no operator decision on {action.label!r} within {timeout_s} s")
+        return OperatorDecision.model_validate(answer.model_dump())
+
+    return ask
+
+
+@flow(name="expansion-campaign")
+async def campaign(
+    params: CampaignParams | None = None,
+    config: str | None = None,
+    run_dir: str | None = None,
+    auto_approve_dry_run: bool = False,
+    operator_timeout_s: int = 24 * 3600,
+) -> CampaignSummary:
+    """From a thawed vial to the target dose; resumes from the run folder if it was stopped."""
+    params = params or CampaignParams()
+    cfg, folder = resolve(config, run_dir)
+    if auto_approve_dry_run and not cfg.simulated:
+        raise WorkcellError("auto-approval is for dry-runs; this workcell drives real devices")
+    ask = auto_approve() if auto_approve_dry_run else prefect_operator(operator_timeout_s)
+    progress_id: UUID = await create_progress_artifact(  # type: ignore[misc]
+        progress=0.0, description=f"expansion campaign in {folder}"
+    )
+
+    async def progress(percent: float, text: str) -> None:
+        await update_progress_artifact(progress_id, percent, description=text)  # type: ignore[misc]
+        for listener in progress_listeners:
+            listener(percent, text)
+
+    async with open_session(cfg, folder) as session:
+        engine = CampaignEngine(session, params, ask, run_step=as_task, progress=progress)
+        summary = await engine.run()
+        await update_progress_artifact(progress_id, 100.0, description=summary.outcome)  # type: ignore[misc]
+        for listener in progress_listeners:
+            listener(100.0, summary.outcome)
+        await publish_vessels(session.wc.store, str(folder))
+        await create_markdown_artifact(
+            markdown=summary_markdown(summary), key="batch-summary", description="batch summary"
+        )  # type: ignore[misc]
+    return summary
+
+
+def summary_markdown(s: CampaignSummary) -> str:
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    rows = [
+        ("outcome", s.outcome),
+        ("viable cells harvested", num(s.viable_cells, ".3g")),
+        ("target cells", num(s.target_cells, ".3g")),
+        ("viability %", num(s.viability_percent, ".1f")),
+        ("dose cells/kg", num(s.dose_cells_per_kg, ".3g")),
+        ("passages", str(s.passages)),
+        ("population doublings", num(s.population_doublings, ".2f")),
+        ("days", num(s.days, ".1f")),
+        ("vessels", str(s.vessels)),
+        ("steps", str(s.steps)),
+    ]
+    return "# Batch summary\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

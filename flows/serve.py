@@ -1,0 +1,37 @@
+"""Deployments of every flow, served to the Prefect API for the UI to run.
+
+``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow
+(seed, feed, passage, harvest, expansion-campaign), each with the config and the
+run folder as default parameters, so an operator in the UI fills in only the
+protocol's form. The serving process runs the flow runs itself, on this machine,
+next to the instruments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.campaign import campaign
+from flows.operations import OPERATION_FLOWS
+from flows.steps import resolve
+
+
+def deployments(config: str | None, run_dir: str | None) -> list[RunnerDeployment]:
+    cfg, folder = resolve(config, run_dir)
+    defaults = {
+        "config": str(Path(config).resolve()) if config else None,
+        "run_dir": str(folder.resolve()),
+    }
+    out = [
+        f.to_deployment(name=cfg.name, parameters=defaults, tags=["msc-workcell", cfg.name])
+        for f in [*OPERATION_FLOWS.values(), campaign]
+    ]
+    return out
+
+
+def serve_workcell(config: str | None, run_dir: str | None, limit: int | None = None) -> None:
+    """Serve until interrupted; ``limit`` caps flow runs at once (devices lock anyway)."""
+    serve(*deployments(config, run_dir), limit=limit, print_starting_message=True)

@@ -1,0 +1,204 @@
+"""The expansion campaign: its rules, a run to harvest, and a killed run resumed."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.campaign_helpers import WORKCELL, child_env, histories, quick_config
+from tests.conftest import run
+from workcell import lineage
+from workcell.campaign import (
+    DAY_S,
+    CampaignEngine,
+    CampaignParams,
+    CampaignView,
+    Kind,
+    PlateState,
+    auto_approve,
+    decide,
+)
+from workcell.config import load_config
+from workcell.session import STORE_FILE, open_session
+from workcell.store import Store
+
+DECK = [f"plate_{i}" for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)]
+P = CampaignParams()
+
+
+def _view(now_days: float, plates: list[PlateState], **kw: object) -> CampaignView:
+    return CampaignView(
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        now_s=now_days * DAY_S,
+        plates=plates,
+        finished=bool(kw.get("finished", False)),
+        last_viability=kw.get("viability"),  # type: ignore[arg-type]
+        used_plates={p.plate for p in plates} | set(kw.get("used", set())),  # type: ignore[call-overload]
+    )
+
+
+def _plate(
+    name: str, conf: float | None, fed: float = 0, imaged: float = 0, passage: int = 1
+) -> PlateState:
+    return PlateState(
+        plate=name,
+        vessels=[f"{name}_well_A1"],
+        area_cm2=57.6,
+        passage=passage,
+        last_fed_s=fed * DAY_S,
+        last_imaged_s=imaged * DAY_S,
+        confluence=conf,
+    )
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def test_first_action_is_seeding() -> None:
+    v = CampaignView(
+        started_at=None, now_s=0, plates=[], finished=False, last_viability=None, used_plates=set()
+    )
+    (a,) = decide(v, P, DECK).actions
+    assert a.kind is Kind.SEED and a.plates == ["plate_1"]
+
+
+def test_images_daily_feeds_on_schedule_and_waits_in_between() -> None:
+    assert decide(_view(1.0, [_plate("plate_1", 0.2)]), P, DECK).actions[0].kind is Kind.IMAGE
+    d = decide(_view(3.2, [_plate("plate_1", 0.3, fed=0, imaged=3.0)]), P, DECK)
+    assert [a.kind for a in d.actions] == [Kind.FEED]
+    d = decide(_view(3.5, [_plate("plate_1", 0.3, fed=3.2, imaged=3.0)]), P, DECK)
+    assert d.actions == [] and d.wake_at_s == pytest.approx(4.0 * DAY_S)
+
+
+def test_confluent_plate_is_passaged_into_free_plates() -> None:
+    d = decide(_view(7.0, [_plate("plate_1", 0.85, fed=6, imaged=7)]), P, DECK)
+    (a,) = d.actions
+    assert a.kind is Kind.PASSAGE and a.plates == ["plate_1"]
+    assert a.destinations == DECK[1:] and "85 % >= 80 %" in a.reason
+
+
+def test_target_reached_means_harvest_after_an_operator_decision() -> None:
+    # 6 x 57.6 cm2 x 3e4/cm2 x 0.6 = 6.2e6 cells: over the target, under target x 1.3
+    plates = [_plate(f"plate_{i}", 0.6, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
+    assert decide(_view(10.0, plates), P, DECK).actions == []
+    plates = [_plate(f"plate_{i}", 0.8, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
+    (a,) = decide(_view(10.0, plates), P, DECK).actions
+    assert a.kind is Kind.HARVEST and a.needs_operator and not a.deviation
+    assert len(a.plates) == 6
+
+
+def test_passage_limit_and_viability_floor_stop_with_a_deviation() -> None:
+    limit = decide(_view(7, [_plate("plate_1", 0.9, 6, 7, passage=5)]), P, DECK).actions[0]
+    assert limit.kind is Kind.HARVEST and limit.deviation and "passage limit is 5" in limit.reason
+    low = decide(_view(7, [_plate("plate_1", 0.5, 6, 7)], viability=60.0), P, DECK).actions[0]
+    assert low.kind is Kind.STOP and low.deviation and "below the floor 70 %" in low.reason
+    late = decide(_view(28.0, [_plate("plate_1", 0.5, 27.5, 27.9)]), P, DECK).actions[0]
+    assert late.kind is Kind.HARVEST and late.deviation
+
+
+# --- a whole campaign -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An uninterrupted campaign on the quick workcell (run once for the module)."""
+    folder = tmp_path_factory.mktemp("reference")
+    cfg_path = quick_config(folder)
+
+    async def go() -> None:
+        async with open_session(load_config(cfg_path), folder / "run") as s:
+            await CampaignEngine(s, CampaignParams(), auto_approve()).run()
+
+    run(go())
+    return cfg_path, folder / "run"
+
+
+def test_campaign_runs_from_vial_to_harvest(reference: tuple[Path, Path]) -> None:
+    _, run_dir = reference
+    store = Store(run_dir / STORE_FILE)
+    try:
+        (done,) = store.events("campaign_finished")
+        assert done.data["outcome"].startswith("harvested")
+        (h,) = store.events("harvested")
+        assert h.data["viable_cells"] >= CampaignParams().target_cells
+        assert h.data["viability_percent"] > 90
+        vessels = store.vessels()
+        first = [v for v in vessels if not v.parents]
+        children = [v for v in vessels if v.parents]
+        assert {v.plate for v in first} == {"plate_1"} and children
+        assert all(v.passage == 2 for v in children)
+        assert {v.state for v in first} == {"passaged"}
+        assert {v.state for v in children} == {"harvested"}
+        # fed on schedule: never twice at one time, and every 3 days at the most
+        fed: dict[str, list[float]] = {}
+        for e in store.events("fed"):
+            fed.setdefault(e.vessel_id or "", []).append(e.time.timestamp())
+        for times in fed.values():
+            assert len(times) == len(set(times))
+            assert all(b - a >= 3 * DAY_S - 1 for a, b in zip(times, times[1:], strict=False))
+        # the simulated operator kept the workcell supplied, and the record says so
+        assert store.events("load") and all(e.actor for e in store.events("load"))
+        decisions = store.events("operator_decision")
+        assert [d.data["action"] for d in decisions] == ["harvest"]
+        assert decisions[0].actor.startswith("auto-approve")
+        pd = lineage.population_doublings(store)
+        ends = [pd[v.id].at_end for v in children]
+        assert all(
+            e is not None and e > pd[v.id].at_seeding for e, v in zip(ends, children, strict=True)
+        )
+    finally:
+        store.close()
+
+
+def _steps_done(run_dir: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{run_dir / STORE_FILE}?mode=ro", uri=True, timeout=1)
+        try:
+            (n,) = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'step_finished'").fetchone()
+        finally:
+            db.close()
+        return int(n)
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_campaign_resumes_with_every_vessel_history_intact(
+    reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cfg_path, ref_dir = reference
+    run_dir = tmp_path / "run"
+    cmd = [
+        *WORKCELL,
+        "campaign",
+        "--config",
+        str(cfg_path),
+        "--run-dir",
+        str(run_dir),
+        "--auto-approve",
+        "--without-prefect",
+    ]
+    env = child_env(tmp_path / "locks")
+    kills = 0
+    for kill_after in (3, 20, 45):  # seeding, first passage, during the second growth
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while _steps_done(run_dir) < kill_after and proc.poll() is None:
+            assert time.monotonic() < deadline, "the campaign made no progress"
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills == 3
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    got, want = histories(run_dir), histories(ref_dir)
+    assert sorted(got) == sorted(want), "a vessel was lost or added"
+    for vessel, history in want.items():
+        assert sorted(got[vessel], key=repr) == sorted(history, key=repr), vessel

@@ -1,0 +1,590 @@
+"""The expansion campaign: what to do next, decided from the store and the clock alone.
+
+Bluesky-style, what the campaign *says* is separate from what *runs* it: ``decide``
+is a pure function of the store, the time and the parameters that returns the
+actions due now (seed, image, feed, passage, harvest, stop) or when to look again;
+``CampaignEngine`` carries them out, each as one checkpointed step, through a
+``StepRunner`` that the Prefect flow replaces with Prefect tasks. Because nothing
+else is remembered, a killed campaign restarted on the same run folder takes up
+exactly where its last finished step left it.
+
+Rules, in order, at each decision time:
+
+1. nothing seeded yet: seed the initial plates from the thawed vial;
+2. the last count's viability is below the floor: stop with a deviation;
+3. imaging is due for a plate (``image_every_days``): image it;
+4. the estimated total (confluence x cells per cm2 at confluence x area) reaches
+   the target: harvest everything (the operator approves first);
+5. a plate's mean confluence reaches the threshold: passage it into free plates,
+   unless the passage limit or the deck's free plates say stop, which harvests
+   with a deviation;
+6. feeding is due for a plate (``feed_every_days``): feed it;
+7. the campaign reached ``max_days``: harvest with a deviation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols import harvest, media_exchange, passaging, seeding
+from protocols.detachment import DetachParams
+from workcell import housekeeping, lineage
+from workcell.session import Session
+from workcell.store import Measurement, Store
+from workcell.workcell import Workcell
+
+DAY_S = 86400.0
+# Times in the store have microsecond resolution: a wait that ends "at" a due time
+# may land a microsecond short of it. Anything due within this many seconds is due.
+DUE_SLACK_S = 1.0
+
+
+class CampaignParams(BaseModel):
+    """An MSC expansion from a thawed vial to a dose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suspension: seeding.Suspension = Field(
+        default_factory=lambda: seeding.Suspension(
+            volume_mL=5.0,
+            viable_cells_per_mL=5.0e5,
+            viability_percent=92,
+            passage=1,
+            population_doublings=4.0,
+            lot="BM-MSC-DEMO-01",
+        ),
+        description="the thawed vial, counted",
+    )
+    initial_plates: list[str] = Field(default_factory=lambda: ["plate_1"], min_length=1)
+    density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
+    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
+    feed_every_days: float = Field(default=3.0, ge=0.5, le=7)
+    image_every_days: float = Field(default=1.0, ge=0.25, le=7)
+    confluence_threshold_percent: float = Field(default=80, ge=10, le=100)
+    cells_per_cm2_at_confluence: float = Field(
+        default=3.0e4, ge=1e3, le=2e5, description="calibration of the confluence estimate"
+    )
+    passage_limit: int = Field(default=5, ge=1, le=20)
+    viability_floor_percent: float = Field(default=70, ge=0, le=100)
+    patient_weight_kg: float = Field(default=3.0, ge=1, le=250)
+    target_dose_cells_per_kg: float = Field(default=2.0e6, ge=1e4, le=1e8)
+    max_days: float = Field(default=28, ge=1, le=120)
+    detach: DetachParams = Field(default_factory=DetachParams)
+    harvest_margin: float = Field(
+        default=1.3,
+        ge=1.0,
+        le=3.0,
+        description="harvest once the image estimate exceeds the target by this factor "
+        "(detachment yield and pooling losses)",
+    )
+    harvest_pool: str = Field(
+        default="harvest_pool", description="where the whole batch is pooled at harvest"
+    )
+
+    @property
+    def target_cells(self) -> float:
+        return self.patient_weight_kg * self.target_dose_cells_per_kg
+
+
+class Kind(StrEnum):
+    SEED = "seed"
+    IMAGE = "image"
+    FEED = "feed"
+    PASSAGE = "passage"
+    HARVEST = "harvest"
+    STOP = "stop"
+    REPLENISH = "replenish"
+
+
+class Action(BaseModel):
+    kind: Kind
+    plates: list[str] = Field(default_factory=list)
+    destinations: list[str] = Field(default_factory=list)
+    reason: str = ""
+    deviation: bool = False
+    needs_operator: bool = False
+
+    @property
+    def label(self) -> str:
+        where = ",".join(self.plates)
+        return f"{self.kind.value} {where}".strip()
+
+
+class Decision(BaseModel):
+    actions: list[Action]
+    wake_at_s: float | None = None  # when nothing is due: campaign seconds to look again
+    finished: bool = False
+
+
+class PlateState(BaseModel):
+    plate: str
+    vessels: list[str]
+    area_cm2: float
+    passage: int
+    last_fed_s: float
+    last_imaged_s: float
+    confluence: float | None
+
+
+class CampaignView(BaseModel):
+    """What the store says about the campaign now; all decisions start from this."""
+
+    started_at: datetime | None
+    now_s: float
+    plates: list[PlateState]
+    finished: bool
+    last_viability: float | None
+    used_plates: set[str]
+
+
+def _s(t: datetime, t0: datetime) -> float:
+    return (t - t0).total_seconds()
+
+
+def view(store: Store, now: datetime) -> CampaignView:
+    started = store.events("campaign_started")
+    t0 = started[0].time if started else now
+    vessels = store.vessels()
+    active = [v for v in vessels if v.state == "active"]
+    fed: dict[str, float] = {}
+    for e in store.events("fed"):
+        if e.vessel_id:
+            fed[e.vessel_id] = max(fed.get(e.vessel_id, 0.0), _s(e.time, t0))
+    conf: dict[str, tuple[float, float]] = {}
+    for m in store.measurements(kind="confluence"):
+        if m.vessel_id:
+            conf[m.vessel_id] = (_s(m.time, t0), m.value)
+    plates: dict[str, list] = {}
+    for v in active:
+        plates.setdefault(v.plate, []).append(v)
+    states = []
+    for name, vs in plates.items():
+        created = max(_s(v.created_at, t0) for v in vs)
+        imaged = [conf[v.id] for v in vs if v.id in conf and conf[v.id][0] >= created]
+        states.append(
+            PlateState(
+                plate=name,
+                vessels=[v.id for v in vs],
+                area_cm2=sum(v.area_cm2 for v in vs),
+                passage=max(v.passage for v in vs),
+                last_fed_s=max([created, *(fed.get(v.id, created) for v in vs)]),
+                last_imaged_s=max([t for t, _ in imaged], default=created),
+                confluence=(
+                    sum(c for _, c in imaged) / len(imaged) if len(imaged) == len(vs) else None
+                ),
+            )
+        )
+    viab = store.measurements(kind="pool_viability")
+    return CampaignView(
+        started_at=started[0].time if started else None,
+        now_s=_s(now, t0),
+        plates=sorted(states, key=lambda p: p.plate),
+        finished=bool(store.events("campaign_finished")),
+        last_viability=viab[-1].value if viab else None,
+        used_plates={v.plate for v in vessels},
+    )
+
+
+def decide(v: CampaignView, p: CampaignParams, deck_plates: list[str]) -> Decision:
+    """The actions due now, from the campaign's view of the store (see module docstring)."""
+    if v.finished:
+        return Decision(actions=[], finished=True)
+    if v.started_at is None or (not v.plates and not v.used_plates):
+        return Decision(actions=[Action(kind=Kind.SEED, plates=p.initial_plates)])
+    if not v.plates:
+        return Decision(actions=[], finished=True)
+    if v.last_viability is not None and v.last_viability < p.viability_floor_percent:
+        return Decision(
+            actions=[
+                Action(
+                    kind=Kind.STOP,
+                    plates=[x.plate for x in v.plates],
+                    deviation=True,
+                    needs_operator=True,
+                    reason=f"viability {v.last_viability:.0f} % is below the floor "
+                    f"{p.viability_floor_percent:.0f} %",
+                )
+            ]
+        )
+    all_plates = [x.plate for x in v.plates]
+    if v.now_s >= p.max_days * DAY_S - DUE_SLACK_S:
+        return Decision(
+            actions=[
+                Action(
+                    kind=Kind.HARVEST,
+                    plates=all_plates,
+                    deviation=True,
+                    needs_operator=True,
+                    reason=f"the campaign reached its {p.max_days:g} days before the target",
+                )
+            ]
+        )
+    image_due = [
+        x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - DUE_SLACK_S
+    ]
+    if image_due:
+        return Decision(actions=[Action(kind=Kind.IMAGE, plates=[x.plate for x in image_due])])
+
+    estimate = sum(
+        (x.confluence or 0) * p.cells_per_cm2_at_confluence * x.area_cm2 for x in v.plates
+    )
+    if estimate >= p.target_cells * p.harvest_margin:
+        return Decision(
+            actions=[
+                Action(
+                    kind=Kind.HARVEST,
+                    plates=all_plates,
+                    needs_operator=True,
+                    reason=f"estimated {estimate:.3g} cells >= target {p.target_cells:.3g} "
+                    f"x margin {p.harvest_margin:g}",
+                )
+            ]
+        )
+    confluent = [
+        x
+        for x in v.plates
+        if x.confluence is not None and 100 * x.confluence >= p.confluence_threshold_percent
+    ]
+    actions: list[Action] = []
+    free = [d for d in deck_plates if d not in v.used_plates]
+    for i, x in enumerate(confluent):
+        if x.passage + 1 > p.passage_limit:
+            return Decision(
+                actions=[
+                    Action(
+                        kind=Kind.HARVEST,
+                        plates=all_plates,
+                        deviation=True,
+                        needs_operator=True,
+                        reason=f"{x.plate} is confluent at passage {x.passage}; the passage limit "
+                        f"is {p.passage_limit}",
+                    )
+                ]
+            )
+        share = free[i * len(free) // len(confluent) : (i + 1) * len(free) // len(confluent)]
+        if not share:
+            return Decision(
+                actions=[
+                    Action(
+                        kind=Kind.HARVEST,
+                        plates=all_plates,
+                        deviation=True,
+                        needs_operator=True,
+                        reason=f"{x.plate} is confluent and no free plate is left on the deck",
+                    )
+                ]
+            )
+        actions.append(
+            Action(
+                kind=Kind.PASSAGE,
+                plates=[x.plate],
+                destinations=share,
+                reason=f"confluence {100 * x.confluence:.0f} % >= "  # type: ignore[operator]
+                f"{p.confluence_threshold_percent:.0f} %",
+            )
+        )
+    passaged = {a.plates[0] for a in actions}
+    feed_due = [
+        x.plate
+        for x in v.plates
+        if x.plate not in passaged
+        and v.now_s - x.last_fed_s >= p.feed_every_days * DAY_S - DUE_SLACK_S
+    ]
+    if feed_due:
+        actions.append(Action(kind=Kind.FEED, plates=feed_due))
+    if actions:
+        return Decision(actions=actions)
+    wake = min(
+        [x.last_imaged_s + p.image_every_days * DAY_S for x in v.plates]
+        + [x.last_fed_s + p.feed_every_days * DAY_S for x in v.plates]
+        + [p.max_days * DAY_S]
+    )
+    return Decision(actions=[], wake_at_s=wake)
+
+
+StepRunner = Callable[[str, Callable[[], Awaitable[object]]], Awaitable[object]]
+
+
+class OperatorDecision(BaseModel):
+    """An operator's answer at a hold point (before harvest, on a deviation)."""
+
+    operator: str = Field(min_length=1, description="who decides")
+    decision: Literal["approve", "abort"] = "approve"
+    comment: str = ""
+
+
+Ask = Callable[[Action], Awaitable[OperatorDecision]]
+Progress = Callable[[float, str], Awaitable[None] | None]
+
+
+class CampaignSummary(BaseModel):
+    days: float = Field(description="simulated (or real) days from start to the last record")
+    outcome: str
+    passages: int
+    population_doublings: float | None = Field(
+        description="mean cumulative PD of the harvested vessels, from counts"
+    )
+    viable_cells: float | None
+    viability_percent: float | None
+    dose_cells_per_kg: float | None
+    target_cells: float
+    vessels: int
+    steps: int
+
+
+async def _direct(name: str, work: Callable[[], Awaitable[object]]) -> object:
+    return await work()
+
+
+class CampaignEngine:
+    """Runs the campaign's decisions as checkpointed steps until it finishes."""
+
+    def __init__(
+        self,
+        session: Session,
+        params: CampaignParams,
+        ask: Ask,
+        run_step: StepRunner = _direct,
+        progress: Progress | None = None,
+    ) -> None:
+        self.session = session
+        self.params = params
+        self.ask = ask
+        self.run_step = run_step
+        self.progress = progress
+        self.deck_plates = [
+            s.name
+            for s in session.config.deck.sites()
+            if s.labware == "cor_cos_6_wellplate_16800uL_Fb"
+        ]
+
+    @property
+    def wc(self) -> Workcell:
+        return self.session.wc  # rebuilt when another run moved the workcell on
+
+    def _view(self) -> CampaignView:
+        return view(self.wc.store, self.wc.clock.now())
+
+    async def run(self) -> CampaignSummary:
+        if not self.wc.store.events("campaign_started"):
+            self.wc.event(
+                "campaign_started", "campaign", params=self.params.model_dump(mode="json")
+            )
+        while True:
+            v = self._view()
+            d = decide(v, self.params, self.deck_plates)
+            if d.finished:
+                break
+            await self._report(v)
+            if not d.actions:
+                assert d.wake_at_s is not None
+                await self._wait(d.wake_at_s)
+                continue
+            for action in d.actions:
+                await self._do(action)
+        return summarize(self.wc.store, self.params)
+
+    async def _wait(self, until_s: float) -> None:
+        label = f"wait until day {until_s / DAY_S:.2f}"
+
+        async def work() -> None:
+            async with self.session.step(label) as wc:
+                await wc.clock.sleep(max(0.0, until_s - view(wc.store, wc.clock.now()).now_s))
+
+        await self.run_step(label, work)
+
+    async def _do(self, a: Action) -> object:
+        p = self.params
+        label = f"day {self._view().now_s / DAY_S:.2f} {a.label}"
+        if a.needs_operator:
+            if a.deviation:
+                self.wc.event("deviation", "campaign", message=a.reason, action=a.kind.value)
+            answer = await self.ask(a)
+            self.wc.event(
+                "operator_decision",
+                answer.operator,
+                action=a.kind.value,
+                reason=a.reason,
+                decision=answer.decision,
+                comment=answer.comment,
+            )
+            if answer.decision == "abort" or a.kind is Kind.STOP:
+                self.wc.event("campaign_finished", "campaign", outcome=f"stopped: {a.reason}")
+                return None
+
+        async def work() -> object:
+            async with self.session.step(label) as wc:
+                await self._housekeeping(wc)
+                wc.event(
+                    "decision", "campaign", action=a.kind.value, plates=a.plates, reason=a.reason
+                )
+                if a.kind is Kind.SEED:
+                    seeded = await seeding.run(
+                        wc,
+                        seeding.SeedingParams(
+                            suspension=p.suspension,
+                            plates=a.plates,
+                            density_cells_per_cm2=p.density_cells_per_cm2,
+                            medium_mL_per_cm2=p.medium_mL_per_cm2,
+                        ),
+                        actor="campaign",
+                    )
+                    for plate in a.plates:
+                        await wc.store_plate(plate)
+                    return seeded
+                if a.kind is Kind.IMAGE:
+                    return await image_plates(wc, a.plates)
+                if a.kind is Kind.FEED:
+                    return await media_exchange.run(
+                        wc,
+                        media_exchange.MediaExchangeParams(
+                            plates=a.plates, medium_mL_per_cm2=p.medium_mL_per_cm2
+                        ),
+                        actor="campaign",
+                    )
+                if a.kind is Kind.PASSAGE:
+                    return await passaging.run(
+                        wc,
+                        passaging.PassagingParams(
+                            plate=a.plates[0],
+                            destination_plates=a.destinations,
+                            confluence_threshold_percent=p.confluence_threshold_percent,
+                            density_cells_per_cm2=p.density_cells_per_cm2,
+                            medium_mL_per_cm2=p.medium_mL_per_cm2,
+                            detach=p.detach,
+                        ),
+                        actor="campaign",
+                    )
+                result = await harvest.run(
+                    wc,
+                    harvest.HarvestParams(
+                        plates=a.plates,
+                        patient_weight_kg=p.patient_weight_kg,
+                        target_dose_cells_per_kg=p.target_dose_cells_per_kg,
+                        detach=p.detach.model_copy(update={"pool_tube": p.harvest_pool}),
+                    ),
+                    actor="campaign",
+                )
+                deviation = a.deviation
+                if not result.dose_reached:
+                    deviation = True
+                    wc.event(
+                        "deviation",
+                        "campaign",
+                        message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
+                        f"target {result.target_dose_cells_per_kg:.3g}",
+                    )
+                outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
+                wc.event("campaign_finished", "campaign", outcome=outcome)
+                return result
+
+        return await self.run_step(label, work)
+
+    async def _housekeeping(self, wc: Workcell) -> None:
+        """Top up reagents, empty waste and tubes, replace tips before a step needs them."""
+        chores = housekeeping.due(wc)
+        if not chores:
+            return
+        actor = "operator (simulated)"
+        if wc.world is None:  # a person does it on a real workcell
+            answer = await self.ask(
+                Action(
+                    kind=Kind.REPLENISH,
+                    needs_operator=True,
+                    reason="; ".join(c.text for c in chores),
+                )
+            )
+            actor = answer.operator
+        housekeeping.do(wc, chores, actor)
+
+    async def _report(self, v: CampaignView) -> None:
+        if self.progress is None:
+            return
+        estimate = estimated_cells(v, self.params)
+        share = max(estimate / self.params.target_cells, v.now_s / (self.params.max_days * DAY_S))
+        text = (
+            f"day {v.now_s / DAY_S:.1f}: {len(v.plates)} plates, "
+            f"~{estimate:.3g} of {self.params.target_cells:.3g} cells"
+        )
+        maybe = self.progress(min(99.0, 100.0 * share), text)
+        if maybe is not None:
+            await maybe
+
+
+def estimated_cells(v: CampaignView, p: CampaignParams) -> float:
+    """Cells in culture as the last images say (confluence x calibrated density x area)."""
+    return sum((x.confluence or 0) * p.cells_per_cm2_at_confluence * x.area_cm2 for x in v.plates)
+
+
+async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:
+    """Image plates for confluence, from the incubator and back; record each well's value."""
+    out: dict[str, float] = {}
+    for name in plates:
+        back = wc.in_incubator(name)
+        plate = await wc.fetch_plate(name, to_deck=False) if back else wc.plate(name)
+        measured = await wc.imager.confluence(plate)
+        for well, value in measured.items():
+            if wc.store.vessel(well) is not None:
+                wc.store.add_measurement(
+                    Measurement(
+                        vessel_id=well,
+                        kind="confluence",
+                        value=value,
+                        unit="fraction",
+                        time=wc.clock.now(),
+                        source=wc.imager.name,
+                    )
+                )
+                out[well] = value
+        if back:
+            await wc.store_plate(name)
+        await wc.check_incubators()
+    return out
+
+
+def summarize(store: Store, params: CampaignParams) -> CampaignSummary:
+    """The batch summary, from the store alone (what a report or the UI shows)."""
+    started = store.events("campaign_started")
+    finished = store.events("campaign_finished")
+    harvested = store.events("harvested")
+    vessels = store.vessels()
+    last = max([e.time for e in store.events()], default=None)
+    days = (last - started[0].time).total_seconds() / DAY_S if started and last else 0.0
+    pd = lineage.population_doublings(store)
+    h = harvested[-1].data if harvested else None
+    harvested_pd = [pd[v].at_end for v in (h or {}).get("vessels", []) if v in pd]
+    return CampaignSummary(
+        days=days,
+        outcome=finished[-1].data["outcome"] if finished else "unfinished",
+        passages=max((v.passage for v in vessels), default=0)
+        - min((v.passage for v in vessels), default=0),
+        population_doublings=(
+            sum(x for x in harvested_pd if x is not None) / len(harvested_pd)
+            if harvested_pd and all(x is not None for x in harvested_pd)
+            else None
+        ),
+        viable_cells=h["viable_cells"] if h else None,
+        viability_percent=h["viability_percent"] if h else None,
+        dose_cells_per_kg=h["dose_cells_per_kg"] if h else None,
+        target_cells=params.target_cells,
+        vessels=len(vessels),
+        steps=len(store.events("step_finished")),
+    )
+
+
+def auto_approve(operator: str = "auto-approve (dry-run)") -> Ask:
+    """The answer of a dry-run started with --auto-approve: approve, and say so."""
+
+    async def ask(action: Action) -> OperatorDecision:
+        return OperatorDecision(
+            operator=operator,
+            decision="approve",
+            comment=f"dry-run auto-approval of {action.label}",
+        )
+
+    return ask

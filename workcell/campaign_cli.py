@@ -1,0 +1,177 @@
+"""The terminal face of a campaign run: progress bar, growth table, batch summary.
+
+Used by ``workcell campaign`` and ``workcell demo``. The campaign itself runs as
+the Prefect flow (an ephemeral Prefect server when no ``PREFECT_API_URL`` is
+set); this module only shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workcell.campaign import DAY_S, CampaignEngine, CampaignParams, CampaignSummary, auto_approve
+from workcell.config import WorkcellConfig
+from workcell.errors import WorkcellError
+from workcell.session import STORE_FILE, open_session
+from workcell.store import Store
+
+
+def new_run_dir() -> Path:
+    return Path("runs") / datetime.now(UTC).strftime("campaign-%Y%m%d-%H%M%S")
+
+
+def run_campaign_cli(
+    cfg: WorkcellConfig,
+    config_path: Path | None,
+    run_dir: Path | None,
+    params: CampaignParams,
+    auto_approve: bool,
+    out: Console,
+    err: Console,
+    without_prefect: bool = False,
+) -> int:
+    if not auto_approve and not os.environ.get("PREFECT_API_URL"):
+        err.print(
+            "[bold red]error:[/] the campaign pauses for an operator before harvest and on "
+            "deviations; a dry-run answers those only with --auto-approve. To decide yourself, "
+            "start a Prefect server, set PREFECT_API_URL, and answer in the Prefect UI."
+        )
+        return 2
+    if auto_approve and not cfg.simulated:
+        err.print("[bold red]error:[/] --auto-approve is for simulated workcells only")
+        return 2
+    if without_prefect and not auto_approve:
+        err.print("[bold red]error:[/] --without-prefect has no UI to ask: add --auto-approve")
+        return 2
+    folder = run_dir or new_run_dir()
+
+    out.print(f"expansion campaign on {cfg.name!r}, run folder {folder}")
+    out.print(
+        f"target {params.target_cells:.3g} viable cells "
+        f"({params.target_dose_cells_per_kg:.3g} cells/kg x {params.patient_weight_kg:g} kg)"
+    )
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]campaign"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=out,
+        transient=False,
+    ) as bar:
+        tid = bar.add_task("starting (Prefect)", total=100)
+
+        def show(percent: float, text: str) -> None:
+            bar.update(tid, completed=percent, description=text)
+
+        try:
+            if without_prefect:
+                summary = asyncio.run(_engine_only(cfg, folder, params, show))
+            else:
+                summary = _as_flow(config_path, folder, params, auto_approve, show)
+        except WorkcellError as e:
+            err.print(f"[bold red]error:[/] {e}")
+            return 2
+    wall = time.perf_counter() - t0
+    store = Store(folder / STORE_FILE)
+    try:
+        out.print(growth_table(store))
+    finally:
+        store.close()
+    out.print(summary_table(summary, wall))
+    out.print(f"record: {folder / STORE_FILE}")
+    return 0 if summary.outcome.startswith("harvested") else 1
+
+
+def _as_flow(
+    config_path: Path | None,
+    folder: Path,
+    params: CampaignParams,
+    auto_approve: bool,
+    show: Callable[[float, str], None],
+) -> CampaignSummary:
+    """The campaign flow, on the Prefect API in PREFECT_API_URL or an ephemeral one."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bar, not a log per task
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
+    from flows.campaign import campaign, progress_listeners
+
+    progress_listeners.append(show)
+    try:
+        return asyncio.run(
+            campaign(
+                params=params,
+                config=str(config_path) if config_path else None,
+                run_dir=str(folder),
+                auto_approve_dry_run=auto_approve,
+            )
+        )
+    finally:
+        progress_listeners.remove(show)
+
+
+async def _engine_only(
+    cfg: WorkcellConfig,
+    folder: Path,
+    params: CampaignParams,
+    show: Callable[[float, str], None],
+) -> CampaignSummary:
+    """The same campaign engine without Prefect: for CI and for benchmarks of the engine."""
+    async with open_session(cfg, folder) as session:
+        summary = await CampaignEngine(session, params, auto_approve(), progress=show).run()
+    show(100.0, summary.outcome)
+    return summary
+
+
+def growth_table(store: Store) -> Table:
+    """Per day and plate: mean imaged confluence of the plate's vessels."""
+    started = store.events("campaign_started")
+    if not started:
+        return Table(title="no campaign in this run folder")
+    t0 = started[0].time
+    plate_of = {v.id: v.plate for v in store.vessels()}
+    cells: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for m in store.measurements(kind="confluence"):
+        if m.vessel_id in plate_of:
+            day = int((m.time - t0).total_seconds() // DAY_S)
+            cells[(day, plate_of[m.vessel_id])].append(m.value)
+    plates = sorted({p for _, p in cells}, key=lambda p: (len(p), p))
+    table = Table("day", *plates, title="mean confluence per plate (imager), %")
+    for day in sorted({d for d, _ in cells}):
+        row = []
+        for p in plates:
+            vals = cells.get((day, p))
+            row.append(f"{100 * sum(vals) / len(vals):.0f}" if vals else "")
+        table.add_row(str(day), *row)
+    return table
+
+
+def summary_table(s: CampaignSummary, wall_s: float) -> Table:
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    t = Table("batch summary", "", title="expansion campaign")
+    for k, v in (
+        ("outcome", s.outcome),
+        ("viable cells", f"{num(s.viable_cells, '.3g')} (target {s.target_cells:.3g})"),
+        ("viability", f"{num(s.viability_percent, '.1f')} %"),
+        ("dose", f"{num(s.dose_cells_per_kg, '.3g')} cells/kg"),
+        ("passages", str(s.passages)),
+        ("population doublings", num(s.population_doublings, ".2f")),
+        ("simulated days", f"{s.days:.1f}"),
+        ("vessels", str(s.vessels)),
+        ("steps", str(s.steps)),
+        ("wall seconds", f"{wall_s:.1f}"),
+    ):
+        t.add_row(k, v)
+    return t

@@ -1,0 +1,61 @@
+"""One run per device at a time, across processes.
+
+Each device of a workcell has a lock file; a step holds an exclusive ``flock`` on
+the files of the devices it drives. The kernel releases a lock when its process
+dies, so a killed run never leaves a device locked (unlike a lease that has to
+expire). Locks are taken in name order, so two runs cannot deadlock.
+
+The lock folder is ``$WORKCELL_LOCK_DIR`` or the system temp folder, with one
+sub-folder per workcell name: every process that drives the same workcell uses
+the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+POLL_S = 0.05
+
+
+def lock_dir(workcell: str) -> Path:
+    base = Path(os.environ.get("WORKCELL_LOCK_DIR", Path(tempfile.gettempdir()) / "msc-workcell"))
+    path = base / workcell
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def devices_locked(
+    workcell: str, devices: list[str], timeout_s: float = 3600.0
+) -> AsyncIterator[float]:
+    """Hold every device's lock; yields the seconds spent waiting for them."""
+    folder = lock_dir(workcell)
+    handles = []
+    start = time.monotonic()
+    try:
+        for device in sorted(set(devices)):
+            fh = open(folder / f"{device}.lock", "a+")  # noqa: SIM115 - held across awaits
+            handles.append(fh)
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - start > timeout_s:
+                        raise TimeoutError(
+                            f"device {device!r} of {workcell!r} stayed busy for {timeout_s:.0f} s"
+                        ) from None
+                    await asyncio.sleep(POLL_S)
+        yield time.monotonic() - start
+    finally:
+        for fh in handles:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()

@@ -1,0 +1,131 @@
+"""A workcell session on a run folder: open it, resume it, and run steps in it.
+
+``open_session`` builds the workcell from its config with the run folder's store.
+If the store holds a checkpoint (a run was here before), the workcell is put back
+into that state instead of being loaded afresh: a restarted campaign, or the next
+flow run from the Prefect UI, continues where the last one stopped.
+
+``Session.step`` wraps one unit of work (a protocol, a wait). It holds the locks
+of the workcell's devices, so two runs on one workcell, in one process or two,
+never drive an instrument at once. Under the locks it first checks that the
+store's checkpoint is the one this session last wrote; if another run has moved
+the workcell on since, the session rebuilds its workcell from that checkpoint
+before it starts, so no run works from a stale picture of the deck.
+
+In a dry-run a step is one store transaction ending with a new checkpoint: a
+process killed mid-step leaves the store and the checkpoint exactly as they were
+before the step, and the step is simply done again on resume. On hardware the
+records of a step are written as they happen (a step done in the world cannot be
+undone), and a step found started but not finished on resume is a deviation for
+the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from workcell.assembly import build_workcell
+from workcell.checkpoint import restore, snapshot
+from workcell.config import WorkcellConfig
+from workcell.locks import devices_locked
+from workcell.workcell import Workcell
+
+STORE_FILE = "workcell.db"
+
+
+def store_path(run_dir: Path | str | None) -> str:
+    if run_dir is None:
+        return ":memory:"
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / STORE_FILE)
+
+
+class Session:
+    """One process's handle on a workcell and its run folder."""
+
+    def __init__(self, config: WorkcellConfig, run_dir: Path | str | None) -> None:
+        self.config = config
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self._wc: Workcell | None = None
+        self._seq = 0
+        self.reloads = 0  # how often another run had moved the workcell on
+
+    @property
+    def wc(self) -> Workcell:
+        if self._wc is None:
+            raise RuntimeError("the session is not open")
+        return self._wc
+
+    async def open(self) -> None:
+        async with devices_locked(self.config.name, list(self.config.devices)):
+            await self._load()
+
+    async def _load(self) -> None:
+        wc = build_workcell(self.config, store_path(self.run_dir))
+        self._wc = wc
+        saved = wc.store.checkpoint()
+        await wc.setup(load_reservoirs=saved is None)
+        if saved is not None:
+            restore(wc, saved)
+            self._seq = wc.store.checkpoint_seq()
+            unfinished = _unfinished_steps(wc)
+            if unfinished and wc.world is None:
+                wc.event(
+                    "deviation",
+                    "workcell",
+                    message=f"resumed after an interruption during {unfinished}: "
+                    "check these vessels",
+                )
+        else:
+            self._seq = wc.store.save_checkpoint(snapshot(wc))
+
+    async def close(self) -> None:
+        if self._wc is None:
+            return
+        wc, self._wc = self._wc, None
+        try:
+            await wc.stop()
+        finally:
+            wc.store.close()
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[Workcell]:
+        """One unit of work: device locks held, then recorded and checkpointed as a whole."""
+        async with devices_locked(self.config.name, list(self.config.devices)):
+            if self.wc.store.checkpoint_seq() != self._seq:
+                await self.close()
+                await self._load()
+                self.reloads += 1
+            wc = self.wc
+            if wc.world is None:  # hardware: record as it happens
+                wc.event("step_started", "workcell", step=name)
+                yield wc
+                wc.event("step_finished", "workcell", step=name)
+                self._seq = wc.store.save_checkpoint(snapshot(wc))
+                return
+            with wc.store.transaction():
+                wc.event("step_started", "workcell", step=name)
+                yield wc
+                wc.event("step_finished", "workcell", step=name)
+                self._seq = wc.store.save_checkpoint(snapshot(wc))
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    config: WorkcellConfig, run_dir: Path | str | None
+) -> AsyncIterator[Session]:
+    session = Session(config, run_dir)
+    try:
+        await session.open()
+        yield session
+    finally:
+        await session.close()
+
+
+def _unfinished_steps(wc: Workcell) -> list[str]:
+    started = [e.data.get("step") for e in wc.store.events("step_started")]
+    done = [e.data.get("step") for e in wc.store.events("step_finished")]
+    return [s for s in started if s not in done]
