@@ -14,15 +14,15 @@ the pause only when started with ``auto_approve``, and the record says so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    update_progress_artifact,
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
 )
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import apause_flow_run
 
 from flows.steps import as_task, publish_vessels, resolve
 from workcell.campaign import (
@@ -39,6 +39,7 @@ from workcell.session import open_session
 
 # Listeners in this process (the CLI's progress bar): called with (percent, text).
 progress_listeners: list[Callable[[float, str], None]] = []
+POLL_S = 2  # how often a paused run looks for the operator's answer
 
 
 def prefect_operator(timeout_s: int) -> Ask:
@@ -46,8 +47,11 @@ def prefect_operator(timeout_s: int) -> Ask:
         get_run_logger().warning(
             "waiting for an operator decision on %r: %s", action.label, action.reason
         )
-        answer = await pause_flow_run(  # type: ignore[misc]
-            wait_for_input=OperatorDecision, timeout=timeout_s, key=f"decide-{action.kind.value}"
+        answer = await apause_flow_run(
+            wait_for_input=OperatorDecision,
+            timeout=timeout_s,
+            poll_interval=POLL_S,
+            key=f"decide-{action.kind.value}-{uuid4().hex[:8]}",
         )
         if answer is None:
             raise WorkcellError(f"no operator decision on {action.label!r} within {timeout_s} s")
@@ -70,25 +74,25 @@ async def campaign(
     if auto_approve_dry_run and not cfg.simulated:
         raise WorkcellError("auto-approval is for dry-runs; this workcell drives real devices")
     ask = auto_approve() if auto_approve_dry_run else prefect_operator(operator_timeout_s)
-    progress_id: UUID = await create_progress_artifact(  # type: ignore[misc]
+    progress_id: UUID = await acreate_progress_artifact(
         progress=0.0, description=f"expansion campaign in {folder}"
     )
 
     async def progress(percent: float, text: str) -> None:
-        await update_progress_artifact(progress_id, percent, description=text)  # type: ignore[misc]
+        await aupdate_progress_artifact(progress_id, percent, description=text)
         for listener in progress_listeners:
             listener(percent, text)
 
     async with open_session(cfg, folder) as session:
         engine = CampaignEngine(session, params, ask, run_step=as_task, progress=progress)
         summary = await engine.run()
-        await update_progress_artifact(progress_id, 100.0, description=summary.outcome)  # type: ignore[misc]
+        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome)
         for listener in progress_listeners:
             listener(100.0, summary.outcome)
         await publish_vessels(session.wc.store, str(folder))
-        await create_markdown_artifact(
+        await acreate_markdown_artifact(
             markdown=summary_markdown(summary), key="batch-summary", description="batch summary"
-        )  # type: ignore[misc]
+        )
     return summary
 
 

@@ -10,9 +10,9 @@ the UI today and passaging from it next week act on the same plates.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.steps import as_task, publish_result, publish_vessels, resolve
@@ -117,4 +117,9 @@ async def harvest_flow(
     return result
 
 
-OPERATION_FLOWS = {"seed": seed, "feed": feed, "passage": passage, "harvest": harvest_flow}
+OPERATION_FLOWS: dict[str, Flow[..., Any]] = {
+    "seed": seed,
+    "feed": feed,
+    "passage": passage,
+    "harvest": harvest_flow,
+}

@@ -10,8 +10,9 @@ next to the instruments.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prefect import serve
+from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
 from flows.campaign import campaign
@@ -25,10 +26,12 @@ def deployments(config: str | None, run_dir: str | None) -> list[RunnerDeploymen
         "config": str(Path(config).resolve()) if config else None,
         "run_dir": str(folder.resolve()),
     }
-    out = [
-        f.to_deployment(name=cfg.name, parameters=defaults, tags=["msc-workcell", cfg.name])
-        for f in [*OPERATION_FLOWS.values(), campaign]
-    ]
+    flows: list[Flow[..., Any]] = [*OPERATION_FLOWS.values(), campaign]
+    out = []
+    for f in flows:
+        dep = f.to_deployment(name=cfg.name, parameters=defaults, tags=["msc-workcell", cfg.name])
+        assert isinstance(dep, RunnerDeployment)  # called outside an event loop: not awaitable
+        out.append(dep)
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -62,7 +62,7 @@ async def publish_vessels(store: Store, run: str) -> None:
         }
         for v in store.vessels()
     ]
-    await create_table_artifact(
+    await acreate_table_artifact(
         table=rows, key=f"vessels-{_key(run)}", description=f"vessels of {run}"
     )
 
@@ -76,4 +76,4 @@ async def publish_result(title: str, result: BaseModel | dict[str, Any] | None) 
             value = f"{value:.4g}"
         text = str(value)
         lines.append(f"| {name} | {text if len(text) < 200 else text[:197] + '...'} |")
-    await create_markdown_artifact(markdown="\n".join(lines), description=title)
+    await acreate_markdown_artifact(markdown="\n".join(lines), description=title)

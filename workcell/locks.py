@@ -5,6 +5,10 @@ the files of the devices it drives. The kernel releases a lock when its process
 dies, so a killed run never leaves a device locked (unlike a lease that has to
 expire). Locks are taken in name order, so two runs cannot deadlock.
 
+A run that waits leaves a marker file; a run that releases a lock while someone
+waits steps back for a moment before it takes the lock again, so a campaign that
+runs step after step does not starve a flow run started from the UI.
+
 The lock folder is ``$WORKCELL_LOCK_DIR`` or the system temp folder, with one
 sub-folder per workcell name: every process that drives the same workcell uses
 the same files.
@@ -20,8 +24,10 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
-POLL_S = 0.05
+POLL_S = 0.02
+STEP_BACK_S = 5 * POLL_S
 
 
 def lock_dir(workcell: str) -> Path:
@@ -31,31 +37,55 @@ def lock_dir(workcell: str) -> Path:
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def others_waiting(folder: Path) -> bool:
+    for marker in folder.glob("waiting.*"):
+        pid = int(marker.suffix[1:]) if marker.suffix[1:].isdigit() else -1
+        if pid != os.getpid() and _alive(pid):
+            return True
+    return False
+
+
 @contextlib.asynccontextmanager
 async def devices_locked(
     workcell: str, devices: list[str], timeout_s: float = 3600.0
 ) -> AsyncIterator[float]:
     """Hold every device's lock; yields the seconds spent waiting for them."""
     folder = lock_dir(workcell)
-    handles = []
+    marker = folder / f"waiting.{os.getpid()}"
+    handles: list[IO[str]] = []
     start = time.monotonic()
     try:
         for device in sorted(set(devices)):
-            fh = open(folder / f"{device}.lock", "a+")  # noqa: SIM115 - held across awaits
+            fh: IO[str] = open(folder / f"{device}.lock", "a+")  # noqa: SIM115 - held across awaits
             handles.append(fh)
             while True:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    marker.touch()
                     if time.monotonic() - start > timeout_s:
                         raise TimeoutError(
                             f"device {device!r} of {workcell!r} stayed busy for {timeout_s:.0f} s"
                         ) from None
                     await asyncio.sleep(POLL_S)
+        marker.unlink(missing_ok=True)
         yield time.monotonic() - start
     finally:
+        marker.unlink(missing_ok=True)
         for fh in handles:
             with contextlib.suppress(OSError):
                 fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
+    if others_waiting(folder):
+        await asyncio.sleep(STEP_BACK_S)

@@ -126,6 +126,6 @@ async def open_session(
 
 
 def _unfinished_steps(wc: Workcell) -> list[str]:
-    started = [e.data.get("step") for e in wc.store.events("step_started")]
-    done = [e.data.get("step") for e in wc.store.events("step_finished")]
+    started = [str(e.data.get("step")) for e in wc.store.events("step_started")]
+    done = {str(e.data.get("step")) for e in wc.store.events("step_finished")}
     return [s for s in started if s not in done]
