@@ -90,8 +90,14 @@ async def campaign(
         for listener in progress_listeners:
             listener(100.0, summary.outcome)
         await publish_vessels(session.wc.store, str(folder))
+        check = session.wc.store.record.verify()
+        record = f"\n\nBatch record: {check.entries} entries, head hash `{check.head_hash}`" + (
+            "" if check.ok else f" - DOES NOT VERIFY: {check.problem}"
+        )
         await acreate_markdown_artifact(
-            markdown=summary_markdown(summary), key="batch-summary", description="batch summary"
+            markdown=summary_markdown(summary) + record,
+            key="batch-summary",
+            description="batch summary",
         )
     return summary
 

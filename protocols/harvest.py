@@ -72,7 +72,7 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "harvested")
+    wc.store.set_state([t.vessel for t in targets], "harvested", wc.clock.now())
     volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
     total = count.viable_per_mL * volume_mL
     dose = total / params.patient_weight_kg

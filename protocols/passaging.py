@@ -148,7 +148,7 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "passaged")
+    wc.store.set_state([t.vessel for t in targets], "passaged", wc.clock.now())
 
     pool = wc.container(d.pool_tube)
     usable_uL = max(0.0, pool.tracker.get_used_volume() - dead_volume_uL(pool))

@@ -42,7 +42,7 @@ def test_vessels_lineage_measurements_events_round_trip(tmp_path: Path) -> None:
     store.add_event(
         Event(time=NOW, kind="seeded", actor="test", vessel_id="p1_A1", data={"cells": 1.5e4})
     )
-    store.move_vessels(["p1_A1"], "incubator:rack-1")
+    store.move_vessels(["p1_A1"], "incubator:rack-1", NOW)
     store.close()
 
     again = Store(path)

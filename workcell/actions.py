@@ -7,6 +7,7 @@ refused protocol moved nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,12 +21,20 @@ class Action(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+Sink = Callable[[datetime, str, str, dict[str, Any]], None]
+
+
 class ActionLog:
-    def __init__(self) -> None:
+    """In memory for reports and tests; each action also goes to ``sink`` (the batch record)."""
+
+    def __init__(self, sink: Sink | None = None) -> None:
         self.actions: list[Action] = []
+        self.sink = sink
 
     def record(self, time: datetime, device: str, action: str, **detail: Any) -> None:
         self.actions.append(Action(time=time, device=device, action=action, detail=detail))
+        if self.sink is not None:
+            self.sink(time, device, action, detail)
 
     def __len__(self) -> int:
         return len(self.actions)

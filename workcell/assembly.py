@@ -70,8 +70,8 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
     clock: Clock = (
         SimClock(start=config.clock.start) if config.clock.kind == "simulated" else WallClock()
     )
-    log = ActionLog()
     store = Store(store_path)
+    log = ActionLog(sink=store.add_device_action)  # every device action into the record
     deck = _build_deck(config)
     seed = config.culture.seed
     world: SimWorld | None = None

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
+
+from rich.tree import Tree
 
 from workcell.store import Store
 
@@ -49,3 +52,81 @@ def population_doublings(store: Store) -> dict[str, VesselPD]:
         inc = increments.get(record.id)
         out[record.id] = VesselPD(at_seeding=start, at_end=None if inc is None else start + inc)
     return out
+
+
+@dataclass
+class PlateGroup:
+    """The vessels one seeding put on one plate: the unit a lineage diagram shows."""
+
+    key: str  # plate/Ppassage
+    plate: str
+    vessels: list[str]
+    passage: int
+    created: datetime
+    state: str
+    parents: list[str]  # keys of the parent groups
+    pd_start: float
+    pd_end: float | None
+    cells_seeded: float
+
+
+def plate_groups(store: Store) -> list[PlateGroup]:
+    pd = population_doublings(store)
+    seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
+    groups: dict[str, PlateGroup] = {}
+    group_of: dict[str, str] = {}
+    for v in sorted(store.vessels(), key=lambda r: r.created_at):
+        key = f"{v.plate}/P{v.passage}"  # a plate is seeded once per passage level
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = PlateGroup(
+                key=key,
+                plate=v.plate,
+                vessels=[],
+                passage=v.passage,
+                created=v.created_at,
+                state=v.state,
+                parents=[],
+                pd_start=pd[v.id].at_seeding,
+                pd_end=None,
+                cells_seeded=0.0,
+            )
+        g.vessels.append(v.id)
+        group_of[v.id] = key
+        g.cells_seeded += seeded.get(v.id, 0.0)
+        for p in v.parents:
+            if group_of.get(p) and group_of[p] not in g.parents:
+                g.parents.append(group_of[p])
+        ends = [pd[x].at_end for x in g.vessels if pd[x].at_end is not None]
+        g.pd_end = sum(ends) / len(ends) if ends else None  # type: ignore[arg-type]
+        if v.state != "active":
+            g.state = v.state
+    return list(groups.values())
+
+
+def lineage_tree(store: Store) -> Tree:
+    """The tree from the vial through every passage to the harvest, one node per plate."""
+    seeded = store.events("seeded")
+    lot = next((e.data.get("lot") for e in seeded if e.data.get("lot")), None)
+    groups = plate_groups(store)
+    t0 = groups[0].created if groups else None
+    root = Tree(f"[bold]vial[/] {lot or '(lot not recorded)'}")
+    nodes: dict[str, Tree] = {}
+    for g in groups:
+        day = (g.created - t0).total_seconds() / 86400 if t0 else 0.0
+        pd_end = "-" if g.pd_end is None else f"{g.pd_end:.2f}"
+        label = (
+            f"[bold]{g.plate}[/] P{g.passage}, {len(g.vessels)} vessels, "
+            f"{g.cells_seeded:,.0f} cells seeded day {day:.1f}, "
+            f"PD {g.pd_start:.2f} -> {pd_end}, {g.state}"
+        )
+        parent = nodes.get(g.parents[0]) if g.parents else None
+        nodes[g.key] = (parent or root).add(label)
+    harvested = store.events("harvested")
+    if harvested:
+        h = harvested[-1].data
+        root.add(
+            f"[bold green]harvest[/] {h['viable_cells']:.3g} viable cells, "
+            f"{h['viability_percent']:.1f} % viable, {h['dose_cells_per_kg']:.3g} cells/kg"
+        )
+    return root

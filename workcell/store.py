@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from workcell.record import BatchRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vessels (
     id TEXT PRIMARY KEY,
@@ -114,6 +116,7 @@ class Store:
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
+        self.record = BatchRecord(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -185,6 +188,14 @@ class Store:
                 "INSERT INTO lineage (child_id, parent_id) VALUES (?, ?)",
                 [(v.id, p) for p in v.parents],
             )
+            self.record.append(
+                "vessel",
+                "vessel_created",
+                "workcell",
+                v.created_at,
+                v.id,
+                v.model_dump(mode="json", exclude={"id"}),
+            )
 
     def _record(self, row: sqlite3.Row) -> VesselRecord:
         parents = self._db.execute(
@@ -202,11 +213,13 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def set_state(self, vessel_ids: list[str], state: str) -> None:
+    def set_state(self, vessel_ids: list[str], state: str, time: datetime) -> None:
         with self._tx():
             self._db.executemany(
                 "UPDATE vessels SET state = ? WHERE id = ?", [(state, v) for v in vessel_ids]
             )
+            for v in vessel_ids:
+                self.record.append("vessel", "vessel_state", "workcell", time, v, {"state": state})
 
     def vessels(self, state: str | None = None) -> list[VesselRecord]:
         sql, args = "SELECT * FROM vessels", tuple[str, ...]()
@@ -215,11 +228,15 @@ class Store:
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
         return [self._record(r) for r in rows]
 
-    def move_vessels(self, vessel_ids: list[str], location: str) -> None:
+    def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
         with self._tx():
             self._db.executemany(
                 "UPDATE vessels SET location = ? WHERE id = ?", [(location, v) for v in vessel_ids]
             )
+            for v in vessel_ids:
+                self.record.append(
+                    "vessel", "vessel_moved", "workcell", time, v, {"location": location}
+                )
 
     # --- measurements and events -----------------------------------------------------
 
@@ -229,6 +246,14 @@ class Store:
                 "INSERT INTO measurements (vessel_id, kind, value, unit, time, source)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (m.vessel_id, m.kind, m.value, m.unit, m.time.isoformat(), m.source),
+            )
+            self.record.append(
+                "measurement",
+                m.kind,
+                m.source,
+                m.time,
+                m.vessel_id,
+                {"value": m.value, "unit": m.unit},
             )
 
     def measurements(
@@ -253,6 +278,14 @@ class Store:
                 "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
                 (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
             )
+            self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+
+    def add_device_action(
+        self, time: datetime, device: str, action: str, detail: dict[str, Any]
+    ) -> None:
+        """A device action, into the batch record only (the action log keeps the rest)."""
+        with self._tx():
+            self.record.append("device", action, device, time, None, detail)
 
     def events(self, kind: str | None = None) -> list[Event]:
         sql, args = "SELECT time, kind, actor, vessel_id, data FROM events", tuple[str, ...]()

@@ -270,7 +270,7 @@ class Workcell:
         return self._incubator_of(self.plate(plate_name)) is not None
 
     def _moved(self, plate: Plate, location: str) -> None:
-        self.store.move_vessels(_wells(plate), location)
+        self.store.move_vessels(_wells(plate), location, self.clock.now())
         self.event("plate_moved", "workcell", plate=plate.name, location=location)
 
     # --- monitoring -----------------------------------------------------------------------

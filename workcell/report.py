@@ -1,0 +1,294 @@
+"""The batch report: one self-contained HTML file a reviewer can open anywhere.
+
+Everything in it comes from the run folder's store: the batch summary, growth
+curves and cumulative population doublings per vessel, the confluence timeline,
+the lineage, every deviation and fault, the release criteria and signatures, and
+whether the chained record verifies. Figures are matplotlib PNGs embedded as data
+URIs, so the file needs nothing beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from workcell.campaign import DAY_S, CampaignParams, summarize  # noqa: E402
+from workcell.lineage import plate_groups, population_doublings  # noqa: E402
+from workcell.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
+from workcell.session import STORE_FILE  # noqa: E402
+from workcell.store import Store  # noqa: E402
+
+FAULT_KINDS = ("deviation", "alarm", "protocol_fault", "fault", "retry")
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _days(t: datetime, t0: datetime) -> float:
+    return (t - t0).total_seconds() / DAY_S
+
+
+def figures(store: Store, params: CampaignParams) -> dict[str, str]:
+    vessels = store.vessels()
+    if not vessels:
+        return {}
+    t0 = min(v.created_at for v in vessels)
+    area = {v.id: v.area_cm2 for v in vessels}
+    plate_of = {v.id: v.plate for v in vessels}
+    seeded = {m.vessel_id: m for m in store.measurements(kind="seeded_cells") if m.vessel_id}
+    conf: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for m in store.measurements(kind="confluence"):
+        if m.vessel_id in area:
+            conf[m.vessel_id].append((_days(m.time, t0), m.value))
+    plates = sorted({v.plate for v in vessels}, key=lambda p: (len(p), p))
+    colour = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(plates)}
+    out: dict[str, str] = {}
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for v in vessels:
+        pts = [(_days(seeded[v.id].time, t0), seeded[v.id].value)] if v.id in seeded else []
+        pts += [(d, c * params.cells_per_cm2_at_confluence * area[v.id]) for d, c in conf[v.id]]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), color=colour[v.plate], lw=0.8, alpha=0.8)
+    for p in plates:
+        ax.plot([], [], color=colour[p], label=p)
+    ax.set(
+        yscale="log",
+        xlabel="day",
+        ylabel="viable cells per vessel (from images)",
+        title="Growth per vessel",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    out["growth"] = _png(fig)
+
+    pds = population_doublings(store)
+    detached: dict[str, datetime] = {}
+    for e in store.record.entries("vessel"):
+        if e.kind == "vessel_state" and e.vessel_id:
+            detached[e.vessel_id] = e.process_time
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for v in vessels:
+        vpd = pds[v.id]
+        pts = [(_days(v.created_at, t0), vpd.at_seeding)]
+        if vpd.at_end is not None and v.id in detached:
+            pts.append((_days(detached[v.id], t0), vpd.at_end))
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=colour[v.plate], lw=0.8)
+    ax.set(
+        xlabel="day",
+        ylabel="cumulative population doublings",
+        title="Cumulative population doublings (from counts)",
+    )
+    out["pd"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for p in plates:
+        by_day: dict[float, list[float]] = defaultdict(list)
+        for vid, pts in conf.items():
+            if plate_of[vid] == p:
+                for d, c in pts:
+                    by_day[round(d, 1)].append(c)
+        if by_day:
+            days = sorted(by_day)
+            ax.plot(
+                days,
+                [100 * sum(by_day[d]) / len(by_day[d]) for d in days],
+                marker=".",
+                color=colour[p],
+                label=p,
+            )
+    ax.axhline(params.confluence_threshold_percent, ls="--", color="grey", lw=0.8)
+    ax.set(
+        xlabel="day",
+        ylabel="mean confluence, %",
+        title="Confluence timeline (imager)",
+        ylim=(0, 100),
+    )
+    ax.legend(fontsize=7, ncol=2)
+    out["confluence"] = _png(fig)
+
+    groups = plate_groups(store)
+    widest = max(sum(1 for g in groups if g.passage == p) for p in {g.passage for g in groups})
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.75 * widest)))
+    rows: dict[int, int] = defaultdict(int)
+    where: dict[str, tuple[float, float]] = {}
+    for g in groups:
+        where[g.key] = (float(g.passage), float(-rows[g.passage]))
+        rows[g.passage] += 1
+    for g in groups:
+        for parent in g.parents:
+            (x0, y0), (x1, y1) = where[parent], where[g.key]
+            ax.plot([x0, x1], [y0, y1], color="grey", lw=0.8)
+    for g in groups:
+        gx, gy = where[g.key]
+        ax.annotate(
+            f"{g.plate}\nP{g.passage} {len(g.vessels)}v {g.state}",
+            (gx, gy),
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round", "fc": colour[g.plate], "alpha": 0.35},
+        )
+    ax.set(xlabel="passage", yticks=[], title="Lineage: plates by passage")
+    xs = [p[0] for p in where.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(p[1] for p in where.values()) - 0.8, 0.8)
+    out["lineage"] = _png(fig)
+    return out
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f'<table class="{cls}"><tr>{h}</tr>{body}</table>'
+
+
+def render(store: Store, spec: ReleaseSpec | None = None) -> str:
+    started = store.events("campaign_started")
+    params = (
+        CampaignParams.model_validate(started[0].data["params"]) if started else CampaignParams()
+    )
+    s = summarize(store, params)
+    check = store.record.verify()
+    figs = figures(store, params)
+    criteria = evaluate(store, spec)
+    sigs = signatures(store)
+    faults = [e for e in store.events() if e.kind in FAULT_KINDS]
+    lot = next((e.data.get("lot") for e in store.events("seeded") if e.data.get("lot")), "-")
+    summary_rows = [
+        ["lot", str(lot)],
+        ["outcome", s.outcome],
+        ["viable cells", f"{s.viable_cells:.3g}" if s.viable_cells else "-"],
+        ["target cells", f"{s.target_cells:.3g}"],
+        ["viability %", f"{s.viability_percent:.1f}" if s.viability_percent else "-"],
+        ["dose cells/kg", f"{s.dose_cells_per_kg:.3g}" if s.dose_cells_per_kg else "-"],
+        ["passages", str(s.passages)],
+        [
+            "population doublings",
+            f"{s.population_doublings:.2f}" if s.population_doublings else "-",
+        ],
+        ["days", f"{s.days:.1f}"],
+        ["vessels", str(s.vessels)],
+    ]
+    verified = (
+        f'<p class="ok">Record verified: {check.entries} entries, head {check.head_hash}</p>'
+        if check.ok
+        else f'<p class="bad">Record does NOT verify: {html.escape(check.problem)}</p>'
+    )
+    status = "RELEASED" if released(store) else "NOT RELEASED"
+    img = "".join(
+        f'<figure><img class="figure" alt="{k}" src="{v}"><figcaption>{k}</figcaption></figure>'
+        for k, v in figs.items()
+    )
+    groups = plate_groups(store)
+    lineage_rows = [
+        [
+            g.plate,
+            f"P{g.passage}",
+            str(len(g.vessels)),
+            f"{g.cells_seeded:,.0f}",
+            ", ".join(x.split("/")[0] for x in g.parents) or "vial",
+            f"{g.pd_start:.2f}",
+            "-" if g.pd_end is None else f"{g.pd_end:.2f}",
+            g.state,
+        ]
+        for g in groups
+    ]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Batch report {html.escape(str(lot))}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: left; }}
+.ok {{ color: #064; font-weight: bold; }} .bad {{ color: #a00; font-weight: bold; }}
+.pass {{ color: #064; }} .fail, .missing {{ color: #a00; }}
+img.figure {{ max-width: 100%; }}
+</style></head>
+<body data-figures="{len(figs)}">
+<h1>MSC batch report: {html.escape(str(lot))}</h1>
+<p>Status: <b>{status}</b></p>
+{verified}
+<h2>Batch summary</h2>
+{_table(["", ""], summary_rows)}
+<h2>Figures</h2>
+{img}
+<h2>Lineage</h2>
+{
+        _table(
+            [
+                "plate",
+                "passage",
+                "vessels",
+                "cells seeded",
+                "from",
+                "PD at seeding",
+                "PD at end",
+                "state",
+            ],
+            lineage_rows,
+        )
+    }
+<h2>Deviations and faults ({len(faults)})</h2>
+{
+        _table(
+            ["process time", "kind", "actor", "vessel", "what"],
+            [
+                [
+                    e.time.isoformat(timespec="seconds"),
+                    e.kind,
+                    e.actor,
+                    e.vessel_id or "",
+                    str(e.data.get("message") or e.data),
+                ]
+                for e in faults
+            ],
+        )
+    }
+<h2>Release criteria</h2>
+{
+        _table(
+            ["criterion", "requirement", "result", "status"],
+            [[c.name, c.requirement, c.result, c.status.value] for c in criteria],
+            "release",
+        )
+    }
+<h2>Signatures</h2>
+{
+        _table(
+            ["name", "meaning", "time (UTC)"],
+            [[x.name, x.meaning, x.time.isoformat(timespec="seconds")] for x in sigs],
+        )
+    }
+<script>
+window.addEventListener("load", () => {{
+  const imgs = Array.from(document.querySelectorAll("img.figure"));
+  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute("data-figures-rendered", String(ok));
+}});
+</script>
+</body></html>
+"""
+
+
+def write_report(run_dir: Path, output: Path, spec: ReleaseSpec | None = None) -> Path:
+    store = Store(run_dir / STORE_FILE)
+    try:
+        output.write_text(render(store, spec))
+    finally:
+        store.close()
+    return output
