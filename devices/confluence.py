@@ -13,9 +13,9 @@ which keeps the smooth centre of a large, flattened cell.
 
 The parameters depend on the imager's optics and camera noise, not on the cells:
 calibrate them once per imager on fields of known coverage. The defaults were
-calibrated on the simulated imager (2 um/px, camera noise 1 % of background) over
+calibrated on the simulated imager (2 um/px, camera noise 1 % of background, 12-bit) over
 0-100 % coverage and early to late passage shapes; the worst error there was
-2 points.
+about 3 points (3.2 over 656 fields).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class EstimatorParams(BaseModel):
 
 
 def local_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    img = image.astype(np.float64)
+    img = image.astype(np.float32)  # float32: half the memory traffic, same masks
+    img /= max(float(img.max()), 1e-6)  # contrast is scale-free; keep the squares small
     mean = ndimage.gaussian_filter(img, sigma_px)
     mean_sq = ndimage.gaussian_filter(img * img, sigma_px)
     std = np.sqrt(np.clip(mean_sq - mean * mean, 0.0, None))

@@ -9,11 +9,29 @@ way imager software reports well confluence.
 
 from __future__ import annotations
 
+import asyncio
+
 from pylabrobot.plate_reading import Imager
-from pylabrobot.plate_reading.standard import ImagingMode, Objective
-from pylabrobot.resources import Coordinate, Plate, ResourceHolder
+from pylabrobot.plate_reading.standard import ImagingMode, ImagingResult, Objective
+from pylabrobot.resources import Coordinate, Plate, ResourceHolder, Well
 
 from devices.confluence import EstimatorParams, estimate_confluence
+from workcell.compute import run_cpu
+
+
+def well_position(plate: Plate, well: Well) -> tuple[int, int]:
+    """(row, column) of a well, for ``Imager.capture``.
+
+    PyLabRobot's ``Imager.capture(well)`` decodes a Well's index as row-major while
+    plates order their wells column-major, so on a 6-well plate it images A2 when
+    asked for B1 (fixed upstream in PyLabRobot PR #1226, after the release we pin).
+    Passing the position explicitly is right on either version.
+    """
+    idx = plate.index_of_item(well)
+    if idx is None:
+        raise ValueError(f"well {well.name} is not in plate {plate.name}")
+    column, row = divmod(idx, plate.num_items_y)
+    return row, column
 
 
 class ConfluenceImager:
@@ -40,22 +58,51 @@ class ConfluenceImager:
     async def stop(self) -> None:
         await self.imager.stop()
 
-    async def confluence(self, plate: Plate) -> dict[str, float]:
-        """Mean estimated confluence (0..1) per well, by PyLabRobot well name."""
+    async def _measure_all(self, plate: Plate, fields: list[Well]) -> list[list[float]]:
+        """Capture each field and measure it as soon as it arrives.
+
+        Captures run at once where the back end can (the simulator), else one by
+        one as a real imager takes them; measuring runs on the worker processes
+        while the next fields are taken.
+        """
+
+        async def measure(shot: ImagingResult) -> list[float]:
+            return [await run_cpu(estimate_confluence, im, self.estimator) for im in shot.images]
+
+        async def one(well: Well) -> list[float]:
+            shot = await self.imager.capture(
+                well_position(plate, well), mode=ImagingMode.BRIGHTFIELD, objective=self.objective
+            )
+            return await measure(shot)
+
+        if getattr(self.imager.backend, "concurrent_captures", False):
+            return list(await asyncio.gather(*(one(w) for w in fields)))
+        pending: list[asyncio.Task[list[float]]] = []
+        for w in fields:  # one capture at a time; measuring overlaps the next capture
+            shot = await self.imager.capture(
+                well_position(plate, w), mode=ImagingMode.BRIGHTFIELD, objective=self.objective
+            )
+            pending.append(asyncio.ensure_future(measure(shot)))
+        return [await t for t in pending]
+
+    async def confluence(self, plate: Plate, wells: list[str] | None = None) -> dict[str, float]:
+        """Mean estimated confluence (0..1) per well, by PyLabRobot well name.
+
+        ``wells`` limits the imaging to those wells (by name), as an imager's plate
+        map does: a plate with a few cultures is not imaged well by empty well.
+        """
+        chosen = None if wells is None else set(wells)
         home = plate.parent
         plate.unassign()
         self.imager.assign_child_resource(plate, location=Coordinate.zero())
         try:
-            out: dict[str, float] = {}
-            for well in plate.get_all_items():
-                values: list[float] = []
-                for _ in range(self.fields_per_well):
-                    shot = await self.imager.capture(
-                        well, mode=ImagingMode.BRIGHTFIELD, objective=self.objective
-                    )
-                    values.extend(estimate_confluence(im, self.estimator) for im in shot.images)
-                out[well.name] = sum(values) / len(values)
-            return out
+            targets = [w for w in plate.get_all_items() if chosen is None or w.name in chosen]
+            fields = [w for w in targets for _ in range(self.fields_per_well)]
+            measured = await self._measure_all(plate, fields)
+            per_well: dict[str, list[float]] = {}
+            for well, values in zip(fields, measured, strict=True):
+                per_well.setdefault(well.name, []).extend(values)
+            return {name: sum(v) / len(v) for name, v in per_well.items()}
         finally:
             plate.unassign()
             if isinstance(home, ResourceHolder):

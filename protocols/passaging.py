@@ -97,7 +97,7 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
     wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
     was_in = wc.in_incubator(params.plate)
     plate = await wc.fetch_plate(params.plate) if was_in else wc.plate(params.plate)
-    imaged = await wc.imager.confluence(plate)
+    imaged = await wc.imager.confluence(plate, [t.vessel for t in targets])
     measured = {t.vessel: 100 * imaged[t.vessel] for t in targets}
     for vessel, value in measured.items():
         wc.store.add_measurement(

@@ -13,11 +13,12 @@ the image, so estimators can be checked against the truth.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, Field
 from scipy import ndimage
-from skimage import draw, segmentation
+from skimage import draw
 
 RANDOM_PLACEMENT_LIMIT = 0.85
 TEXTURE = 0.07
@@ -39,6 +40,28 @@ def cell_shape_um(pd: float) -> tuple[float, float]:
     return 120.0 + 30.0 * age, 18.0 + 72.0 * age
 
 
+STAMP_STEP_PX = 0.5  # semi-axes quantised to half a pixel
+STAMP_ANGLES = 90  # orientations quantised to 2 degrees
+
+
+@lru_cache(maxsize=8192)
+def _stamp_cached(a2: int, b2: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets of a filled ellipse around the origin (semi-axes a2/2, b2/2 px)."""
+    a, b = a2 * STAMP_STEP_PX, b2 * STAMP_STEP_PX
+    theta = k * math.pi / STAMP_ANGLES
+    rr, cc = draw.ellipse(0.0, 0.0, a, b, rotation=theta)
+    return rr.astype(np.intp), cc.astype(np.intp)
+
+
+def _stamp(a: float, b: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """A cell's shape, from a cache: drawing each ellipse afresh was half a field's time."""
+    return _stamp_cached(
+        max(1, round(a / STAMP_STEP_PX)),
+        max(1, round(b / STAMP_STEP_PX)),
+        round(theta / math.pi * STAMP_ANGLES) % STAMP_ANGLES,
+    )
+
+
 def render_field(
     confluence: float,
     pd: float,
@@ -57,14 +80,14 @@ def render_field(
     while covered_px < goal_px:
         label += 1
         r0, c0 = rng.uniform(0, n), rng.uniform(0, n)
-        rr, cc = draw.ellipse(
-            r0,
-            c0,
+        dr, dc = _stamp(
             length / 2 * rng.uniform(0.8, 1.2),
             width / 2 * rng.uniform(0.8, 1.2),
-            shape=(n, n),
-            rotation=rng.uniform(0, math.pi),
+            rng.uniform(0, math.pi),
         )
+        rr, cc = dr + int(r0), dc + int(c0)
+        inside = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+        rr, cc = rr[inside], cc[inside]
         free = labels[rr, cc] == 0
         rr, cc = rr[free], cc[free]
         room = goal_px - covered_px
@@ -87,16 +110,48 @@ def render_field(
     return _paint(labels, o, rng), covered
 
 
+@lru_cache(maxsize=16)
+def _illumination(n: int, vignetting: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n] / (n - 1) - 0.5
+    return (1.0 - vignetting * 2 * (xx**2 + yy**2)).astype(np.float32)
+
+
+def cell_borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a cell with a 4-neighbour outside it: ``find_boundaries(mode="inner")``,
+    by array shifts (the image edge is not a border), at a tenth of its cost."""
+    differs = np.zeros(labels.shape, dtype=bool)
+    down = labels[1:, :] != labels[:-1, :]
+    right = labels[:, 1:] != labels[:, :-1]
+    differs[1:, :] |= down
+    differs[:-1, :] |= down
+    differs[:, 1:] |= right
+    differs[:, :-1] |= right
+    return differs & (labels > 0)
+
+
 def _paint(labels: np.ndarray, o: FieldOptics, rng: np.random.Generator) -> np.ndarray:
     n = labels.shape[0]
-    yy, xx = np.mgrid[0:n, 0:n] / (n - 1) - 0.5
-    light = 1.0 - o.vignetting * 2 * (xx**2 + yy**2)
     cells = labels > 0
-    texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, (n, n)), 1.2)
+    texture = ndimage.gaussian_filter(rng.standard_normal((n, n), dtype=np.float32), 1.2)
     texture /= texture.std() or 1.0
-    image = np.full((n, n), o.background)
+    image = np.full((n, n), o.background, dtype=np.float32)
     image[cells] += -0.05 + TEXTURE * texture[cells]
-    image[segmentation.find_boundaries(labels, mode="inner")] += 0.08
-    image *= light
-    image += rng.normal(0.0, o.noise_sd, (n, n))
+    image[cell_borders(labels)] += 0.08
+    image *= _illumination(n, o.vignetting)
+    image += o.noise_sd * rng.standard_normal((n, n), dtype=np.float32)
     return np.clip(image, 0.0, 1.0)
+
+
+CAMERA_LEVELS = 4095  # a 12-bit camera
+
+
+def capture_field(
+    confluence: float, pd: float, seed: int, optics: FieldOptics | None = None
+) -> tuple[np.ndarray, float]:
+    """One field as a camera delivers it (12-bit integers), rendered from ``seed``.
+
+    Seeded rather than handed a generator, so fields can be rendered on worker
+    processes in any order and still come out the same.
+    """
+    image, covered = render_field(confluence, pd, np.random.default_rng(seed), optics)
+    return np.round(image * CAMERA_LEVELS).astype(np.uint16), covered

@@ -256,9 +256,11 @@ class CultureModel:
             self._t += dt
 
     def _step(self, v: Vessel, dt_s: float) -> None:
+        m = v.medium
+        if v.attached <= 0 and m.viable <= 0:
+            return  # an emptied vessel (passaged, harvested): nothing left to change
         p = self.params
         h = dt_s / HOUR
-        m = v.medium
         capacity = p.confluent_density_per_cm2 * v.area_cm2
         covered = min(1.0, v.attached / capacity)
         # room for attaching and dividing cells: MSC spread freely until close to confluence

@@ -15,10 +15,11 @@ from pylabrobot.plate_reading.backend import ImagerBackend
 from pylabrobot.plate_reading.standard import ImagingMode, ImagingResult, Objective
 from pylabrobot.resources import Plate
 
-from simulators.brightfield import FieldOptics, render_field
+from simulators.brightfield import FieldOptics, capture_field
 from simulators.culture import CultureModel
 from workcell.actions import ActionLog
 from workcell.clock import Clock
+from workcell.compute import run_cpu
 
 CAPTURE_S = 2.0
 FIXED_EXPOSURE_MS = 5.0
@@ -26,6 +27,10 @@ FIXED_FOCUS_MM = 1.0
 
 
 class SimulatedImagerBackend(ImagerBackend):
+    # fields may be captured concurrently: rendering runs on worker processes, and
+    # simulated time adds up the same as one field after another
+    concurrent_captures = True
+
     def __init__(
         self,
         device: str,
@@ -69,10 +74,11 @@ class SimulatedImagerBackend(ImagerBackend):
         if well.name in self.culture.vessels:
             state = self.culture.state(well.name)
             confluence, pd = state.confluence, state.population_doublings
-        image, covered = render_field(confluence, pd, self.rng, self.optics)
-        self.last_truth = covered
+        seed = int(self.rng.integers(2**63))  # drawn in call order: same fields on resume
         self.log.record(self.clock.now(), self.device, "capture", well=well.name)
         await self.clock.sleep(CAPTURE_S)
+        image, covered = await run_cpu(capture_field, confluence, pd, seed, self.optics)
+        self.last_truth = covered
         return ImagingResult(
             images=[image], exposure_time=FIXED_EXPOSURE_MS, focal_height=FIXED_FOCUS_MM
         )

@@ -28,7 +28,7 @@ from workcell.config import load_config
 from workcell.session import STORE_FILE, open_session
 from workcell.store import Store
 
-DECK = [f"plate_{i}" for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)]
+DECK = {f"plate_{i}": 6 for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)}
 P = CampaignParams()
 
 
@@ -80,7 +80,15 @@ def test_confluent_plate_is_passaged_into_free_plates() -> None:
     d = decide(_view(7.0, [_plate("plate_1", 0.85, fed=6, imaged=7)]), P, DECK)
     (a,) = d.actions
     assert a.kind is Kind.PASSAGE and a.plates == ["plate_1"]
-    assert a.destinations == DECK[1:] and "85 % >= 80 %" in a.reason
+    assert a.destinations == list(DECK)[1:] and "85 % >= 80 %" in a.reason
+
+
+def test_a_vessel_cap_limits_children_and_destination_plates() -> None:
+    capped = P.model_copy(update={"max_vessels": 8})
+    plates = [_plate("plate_1", 0.85, fed=6, imaged=7), _plate("plate_2", 0.3, fed=6, imaged=7)]
+    (a,) = decide(_view(7.0, plates), capped, DECK).actions
+    assert a.kind is Kind.PASSAGE and a.max_children == 7  # 8 - plate_2's one vessel
+    assert a.destinations == ["plate_4", "plate_5"]  # 7 children need two 6-well plates
 
 
 def test_target_reached_means_harvest_after_an_operator_decision() -> None:

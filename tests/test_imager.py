@@ -73,3 +73,28 @@ def test_imager_measures_each_well_through_pylabrobot(wc: Workcell) -> None:
         assert value == pytest.approx(truth, abs=0.05)
     captures = wc.log.of("capture")
     assert len(captures) == 6 * wc.imager.fields_per_well
+
+
+def test_each_well_is_imaged_where_it_is_and_only_the_wells_asked_for(wc: Workcell) -> None:
+    """Wells of different confluence: each value is its own well's (not a neighbour's)."""
+    assert wc.culture is not None
+    params = seeding.SeedingParams(
+        suspension=seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5),
+        plates=["plate_1"],
+        wells=["B1", "A3"],  # column-major neighbours of empty wells
+        density_cells_per_cm2=8000,
+    )
+    run(seeding.run(wc, params))
+    run(wc.store_plate("plate_1"))
+    run(wc.clock.sleep(4 * 86400))
+    plate = run(wc.fetch_plate("plate_1"))
+    n0 = len(wc.log.of("capture"))
+    measured = run(wc.imager.confluence(plate))
+    assert measured["plate_1_well_B1"] > 0.2 and measured["plate_1_well_A3"] > 0.2
+    for empty in ("A1", "A2", "B2", "B3"):
+        assert measured[f"plate_1_well_{empty}"] < 0.01, empty
+    some = run(wc.imager.confluence(plate, ["plate_1_well_B1"]))
+    assert list(some) == ["plate_1_well_B1"]
+    assert len(wc.log.of("capture")) - n0 == 7 * wc.imager.fields_per_well
+    captured = [a.detail["well"] for a in wc.log.of("capture")[n0:]]
+    assert captured.count("plate_1_well_B1") == 2 * wc.imager.fields_per_well

@@ -61,6 +61,16 @@ class CampaignParams(BaseModel):
         description="the thawed vial, counted",
     )
     initial_plates: list[str] = Field(default_factory=lambda: ["plate_1"], min_length=1)
+    initial_wells: list[str] = Field(
+        default_factory=list, description="wells seeded on each initial plate (empty: all)"
+    )
+    vessel_labware: str = Field(
+        default="cor_cos_6_wellplate_16800uL_Fb",
+        description="the culture plates the campaign seeds and passages into",
+    )
+    max_vessels: int | None = Field(
+        default=None, ge=1, le=1000, description="most vessels in culture at once (None: no cap)"
+    )
     density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
     medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
     feed_every_days: float = Field(default=3.0, ge=0.5, le=7)
@@ -108,6 +118,7 @@ class Action(BaseModel):
     reason: str = ""
     deviation: bool = False
     needs_operator: bool = False
+    max_children: int | None = None
 
     @property
     def label(self) -> str:
@@ -190,14 +201,23 @@ def view(store: Store, now: datetime) -> CampaignView:
     )
 
 
-def decide(v: CampaignView, p: CampaignParams, deck_plates: list[str]) -> Decision:
+def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> Decision:
     """The actions due now, from the campaign's view of the store (see module docstring)."""
     if v.finished:
         return Decision(actions=[], finished=True)
     if v.started_at is None or (not v.plates and not v.used_plates):
         return Decision(actions=[Action(kind=Kind.SEED, plates=p.initial_plates)])
     if not v.plates:
-        return Decision(actions=[], finished=True)
+        return Decision(
+            actions=[
+                Action(
+                    kind=Kind.STOP,
+                    deviation=True,
+                    needs_operator=True,
+                    reason="no vessel is left in culture",
+                )
+            ]
+        )
     if v.last_viability is not None and v.last_viability < p.viability_floor_percent:
         return Decision(
             actions=[
@@ -252,6 +272,11 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: list[str]) -> Decisi
     ]
     actions: list[Action] = []
     free = [d for d in deck_plates if d not in v.used_plates]
+    budget = None
+    if p.max_vessels is not None and confluent:
+        staying = sum(len(x.vessels) for x in v.plates if x not in confluent)
+        budget = max(0, p.max_vessels - staying) // len(confluent)
+    taken = 0
     for i, x in enumerate(confluent):
         if x.passage + 1 > p.passage_limit:
             return Decision(
@@ -266,8 +291,17 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: list[str]) -> Decisi
                     )
                 ]
             )
-        share = free[i * len(free) // len(confluent) : (i + 1) * len(free) // len(confluent)]
-        if not share:
+        if budget is None:
+            share = free[i * len(free) // len(confluent) : (i + 1) * len(free) // len(confluent)]
+        else:  # just the plates the capped number of children needs
+            share, wells = [], 0
+            for d in free[taken:]:
+                if wells >= budget:
+                    break
+                share.append(d)
+                wells += deck_plates[d]
+            taken += len(share)
+        if not share or budget == 0:
             return Decision(
                 actions=[
                     Action(
@@ -284,6 +318,7 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: list[str]) -> Decisi
                 kind=Kind.PASSAGE,
                 plates=[x.plate],
                 destinations=share,
+                max_children=budget,
                 reason=f"confluence {100 * x.confluence:.0f} % >= "  # type: ignore[operator]
                 f"{p.confluence_threshold_percent:.0f} %",
             )
@@ -357,11 +392,11 @@ class CampaignEngine:
         self.ask = ask
         self.run_step = run_step
         self.progress = progress
-        self.deck_plates = [
-            s.name
+        self.deck_plates = {
+            s.name: session.wc.plate(s.name).num_items
             for s in session.config.deck.sites()
-            if s.labware == "cor_cos_6_wellplate_16800uL_Fb"
-        ]
+            if s.labware == params.vessel_labware
+        }
 
     @property
     def wc(self) -> Workcell:
@@ -429,6 +464,7 @@ class CampaignEngine:
                         seeding.SeedingParams(
                             suspension=p.suspension,
                             plates=a.plates,
+                            wells=p.initial_wells,
                             density_cells_per_cm2=p.density_cells_per_cm2,
                             medium_mL_per_cm2=p.medium_mL_per_cm2,
                         ),
@@ -457,6 +493,7 @@ class CampaignEngine:
                             density_cells_per_cm2=p.density_cells_per_cm2,
                             medium_mL_per_cm2=p.medium_mL_per_cm2,
                             detach=p.detach,
+                            max_child_vessels=a.max_children,
                         ),
                         actor="campaign",
                     )
@@ -527,9 +564,10 @@ async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:
     for name in plates:
         back = wc.in_incubator(name)
         plate = await wc.fetch_plate(name, to_deck=False) if back else wc.plate(name)
-        measured = await wc.imager.confluence(plate)
+        vessels = [v.id for v in wc.store.vessels(state="active") if v.plate == name]
+        measured = await wc.imager.confluence(plate, vessels)
         for well, value in measured.items():
-            if wc.store.vessel(well) is not None:
+            if well in vessels:
                 wc.store.add_measurement(
                     Measurement(
                         vessel_id=well,

@@ -1,0 +1,127 @@
+"""What the benchmarks share: the benchmark workcell, the campaign sizes, and timers.
+
+The benchmark workcell is the embedded simulated one with 24-well plates on every
+plate site (6-well plates for a single vessel), so 48 vessels fit on two plates
+and a 28-day campaign that passages about once a week fits the deck, and a 15 mL
+pool tube. Everything else (devices, imaging fields, the culture model) is the
+embedded default.
+
+A campaign size is the number of vessels in flight: the first plates are seeded
+with that many wells and ``max_vessels`` keeps the passages to that many. The
+target is out of reach, so each campaign runs its 28 days and then harvests (with
+a deviation, auto-approved: this is a dry-run).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from protocols.seeding import Suspension
+from workcell.campaign import CampaignParams
+from workcell.config import DEFAULT_CONFIG
+
+PLATE_24 = "cor_cos_24_wellplate_3470uL_Fb"
+PLATE_6 = "cor_cos_6_wellplate_16800uL_Fb"
+WELLS_24 = [f"{r}{c}" for r in "ABCD" for c in range(1, 7)]
+WELLS_6 = [f"{r}{c}" for r in "AB" for c in range(1, 4)]
+
+
+def labware_for(vessels: int) -> tuple[str, list[str]]:
+    """24-well plates for many vessels; a single vessel in a 6-well plate's well, whose
+    pool outgrows a tube's dead volume."""
+    return (PLATE_6, WELLS_6) if vessels < 8 else (PLATE_24, WELLS_24)
+
+
+def benchmark_config(folder: Path, vessels: int, name: str = "bench-workcell") -> Path:
+    data: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    data["name"] = name
+    data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
+    plate, _ = labware_for(vessels)
+    for carrier in data["deck"]["carriers"]:
+        for site in carrier["sites"]:
+            if site["name"].startswith("plate_"):
+                site["labware"] = plate
+    path = folder / "workcell.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def campaign_params(vessels: int, days: float = 28.0) -> CampaignParams:
+    plate, all_wells = labware_for(vessels)
+    plates = -(-vessels // len(all_wells))
+    wells = [] if vessels % len(all_wells) == 0 else all_wells[:vessels]
+    return CampaignParams(
+        suspension=Suspension(
+            volume_mL=10.0,
+            viable_cells_per_mL=2.0e5,
+            viability_percent=92,
+            passage=1,
+            population_doublings=4.0,
+            lot="BENCH-01",
+        ),  # diluted for 24-well plates: >= 20 uL of suspension per well
+        initial_plates=[f"plate_{i}" for i in range(1, plates + 1)],
+        initial_wells=wells,
+        vessel_labware=plate,
+        max_vessels=vessels,
+        max_days=days,
+        patient_weight_kg=250,
+        target_dose_cells_per_kg=1e8,  # out of reach: the campaign runs its days
+    )
+
+
+class Timers:
+    """Wall seconds per label, summed and per call; patched onto functions by ``wrap``."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[float]] = defaultdict(list)
+        self._depth: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def timing(self, label: str) -> Iterator[None]:
+        self._depth[label] += 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth[label] -= 1
+            if self._depth[label] == 0:  # nested calls count once
+                self.calls[label].append(time.perf_counter() - t0)
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        if _is_async(original):
+
+            async def awrapped(*a: Any, **k: Any) -> Any:
+                with self.timing(label):
+                    return await original(*a, **k)
+
+            setattr(owner, name, awrapped)
+        else:
+
+            def wrapped(*a: Any, **k: Any) -> Any:
+                with self.timing(label):
+                    return original(*a, **k)
+
+            setattr(owner, name, wrapped)
+
+    def total(self, label: str) -> float:
+        return sum(self.calls.get(label, []))
+
+    def median(self, label: str) -> float | None:
+        xs = self.calls.get(label)
+        return statistics.median(xs) if xs else None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
