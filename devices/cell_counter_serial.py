@@ -82,8 +82,10 @@ class SerialCellCounterBackend(CellCounterBackend):
         attempts: int = 3,
         timeout_s: float = 1.0,
         baudrate: int = 9600,
+        on_retry: Callable[[str, str], None] | None = None,
     ) -> None:
         self.device = device
+        self.on_retry = on_retry  # e.g. into the batch record: every fault seen is recorded
         self.port = port
         self.attempts = attempts
         self.timeout_s = timeout_s
@@ -145,6 +147,8 @@ class SerialCellCounterBackend(CellCounterBackend):
         for attempt in range(self.attempts):
             if attempt:
                 self.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(command, last)
                 if done is not None:
                     try:
                         status = await self.status()

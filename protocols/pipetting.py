@@ -12,9 +12,11 @@ import math
 from typing import TYPE_CHECKING
 
 from pylabrobot.liquid_handling import LiquidHandler
+from pylabrobot.liquid_handling.errors import ChannelizedError
 from pylabrobot.resources import Container, Coordinate, TipRack, TipSpot
+from pylabrobot.resources.errors import NoTipError
 
-from workcell.errors import WorkcellError
+from workcell.errors import TipPickupError, WorkcellError
 
 if TYPE_CHECKING:
     from workcell.workcell import Workcell
@@ -131,8 +133,26 @@ def check_tips(tips: TipSupply, needed: int, problems: list[str]) -> None:
         problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
 
 
+PICKUP_ATTEMPTS = 3
+
+
 async def with_fresh_tip(lh: LiquidHandler, tips: TipSupply) -> None:
-    await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+    """Pick up the next fresh tip; a failed pick-up writes that tip off and tries the next.
+
+    A channel that comes up without a tip (a bent or missing tip, a 'no tip' error)
+    has done nothing to any liquid, so trying the next tip repeats no liquid action.
+    After ``PICKUP_ATTEMPTS`` failures in a row the error goes to the operator.
+    """
+    for attempt in range(1, PICKUP_ATTEMPTS + 1):
+        spot = tips.next()
+        try:
+            await lh.pick_up_tips([spot], use_channels=SINGLE_CHANNEL)
+            return
+        except (TipPickupError, NoTipError, ChannelizedError):
+            if spot.tracker.has_tip:
+                spot.tracker.remove_tip(commit=True)  # written off: not picked up again
+            if attempt == PICKUP_ATTEMPTS:
+                raise
 
 
 async def discard_tip(lh: LiquidHandler) -> None:

@@ -20,6 +20,7 @@ from protocols.pipetting import (
     dead_volume_uL,
     transfer,
     usable_uL,
+    with_fresh_tip,
 )
 from protocols.selection import well_of
 from simulators.culture import Liquid
@@ -254,7 +255,7 @@ async def seed(
     seeded: list[SeededVessel] = []
     try:
         for plate in dict.fromkeys(v.plate for v in p.vessels):
-            await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+            await with_fresh_tip(lh, tips)
             for v in (v for v in p.vessels if v.plate == plate):
                 await transfer(lh, medium, _target(wc, v), v.medium_uL, max_part)
                 with_medium.append(v.vessel)
@@ -262,7 +263,7 @@ async def seed(
         for v in p.vessels:
             target = _target(wc, v)
             before = _viable(wc, v.vessel)
-            await lh.pick_up_tips([tips.next()], use_channels=SINGLE_CHANNEL)
+            await with_fresh_tip(lh, tips)
             await transfer(lh, tube, target, v.suspension_uL, max_part)
             await lh.discard_tips(use_channels=SINGLE_CHANNEL)
             after = _viable(wc, v.vessel)

@@ -42,6 +42,7 @@ DECK = "deck"
 class Excursion:
     delta_C: float
     until_s: float
+    from_s: float = 0.0
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Chamber:
     def temperature_at(self, t: float) -> float:
         """The chamber temperature (C) at simulated time ``t`` (never earlier than now)."""
         self._advance(t)
-        heater = sum(e.delta_C for e in self._excursions if e.until_s > self._t)
+        heater = sum(e.delta_C for e in self._excursions if e.from_s <= self._t < e.until_s)
         return self.setpoint_C + self._drift_C - self._door_loss_C + heater
 
     def temperature(self) -> float:
@@ -108,10 +109,14 @@ class Chamber:
         self._advance(self.now_s())
         return max(0.0, self.co2_setpoint_percent + self._drift_co2 - self._door_loss_co2)
 
-    def inject_excursion(self, delta_C: float, duration_s: float) -> None:
-        """A heater fault: the temperature is off by ``delta_C`` for ``duration_s``."""
+    def inject_excursion(
+        self, delta_C: float, duration_s: float, start_s: float | None = None
+    ) -> None:
+        """A heater fault: the temperature is off by ``delta_C`` for ``duration_s``,
+        from now or from the simulated time ``start_s`` (a scheduled fault)."""
         self._advance(self.now_s())
-        self._excursions.append(Excursion(delta_C, self.now_s() + duration_s))
+        start = self.now_s() if start_s is None else start_s
+        self._excursions.append(Excursion(delta_C, start + duration_s, start))
 
     def set_door(self, is_open: bool) -> None:
         self._advance(self.now_s())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pylabrobot.liquid_handling.backends.hamilton.STAR_chatterbox import STARChatterboxBackend
 from pylabrobot.liquid_handling.standard import (
     Drop,
@@ -26,6 +27,7 @@ from pylabrobot.liquid_handling.standard import (
 from simulators.culture import CultureModel, Liquid
 from workcell.actions import ActionLog
 from workcell.clock import Clock
+from workcell.errors import TipPickupError
 
 # Seconds per action, from typical STAR method timings with 1 mL tips.
 TIP_PICKUP_S = 8.0
@@ -44,8 +46,12 @@ class SimulatedSTARBackend(STARChatterboxBackend):
         clock: Clock,
         log: ActionLog,
         num_channels: int = 8,
+        tip_pickup_failure: float = 0.0,
+        rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__(num_channels=num_channels)
+        self.tip_pickup_failure = tip_pickup_failure
+        self.rng = rng or np.random.default_rng(0)
         self.device = device
         self.culture = culture
         self.clock = clock
@@ -57,11 +63,22 @@ class SimulatedSTARBackend(STARChatterboxBackend):
         self.log.record(self.clock.now(), self.device, action, **detail)
 
     async def pick_up_tips(self, ops: list[Pickup], use_channels: list[int], **kw: Any) -> None:
+        if self.tip_pickup_failure and self.rng.random() < self.tip_pickup_failure:
+            spots = [op.resource.name for op in ops]
+            self._record("pick_up_tip_failed", channels=use_channels, tip_spots=spots)
+            await self.clock.sleep(TIP_PICKUP_S)
+            raise TipPickupError(
+                self.device, "pick up tip", f"no tip on the channel from {', '.join(spots)}"
+            )
         await super().pick_up_tips(ops, use_channels, **kw)
         for op, ch in zip(ops, use_channels, strict=True):
             self.tip_contents[ch] = Liquid()
             self._record("pick_up_tip", channel=ch, tip_spot=op.resource.name)
         await self.clock.sleep(TIP_PICKUP_S)
+
+    async def request_tip_presence(self) -> list[bool | None]:
+        """Which channels hold a tip: what PyLabRobot asks after a failed pick-up."""
+        return [ch in self.tip_contents for ch in range(self.num_channels)]
 
     async def drop_tips(self, ops: list[Drop], use_channels: list[int], **kw: Any) -> None:
         await super().drop_tips(ops, use_channels, **kw)

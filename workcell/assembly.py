@@ -93,7 +93,15 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
                 from simulators.liquid_handler import SimulatedSTARBackend
 
                 assert world is not None
-                backend = SimulatedSTARBackend(name, world.culture, clock, log, dev.channels)
+                backend = SimulatedSTARBackend(
+                    name,
+                    world.culture,
+                    clock,
+                    log,
+                    dev.channels,
+                    tip_pickup_failure=dev.faults.tip_pickup_failure,
+                    rng=_rng(seed, name),
+                )
                 lh = LiquidHandler(backend, deck)
             elif isinstance(dev, HamiltonStar):
                 from pylabrobot.liquid_handling.backends import STARBackend
@@ -144,8 +152,11 @@ def _counter_backend(
 ) -> CellCounterBackend:
     from devices.cell_counter_serial import SerialCellCounterBackend
 
+    def on_retry(command: str, reason: str) -> None:
+        log.record(clock.now(), name, "retry", command=command, reason=reason)
+
     if isinstance(dev, SerialCellCounter):
-        return SerialCellCounterBackend(name, dev.port)
+        return SerialCellCounterBackend(name, dev.port, on_retry=on_retry)
     from simulators.cell_counter import (
         CellCounterSimulator,
         CounterInstrument,
@@ -167,7 +178,7 @@ def _counter_backend(
         FaultInjector(dev.faults, seed + 1),
     )
     world.serial_simulators.append(sim)
-    return SerialCellCounterBackend(name, sim.start())
+    return SerialCellCounterBackend(name, sim.start(), on_retry=on_retry)
 
 
 def _incubator(
@@ -194,6 +205,8 @@ def _incubator(
         )
         world.chambers[name] = chamber
         if isinstance(dev, SimulatedIncubator):
+            for f in dev.heater_faults:
+                chamber.inject_excursion(f.delta_C, f.hours * 3600, start_s=f.start_day * 86400)
             from simulators.incubator import SimulatedIncubatorBackend
 
             backend = SimulatedIncubatorBackend(name, chamber, clock, log)

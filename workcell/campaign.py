@@ -92,6 +92,9 @@ class CampaignParams(BaseModel):
         description="harvest once the image estimate exceeds the target by this factor "
         "(detachment yield and pooling losses)",
     )
+    monitor_every_min: float = Field(
+        default=60, ge=1, le=1440, description="incubator climate checks while waiting"
+    )
     harvest_pool: str = Field(
         default="harvest_pool", description="where the whole batch is pooled at harvest"
     )
@@ -429,7 +432,11 @@ class CampaignEngine:
 
         async def work() -> None:
             async with self.session.step(label) as wc:
-                await wc.clock.sleep(max(0.0, until_s - view(wc.store, wc.clock.now()).now_s))
+                # watch the incubators while waiting: a fault between images is seen
+                every = self.params.monitor_every_min * 60
+                while (left := until_s - view(wc.store, wc.clock.now()).now_s) > 0:
+                    await wc.clock.sleep(min(every, left))
+                    await wc.check_incubators()
 
         await self.run_step(label, work)
 

@@ -42,9 +42,17 @@ def _rngs(wc: Workcell) -> dict[str, Any]:
     imager = getattr(wc.imager.imager, "backend", None)
     if imager is not None and hasattr(imager, "rng"):
         out["imager"] = imager.rng
+    lh_rng = getattr(wc.liquid_handler.backend, "rng", None)
+    if lh_rng is not None:
+        out["liquid_handler"] = lh_rng
     if wc.world is not None:
         for name, chamber in wc.world.chambers.items():
             out[f"chamber:{name}"] = chamber.rng
+        for sim in wc.world.serial_simulators:  # simulators behind a pseudo-terminal
+            instrument = getattr(sim, "instrument", None)
+            if instrument is not None and hasattr(instrument, "rng"):
+                out[f"serial:{sim.name}"] = instrument.rng
+            out[f"faults:{sim.name}"] = sim.faults.rng
     return out
 
 
@@ -152,6 +160,7 @@ def restore(wc: Workcell, data: dict[str, Any]) -> None:
         c.vessels[name] = v
     c.containers = {n: Liquid(**liq) for n, liq in data["culture"]["containers"].items()}
     for name, rng in _rngs(wc).items():
-        rng.bit_generator.state = data["rngs"][name]
+        if name in data["rngs"]:
+            rng.bit_generator.state = data["rngs"][name]
     if hasattr(wc.liquid_handler.backend, "cells_discarded_in_tips"):
         wc.liquid_handler.backend.cells_discarded_in_tips = data["cells_discarded_in_tips"]

@@ -132,12 +132,19 @@ class DeckConfig(Strict):
 # --- devices ------------------------------------------------------------------
 
 
+class LiquidHandlerFaults(Strict):
+    """Faults of the simulated liquid handler, per tip pick-up."""
+
+    tip_pickup_failure: float = Field(default=0.0, ge=0, le=0.5)
+
+
 class SimulatedLiquidHandler(Strict):
     """PyLabRobot's STAR command generator without hardware, coupled to the culture model."""
 
     kind: Literal["liquid_handler"]
     driver: Literal["simulated"]
     channels: int = Field(default=8, ge=1, le=16)
+    faults: LiquidHandlerFaults = Field(default_factory=LiquidHandlerFaults)
 
 
 class HamiltonStar(Strict):
@@ -174,10 +181,19 @@ class IncubatorBase(Strict):
     alarms: AlarmLimits = Field(default_factory=AlarmLimits)
 
 
+class HeaterFault(Strict):
+    """A scheduled heater fault of a simulated chamber (fault campaigns, alarm drills)."""
+
+    start_day: float = Field(ge=0)
+    hours: float = Field(gt=0, le=240)
+    delta_C: float = Field(ge=-20, le=10)
+
+
 class SimulatedIncubator(IncubatorBase):
     """In-process simulated incubator: fast dry-runs."""
 
     driver: Literal["simulated"]
+    heater_faults: list[HeaterFault] = Field(default_factory=list)
 
 
 class SimulatedSerialIncubator(IncubatorBase):

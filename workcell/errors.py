@@ -36,3 +36,7 @@ class DeviceError(WorkcellError):
         self.command = command
         self.reason = reason
         super().__init__(f"{device}: command {command!r} failed: {reason}")
+
+
+class TipPickupError(DeviceError):
+    """A channel came up without a tip (on a STAR, a 'no tip' error)."""
