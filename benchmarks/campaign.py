@@ -37,6 +37,7 @@ OPERATIONS = {
     "harvest": ("protocols.harvest", "run"),
     "image": ("workcell.campaign", "image_plates"),
     "housekeeping": ("workcell.housekeeping", "do"),
+    "monitor": ("workcell.workcell:Workcell", "check_incubators"),
 }
 STORE_WRITES = (
     "add_event",
@@ -55,8 +56,10 @@ def instrument() -> Timers:
     from workcell.store import Store
 
     timers = Timers()
-    for label, (module, name) in OPERATIONS.items():
-        timers.wrap(importlib.import_module(module), name, label)
+    for label, (where, name) in OPERATIONS.items():
+        module, _, cls = where.partition(":")
+        owner = importlib.import_module(module)
+        timers.wrap(getattr(owner, cls) if cls else owner, name, label)
     in_protocol = lambda: any(timers._depth[k] for k in OPERATIONS)  # noqa: E731
     for name in STORE_WRITES:
         original = getattr(Store, name)
@@ -104,6 +107,9 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         t_start = time.perf_counter()
         summary = asyncio.run(go())
     wall = time.perf_counter() - t_start
+    from workcell.compute import worker_pids
+
+    workers_mib = sum(_peak_rss_mib(pid) for pid in worker_pids())
     store = Store(run_dir / STORE_FILE)
     try:
         actions = len(store.record.entries("device"))
@@ -123,6 +129,7 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         "vessels": vessels,
         "wall_s": wall,
         "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "workers_rss_MiB": workers_mib,
         "sim_s_per_wall_s": summary.days * 86400 / wall,
         "device_actions": actions,
         "device_actions_per_s": actions / wall,
@@ -136,6 +143,17 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         "medians_s": {k: timers.median(k) for k in OPERATIONS},
         "counts": {k: len(timers.calls.get(k, [])) for k in OPERATIONS},
     }
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def main() -> None:
@@ -174,7 +192,8 @@ def main() -> None:
     print("|" + "---|" * len(head))
     for r in rows:
         print(
-            f"| {r['vessels']} | {r['wall_s']:.1f} | {r['peak_rss_MiB']:.0f} | "
+            f"| {r['vessels']} | {r['wall_s']:.1f} | "
+            f"{r['peak_rss_MiB']:.0f} (+{r['workers_rss_MiB']:.0f}) | "
             f"{r['sim_s_per_wall_s']:,.0f} | {r['device_actions_per_s']:,.0f} | "
             f"{100 * r['overhead_share']:.0f} % | {r['steps']} | "
             f"{'verified' if r['record_verified'] else 'NOT VERIFIED'} |"

@@ -57,17 +57,35 @@ async def _run_in_step(
     return cast(R, await as_task(label, work))
 
 
+async def _operation(
+    config: str | None,
+    run_dir: str | None,
+    run: Callable[[Workcell, P, str], Awaitable[R]],
+    steps: list[tuple[str, P]],
+    store_after: Sequence[str] = (),
+) -> list[R]:
+    """Open the workcell on its run folder, run each (label, params) as one step and
+    task, and publish each result and the vessel table as artifacts."""
+    cfg, folder = resolve(config, run_dir)
+    results = []
+    async with open_session(cfg, folder) as s:
+        for label, params in steps:
+            result = await _run_in_step(s, label, run, params, store_after)
+            await publish_result(label, result)
+            results.append(result)
+        await publish_vessels(s.wc.store, str(folder))
+    return results
+
+
 @flow(name="seed")
 async def seed(
     params: seeding.SeedingParams, config: str | None = None, run_dir: str | None = None
 ) -> seeding.SeedingResult:
     """Seed plates from a counted suspension and put them in the incubator."""
-    cfg, folder = resolve(config, run_dir)
-    async with open_session(cfg, folder) as s:
-        label = f"seed {', '.join(params.plates)}"
-        result = await _run_in_step(s, label, seeding.run, params, store_after=params.plates)
-        await publish_result(label, result)
-        await publish_vessels(s.wc.store, str(folder))
+    label = f"seed {', '.join(params.plates)}"
+    (result,) = await _operation(
+        config, run_dir, seeding.run, [(label, params)], store_after=params.plates
+    )
     return result
 
 
@@ -78,16 +96,8 @@ async def feed(
     run_dir: str | None = None,
 ) -> list[media_exchange.MediaExchangeResult]:
     """Media exchange, one task per plate (the plate leaves the incubator once)."""
-    cfg, folder = resolve(config, run_dir)
-    results = []
-    async with open_session(cfg, folder) as s:
-        for plate in params.plates:
-            one = params.model_copy(update={"plates": [plate]})
-            results.append(await _run_in_step(s, f"feed {plate}", media_exchange.run, one))
-        for r in results:
-            await publish_result("media exchange", r)
-        await publish_vessels(s.wc.store, str(folder))
-    return results
+    steps = [(f"feed {p}", params.model_copy(update={"plates": [p]})) for p in params.plates]
+    return await _operation(config, run_dir, media_exchange.run, steps)
 
 
 @flow(name="passage")
@@ -95,12 +105,10 @@ async def passage(
     params: passaging.PassagingParams, config: str | None = None, run_dir: str | None = None
 ) -> passaging.PassagingResult:
     """Image a plate; if confluent, detach, count and seed the children it implies."""
-    cfg, folder = resolve(config, run_dir)
-    async with open_session(cfg, folder) as s:
-        result = await _run_in_step(s, f"passage {params.plate}", passaging.run, params)
-        get_run_logger().info("%s", result.decision)
-        await publish_result(f"passage {params.plate}", result)
-        await publish_vessels(s.wc.store, str(folder))
+    (result,) = await _operation(
+        config, run_dir, passaging.run, [(f"passage {params.plate}", params)]
+    )
+    get_run_logger().info("%s", result.decision)
     return result
 
 
@@ -109,11 +117,7 @@ async def harvest_flow(
     params: harvest.HarvestParams, config: str | None = None, run_dir: str | None = None
 ) -> harvest.HarvestResult:
     """Detach the batch, pool, count and report the dose."""
-    cfg, folder = resolve(config, run_dir)
-    async with open_session(cfg, folder) as s:
-        result = await _run_in_step(s, "harvest", harvest.run, params)
-        await publish_result("harvest", result)
-        await publish_vessels(s.wc.store, str(folder))
+    (result,) = await _operation(config, run_dir, harvest.run, [("harvest", params)])
     return result
 
 

@@ -204,6 +204,17 @@ def view(store: Store, now: datetime) -> CampaignView:
     )
 
 
+def _hold(kind: Kind, plates: list[str], reason: str, deviation: bool = True) -> Decision:
+    """A decision that waits for the operator: harvest or stop, usually on a deviation."""
+    return Decision(
+        actions=[
+            Action(
+                kind=kind, plates=plates, reason=reason, deviation=deviation, needs_operator=True
+            )
+        ]
+    )
+
+
 def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> Decision:
     """The actions due now, from the campaign's view of the store (see module docstring)."""
     if v.finished:
@@ -211,41 +222,20 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
     if v.started_at is None or (not v.plates and not v.used_plates):
         return Decision(actions=[Action(kind=Kind.SEED, plates=p.initial_plates)])
     if not v.plates:
-        return Decision(
-            actions=[
-                Action(
-                    kind=Kind.STOP,
-                    deviation=True,
-                    needs_operator=True,
-                    reason="no vessel is left in culture",
-                )
-            ]
-        )
+        return _hold(Kind.STOP, [], "no vessel is left in culture")
     if v.last_viability is not None and v.last_viability < p.viability_floor_percent:
-        return Decision(
-            actions=[
-                Action(
-                    kind=Kind.STOP,
-                    plates=[x.plate for x in v.plates],
-                    deviation=True,
-                    needs_operator=True,
-                    reason=f"viability {v.last_viability:.0f} % is below the floor "
-                    f"{p.viability_floor_percent:.0f} %",
-                )
-            ]
+        return _hold(
+            Kind.STOP,
+            [x.plate for x in v.plates],
+            f"viability {v.last_viability:.0f} % is below the floor "
+            f"{p.viability_floor_percent:.0f} %",
         )
     all_plates = [x.plate for x in v.plates]
     if v.now_s >= p.max_days * DAY_S - DUE_SLACK_S:
-        return Decision(
-            actions=[
-                Action(
-                    kind=Kind.HARVEST,
-                    plates=all_plates,
-                    deviation=True,
-                    needs_operator=True,
-                    reason=f"the campaign reached its {p.max_days:g} days before the target",
-                )
-            ]
+        return _hold(
+            Kind.HARVEST,
+            all_plates,
+            f"the campaign reached its {p.max_days:g} days before the target",
         )
     image_due = [
         x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - DUE_SLACK_S
@@ -253,20 +243,14 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
     if image_due:
         return Decision(actions=[Action(kind=Kind.IMAGE, plates=[x.plate for x in image_due])])
 
-    estimate = sum(
-        (x.confluence or 0) * p.cells_per_cm2_at_confluence * x.area_cm2 for x in v.plates
-    )
+    estimate = estimated_cells(v, p)
     if estimate >= p.target_cells * p.harvest_margin:
-        return Decision(
-            actions=[
-                Action(
-                    kind=Kind.HARVEST,
-                    plates=all_plates,
-                    needs_operator=True,
-                    reason=f"estimated {estimate:.3g} cells >= target {p.target_cells:.3g} "
-                    f"x margin {p.harvest_margin:g}",
-                )
-            ]
+        return _hold(
+            Kind.HARVEST,
+            all_plates,
+            f"estimated {estimate:.3g} cells >= target {p.target_cells:.3g} "
+            f"x margin {p.harvest_margin:g}",
+            deviation=False,
         )
     confluent = [
         x
@@ -282,17 +266,11 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
     taken = 0
     for i, x in enumerate(confluent):
         if x.passage + 1 > p.passage_limit:
-            return Decision(
-                actions=[
-                    Action(
-                        kind=Kind.HARVEST,
-                        plates=all_plates,
-                        deviation=True,
-                        needs_operator=True,
-                        reason=f"{x.plate} is confluent at passage {x.passage}; the passage limit "
-                        f"is {p.passage_limit}",
-                    )
-                ]
+            return _hold(
+                Kind.HARVEST,
+                all_plates,
+                f"{x.plate} is confluent at passage {x.passage}; the passage limit "
+                f"is {p.passage_limit}",
             )
         if budget is None:
             share = free[i * len(free) // len(confluent) : (i + 1) * len(free) // len(confluent)]
@@ -305,16 +283,10 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
                 wells += deck_plates[d]
             taken += len(share)
         if not share or budget == 0:
-            return Decision(
-                actions=[
-                    Action(
-                        kind=Kind.HARVEST,
-                        plates=all_plates,
-                        deviation=True,
-                        needs_operator=True,
-                        reason=f"{x.plate} is confluent and no free plate is left on the deck",
-                    )
-                ]
+            return _hold(
+                Kind.HARVEST,
+                all_plates,
+                f"{x.plate} is confluent and no free plate is left on the deck",
             )
         actions.append(
             Action(
@@ -434,7 +406,8 @@ class CampaignEngine:
             async with self.session.step(label) as wc:
                 # watch the incubators while waiting: a fault between images is seen
                 every = self.params.monitor_every_min * 60
-                while (left := until_s - view(wc.store, wc.clock.now()).now_s) > 0:
+                end = wc.clock.elapsed() + until_s - view(wc.store, wc.clock.now()).now_s
+                while (left := end - wc.clock.elapsed()) > 0:
                     await wc.clock.sleep(min(every, left))
                     await wc.check_incubators()
 
