@@ -79,8 +79,8 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
     timers = instrument()
     from workcell.campaign import CampaignEngine, auto_approve
     from workcell.config import load_config
-    from workcell.session import STORE_FILE, open_session
-    from workcell.store import Store
+    from workcell.session import open_session
+    from workcell.store import STORE_FILE, Store
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{vessels}-"))
     cfg_path = benchmark_config(folder, vessels)

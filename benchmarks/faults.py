@@ -38,8 +38,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import benchmark_config, campaign_params  # noqa: E402
-from workcell.session import STORE_FILE  # noqa: E402
-from workcell.store import Store  # noqa: E402
+from workcell.store import STORE_FILE, Store  # noqa: E402
 
 WORKCELL = [sys.executable, "-m", "workcell.cli"]
 

@@ -33,6 +33,7 @@ from workcell.campaign import (
     CampaignSummary,
     OperatorDecision,
     auto_approve,
+    summary_rows,
 )
 from workcell.errors import WorkcellError
 from workcell.session import open_session
@@ -103,19 +104,5 @@ async def campaign(
 
 
 def summary_markdown(s: CampaignSummary) -> str:
-    def num(x: float | None, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
-    rows = [
-        ("outcome", s.outcome),
-        ("viable cells harvested", num(s.viable_cells, ".3g")),
-        ("target cells", num(s.target_cells, ".3g")),
-        ("viability %", num(s.viability_percent, ".1f")),
-        ("dose cells/kg", num(s.dose_cells_per_kg, ".3g")),
-        ("passages", str(s.passages)),
-        ("population doublings", num(s.population_doublings, ".2f")),
-        ("days", num(s.days, ".1f")),
-        ("vessels", str(s.vessels)),
-        ("steps", str(s.steps)),
-    ]
+    rows = summary_rows(s)
     return "# Batch summary\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

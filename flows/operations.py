@@ -21,7 +21,6 @@ from workcell import housekeeping
 from workcell.session import Session, open_session
 from workcell.workcell import Workcell
 
-SIM_OPERATOR = "operator (simulated)"
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
@@ -33,7 +32,7 @@ def _chores(wc: Workcell) -> None:
     run a reservoir dry refuses and says which one.
     """
     if wc.world is not None:
-        housekeeping.do(wc, housekeeping.due(wc), SIM_OPERATOR)
+        housekeeping.do(wc, housekeeping.due(wc), housekeeping.SIMULATED_OPERATOR)
 
 
 async def _run_in_step(

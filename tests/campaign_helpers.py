@@ -12,8 +12,7 @@ import yaml
 
 from tests.conftest import START
 from workcell.config import DEFAULT_CONFIG
-from workcell.session import STORE_FILE
-from workcell.store import Store
+from workcell.store import STORE_FILE, Store
 
 WORKCELL = [sys.executable, "-m", "workcell.cli"]
 

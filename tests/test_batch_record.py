@@ -17,8 +17,8 @@ from workcell.cli import app
 from workcell.config import load_config
 from workcell.errors import WorkcellError
 from workcell.release import QCResult, Status, enter_result, evaluate, released, sign, simulated_qc
-from workcell.session import STORE_FILE, open_session
-from workcell.store import Store
+from workcell.session import open_session
+from workcell.store import STORE_FILE, Store
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -25,8 +25,8 @@ from workcell.campaign import (
     decide,
 )
 from workcell.config import load_config
-from workcell.session import STORE_FILE, open_session
-from workcell.store import Store
+from workcell.session import open_session
+from workcell.store import STORE_FILE, Store
 
 DECK = {f"plate_{i}": 6 for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)}
 P = CampaignParams()

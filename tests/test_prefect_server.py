@@ -24,8 +24,7 @@ from uuid import UUID
 import pytest
 
 from tests.campaign_helpers import child_env, quick_config
-from workcell.session import STORE_FILE
-from workcell.store import Store
+from workcell.store import STORE_FILE, Store
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 WORKCELL = str(Path(sys.executable).parent / "workcell")

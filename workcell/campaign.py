@@ -347,6 +347,25 @@ class CampaignSummary(BaseModel):
     steps: int
 
 
+def summary_rows(s: CampaignSummary) -> list[tuple[str, str]]:
+    """The batch summary as (label, value) rows: one wording for the CLI, the UI and the report."""
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    return [
+        ("outcome", s.outcome),
+        ("viable cells", f"{num(s.viable_cells, '.3g')} (target {s.target_cells:.3g})"),
+        ("viability", f"{num(s.viability_percent, '.1f')} %"),
+        ("dose", f"{num(s.dose_cells_per_kg, '.3g')} cells/kg"),
+        ("passages", str(s.passages)),
+        ("population doublings", num(s.population_doublings, ".2f")),
+        ("days", f"{s.days:.1f}"),
+        ("vessels", str(s.vessels)),
+        ("steps", str(s.steps)),
+    ]
+
+
 async def _direct(name: str, work: Callable[[], Awaitable[object]]) -> object:
     return await work()
 
@@ -507,7 +526,7 @@ class CampaignEngine:
         chores = housekeeping.due(wc)
         if not chores:
             return
-        actor = "operator (simulated)"
+        actor = housekeeping.SIMULATED_OPERATOR
         if wc.world is None:  # a person does it on a real workcell
             answer = await self.ask(
                 Action(

@@ -19,11 +19,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workcell.campaign import DAY_S, CampaignEngine, CampaignParams, CampaignSummary, auto_approve
+from workcell.campaign import (
+    DAY_S,
+    CampaignEngine,
+    CampaignParams,
+    CampaignSummary,
+    auto_approve,
+    summary_rows,
+)
 from workcell.config import WorkcellConfig
 from workcell.errors import WorkcellError
-from workcell.session import STORE_FILE, open_session
-from workcell.store import Store
+from workcell.session import open_session
+from workcell.store import STORE_FILE, Store
 
 
 def new_run_dir() -> Path:
@@ -157,21 +164,7 @@ def growth_table(store: Store) -> Table:
 
 
 def summary_table(s: CampaignSummary, wall_s: float) -> Table:
-    def num(x: float | None, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
     t = Table("batch summary", "", title="expansion campaign")
-    for k, v in (
-        ("outcome", s.outcome),
-        ("viable cells", f"{num(s.viable_cells, '.3g')} (target {s.target_cells:.3g})"),
-        ("viability", f"{num(s.viability_percent, '.1f')} %"),
-        ("dose", f"{num(s.dose_cells_per_kg, '.3g')} cells/kg"),
-        ("passages", str(s.passages)),
-        ("population doublings", num(s.population_doublings, ".2f")),
-        ("simulated days", f"{s.days:.1f}"),
-        ("vessels", str(s.vessels)),
-        ("steps", str(s.steps)),
-        ("wall seconds", f"{wall_s:.1f}"),
-    ):
+    for k, v in [*summary_rows(s), ("wall seconds", f"{wall_s:.1f}")]:
         t.add_row(k, v)
     return t

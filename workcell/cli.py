@@ -18,6 +18,7 @@ from rich.table import Table
 
 from workcell.config import DEFAULT_CONFIG, load_config
 from workcell.errors import WorkcellError
+from workcell.store import store_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(width=max(120, Console().width))
@@ -35,13 +36,6 @@ RunDirOpt = Annotated[
 def _fail(e: Exception) -> typer.Exit:
     err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
     return typer.Exit(code=2)
-
-
-def _store(run_dir: Path | None) -> str:
-    if run_dir is None:
-        return ":memory:"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return str(run_dir / "workcell.db")
 
 
 @app.command("check-config")
@@ -76,7 +70,7 @@ def dry_run_cmd(
     try:
         cfg = load_config(config)
         model = load_params(protocol, params)
-        report, wc = asyncio.run(dry_run(cfg, protocol, model, _store(run_dir), culture_days))
+        report, wc = asyncio.run(dry_run(cfg, protocol, model, store_path(run_dir), culture_days))
     except WorkcellError as e:
         raise _fail(e) from None
     except Exception as e:  # a device or resource error the plan did not foresee
@@ -186,7 +180,7 @@ def grow(
 
     try:
         cfg = load_config(config)
-        result = asyncio.run(run_demo(cfg, days, _store(run_dir), on_day=add))
+        result = asyncio.run(run_demo(cfg, days, store_path(run_dir), on_day=add))
     except WorkcellError as e:
         raise _fail(e) from None
     s = result.seeding
@@ -276,8 +270,7 @@ app.add_typer(release_app, name="release")
 
 
 def _open_store(run_dir: Path) -> Any:
-    from workcell.session import STORE_FILE
-    from workcell.store import Store
+    from workcell.store import STORE_FILE, Store
 
     path = run_dir / STORE_FILE
     if not path.is_file():

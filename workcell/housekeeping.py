@@ -18,6 +18,7 @@ from workcell.workcell import Workcell, reagent_liquid
 
 TOP_UP_BELOW = 0.999  # share of the configured fill under which a reagent is topped up
 TIPS_LOW = 96  # fewer fresh tips than one rack: replace the spent racks
+SIMULATED_OPERATOR = "operator (simulated)"  # who does the chores in a dry-run
 
 
 class Chore(BaseModel):

@@ -22,11 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from workcell.campaign import DAY_S, CampaignParams, summarize  # noqa: E402
+from workcell.campaign import DAY_S, CampaignParams, summarize, summary_rows  # noqa: E402
 from workcell.lineage import plate_groups, population_doublings  # noqa: E402
 from workcell.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
-from workcell.session import STORE_FILE  # noqa: E402
-from workcell.store import Store  # noqa: E402
+from workcell.store import STORE_FILE, Store  # noqa: E402
 
 FAULT_KINDS = ("deviation", "alarm", "protocol_fault", "fault", "retry")
 
@@ -170,21 +169,7 @@ def render(store: Store, spec: ReleaseSpec | None = None) -> str:
     sigs = signatures(store)
     faults = [e for e in store.events() if e.kind in FAULT_KINDS]
     lot = next((e.data.get("lot") for e in store.events("seeded") if e.data.get("lot")), "-")
-    summary_rows = [
-        ["lot", str(lot)],
-        ["outcome", s.outcome],
-        ["viable cells", f"{s.viable_cells:.3g}" if s.viable_cells else "-"],
-        ["target cells", f"{s.target_cells:.3g}"],
-        ["viability %", f"{s.viability_percent:.1f}" if s.viability_percent else "-"],
-        ["dose cells/kg", f"{s.dose_cells_per_kg:.3g}" if s.dose_cells_per_kg else "-"],
-        ["passages", str(s.passages)],
-        [
-            "population doublings",
-            f"{s.population_doublings:.2f}" if s.population_doublings else "-",
-        ],
-        ["days", f"{s.days:.1f}"],
-        ["vessels", str(s.vessels)],
-    ]
+    rows = [["lot", str(lot)], *([k, v] for k, v in summary_rows(s))]
     verified = (
         f'<p class="ok">Record verified: {check.entries} entries, head {check.head_hash}</p>'
         if check.ok
@@ -224,7 +209,7 @@ img.figure {{ max-width: 100%; }}
 <p>Status: <b>{status}</b></p>
 {verified}
 <h2>Batch summary</h2>
-{_table(["", ""], summary_rows)}
+{_table(["", ""], rows)}
 <h2>Figures</h2>
 {img}
 <h2>Lineage</h2>

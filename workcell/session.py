@@ -30,17 +30,8 @@ from workcell.assembly import build_workcell
 from workcell.checkpoint import restore, snapshot
 from workcell.config import WorkcellConfig
 from workcell.locks import devices_locked
+from workcell.store import store_path
 from workcell.workcell import Workcell
-
-STORE_FILE = "workcell.db"
-
-
-def store_path(run_dir: Path | str | None) -> str:
-    if run_dir is None:
-        return ":memory:"
-    folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / STORE_FILE)
 
 
 class Session:
@@ -100,13 +91,9 @@ class Session:
                 await self._load()
                 self.reloads += 1
             wc = self.wc
-            if wc.world is None:  # hardware: record as it happens
-                wc.event("step_started", "workcell", step=name)
-                yield wc
-                wc.event("step_finished", "workcell", step=name)
-                self._seq = wc.store.save_checkpoint(snapshot(wc))
-                return
-            with wc.store.transaction():
+            # a dry-run step lands whole or not at all; on hardware, records land as they happen
+            atomic = wc.store.transaction() if wc.world is not None else contextlib.nullcontext()
+            with atomic:
                 wc.event("step_started", "workcell", step=name)
                 yield wc
                 wc.event("step_finished", "workcell", step=name)

@@ -98,6 +98,18 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+STORE_FILE = "workcell.db"  # the store's file in a run folder
+
+
+def store_path(run_dir: Path | str | None) -> str:
+    """The store of a run folder (created if need be), or ``:memory:`` without one."""
+    if run_dir is None:
+        return ":memory:"
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / STORE_FILE)
+
+
 # another process's step may hold the write lock for the whole of its step
 BUSY_TIMEOUT_S = 120.0
 
