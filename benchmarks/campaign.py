@@ -35,9 +35,9 @@ OPERATIONS = {
     "feed": ("protocols.media_exchange", "run"),
     "passage": ("protocols.passaging", "run"),
     "harvest": ("protocols.harvest", "run"),
-    "image": ("workcell.campaign", "image_plates"),
-    "housekeeping": ("workcell.housekeeping", "do"),
-    "monitor": ("workcell.workcell:Workcell", "check_incubators"),
+    "image": ("protocols.campaign.engine", "image_plates"),
+    "housekeeping": ("protocols.campaign.housekeeping", "do"),
+    "monitor": ("workcell.assembly.workcell:Workcell", "check_incubators"),
 }
 STORE_WRITES = (
     "add_event",
@@ -77,9 +77,9 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     timers = instrument()
-    from workcell.campaign import CampaignEngine, auto_approve
-    from workcell.config import load_config
-    from workcell.session import open_session
+    from protocols.campaign.engine import CampaignEngine, auto_approve
+    from workcell.assembly.config import load_config
+    from workcell.assembly.session import open_session
     from workcell.store import STORE_FILE, Store
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{vessels}-"))

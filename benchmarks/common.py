@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
+from protocols.campaign.engine import CampaignParams
 from protocols.seeding import Suspension
-from workcell.campaign import CampaignParams
-from workcell.config import DEFAULT_CONFIG
+from workcell.assembly.config import DEFAULT_CONFIG
 
 PLATE_24 = "cor_cos_24_wellplate_3470uL_Fb"
 PLATE_6 = "cor_cos_6_wellplate_16800uL_Fb"

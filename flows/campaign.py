@@ -1,6 +1,6 @@
 """The expansion campaign as a Prefect flow.
 
-The flow is a thin shell around ``workcell.campaign.CampaignEngine``: each step
+The flow is a thin shell around ``protocols.campaign.engine.CampaignEngine``: each step
 the engine decides becomes one Prefect task; progress goes to a progress
 artifact (and to any listener in this process, such as the CLI's progress bar);
 the vessel table and the batch summary become table and markdown artifacts.
@@ -25,7 +25,7 @@ from prefect.artifacts import (
 from prefect.flow_runs import apause_flow_run
 
 from flows.steps import as_task, publish_vessels, resolve
-from workcell.campaign import (
+from protocols.campaign.engine import (
     Action,
     Ask,
     CampaignEngine,
@@ -35,8 +35,8 @@ from workcell.campaign import (
     auto_approve,
     summary_rows,
 )
+from workcell.assembly.session import open_session
 from workcell.errors import WorkcellError
-from workcell.session import open_session
 
 # Listeners in this process (the CLI's progress bar): called with (percent, text).
 progress_listeners: list[Callable[[float, str], None]] = []

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 
 from flows.steps import as_task, publish_result, publish_vessels, resolve
 from protocols import harvest, media_exchange, passaging, seeding
-from workcell import housekeeping
-from workcell.session import Session, open_session
-from workcell.workcell import Workcell
+from protocols.campaign import housekeeping
+from workcell.assembly.session import Session, open_session
+from workcell.assembly.workcell import Workcell
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)

@@ -17,7 +17,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from workcell.config import WorkcellConfig, load_config
+from workcell.assembly.config import WorkcellConfig, load_config
 from workcell.store import Store
 
 RUNS_DIR = Path("runs")

@@ -23,8 +23,8 @@ from protocols.pipetting import (
     with_fresh_tip,
 )
 from protocols.selection import Target
+from workcell.assembly.workcell import Workcell
 from workcell.store import Measurement
-from workcell.workcell import Workcell
 
 TIPS_PER_PLATE = 5  # waste, PBS, enzyme, neutralising medium, pooling
 MIX_CYCLES = 2

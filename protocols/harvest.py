@@ -16,9 +16,9 @@ from devices.cell_counter import CountResult
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, check_tips
 from protocols.selection import active_vessels
+from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
 from workcell.store import Measurement
-from workcell.workcell import Workcell
 
 NAME = "harvest"
 

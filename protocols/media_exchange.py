@@ -24,9 +24,9 @@ from protocols.pipetting import (
     with_fresh_tip,
 )
 from protocols.selection import Target, active_vessels
+from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
 from workcell.store import Measurement
-from workcell.workcell import Workcell
 
 NAME = "media_exchange"
 

@@ -21,10 +21,10 @@ from protocols import seeding
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, check_tips, dead_volume_uL
 from protocols.selection import active_vessels, well_of
+from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
 from workcell.store import Measurement
-from workcell.workcell import Workcell
 
 NAME = "passaging"
 

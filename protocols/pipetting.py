@@ -19,7 +19,7 @@ from pylabrobot.resources.errors import NoTipError
 from workcell.errors import TipPickupError, WorkcellError
 
 if TYPE_CHECKING:
-    from workcell.workcell import Workcell
+    from workcell.assembly.workcell import Workcell
 
 # Liquid a container keeps that a pipette cannot reach, as a share of its capacity
 # (the cone of a 50 mL tube, the V of a trough).

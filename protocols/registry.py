@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from protocols import harvest, media_exchange, passaging, seeding
-from workcell.workcell import Workcell
+from workcell.assembly.workcell import Workcell
 
 
 @dataclass(frozen=True)

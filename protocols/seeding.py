@@ -24,7 +24,7 @@ from protocols.pipetting import (
 )
 from protocols.selection import well_of
 from simulators.culture import Liquid
-from workcell.assembly import Workcell
+from workcell.assembly.build import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
 from workcell.store import Measurement, VesselRecord

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pylabrobot.resources import Plate
 from pylabrobot.resources.well import Well
 
+from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
 from workcell.labware import growth_area_cm2
 from workcell.store import VesselRecord
-from workcell.workcell import Workcell
 
 
 @dataclass(frozen=True)

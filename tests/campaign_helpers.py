@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import START
-from workcell.config import DEFAULT_CONFIG
+from workcell.assembly.config import DEFAULT_CONFIG
 from workcell.store import STORE_FILE, Store
 
 WORKCELL = [sys.executable, "-m", "workcell.cli"]

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from workcell.assembly import Workcell, build_workcell
-from workcell.config import DEFAULT_CONFIG, WorkcellConfig, parse_config
+from workcell.assembly.build import Workcell, build_workcell
+from workcell.assembly.config import DEFAULT_CONFIG, WorkcellConfig, parse_config
 
 T = TypeVar("T")
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)

@@ -10,14 +10,22 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from protocols.campaign.engine import CampaignEngine, CampaignParams, auto_approve
 from tests.campaign_helpers import quick_config
 from tests.conftest import run
-from workcell.campaign import CampaignEngine, CampaignParams, auto_approve
-from workcell.cli import app
-from workcell.config import load_config
+from workcell.assembly.config import load_config
+from workcell.assembly.session import open_session
+from workcell.batch.release import (
+    QCResult,
+    Status,
+    enter_result,
+    evaluate,
+    released,
+    sign,
+    simulated_qc,
+)
+from workcell.cli.app import app
 from workcell.errors import WorkcellError
-from workcell.release import QCResult, Status, enter_result, evaluate, released, sign, simulated_qc
-from workcell.session import open_session
 from workcell.store import STORE_FILE, Store
 
 runner = CliRunner()

@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaign_helpers import WORKCELL, child_env, histories, quick_config
-from tests.conftest import run
-from workcell import lineage
-from workcell.campaign import (
+from protocols.campaign.engine import (
     DAY_S,
     CampaignEngine,
     CampaignParams,
@@ -24,8 +21,11 @@ from workcell.campaign import (
     auto_approve,
     decide,
 )
-from workcell.config import load_config
-from workcell.session import open_session
+from tests.campaign_helpers import WORKCELL, child_env, histories, quick_config
+from tests.conftest import run
+from workcell.assembly.config import load_config
+from workcell.assembly.session import open_session
+from workcell.batch import lineage
 from workcell.store import STORE_FILE, Store
 
 DECK = {f"plate_{i}": 6 for i in (1, 2, 4, 5, 6, 7, 8, 9, 10)}

@@ -19,8 +19,8 @@ from simulators.cell_counter import (
 from simulators.culture import CultureModel, Liquid
 from simulators.serial_port import Fault
 from tests.conftest import run
-from workcell.assembly import build_workcell
-from workcell.config import parse_config
+from workcell.assembly.build import build_workcell
+from workcell.assembly.config import parse_config
 from workcell.errors import DeviceError
 
 CONC_PER_ML = 1.0e6

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from workcell.cli import app
+from workcell.cli.app import app
 from workcell.store import Store
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def _write(tmp_path: Path, data: dict[str, Any], name: str = "p.json") -> Path:
 
 def test_console_script_is_declared() -> None:
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("workcell") == "workcell.cli:app"
+    assert scripts.get("workcell") == "workcell.cli.app:app"
 
 
 def test_dry_run_seeding_prints_what_was_done(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workcell.config import load_config, parse_config
+from workcell.assembly.config import load_config, parse_config
 from workcell.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ from devices.confluence import cell_mask, estimate_confluence
 from protocols import seeding
 from simulators.brightfield import FieldOptics, cell_shape_um, render_field
 from tests.conftest import run
-from workcell.workcell import Workcell
+from workcell.assembly.workcell import Workcell
 
 
 @pytest.mark.parametrize("pd", [0.0, 6.0, 15.0, 25.0, 35.0])

@@ -7,9 +7,9 @@ from typing import Any
 
 from protocols import seeding
 from tests.conftest import run
-from workcell.assembly import build_workcell
-from workcell.config import parse_config
-from workcell.workcell import Workcell
+from workcell.assembly.build import build_workcell
+from workcell.assembly.config import parse_config
+from workcell.assembly.workcell import Workcell
 
 SEED = seeding.SeedingParams(
     suspension=seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5),

@@ -11,16 +11,16 @@ from pathlib import Path
 from protocols import seeding
 from tests.campaign_helpers import child_env, quick_config
 from tests.conftest import run
-from workcell.config import load_config
-from workcell.session import open_session
+from workcell.assembly.config import load_config
+from workcell.assembly.session import open_session
 
 FEEDS = 3
 WORKER = textwrap.dedent(
     """
     import asyncio, json, sys, time
     from protocols import media_exchange
-    from workcell.config import load_config
-    from workcell.session import open_session
+    from workcell.assembly.config import load_config
+    from workcell.assembly.session import open_session
 
     cfg, run_dir, plate, log, feeds = sys.argv[1:6]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from protocols.dry_run import load_params
+from protocols.export.opentrons import export
 from tests.conftest import run
-from workcell.config import load_config
-from workcell.dry_run import load_params
-from workcell.opentrons_export import export
+from workcell.assembly.config import load_config
 
 ROOT = Path(__file__).parents[1]
 LINE = re.compile(r"^(Aspirating|Dispensing) ([\d.]+) uL (?:from|into) (\w+) of (\w+) on slot")
@@ -85,7 +85,7 @@ def test_export_refuses_a_layout_beyond_the_ot2_deck(tmp_path: Path) -> None:
 def test_export_cli_writes_a_file(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from workcell.cli import app
+    from workcell.cli.app import app
 
     out = tmp_path / "seed.py"
     params = tmp_path / "p.json"

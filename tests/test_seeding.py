@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from protocols import seeding
 from protocols.pipetting import TipSupply
 from tests.conftest import run
-from workcell.assembly import Workcell
+from workcell.assembly.build import Workcell
 from workcell.errors import ProtocolRefused
 
 

@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from protocols import harvest, media_exchange, passaging
+from protocols.dry_run import prepare_cultures
 from protocols.pipetting import dead_volume_uL
 from tests.conftest import run
-from workcell.dry_run import prepare_cultures
+from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
-from workcell.workcell import Workcell
 
 DESTS = ["plate_6", "plate_7", "plate_8", "plate_9", "plate_10"]
 

@@ -1,8 +1,9 @@
-"""The core of the MSC workcell: config, assembly, clock, store and the `workcell` CLI.
+"""The kernel of the MSC workcell: clock, errors, action log, store, batch record,
+device locks, labware helpers and the CPU pool.
 
-Everything a protocol needs arrives through one :class:`~workcell.assembly.Workcell`
-built by :func:`~workcell.assembly.build_workcell` from a validated config, so
-swapping a simulator for hardware is a config change, never a code change.
+Everything here is imported by the floors above (devices, simulators, the
+assembly, protocols, flows, the CLI) and imports none of them; see
+``docs/architecture.md`` for the whole house.
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pylabrobot.resources import Container, TipRack
 
-from workcell.workcell import Workcell, reagent_liquid
+from workcell.assembly.workcell import Workcell, reagent_liquid
 
 TOP_UP_BELOW = 0.999  # share of the configured fill under which a reagent is topped up
 TIPS_LOW = 96  # fewer fresh tips than one rack: replace the spent racks

@@ -26,12 +26,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from workcell.assembly import build_workcell
-from workcell.checkpoint import restore, snapshot
-from workcell.config import WorkcellConfig
+from workcell.assembly.build import build_workcell
+from workcell.assembly.checkpoint import restore, snapshot
+from workcell.assembly.config import WorkcellConfig
+from workcell.assembly.workcell import Workcell
 from workcell.locks import devices_locked
 from workcell.store import store_path
-from workcell.workcell import Workcell
 
 
 class Session:

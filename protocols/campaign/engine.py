@@ -32,11 +32,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import harvest, media_exchange, passaging, seeding
+from protocols.campaign import housekeeping
 from protocols.detachment import DetachParams
-from workcell import housekeeping, lineage
-from workcell.session import Session
+from workcell.assembly.session import Session
+from workcell.assembly.workcell import Workcell
+from workcell.batch import lineage
 from workcell.store import Measurement, Store
-from workcell.workcell import Workcell
 
 DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time

@@ -24,8 +24,7 @@ from simulators.culture import CultureModel, CultureParameters
 from simulators.world import SimWorld
 from workcell import labware
 from workcell.actions import ActionLog
-from workcell.clock import Clock, SimClock, WallClock
-from workcell.config import (
+from workcell.assembly.config import (
     SIMULATED_DRIVERS,
     CytomatIncubator,
     HamiltonStar,
@@ -39,9 +38,10 @@ from workcell.config import (
     SimulatedSerialIncubator,
     WorkcellConfig,
 )
+from workcell.assembly.workcell import Workcell
+from workcell.clock import Clock, SimClock, WallClock
 from workcell.errors import ConfigError
 from workcell.store import Store
-from workcell.workcell import Workcell
 
 __all__ = ["Workcell", "build_workcell"]
 

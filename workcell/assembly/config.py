@@ -23,7 +23,7 @@ from simulators.serial_port import FaultRates
 from workcell import labware
 from workcell.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).parent / "data" / "sim.yaml"
+DEFAULT_CONFIG = Path(__file__).parents[1] / "data" / "sim.yaml"
 
 
 class Strict(BaseModel):

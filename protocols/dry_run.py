@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from protocols import media_exchange, seeding
 from protocols.registry import PROTOCOLS
-from workcell.assembly import Workcell, build_workcell
-from workcell.config import WorkcellConfig
+from workcell.assembly.build import Workcell, build_workcell
+from workcell.assembly.config import WorkcellConfig
 from workcell.errors import WorkcellError
 
 DAY_S = 86400.0

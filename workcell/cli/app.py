@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workcell.config import DEFAULT_CONFIG, load_config
+from workcell.assembly.config import DEFAULT_CONFIG, load_config
 from workcell.errors import WorkcellError
 from workcell.store import store_path
 
@@ -65,7 +65,7 @@ def dry_run_cmd(
     ] = 7.0,
 ) -> None:
     """Run a protocol on the simulated workcell and print what it did."""
-    from workcell.dry_run import dry_run, load_params
+    from protocols.dry_run import dry_run, load_params
 
     try:
         cfg = load_config(config)
@@ -133,8 +133,8 @@ def export_opentrons(
     culture_days: Annotated[float, typer.Option(min=0)] = 7.0,
 ) -> None:
     """Write a protocol as an Opentrons (OT-2) protocol file, after a dry-run of it."""
-    from workcell.dry_run import load_params
-    from workcell.opentrons_export import export, write
+    from protocols.dry_run import load_params
+    from protocols.export.opentrons import export, write
 
     try:
         cfg = load_config(config)
@@ -154,7 +154,7 @@ def grow(
     run_dir: RunDirOpt = None,
 ) -> None:
     """Seed a 6-well plate on the simulated workcell and grow it, printing a daily table."""
-    from workcell.demo import DEMO_SEEDING, DayRow, run_demo
+    from protocols.grow import DEMO_SEEDING, DayRow, run_demo
 
     t0 = time.perf_counter()
     table = Table(
@@ -211,8 +211,8 @@ def campaign(
     ] = False,
 ) -> None:
     """Run (or resume) the expansion campaign as a Prefect flow, with a progress bar."""
-    from workcell.campaign import CampaignParams
-    from workcell.campaign_cli import run_campaign_cli
+    from protocols.campaign.engine import CampaignParams
+    from workcell.cli.campaign import run_campaign_cli
 
     try:
         cfg = load_config(config)
@@ -234,8 +234,8 @@ def demo(
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default: a new one)")] = None,
 ) -> None:
     """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
-    from workcell.campaign import CampaignParams
-    from workcell.campaign_cli import run_campaign_cli
+    from protocols.campaign.engine import CampaignParams
+    from workcell.cli.campaign import run_campaign_cli
 
     code = run_campaign_cli(
         load_config(None), DEFAULT_CONFIG, run_dir, CampaignParams(), True, out, err
@@ -296,7 +296,7 @@ def record_verify(run_dir: RunDirArg) -> None:
 @app.command()
 def lineage(run_dir: RunDirArg) -> None:
     """The tree from the vial through every passage to the harvest, with PD per plate."""
-    from workcell.lineage import lineage_tree
+    from workcell.batch.lineage import lineage_tree
 
     store = _open_store(run_dir)
     try:
@@ -306,7 +306,7 @@ def lineage(run_dir: RunDirArg) -> None:
 
 
 def _print_release(store: Any) -> bool:
-    from workcell.release import Status, evaluate, released, signatures
+    from workcell.batch.release import Status, evaluate, released, signatures
 
     table = Table("criterion", "requirement", "result", "status", title="release criteria")
     colours = {Status.PASS: "green", Status.FAIL: "red", Status.MISSING: "yellow"}
@@ -342,7 +342,7 @@ def release_enter(
 
     from pydantic import ValidationError
 
-    from workcell.release import QCResult, enter_result
+    from workcell.batch.release import QCResult, enter_result
 
     store = _open_store(run_dir)
     try:
@@ -359,7 +359,7 @@ def release_enter(
 @release_app.command("simulate-qc")
 def release_simulate_qc(run_dir: RunDirArg) -> None:
     """Dry-run only: a simulated cytometer and QC lab report a healthy batch."""
-    from workcell.release import simulated_qc
+    from workcell.batch.release import simulated_qc
 
     store = _open_store(run_dir)
     try:
@@ -376,7 +376,7 @@ def release_sign(
     meaning: Annotated[str, typer.Option("--meaning", help="performed, reviewed or approved")],
 ) -> None:
     """Sign the batch; QA's 'approved' releases it once every criterion passes."""
-    from workcell.release import sign
+    from workcell.batch.release import sign
 
     if meaning not in ("performed", "reviewed", "approved"):
         raise _fail(WorkcellError("--meaning is performed, reviewed or approved"))
@@ -399,12 +399,8 @@ def report(
     ),
 ) -> None:
     """One self-contained HTML batch report: summary, plots, lineage, faults, release."""
-    from workcell.report import write_report
+    from protocols.campaign.report import write_report
 
     _open_store(run_dir).close()
     write_report(run_dir, output)
     out.print(f"wrote {output}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from workcell.campaign import DAY_S, CampaignParams, summarize, summary_rows  # noqa: E402
-from workcell.lineage import plate_groups, population_doublings  # noqa: E402
-from workcell.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
+from protocols.campaign.engine import DAY_S, CampaignParams, summarize, summary_rows  # noqa: E402
+from workcell.batch.lineage import plate_groups, population_doublings  # noqa: E402
+from workcell.batch.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
 from workcell.store import STORE_FILE, Store  # noqa: E402
 
 FAULT_KINDS = ("deviation", "alarm", "protocol_fault", "fault", "retry")

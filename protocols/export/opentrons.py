@@ -28,12 +28,12 @@ from pydantic import BaseModel
 from pylabrobot.resources import Plate, Resource, Trough, Tube
 from pylabrobot.resources.well import Well
 
+from protocols.dry_run import prepare_cultures
 from protocols.registry import PROTOCOLS
 from workcell.actions import Action
-from workcell.config import WorkcellConfig
-from workcell.dry_run import prepare_cultures
+from workcell.assembly.config import WorkcellConfig
+from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
-from workcell.workcell import Workcell
 
 API_LEVEL = "2.20"
 PIPETTE = "p1000_single_gen2"
@@ -184,7 +184,7 @@ async def export(
     config: WorkcellConfig, protocol: str, params: BaseModel, culture_days: float = 7.0
 ) -> ExportResult:
     """Dry-run the protocol and write its trace as an Opentrons protocol."""
-    from workcell.assembly import build_workcell
+    from workcell.assembly.build import build_workcell
 
     if not config.simulated:
         raise WorkcellError("export-opentrons dry-runs the protocol: use a simulated config")

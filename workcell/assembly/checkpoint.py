@@ -18,8 +18,8 @@ from pylabrobot.resources import Plate, ResourceHolder
 
 from simulators.chamber import DECK, Chamber, Excursion, room_temperature
 from simulators.culture import Environment, Liquid, Vessel
+from workcell.assembly.workcell import Workcell
 from workcell.clock import SimClock
-from workcell.workcell import Workcell
 
 VERSION = 1
 

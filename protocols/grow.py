@@ -15,9 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from protocols import seeding
-from workcell.assembly import build_workcell
+from workcell.assembly.build import build_workcell
+from workcell.assembly.config import WorkcellConfig
 from workcell.clock import SimClock
-from workcell.config import WorkcellConfig
 from workcell.errors import WorkcellError
 from workcell.store import Measurement
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workcell.campaign import (
+from protocols.campaign.engine import (
     DAY_S,
     CampaignEngine,
     CampaignParams,
@@ -27,9 +27,9 @@ from workcell.campaign import (
     auto_approve,
     summary_rows,
 )
-from workcell.config import WorkcellConfig
+from workcell.assembly.config import WorkcellConfig
+from workcell.assembly.session import open_session
 from workcell.errors import WorkcellError
-from workcell.session import open_session
 from workcell.store import STORE_FILE, Store
 
 

@@ -24,8 +24,8 @@ from simulators.chamber import DECK, room_temperature
 from simulators.culture import CultureModel, Liquid
 from simulators.world import SimWorld
 from workcell.actions import ActionLog
+from workcell.assembly.config import Reagent, WorkcellConfig
 from workcell.clock import Clock
-from workcell.config import Reagent, WorkcellConfig
 from workcell.errors import WorkcellError
 from workcell.store import Event, Store
 
