@@ -60,6 +60,14 @@ def run_campaign_cli(
     if without_prefect and not auto_approve:
         err.print("[bold red]error:[/] --without-prefect has no UI to ask: add --auto-approve")
         return 2
+    from flows.ephemeral import ServerStartError, startup_timeout_s  # upward, lazily
+
+    if not without_prefect and not os.environ.get("PREFECT_API_URL"):
+        try:
+            startup_timeout_s()  # before Prefect reads it
+        except ValueError as e:
+            err.print(f"[bold red]error:[/] {e}")
+            return 2
     folder = run_dir or new_run_dir()
 
     out.print(f"expansion campaign on {cfg.name!r}, run folder {folder}")
@@ -86,10 +94,13 @@ def run_campaign_cli(
             if without_prefect:
                 summary = asyncio.run(_engine_only(cfg, folder, params, show))
             else:
-                summary = _as_flow(config_path, folder, params, auto_approve, show)
+                summary = _as_flow(config_path, folder, params, auto_approve, show, out.print)
         except WorkcellError as e:
             err.print(f"[bold red]error:[/] {e}")
             return 2
+        except (ServerStartError, ValueError) as e:
+            err.print(f"[bold red]error:[/] {e}")
+            return 1
     wall = time.perf_counter() - t0
     store = Store(folder / STORE_FILE)
     try:
@@ -107,22 +118,25 @@ def _as_flow(
     params: CampaignParams,
     auto_approve: bool,
     show: Callable[[float, str], None],
+    say: Callable[[str], None],
 ) -> CampaignSummary:
-    """The campaign flow, on the Prefect API in PREFECT_API_URL or an ephemeral one."""
+    """The campaign flow, on the Prefect API in PREFECT_API_URL or a temporary one."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bar, not a log per task
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
     from flows.campaign import campaign, progress_listeners
+    from flows.ephemeral import prefect_api
 
     progress_listeners.append(show)
     try:
-        return asyncio.run(
-            campaign(
-                params=params,
-                config=str(config_path) if config_path else None,
-                run_dir=str(folder),
-                auto_approve_dry_run=auto_approve,
+        with prefect_api(say):
+            return asyncio.run(
+                campaign(
+                    params=params,
+                    config=str(config_path) if config_path else None,
+                    run_dir=str(folder),
+                    auto_approve_dry_run=auto_approve,
+                )
             )
-        )
     finally:
         progress_listeners.remove(show)
 
