@@ -26,7 +26,7 @@ from protocols.selection import Target
 from workcell.assembly.workcell import Workcell
 from workcell.store import Measurement
 
-TIPS_PER_PLATE = 5  # waste, PBS, enzyme, neutralising medium, pooling
+TIPS_PER_PLATE = 6  # medium out, PBS in, PBS out, enzyme, neutralising medium, pooling
 MIX_CYCLES = 2
 MIX_SHARE = 0.8
 
@@ -65,6 +65,9 @@ class DetachStep(BaseModel):
 class DetachPlan(BaseModel):
     steps: list[DetachStep]
     tips: int
+    tip_groups: list[list[float]] = Field(
+        default_factory=list, description="the transfer volumes of each tip, in order"
+    )
     reagents_uL: dict[str, float]
     waste_uL: float
     pool_uL: float
@@ -100,14 +103,38 @@ def plan_detach(
         if max(peak, s.residual_uL + s.pbs_uL) > t.well.max_volume:
             problems.append(f"vessel {t.vessel} cannot hold {peak / 1000:.2f} mL")
     check_supplies(wc, reagents, problems, waste={d.waste: waste, d.pool_tube: pool})
-    plates = len({s.plate for s in steps})
+    groups = _tip_groups(steps)
+    assert len(groups) == TIPS_PER_PLATE * len({s.plate for s in steps})
     return DetachPlan(
         steps=steps,
-        tips=TIPS_PER_PLATE * plates,
+        tips=len(groups),
+        tip_groups=groups,
         reagents_uL=reagents,
         waste_uL=waste,
         pool_uL=pool,
     )
+
+
+def _pooled_uL(s: DetachStep) -> float:
+    return s.residual_uL + s.enzyme_uL + s.medium_uL
+
+
+def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
+    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in (before the
+    incubation); neutralising medium in; mixing and pooling (after it)."""
+    plates = list(dict.fromkeys(s.plate for s in steps))
+    before: list[list[float]] = []
+    after: list[list[float]] = []
+    for plate in plates:
+        g = [s for s in steps if s.plate == plate]
+        before += [
+            [s.remove_uL for s in g],
+            [s.pbs_uL for s in g],
+            [s.pbs_uL for s in g],
+            [s.enzyme_uL for s in g],
+        ]
+        after += [[s.medium_uL for s in g], [_pooled_uL(s) for s in g]]
+    return before + after
 
 
 async def detach_and_pool(
@@ -115,8 +142,7 @@ async def detach_and_pool(
 ) -> CountResult:
     """Carry out the plan; the plates are on the deck. Returns the count of the pool."""
     lh = wc.liquid_handler
-    tips = TipSupply(wc.tip_racks())
-    max_part = tips.max_volume_uL()
+    tips = TipSupply.of(wc)
     wells = {t.vessel: t.well for t in targets}
     waste = wc.container(d.waste)
     pbs = wc.container(d.pbs_reservoir)
@@ -127,21 +153,22 @@ async def detach_and_pool(
 
     for plate in plates:
         group = [s for s in plan.steps if s.plate == plate]
-        await with_fresh_tip(lh, tips)  # one waste tip: medium out, PBS in by another, PBS out
+        # one waste tip: medium out, PBS in by another, PBS out
+        await with_fresh_tip(lh, tips, [s.remove_uL for s in group])
         for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.remove_uL, max_part)
-        await swap_tip(lh, tips)
+            await transfer(lh, wells[s.vessel], waste, s.remove_uL, tips)
+        await swap_tip(lh, tips, [s.pbs_uL for s in group])
         for s in group:
             await dispense_along_wall(
-                lh, pbs, wells[s.vessel], s.pbs_uL, max_part, d.medium_flow_uL_per_s
+                lh, pbs, wells[s.vessel], s.pbs_uL, tips, d.medium_flow_uL_per_s
             )
-        await swap_tip(lh, tips)
+        await swap_tip(lh, tips, [s.pbs_uL for s in group])
         for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.pbs_uL, max_part)
-        await swap_tip(lh, tips)
+            await transfer(lh, wells[s.vessel], waste, s.pbs_uL, tips)
+        await swap_tip(lh, tips, [s.enzyme_uL for s in group])
         for s in group:
-            await transfer(lh, enzyme, wells[s.vessel], s.enzyme_uL, max_part)
-        await discard_tip(lh)
+            await transfer(lh, enzyme, wells[s.vessel], s.enzyme_uL, tips)
+        await discard_tip(lh, tips)
         wc.event("enzyme_added", actor, plate=plate, vessels=[s.vessel for s in group])
 
     # incubate at 37 C for the enzyme time
@@ -154,23 +181,24 @@ async def detach_and_pool(
 
     for plate in plates:
         group = [s for s in plan.steps if s.plate == plate]
-        await with_fresh_tip(lh, tips)
+        await with_fresh_tip(lh, tips, [s.medium_uL for s in group])
         for s in group:
             await dispense_along_wall(
-                lh, medium, wells[s.vessel], s.medium_uL, max_part, d.medium_flow_uL_per_s
+                lh, medium, wells[s.vessel], s.medium_uL, tips, d.medium_flow_uL_per_s
             )
-        await swap_tip(lh, tips)
+        await swap_tip(lh, tips, [_pooled_uL(s) for s in group])
+        max_part = tips.max_volume_uL()
         for s in group:
             well = wells[s.vessel]
             volume = well.tracker.get_used_volume()
             for _ in range(MIX_CYCLES):  # resuspend: pipette up and down over the surface
                 part = min(max_part, MIX_SHARE * volume)
-                await lh.aspirate([well], vols=[part], use_channels=[0])
-                await lh.dispense([well], vols=[part], use_channels=[0])
+                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
+                await lh.dispense([well], vols=[part], use_channels=tips.channels)
             for part in parts(well.tracker.get_used_volume(), max_part):
-                await lh.aspirate([well], vols=[part], use_channels=[0])
-                await lh.dispense([pool], vols=[part], use_channels=[0])
-        await discard_tip(lh)
+                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
+                await lh.dispense([pool], vols=[part], use_channels=tips.channels)
+        await discard_tip(lh, tips)
         wc.event("pooled", actor, plate=plate, vessels=[s.vessel for s in group], pool=d.pool_tube)
 
     count = await wc.cell_counter.count(d.pool_tube, d.count_sample_uL)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
-from protocols.pipetting import TipSupply, check_tips
+from protocols.pipetting import TipSupply, plan_tips
 from protocols.selection import active_vessels
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
@@ -52,7 +52,7 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
     targets = active_vessels(wc, params.plates, [], problems)
     d = params.detach
     detach = plan_detach(wc, targets, d, problems)
-    check_tips(TipSupply(wc.tip_racks()), detach.tips, problems)
+    plan_tips(TipSupply.of(wc), detach.tip_groups, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocols.pipetting import (
     TipSupply,
     check_supplies,
-    check_tips,
     discard_tip,
     dispense_along_wall,
+    plan_tips,
     transfer,
     with_fresh_tip,
 )
@@ -95,25 +95,33 @@ def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, 
                 add_uL=max(0.0, total - (current - remove)),
             )
         )
-    per = len(planned) if params.tips is TipPolicy.PER_VESSEL else len({p.plate for p in planned})
-    tips = 2 * per
+    tips = plan_tips(TipSupply.of(wc), _tip_groups(planned, params.tips), problems)
     check_supplies(
         wc,
         {params.medium_reservoir: sum(p.add_uL for p in planned)},
         problems,
         waste={params.waste: sum(p.remove_uL for p in planned)},
     )
-    check_tips(TipSupply(wc.tip_racks()), tips, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
     return MediaExchangePlan(vessels=planned, tips=tips), targets
 
 
+def _tip_groups(planned: list[PlannedExchange], policy: TipPolicy) -> list[list[float]]:
+    """What each tip moves: spent medium out, fresh in; per vessel, or per plate each way."""
+    if policy is TipPolicy.PER_VESSEL:
+        return [g for x in planned for g in ([x.remove_uL], [x.add_uL])]
+    groups = []
+    for plate in dict.fromkeys(x.plate for x in planned):
+        group = [x for x in planned if x.plate == plate]
+        groups += [[x.remove_uL for x in group], [x.add_uL for x in group]]
+    return groups
+
+
 async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> MediaExchangeResult:
     p, targets = plan(wc, params)
     lh = wc.liquid_handler
-    tips = TipSupply(wc.tip_racks())
-    max_part = tips.max_volume_uL()
+    tips = TipSupply.of(wc)
     medium = wc.container(params.medium_reservoir)
     waste = wc.container(params.waste)
     wells = {t.vessel: t.well for t in targets}
@@ -127,29 +135,29 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                 per_vessel = params.tips is TipPolicy.PER_VESSEL
                 # spent medium out, then fresh in (a fresh tip each way)
                 if not per_vessel:
-                    await with_fresh_tip(lh, tips)
+                    await with_fresh_tip(lh, tips, [x.remove_uL for x in group])
                 for x in group:
                     if per_vessel:
-                        await with_fresh_tip(lh, tips)
-                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, max_part)
+                        await with_fresh_tip(lh, tips, [x.remove_uL])
+                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, tips)
                     if per_vessel:
-                        await discard_tip(lh)
+                        await discard_tip(lh, tips)
                 if not per_vessel:
-                    await discard_tip(lh)
-                    await with_fresh_tip(lh, tips)
+                    await discard_tip(lh, tips)
+                    await with_fresh_tip(lh, tips, [x.add_uL for x in group])
                 for x in group:
                     if per_vessel:
-                        await with_fresh_tip(lh, tips)
+                        await with_fresh_tip(lh, tips, [x.add_uL])
                     await dispense_along_wall(
                         lh,
                         medium,
                         wells[x.vessel],
                         x.add_uL,
-                        max_part,
+                        tips,
                         params.dispense_flow_uL_per_s,
                     )
                     if per_vessel:
-                        await discard_tip(lh)
+                        await discard_tip(lh, tips)
                     done.append(x.vessel)
                     wc.store.add_measurement(
                         Measurement(
@@ -165,7 +173,7 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                         "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
                     )
                 if not per_vessel:
-                    await discard_tip(lh)
+                    await discard_tip(lh, tips)
     except Exception as err:
         wc.event(
             "protocol_fault",

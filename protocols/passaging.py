@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.cell_counter import CountResult
 from protocols import seeding
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
-from protocols.pipetting import TipSupply, check_tips, dead_volume_uL
+from protocols.pipetting import TipSupply, dead_volume_uL, plan_tips
 from protocols.selection import active_vessels, well_of
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
@@ -85,9 +85,12 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
     detach = plan_detach(wc, targets, d, problems)
     # upper bounds for what seeding the children can take: every free well
     areas = [growth_area_cm2(well_of(wc.plate(p), w)) for p, w in free]  # type: ignore[arg-type]
-    check_tips(
-        TipSupply(wc.tip_racks()),
-        detach.tips + len(free) + len(params.destination_plates),
+    # seeding the children: a medium tip per plate and a suspension tip per well at most;
+    # which pipette takes the suspension depends on the count (left to the choice: [])
+    medium = [[params.medium_mL_per_cm2 * a * 1000 for a in areas]]
+    plan_tips(
+        TipSupply.of(wc),
+        detach.tip_groups + medium * len(params.destination_plates) + [[]] * len(free),
         problems,
     )
     if problems:

@@ -1,9 +1,12 @@
 """Pipetting helpers shared by the protocols: tips from the deck, transfers in tip-sized parts.
 
 Tips come from the configured tip racks in order, using PyLabRobot's tip tracking
-to know which spots still hold a tip. Volumes larger than a tip should hold are
-moved in equal parts; volumes below ``MIN_VOLUME_UL`` are refused by the protocols,
-since a 1 mL tip cannot deliver them accurately.
+to know which spots still hold a tip. Each fresh tip goes on the pipette that
+``protocols.pipettes.choose`` picks for the volumes that tip will move (on a STAR
+always channel 0; on an OT-2 the P1000 or the P300, with its own tip racks), and
+the transfers with it use that pipette's channel and largest aspirate. Volumes
+larger than that are moved in equal parts; volumes below ``MIN_VOLUME_UL`` are
+refused by seeding, since a 1 mL tip cannot deliver them accurately.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pylabrobot.liquid_handling.errors import ChannelizedError
 from pylabrobot.resources import Container, Coordinate, TipRack, TipSpot
 from pylabrobot.resources.errors import NoTipError
 
+from protocols.pipettes import Pipette, channel_pipette, choose, mounted, no_pipette
 from workcell.errors import TipPickupError, WorkcellError
 
 if TYPE_CHECKING:
@@ -25,7 +29,6 @@ if TYPE_CHECKING:
 # (the cone of a 50 mL tube, the V of a trough).
 DEAD_VOLUME_SHARE = 0.02
 SINGLE_CHANNEL = [0]
-TIP_FILL_SHARE = 0.8
 MIN_VOLUME_UL = 20.0
 # Dispensing "along the wall": offset from the well centre toward its side, a few mm up.
 WALL_OFFSET_SHARE = 0.35
@@ -50,30 +53,49 @@ def parts(volume_uL: float, max_part_uL: float) -> list[float]:
 
 
 class TipSupply:
-    """Hands out fresh tips from the given tip racks, in order.
+    """Hands out fresh tips from the given tip racks, in order, for the pipette in use.
 
     Pass the racks the workcell config placed (``Workcell.tip_racks()``), not every
     rack on the deck: a STAR deck also carries the teaching rack, whose needles are
-    not tips.
+    not tips. ``TipSupply.of(workcell)`` also knows the liquid handler's pipettes.
     """
 
-    def __init__(self, racks: list[TipRack]) -> None:
+    def __init__(self, racks: list[TipRack], pipettes: list[Pipette] | None = None) -> None:
         self.racks = racks
+        self.pipettes = pipettes or [channel_pipette(racks)]
+        self.current = self.pipettes[0]
 
-    def available(self) -> int:
-        return sum(1 for r in self.racks for s in r.get_all_items() if s.tracker.has_tip)
+    @classmethod
+    def of(cls, wc: Workcell) -> TipSupply:
+        return cls(wc.tip_racks(), mounted(wc))
+
+    def available(self, pipette: Pipette | None = None) -> int:
+        racks = self.racks if pipette is None else pipette.racks
+        return sum(1 for r in racks for s in r.get_all_items() if s.tracker.has_tip)
 
     def max_volume_uL(self) -> float:
-        """The most one aspirate may take: 80 % of the smallest tip's capacity.
+        """The most one aspirate may take with the pipette in use.
 
         Filling a tip to the brim wets its filter and makes the volume less
-        accurate; 80 % keeps the 1 mL STAR tip (1250 uL capacity) at 1000 uL.
+        accurate; 80 % keeps the 1 mL STAR tip (1250 uL capacity) at 1000 uL. An
+        OT-2 pipette takes up to its own maximum with its own tips.
         """
-        vols = [r.get_item(0).make_tip().maximal_volume for r in self.racks]
-        return TIP_FILL_SHARE * min(vols) if vols else 0.0
+        return self.current.max_uL
 
-    def next(self) -> TipSpot:
-        for rack in self.racks:
+    @property
+    def channels(self) -> list[int]:
+        return [self.current.channel]
+
+    def choose(self, volumes: list[float]) -> Pipette:
+        """Put the pipette for ``volumes`` in use (the plan has checked there is one)."""
+        pipette = choose(self.pipettes, volumes)
+        if pipette is None:
+            raise WorkcellError(no_pipette(self.pipettes, volumes))
+        self.current = pipette
+        return pipette
+
+    def next(self, pipette: Pipette | None = None) -> TipSpot:
+        for rack in self.racks if pipette is None else pipette.racks:
             for spot in rack.get_all_items():
                 if spot.tracker.has_tip:
                     return spot
@@ -85,12 +107,12 @@ async def transfer(
     source: Container,
     target: Container,
     volume_uL: float,
-    max_part_uL: float,
+    tips: TipSupply,
 ) -> None:
-    """Move ``volume_uL`` from ``source`` to ``target`` with the tip on channel 0."""
-    for part in parts(volume_uL, max_part_uL):
-        await lh.aspirate([source], vols=[part], use_channels=SINGLE_CHANNEL)
-        await lh.dispense([target], vols=[part], use_channels=SINGLE_CHANNEL)
+    """Move ``volume_uL`` from ``source`` to ``target`` with the tip on the pipette in use."""
+    for part in parts(volume_uL, tips.max_volume_uL()):
+        await lh.aspirate([source], vols=[part], use_channels=tips.channels)
+        await lh.dispense([target], vols=[part], use_channels=tips.channels)
 
 
 def check_supplies(
@@ -133,20 +155,54 @@ def check_tips(tips: TipSupply, needed: int, problems: list[str]) -> None:
         problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
 
 
+def plan_tips(tips: TipSupply, groups: list[list[float]], problems: list[str]) -> int:
+    """Choose a pipette for each tip's group of transfer volumes; refuse what none can do.
+
+    Counts the tips each pipette needs against its own tip racks (with one pipette, as
+    on a STAR, that is the plain count). Returns the number of tips.
+    """
+    per: dict[str, tuple[Pipette, int]] = {}
+    for volumes in groups:
+        pipette = choose(tips.pipettes, volumes)
+        if pipette is None:
+            line = no_pipette(tips.pipettes, volumes)
+            if line not in problems:
+                problems.append(line)
+            continue
+        per[pipette.name] = (pipette, per.get(pipette.name, (pipette, 0))[1] + 1)
+    if len(tips.pipettes) == 1:
+        check_tips(tips, len(groups), problems)
+        return len(groups)
+    for pipette, needed in per.values():
+        have = tips.available(pipette)
+        if have < needed:
+            racks = ", ".join(r.name for r in pipette.racks)
+            problems.append(
+                f"{needed} tips needed for the {pipette.name}, {have} left in its tip racks "
+                f"({racks})"
+            )
+    return len(groups)
+
+
 PICKUP_ATTEMPTS = 3
 
 
-async def with_fresh_tip(lh: LiquidHandler, tips: TipSupply) -> None:
-    """Pick up the next fresh tip; a failed pick-up writes that tip off and tries the next.
+async def with_fresh_tip(
+    lh: LiquidHandler, tips: TipSupply, volumes: list[float] | None = None
+) -> None:
+    """Pick up a fresh tip on the pipette for ``volumes`` (the transfers this tip will do).
+
+    A failed pick-up writes that tip off and tries the next.
 
     A channel that comes up without a tip (a bent or missing tip, a 'no tip' error)
     has done nothing to any liquid, so trying the next tip repeats no liquid action.
     After ``PICKUP_ATTEMPTS`` failures in a row the error goes to the operator.
     """
+    pipette = tips.choose(volumes or [])
     for attempt in range(1, PICKUP_ATTEMPTS + 1):
-        spot = tips.next()
+        spot = tips.next(pipette)
         try:
-            await lh.pick_up_tips([spot], use_channels=SINGLE_CHANNEL)
+            await lh.pick_up_tips([spot], use_channels=[pipette.channel])
             return
         except (TipPickupError, NoTipError, ChannelizedError):
             if spot.tracker.has_tip:
@@ -155,14 +211,14 @@ async def with_fresh_tip(lh: LiquidHandler, tips: TipSupply) -> None:
                 raise
 
 
-async def discard_tip(lh: LiquidHandler) -> None:
-    await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+async def discard_tip(lh: LiquidHandler, tips: TipSupply | None = None) -> None:
+    await lh.discard_tips(use_channels=tips.channels if tips is not None else SINGLE_CHANNEL)
 
 
-async def swap_tip(lh: LiquidHandler, tips: TipSupply) -> None:
-    """Discard the tip on channel 0 and take a fresh one."""
-    await discard_tip(lh)
-    await with_fresh_tip(lh, tips)
+async def swap_tip(lh: LiquidHandler, tips: TipSupply, volumes: list[float] | None = None) -> None:
+    """Discard the tip in use and take a fresh one for ``volumes``."""
+    await discard_tip(lh, tips)
+    await with_fresh_tip(lh, tips, volumes)
 
 
 async def dispense_along_wall(
@@ -170,17 +226,17 @@ async def dispense_along_wall(
     source: Container,
     well: Container,
     volume_uL: float,
-    max_part_uL: float,
+    tips: TipSupply,
     flow_uL_per_s: float,
 ) -> None:
     """Fresh medium down the side of the well, slowly, so the monolayer is not disturbed."""
     wall = Coordinate(x=WALL_OFFSET_SHARE * well.get_size_x(), y=0, z=WALL_HEIGHT_MM)
-    for part in parts(volume_uL, max_part_uL):
-        await lh.aspirate([source], vols=[part], use_channels=SINGLE_CHANNEL)
+    for part in parts(volume_uL, tips.max_volume_uL()):
+        await lh.aspirate([source], vols=[part], use_channels=tips.channels)
         await lh.dispense(
             [well],
             vols=[part],
-            use_channels=SINGLE_CHANNEL,
+            use_channels=tips.channels,
             flow_rates=[flow_uL_per_s],
             offsets=[wall],
         )

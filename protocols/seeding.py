@@ -15,9 +15,10 @@ from pylabrobot.resources import Container
 
 from protocols.pipetting import (
     MIN_VOLUME_UL,
-    SINGLE_CHANNEL,
     TipSupply,
     dead_volume_uL,
+    discard_tip,
+    plan_tips,
     transfer,
     usable_uL,
     with_fresh_tip,
@@ -175,15 +176,19 @@ def plan(
         problems,
     )
     _check_source(wc, params.medium_reservoir, medium_total, None, "medium", problems)
-    tips = TipSupply(wc.tip_racks())
-    needed = len(vessels) + len({v.plate for v in vessels})
-    if tips.available() < needed:
-        problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
+    needed = plan_tips(TipSupply.of(wc), _tip_groups(vessels), problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
     return SeedingPlan(
         vessels=vessels, tips=needed, suspension_uL=susp_total, medium_uL=medium_total
     )
+
+
+def _tip_groups(vessels: list[PlannedVessel]) -> list[list[float]]:
+    """What each tip moves: one per plate for the medium, one per vessel for the cells."""
+    plates = dict.fromkeys(v.plate for v in vessels)
+    medium = [[v.medium_uL for v in vessels if v.plate == p] for p in plates]
+    return medium + [[v.suspension_uL] for v in vessels]
 
 
 def _check_source(
@@ -244,8 +249,7 @@ async def seed(
 ) -> SeedingResult:
     """Carry out a seeding plan; every vessel is in the store the moment its cells are in it."""
     lh = wc.liquid_handler
-    tips = TipSupply(wc.tip_racks())
-    max_part = tips.max_volume_uL()
+    tips = TipSupply.of(wc)
     s = params.suspension
     started = wc.clock.now()
     tube = wc.container(s.tube)
@@ -255,17 +259,18 @@ async def seed(
     seeded: list[SeededVessel] = []
     try:
         for plate in dict.fromkeys(v.plate for v in p.vessels):
-            await with_fresh_tip(lh, tips)
-            for v in (v for v in p.vessels if v.plate == plate):
-                await transfer(lh, medium, _target(wc, v), v.medium_uL, max_part)
+            group = [v for v in p.vessels if v.plate == plate]
+            await with_fresh_tip(lh, tips, [v.medium_uL for v in group])
+            for v in group:
+                await transfer(lh, medium, _target(wc, v), v.medium_uL, tips)
                 with_medium.append(v.vessel)
-            await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+            await discard_tip(lh, tips)
         for v in p.vessels:
             target = _target(wc, v)
             before = _viable(wc, v.vessel)
-            await with_fresh_tip(lh, tips)
-            await transfer(lh, tube, target, v.suspension_uL, max_part)
-            await lh.discard_tips(use_channels=SINGLE_CHANNEL)
+            await with_fresh_tip(lh, tips, [v.suspension_uL])
+            await transfer(lh, tube, target, v.suspension_uL, tips)
+            await discard_tip(lh, tips)
             after = _viable(wc, v.vessel)
             done = SeededVessel(
                 **v.model_dump(),

@@ -37,6 +37,7 @@ from protocols.detachment import DetachParams
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.batch import lineage
+from workcell.ot_labware import same_product
 from workcell.store import Measurement, Store
 
 DAY_S = 86400.0
@@ -390,7 +391,7 @@ class CampaignEngine:
         self.deck_plates = {
             s.name: session.wc.plate(s.name).num_items
             for s in session.config.deck.sites()
-            if s.labware == params.vessel_labware
+            if same_product(s.labware, params.vessel_labware)
         }
 
     @property

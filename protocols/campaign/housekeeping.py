@@ -49,8 +49,16 @@ def due(wc: Workcell) -> list[Chore]:
         elif used > 0:
             chores.append(Chore(kind="empty", target=site.name, volume_uL=used))
     racks = wc.tip_racks()
-    fresh = sum(1 for r in racks for s in r.get_all_items() if s.tracker.has_tip)
-    if fresh < TIPS_LOW:
+    # per kind of tip (an OT-2's P1000 and P300 each have their own racks)
+    kinds: dict[float, list[TipRack]] = {}
+    for r in racks:
+        kinds.setdefault(r.get_item(0).make_tip().maximal_volume, []).append(r)
+    low = False
+    for group in kinds.values():
+        spots = [s for r in group for s in r.get_all_items()]
+        fresh = sum(1 for s in spots if s.tracker.has_tip)
+        low = low or fresh < min(TIPS_LOW, len(spots) // 2)
+    if low:
         spent = [r.name for r in racks if not all(s.tracker.has_tip for s in r.get_all_items())]
         chores.append(Chore(kind="tips", target=", ".join(spent)))
     return chores
@@ -73,6 +81,8 @@ def do(wc: Workcell, chores: list[Chore], actor: str) -> None:
                         spot.tracker.add_tip(spot.make_tip(), commit=True)
                         refilled += 1
                 if refilled:
+                    if wc.world is not None:  # the simulated robot finds the new rack
+                        wc.world.tips_replaced(rack.name)
                     wc.event("tips_replaced", actor, rack=rack.name, tips=refilled)
 
 

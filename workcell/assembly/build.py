@@ -22,18 +22,20 @@ from devices.incubator import CheckedCytomatBackend, IncubatorMonitor
 from simulators.chamber import Chamber
 from simulators.culture import CultureModel, CultureParameters
 from simulators.world import SimWorld
-from workcell import labware
+from workcell import labware, ot_labware
 from workcell.actions import ActionLog
 from workcell.assembly.config import (
     SIMULATED_DRIVERS,
     CytomatIncubator,
     HamiltonStar,
     IncubatorBase,
+    OpentronsOT2,
     SerialCellCounter,
     SimulatedCellCounter,
     SimulatedImager,
     SimulatedIncubator,
     SimulatedLiquidHandler,
+    SimulatedOT2,
     SimulatedSerialCellCounter,
     SimulatedSerialIncubator,
     WorkcellConfig,
@@ -51,6 +53,14 @@ def _rng(seed: int, device: str) -> np.random.Generator:
 
 
 def _build_deck(config: WorkcellConfig) -> Deck:
+    if config.deck.type == "OTDeck":
+        from pylabrobot.resources.opentrons import OTDeck
+
+        ot = OTDeck()
+        for s in config.deck.slots:
+            tubes = {t.position: t.name for t in s.tubes}
+            ot.assign_child_at_slot(ot_labware.make(s.labware, s.name, tubes), s.slot)
+        return ot
     deck = labware.DECKS[config.deck.type]()
     for c in config.deck.carriers:
         carrier = labware.make("carrier", c.type, c.name)
@@ -107,6 +117,8 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
                 from pylabrobot.liquid_handling.backends import STARBackend
 
                 lh = LiquidHandler(STARBackend(serial_number=dev.serial_number), deck)
+            elif isinstance(dev, SimulatedOT2 | OpentronsOT2):
+                lh = LiquidHandler(_ot2_backend(name, dev, config, clock, log, world), deck)
             elif isinstance(dev, IncubatorBase):
                 incubators[name] = _incubator(name, dev, clock, log, seed, world)
                 monitors[name] = IncubatorMonitor(
@@ -140,6 +152,47 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
     return Workcell(
         config, clock, store, log, deck, lh, incubators, monitors, counter, imager, world
     )
+
+
+def _ot2_backend(
+    name: str,
+    dev: SimulatedOT2 | OpentronsOT2,
+    config: WorkcellConfig,
+    clock: Clock,
+    log: ActionLog,
+    world: SimWorld | None,
+) -> Any:
+    """PyLabRobot's OT-2 back end, against a robot's IP or the wire simulator on 127.0.0.1."""
+    from devices.ot2 import CheckedOT2Backend
+
+    pipettes = {"left": dev.pipettes.left, "right": dev.pipettes.right}
+    if isinstance(dev, OpentronsOT2):
+        return CheckedOT2Backend(name, dev.host, dev.port, pipettes)
+    from simulators.ot2_api import DeckLabware, OT2ApiServer, OT2FaultPlan, OT2Robot
+
+    assert world is not None
+    f = dev.faults
+    robot = OT2Robot(
+        name,
+        [
+            DeckLabware(s.slot, s.name, s.labware, {t.position: t.name for t in s.tubes})
+            for s in config.deck.slots
+        ],
+        dict(dev.pipettes.mounted()),
+        world.culture,
+        clock,
+        log,
+        OT2FaultPlan(
+            failed_command=f.failed_command,
+            dropped_connection=f.dropped_connection,
+            slow_answer=f.slow_answer,
+            slow_answer_s=f.slow_answer_s,
+            seed=zlib.crc32(name.encode()) + config.culture.seed,
+        ),
+    )
+    server = OT2ApiServer(robot).start()
+    world.http_simulators.append(server)
+    return CheckedOT2Backend(name, server.host, server.port, pipettes)
 
 
 def _counter_backend(

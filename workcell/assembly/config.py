@@ -20,7 +20,7 @@ from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
 from simulators.serial_port import FaultRates
-from workcell import labware
+from workcell import labware, ot_labware
 from workcell.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "data" / "sim.yaml"
@@ -96,12 +96,69 @@ class CarrierConfig(Strict):
         return self
 
 
+class TubeConfig(Strict):
+    """A tube in an Opentrons tube rack, named for the protocols (``cell_suspension``)."""
+
+    position: str = Field(pattern=r"^[A-H][0-9]{1,2}$", description="rack position, e.g. A1")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    contents: Contents | None = None
+
+    @property
+    def labware(self) -> str:
+        return "tube"
+
+
+class SlotConfig(Strict):
+    """One piece of Opentrons labware in one OT-2 deck slot (1-11; 12 is the fixed trash)."""
+
+    slot: int = Field(ge=1, le=11)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    labware: str = Field(description="Opentrons load name (opentrons-shared-data)")
+    contents: Contents | None = None
+    tubes: list[TubeConfig] = Field(default_factory=list)
+
+    @field_validator("labware")
+    @classmethod
+    def _labware_known(cls, v: str) -> str:
+        if ot_labware.kind(v) is None:
+            raise ValueError(
+                f"unknown labware {v!r}: not an Opentrons plate, single-well reservoir, "
+                "tip rack or tube rack definition"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> SlotConfig:
+        kind = ot_labware.kind(self.labware)
+        if self.tubes and kind != "tube_rack":
+            raise ValueError(f"slot {self.slot} ({self.labware}) is not a tube rack; no tubes")
+        if self.contents is not None and kind != "reservoir":
+            raise ValueError(f"slot {self.slot} ({self.labware}): only reservoirs have contents")
+        d = ot_labware.definition(self.labware)
+        assert d is not None
+        seen: set[str] = set()
+        for t in self.tubes:
+            if t.position not in d["wells"]:
+                raise ValueError(f"tube {t.name!r}: {self.labware} has no position {t.position}")
+            if t.position in seen:
+                raise ValueError(f"two tubes in position {t.position} of {self.name!r}")
+            seen.add(t.position)
+        return self
+
+
 class DeckConfig(Strict):
-    type: Literal["STARLetDeck", "STARDeck"] = "STARLetDeck"
+    """A STAR deck of carriers on rails, or the OT-2 deck of numbered slots."""
+
+    type: Literal["STARLetDeck", "STARDeck", "OTDeck"] = "STARLetDeck"
     carriers: list[CarrierConfig] = Field(default_factory=list)
+    slots: list[SlotConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> DeckConfig:
+        if self.type == "OTDeck":
+            return self._ot_slots_fit()
+        if self.slots:
+            raise ValueError(f"a {self.type} has carriers on rails, not numbered slots")
         max_rail = 30 if self.type == "STARLetDeck" else 55
         spans: list[tuple[int, int, str]] = []
         names: dict[str, str] = {}
@@ -125,8 +182,33 @@ class DeckConfig(Strict):
                 names[n] = c.name
         return self
 
-    def sites(self) -> list[SiteConfig]:
+    def _ot_slots_fit(self) -> DeckConfig:
+        if self.carriers:
+            raise ValueError("an OTDeck has numbered slots, not carriers")
+        slots: dict[int, str] = {}
+        names: set[str] = set()
+        for s in self.slots:
+            if s.slot in slots:
+                raise ValueError(
+                    f"two resources on one deck spot: {slots[s.slot]!r} and {s.name!r} "
+                    f"are both in slot {s.slot}"
+                )
+            slots[s.slot] = s.name
+            for n in [s.name, *(t.name for t in s.tubes)]:
+                if n in names:
+                    raise ValueError(f"resource name {n!r} is used twice on the deck")
+                names.add(n)
+        return self
+
+    def sites(self) -> list[SiteConfig | SlotConfig | TubeConfig]:
+        """Every named resource the config places: carrier sites, or OT-2 slots and tubes."""
+        if self.type == "OTDeck":
+            return [x for s in self.slots for x in (s, *s.tubes)]
         return [s for c in self.carriers for s in c.sites]
+
+    def holders(self) -> list[str]:
+        """Names of what holds labware (carriers), which no device may share."""
+        return [c.name for c in self.carriers]
 
 
 # --- devices ------------------------------------------------------------------
@@ -153,6 +235,60 @@ class HamiltonStar(Strict):
     kind: Literal["liquid_handler"]
     driver: Literal["hamilton-star"]
     serial_number: str | None = None
+
+
+OT2Pipette = Literal["p20_single_gen2", "p300_single_gen2", "p1000_single_gen2"]
+
+
+class OT2Pipettes(Strict):
+    """The pipettes on the OT-2's two mounts (single-channel GEN2), or none."""
+
+    left: OT2Pipette | None = None
+    right: OT2Pipette | None = None
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> OT2Pipettes:
+        if self.left is None and self.right is None:
+            raise ValueError("an OT-2 needs a pipette on the left or the right mount")
+        return self
+
+    def mounted(self) -> list[tuple[str, str]]:
+        """(mount, pipette) in PyLabRobot's channel order: left first."""
+        return [(m, p) for m, p in (("left", self.left), ("right", self.right)) if p is not None]
+
+
+class OT2FaultRates(Strict):
+    """Faults of the simulated OT-2's HTTP API, per run command (drills and tests)."""
+
+    failed_command: float = Field(default=0.0, ge=0, le=0.5)
+    dropped_connection: float = Field(default=0.0, ge=0, le=0.5)
+    slow_answer: float = Field(default=0.0, ge=0, le=1)
+    slow_answer_s: float = Field(default=1.0, ge=0, le=60)
+
+
+class OT2Base(Strict):
+    kind: Literal["liquid_handler"]
+    pipettes: OT2Pipettes
+    plate_transfer: Literal["operator", "arm"] = Field(
+        default="operator",
+        description="who carries plates between the deck and the incubator (the OT-2 has no "
+        "gripper)",
+    )
+
+
+class SimulatedOT2(OT2Base):
+    """The OT-2's HTTP API simulated at the wire on 127.0.0.1, driven by PyLabRobot's back end."""
+
+    driver: Literal["simulated-ot2"]
+    faults: OT2FaultRates = Field(default_factory=OT2FaultRates)
+
+
+class OpentronsOT2(OT2Base):
+    """A real OT-2 on the network, through PyLabRobot's OpentronsOT2Backend (robot-server API)."""
+
+    driver: Literal["opentrons-ot2"]
+    host: str = Field(min_length=1, description="the robot's IP address or host name")
+    port: int = Field(default=31950, ge=1, le=65535)
 
 
 class RackConfig(Strict):
@@ -255,7 +391,8 @@ class SimulatedImager(Strict):
 
 
 LiquidHandlerConfig = Annotated[
-    SimulatedLiquidHandler | HamiltonStar, Field(discriminator="driver")
+    SimulatedLiquidHandler | HamiltonStar | SimulatedOT2 | OpentronsOT2,
+    Field(discriminator="driver"),
 ]
 IncubatorConfig = Annotated[
     SimulatedIncubator | SimulatedSerialIncubator | CytomatIncubator, Field(discriminator="driver")
@@ -271,7 +408,7 @@ DeviceConfig = Annotated[
 ]
 
 REQUIRED_KINDS = ("liquid_handler", "incubator", "cell_counter", "imager")
-SIMULATED_DRIVERS = ("simulated", "simulated-serial")
+SIMULATED_DRIVERS = ("simulated", "simulated-serial", "simulated-ot2")
 
 
 class CultureConfig(Strict):
@@ -317,11 +454,35 @@ class WorkcellConfig(Strict):
                     f"{name!r} both use {port}"
                 )
             ports[port] = name
-        deck_names = {s.name for s in self.deck.sites()} | {c.name for c in self.deck.carriers}
+        deck_names = {s.name for s in self.deck.sites()} | set(self.deck.holders())
         for name in self.devices:
             if name in deck_names:
                 raise ValueError(f"devices.{name}: the name is also used on the deck")
+        self._deck_fits_liquid_handler()
         return self
+
+    def _deck_fits_liquid_handler(self) -> None:
+        name, lh = next((n, d) for n, d in self.devices.items() if d.kind == "liquid_handler")
+        is_ot2 = isinstance(lh, OT2Base)
+        if is_ot2 != (self.deck.type == "OTDeck"):
+            raise ValueError(
+                f"devices.{name}: a {lh.driver} liquid handler cannot use a {self.deck.type}"
+            )
+        if not is_ot2:
+            return
+        assert isinstance(lh, OT2Base)
+        tips = {
+            ot_labware.tip_volume_uL(s.labware)
+            for s in self.deck.slots
+            if ot_labware.kind(s.labware) == "tip_rack"
+        }
+        for mount, pipette in lh.pipettes.mounted():
+            if not tips & set(ot_labware.TIP_VOLUMES[pipette]):
+                fits = "/".join(f"{v:g}" for v in ot_labware.TIP_VOLUMES[pipette])
+                raise ValueError(
+                    f"devices.{name}.pipettes.{mount}: no tip rack on the deck for the "
+                    f"{pipette} (it takes {fits} uL tips)"
+                )
 
     @property
     def simulated(self) -> bool:
@@ -330,7 +491,15 @@ class WorkcellConfig(Strict):
 
 
 _KINDS = set(REQUIRED_KINDS)
-_DRIVERS = {"simulated", "simulated-serial", "hamilton-star", "cytomat", "serial"}
+_DRIVERS = {
+    "simulated",
+    "simulated-serial",
+    "simulated-ot2",
+    "hamilton-star",
+    "opentrons-ot2",
+    "cytomat",
+    "serial",
+}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

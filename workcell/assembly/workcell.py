@@ -29,6 +29,8 @@ from workcell.clock import Clock
 from workcell.errors import WorkcellError
 from workcell.store import Event, Store
 
+OPERATOR_CARRY_S = 30.0  # an operator carries a plate between the deck and the incubator
+
 
 def reagent_liquid(reagent: Reagent) -> Liquid:
     """What a reservoir of ``reagent`` holds, for the culture model (volume set on load)."""
@@ -70,6 +72,10 @@ class Workcell:
         }
         self._set_up = False
         self._home: dict[str, ResourceHolder] = {}
+        lh = next(d for d in config.devices.values() if d.kind == "liquid_handler")
+        # who carries plates between the deck and an incubator: a STAR's arm (or the
+        # lab's), or, at an OT-2 without one, the operator
+        self.plate_transfer: str = getattr(lh, "plate_transfer", "arm")
 
     @property
     def culture(self) -> CultureModel | None:
@@ -217,6 +223,7 @@ class Workcell:
         if holder is not None and holder is not inc:
             raise WorkcellError(f"plate {plate_name!r} is on the transfer station of {holder.name}")
         if plate.parent is not inc.loading_tray:
+            await self._carry(plate_name, f"deck:{plate.parent.name if plate.parent else ''}", inc)
             plate.unassign()
             inc.loading_tray.assign_child_resource(plate)
             chamber = self.world.chambers.get(inc.name) if self.world else None
@@ -240,6 +247,7 @@ class Workcell:
         if home is None or home.resource is not None:
             raise WorkcellError(f"plate {plate_name!r} has no free deck site to return to")
         chamber = self.world.chambers.get(inc.name) if self.world else None
+        await self._carry(plate_name, f"deck:{home.name}", inc, to_deck=True)
         if chamber is not None:  # the arm takes the plate off the station
             chamber.leave_transfer_station()
         plate.unassign()
@@ -269,7 +277,24 @@ class Workcell:
     def in_incubator(self, plate_name: str) -> bool:
         return self._incubator_of(self.plate(plate_name)) is not None
 
+    async def _carry(
+        self, plate: str, deck_site: str, inc: Incubator, to_deck: bool = False
+    ) -> None:
+        """A plate carried between a deck site and the incubator's transfer station.
+
+        By an arm this is part of the incubator's own move; by the operator it is a
+        step of its own, in the action log, that takes the operator's time.
+        """
+        if self.plate_transfer != "operator":
+            return
+        station = f"{inc.name}:transfer_station"
+        src, dst = (station, deck_site) if to_deck else (deck_site, station)
+        self.log.record(self.clock.now(), "operator", "carry_plate", plate=plate, src=src, to=dst)
+        await self.clock.sleep(OPERATOR_CARRY_S)
+
     def _moved(self, plate: Plate, location: str) -> None:
+        if self.world is not None:  # the simulated robots see the plate come and go
+            self.world.plate_moved(plate.name, on_deck=location.startswith("deck:"))
         self.store.move_vessels(_wells(plate), location, self.clock.now())
         self.event("plate_moved", "workcell", plate=plate.name, location=location)
 
