@@ -38,4 +38,3 @@ class SimWorld:
             sim.stop()
         for server in self.http_simulators:
             server.stop()
-        self.http_simulators.clear()
