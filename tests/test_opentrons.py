@@ -101,3 +101,16 @@ def test_export_cli_writes_a_file(tmp_path: Path) -> None:
     text = out.read_text()
     assert 'requirements = {"robotType": "OT-2", "apiLevel": "2.20"}' in text
     assert "corning_6_wellplate_16.8ml_flat" in text and "def run(protocol):" in text
+
+
+def test_export_from_the_ot2_config_simulates_with_equal_volumes(tmp_path: Path) -> None:
+    """The OT-2 config's own trace (from the wire simulator) exports and simulates too."""
+    python = _opentrons_python()
+    params = load_params("seeding", ROOT / "examples" / "seeding.json")
+    result = run(export(load_config(ROOT / "configs" / "ot2.yaml"), "seeding", params))
+    path = tmp_path / "seeding.py"
+    path.write_text(result.text)
+    simulated = _simulate(python, path, tmp_path)
+    assert simulated.keys() == result.volumes_uL.keys()
+    for key, volume in result.volumes_uL.items():
+        assert simulated[key] == pytest.approx(volume, abs=0.05), key

@@ -30,6 +30,7 @@ from pylabrobot.resources.well import Well
 
 from protocols.dry_run import prepare_cultures
 from protocols.registry import PROTOCOLS
+from workcell import ot_labware
 from workcell.actions import Action
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.workcell import Workcell
@@ -78,7 +79,7 @@ def _location(wc: Workcell, name: str, layout: Layout) -> tuple[str, str]:
         plate = res.parent
         assert isinstance(plate, Plate)
         _check_known(plate.model or "", plate.name)
-        layout.place(plate.name, OT_LABWARE[plate.model or ""])
+        layout.place(plate.name, _load_name(plate.model or ""))
         return plate.name, res.get_identifier()
     if isinstance(res, Tube):
         if res.name not in layout.tubes:
@@ -89,13 +90,18 @@ def _location(wc: Workcell, name: str, layout: Layout) -> tuple[str, str]:
         return "tubes", layout.tubes[res.name]
     if isinstance(res, Trough):
         _check_known(res.model or "", res.name)
-        layout.place(res.name, OT_LABWARE[res.model or ""])
+        layout.place(res.name, _load_name(res.model or ""))
         return res.name, "A1"
     raise WorkcellError(f"{name!r} ({type(res).__name__}) has no Opentrons counterpart")
 
 
+def _load_name(model: str) -> str:
+    """The Opentrons load name: mapped from PyLabRobot's, or already one (an OT-2 config)."""
+    return OT_LABWARE.get(model, model)
+
+
 def _check_known(model: str, name: str) -> None:
-    if model not in OT_LABWARE:
+    if model not in OT_LABWARE and ot_labware.kind(model) is None:
         raise WorkcellError(f"{name!r} is {model or 'unknown labware'}: no Opentrons equivalent")
 
 

@@ -57,9 +57,9 @@ def _build_deck(config: WorkcellConfig) -> Deck:
         from pylabrobot.resources.opentrons import OTDeck
 
         ot = OTDeck()
-        for s in config.deck.slots:
-            tubes = {t.position: t.name for t in s.tubes}
-            ot.assign_child_at_slot(ot_labware.make(s.labware, s.name, tubes), s.slot)
+        for slot in config.deck.slots:
+            tubes = {t.position: t.name for t in slot.tubes}
+            ot.assign_child_at_slot(ot_labware.make(slot.labware, slot.name, tubes), slot.slot)
         return ot
     deck = labware.DECKS[config.deck.type]()
     for c in config.deck.carriers:
@@ -165,7 +165,7 @@ def _ot2_backend(
     """PyLabRobot's OT-2 back end, against a robot's IP or the wire simulator on 127.0.0.1."""
     from devices.ot2 import CheckedOT2Backend
 
-    pipettes = {"left": dev.pipettes.left, "right": dev.pipettes.right}
+    pipettes: dict[str, str | None] = {"left": dev.pipettes.left, "right": dev.pipettes.right}
     if isinstance(dev, OpentronsOT2):
         return CheckedOT2Backend(name, dev.host, dev.port, pipettes)
     from simulators.ot2_api import DeckLabware, OT2ApiServer, OT2FaultPlan, OT2Robot
@@ -192,7 +192,7 @@ def _ot2_backend(
     )
     server = OT2ApiServer(robot).start()
     world.http_simulators.append(server)
-    return CheckedOT2Backend(name, server.host, server.port, pipettes)
+    return CheckedOT2Backend(name, str(server.host), int(server.port), pipettes)
 
 
 def _counter_backend(

@@ -202,9 +202,13 @@ class DeckConfig(Strict):
 
     def sites(self) -> list[SiteConfig | SlotConfig | TubeConfig]:
         """Every named resource the config places: carrier sites, or OT-2 slots and tubes."""
+        out: list[SiteConfig | SlotConfig | TubeConfig] = []
         if self.type == "OTDeck":
-            return [x for s in self.slots for x in (s, *s.tubes)]
-        return [s for c in self.carriers for s in c.sites]
+            for slot in self.slots:
+                out += [slot, *slot.tubes]
+            return out
+        out += [s for c in self.carriers for s in c.sites]
+        return out
 
     def holders(self) -> list[str]:
         """Names of what holds labware (carriers), which no device may share."""

@@ -47,7 +47,14 @@ def check_config(config: ConfigOpt = DEFAULT_CONFIG) -> None:
         raise _fail(e) from None
     out.print(f"{config}: valid workcell config {cfg.name!r}")
     for name, dev in cfg.devices.items():
-        out.print(f"  {dev.kind:15} {name:12} driver={dev.driver} {getattr(dev, 'port', '') or ''}")
+        where = getattr(dev, "port", None) or getattr(dev, "host", None) or ""
+        out.print(f"  {dev.kind:15} {name:12} driver={dev.driver} {where}")
+        if getattr(dev, "pipettes", None) is not None:
+            mounts = ", ".join(f"{m}: {p}" for m, p in dev.pipettes.mounted())  # type: ignore[union-attr]
+            out.print(f"  {'':15} {'':12} pipettes {mounts}")
+    for s in cfg.deck.slots:
+        tubes = ", ".join(f"{t.position} {t.name}" for t in s.tubes)
+        out.print(f"  slot {s.slot:>2}: {s.name} ({s.labware})" + (f": {tubes}" if tubes else ""))
     for c in cfg.deck.carriers:
         out.print(
             f"  rails {c.rails:>2}: {c.name} ({c.type}): " + ", ".join(s.name for s in c.sites)
