@@ -174,7 +174,7 @@ async def detach_and_pool(
     # incubate at 37 C for the enzyme time
     for plate in plates:
         await wc.store_plate(plate)
-    await wc.clock.sleep(d.enzyme_time_min * 60)
+    await wc.devices_free_for(d.enzyme_time_min * 60, "enzyme")
     for plate in plates:
         await wc.fetch_plate(plate)
     wc.event("enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min)

@@ -434,6 +434,10 @@ class CampaignEngine:
 
         await self.run_step(label, work)
 
+    async def do(self, a: Action) -> object:
+        """Carry out one decided action as a step (what a scheduler calls, one at a time)."""
+        return await self._do(a)
+
     async def _do(self, a: Action) -> object:
         p = self.params
         label = f"day {self._view().now_s / DAY_S:.2f} {a.label}"

@@ -9,7 +9,7 @@ incubator chambers, the serial simulators); on hardware it is ``None``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pylabrobot.liquid_handling import LiquidHandler
@@ -76,6 +76,9 @@ class Workcell:
         # who carries plates between the deck and an incubator: a STAR's arm (or the
         # lab's), or, at an OT-2 without one, the operator
         self.plate_transfer: str = getattr(lh, "plate_transfer", "arm")
+        # Set by a scheduler that shares the devices between campaigns (see
+        # ``devices_free_for``); None: this workcell runs one thing at a time.
+        self.devices_free_hook: Callable[[float, str], Awaitable[None]] | None = None
 
     @property
     def culture(self) -> CultureModel | None:
@@ -297,6 +300,18 @@ class Workcell:
             self.world.plate_moved(plate.name, on_deck=location.startswith("deck:"))
         self.store.move_vessels(_wells(plate), location, self.clock.now())
         self.event("plate_moved", "workcell", plate=plate.name, location=location)
+
+    async def devices_free_for(self, seconds: float, why: str) -> None:
+        """The protocol needs no device for ``seconds`` (an enzyme incubates, say).
+
+        Alone on the workcell this just waits. Under a scheduler the devices may go to
+        another campaign meanwhile; the hook returns when this one has them back, which
+        the scheduler plans to be within the step's time window.
+        """
+        if self.devices_free_hook is None:
+            await self.clock.sleep(seconds)
+        else:
+            await self.devices_free_hook(seconds, why)
 
     # --- monitoring -----------------------------------------------------------------------
 
