@@ -1,0 +1,386 @@
+"""Who gets which device next: plans for several campaigns sharing one workcell.
+
+Each campaign asks for its next piece of work as a ``Request``: the segments it
+will hold devices for (from the measured profiles), when it may start (due),
+when its window closes (hard or soft) and its priority. Requests known ahead (the
+next image, the next feed) come as *forecasts*, so the plan can keep room for
+them. A ``Plan`` gives every segment a start; the workcell's floor grants the real
+request planned first, and plans again when something new is asked for or the
+world ran late.
+
+Policies:
+
+* ``fifo``: first come, first served, whoever's device is free (the default of
+  MADSci/WEI); no look-ahead.
+* ``priority``: the same, highest campaign priority first (AlabOS's greedy rule).
+* ``dispatch``: a window-aware list schedule: requests in order of their hard
+  windows' closing times (then priority), each placed at the earliest time all its
+  segments fit with their lags (a segment after the enzyme is reserved when the
+  enzyme goes on). Quick; also the warm start of:
+* ``cpsat``: OR-Tools CP-SAT over a horizon: intervals per segment, no overlap per
+  device, lags between segments, lateness of hard windows weighted far above soft
+  lateness times priority; hinted with the dispatch plan, within a solve-time
+  budget. If the solver finds nothing in time (or worse than the hint), the
+  dispatch plan is used and the plan says so.
+
+A request interrupted by a crash (``recovery``) goes before everything else in
+every policy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+INF = math.inf
+HARD_WEIGHT = 100_000  # one second late on a hard window outweighs any soft lateness
+
+
+class Policy(StrEnum):
+    FIFO = "fifo"
+    PRIORITY = "priority"
+    DISPATCH = "dispatch"
+    CPSAT = "cpsat"
+
+
+class Seg(BaseModel):
+    """Devices held for ``duration_s``, starting ``lag_min_s``..``lag_max_s`` after the
+    previous segment of the same request ended (ignored for the first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[str]
+    duration_s: float = Field(ge=0)
+    lag_min_s: float = 0.0
+    lag_max_s: float | None = None
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    campaign: str
+    label: str
+    kind: str
+    segments: list[Seg] = Field(min_length=1)
+    earliest_s: float
+    due_s: float
+    closes_s: float | None = None
+    hard: bool = False
+    priority: int = Field(default=1, ge=1, le=100)
+    submitted_s: float = 0.0
+    seq: int = 0
+    forecast: bool = False
+    recovery: bool = False
+
+
+class Slot(BaseModel):
+    request: str
+    campaign: str
+    label: str
+    segment: int
+    devices: list[str]
+    start_s: float
+    end_s: float
+    forecast: bool = False
+    due_s: float | None = None
+    closes_s: float | None = None
+    hard: bool = False
+
+
+class Plan(BaseModel):
+    policy: Policy
+    made_at_s: float
+    slots: list[Slot]
+    method: str = Field(description="how it was made, e.g. 'cp-sat optimal'")
+    solve_s: float = 0.0
+    hard_late: int = Field(default=0, description="requests planned past a hard window")
+    soft_late_s: float = 0.0
+
+    def start_of(self, request_id: str) -> float | None:
+        starts = [s.start_s for s in self.slots if s.request == request_id and s.segment == 0]
+        return starts[0] if starts else None
+
+
+class SchedulerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Policy = Policy.CPSAT
+    horizon_h: float = Field(default=24, ge=1, le=24 * 14, description="how far ahead to plan")
+    budget_s: float = Field(default=1.0, gt=0, le=60, description="solve time per plan")
+    workers: int = Field(default=2, ge=1, le=16)
+
+
+# --- plans from list scheduling ---------------------------------------------------------
+
+
+def simulate_dispatch(
+    requests: list[Request],
+    free: dict[str, float],
+    now: float,
+    key: Callable[[Request, float], tuple[Any, ...]],
+) -> list[Slot]:
+    """Non-delay dispatch in time order: whenever a request could start, the first by
+    ``key`` among those that could start then gets its devices. A later segment of a
+    request joins the queue when the one before it ends, as a new arrival."""
+    dev = dict(free)
+    queue: list[tuple[Request, int, float, float]] = [
+        (r, 0, max(r.earliest_s, now), r.submitted_s) for r in requests
+    ]
+    slots: list[Slot] = []
+
+    def est(e: tuple[Request, int, float, float]) -> float:
+        r, k, ready, _ = e
+        return max([ready, *(dev.get(d, now) for d in r.segments[k].devices)])
+
+    while queue:
+        t = min(est(e) for e in queue)
+        cands = [e for e in queue if est(e) <= t + 1e-6]
+        pick = min(cands, key=lambda e: (not e[0].recovery, *key(e[0], e[3])))
+        queue.remove(pick)
+        r, k, _, _ = pick
+        seg = r.segments[k]
+        slots.append(_slot(r, k, t, t + seg.duration_s))
+        for d in seg.devices:
+            dev[d] = t + seg.duration_s
+        if k + 1 < len(r.segments):
+            end = t + seg.duration_s
+            queue.append((r, k + 1, end + r.segments[k + 1].lag_min_s, end))
+    return slots
+
+
+def fifo_key(r: Request, submitted: float) -> tuple[Any, ...]:
+    return (submitted, r.seq)
+
+
+def priority_key(r: Request, submitted: float) -> tuple[Any, ...]:
+    return (-r.priority, submitted, r.seq)
+
+
+class _Timeline:
+    """Busy intervals of one device, to find the earliest gap that fits."""
+
+    def __init__(self, free_from: float) -> None:
+        self.busy: list[tuple[float, float]] = [(-INF, free_from)]
+
+    def fit(self, t: float, dur: float) -> float:
+        for a, b in self.busy:
+            if t + dur <= a + 1e-9:
+                return t
+            t = max(t, b)
+        return t
+
+    def add(self, a: float, b: float) -> None:
+        self.busy.append((a, b))
+        self.busy.sort()
+
+
+def window_dispatch(requests: list[Request], free: dict[str, float], now: float) -> list[Slot]:
+    """Requests in order of their hard windows' closing, then priority; each request's
+    segments placed together at the earliest times that fit their lags."""
+    lines: dict[str, _Timeline] = {}
+
+    def line(d: str) -> _Timeline:
+        if d not in lines:
+            lines[d] = _Timeline(max(now, free.get(d, now)))
+        return lines[d]
+
+    def order(r: Request) -> tuple[Any, ...]:
+        closes = r.closes_s if (r.hard and r.closes_s is not None) else INF
+        return (not r.recovery, closes, -r.priority, r.earliest_s, r.seq)
+
+    slots: list[Slot] = []
+    for r in sorted(requests, key=order):
+        t = max(r.earliest_s, now)
+        for _ in range(50):
+            placed = _place(r, t, line)
+            if placed[1] is None:
+                break
+            t = placed[1]  # a lag would be overrun: start the first segment later
+        starts = placed[0]
+        for k, (a, seg) in enumerate(zip(starts, r.segments, strict=True)):
+            for d in seg.devices:
+                line(d).add(a, a + seg.duration_s)
+            slots.append(_slot(r, k, a, a + seg.duration_s))
+    return slots
+
+
+def _place(
+    r: Request, t: float, line: Callable[[str], _Timeline]
+) -> tuple[list[float], float | None]:
+    """Starts of all segments from ``t``; and a later first start to retry, if a lag broke."""
+    starts: list[float] = []
+    end = t
+    for k, seg in enumerate(r.segments):
+        lo = t if k == 0 else end + seg.lag_min_s
+        a = lo
+        for _ in range(100):
+            b = max(line(d).fit(a, seg.duration_s) for d in seg.devices) if seg.devices else a
+            if b == a:
+                break
+            a = b
+        if k > 0 and seg.lag_max_s is not None and a > end + seg.lag_max_s + 1e-6:
+            return starts, starts[0] + (a - end - seg.lag_max_s)
+        starts.append(a)
+        end = a + seg.duration_s
+    return starts, None
+
+
+def _slot(r: Request, k: int, a: float, b: float) -> Slot:
+    return Slot(
+        request=r.id,
+        campaign=r.campaign,
+        label=r.label,
+        segment=k,
+        devices=r.segments[k].devices,
+        start_s=a,
+        end_s=b,
+        forecast=r.forecast,
+        due_s=r.due_s,
+        closes_s=r.closes_s,
+        hard=r.hard,
+    )
+
+
+def score(requests: list[Request], slots: list[Slot]) -> tuple[int, float]:
+    """Hard windows broken (first segments late, or lags overrun) and priority-weighted
+    soft lateness (seconds) of a plan."""
+    by = {(s.request, s.segment): s for s in slots}
+    hard, soft = 0, 0.0
+    for r in requests:
+        first = by.get((r.id, 0))
+        if first is None:
+            continue
+        if r.hard and r.closes_s is not None and first.start_s > r.closes_s + 1.0:
+            hard += 1
+        soft += r.priority * max(0.0, first.start_s - r.due_s)
+        for k in range(1, len(r.segments)):
+            seg, a, b = r.segments[k], by.get((r.id, k - 1)), by.get((r.id, k))
+            if a and b and seg.lag_max_s is not None and b.start_s > a.end_s + seg.lag_max_s + 1:
+                hard += 1
+    return hard, soft
+
+
+# --- CP-SAT ----------------------------------------------------------------------------
+
+
+def cpsat(
+    requests: list[Request],
+    free: dict[str, float],
+    now: float,
+    hint: list[Slot],
+    budget_s: float,
+    workers: int,
+) -> tuple[list[Slot] | None, str]:
+    """The plan that minimises hard-window lateness first, then soft lateness x priority."""
+    from ortools.sat.python import cp_model  # imported here: a heavy module
+
+    m = cp_model.CpModel()
+    hinted = {(s.request, s.segment): s.start_s for s in hint}
+    total = sum(seg.duration_s + seg.lag_min_s for r in requests for seg in r.segments)
+    latest = max([r.earliest_s for r in requests] + list(free.values()) + [now])
+    horizon = int(latest - now + total + 3600) + 1
+
+    def rel(x: float) -> int:
+        return max(0, int(math.ceil(x - now)))
+
+    starts: dict[tuple[str, int], Any] = {}
+    intervals: dict[str, list[Any]] = {}
+    objective = []
+    for r in requests:
+        prev_end = None
+        for k, seg in enumerate(r.segments):
+            dur = int(math.ceil(seg.duration_s))
+            lb = rel(max([r.earliest_s, *(free.get(d, now) for d in seg.devices)]))
+            s = m.NewIntVar(lb, horizon, f"s_{r.id}_{k}")
+            iv = m.NewFixedSizeIntervalVar(s, dur, f"i_{r.id}_{k}")
+            for d in seg.devices:
+                intervals.setdefault(d, []).append(iv)
+            if prev_end is not None:
+                m.Add(s >= prev_end + int(seg.lag_min_s))
+                if seg.lag_max_s is not None:  # a hard lag: late only as a last resort
+                    over = m.NewIntVar(0, horizon, f"o_{r.id}_{k}")
+                    m.Add(over >= s - prev_end - int(seg.lag_max_s))
+                    objective.append(HARD_WEIGHT * over)
+            starts[(r.id, k)] = s
+            if (r.id, k) in hinted:
+                m.AddHint(s, min(horizon, max(lb, rel(hinted[(r.id, k)]))))
+            prev_end = s + dur
+        first = starts[(r.id, 0)]
+        soft = m.NewIntVar(0, horizon, f"l_{r.id}")
+        m.Add(soft >= first - rel(r.due_s))
+        objective.append(r.priority * soft)
+        if r.closes_s is not None and r.hard:
+            late = m.NewIntVar(0, horizon, f"h_{r.id}")
+            m.Add(late >= first - rel(r.closes_s))
+            objective.append(HARD_WEIGHT * late)
+        if r.recovery:
+            objective.append(HARD_WEIGHT * 10 * soft)
+    for ivs in intervals.values():
+        m.AddNoOverlap(ivs)
+    m.Minimize(sum(objective))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = budget_s
+    solver.parameters.num_workers = workers
+    status = solver.Solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, f"cp-sat found no plan in {budget_s:g} s"
+    slots = []
+    for r in requests:
+        for k, seg in enumerate(r.segments):
+            a = now + solver.Value(starts[(r.id, k)])
+            slots.append(_slot(r, k, a, a + seg.duration_s))
+    return slots, "cp-sat optimal" if status == cp_model.OPTIMAL else "cp-sat feasible (budget)"
+
+
+class Scheduler:
+    """Makes plans with one policy; remembers the last for the floor and the UI."""
+
+    def __init__(self, params: SchedulerParams | None = None) -> None:
+        self.params = params or SchedulerParams()
+        self.last: Plan | None = None
+        self.solve_times: list[float] = []
+        self.fallbacks = 0
+
+    def plan(self, requests: list[Request], free: dict[str, float], now: float) -> Plan:
+        p = self.params
+        reqs = [
+            r
+            for r in requests
+            if not r.forecast or r.earliest_s <= now + p.horizon_h * 3600 or r.recovery
+        ]
+        t0 = time.perf_counter()
+        if p.policy is Policy.FIFO:
+            slots, method = simulate_dispatch(reqs, free, now, fifo_key), "fifo dispatch"
+        elif p.policy is Policy.PRIORITY:
+            slots, method = simulate_dispatch(reqs, free, now, priority_key), "priority dispatch"
+        else:
+            slots, method = window_dispatch(reqs, free, now), "window dispatch"
+            if p.policy is Policy.CPSAT and reqs:
+                solved, how = cpsat(reqs, free, now, slots, p.budget_s, p.workers)
+                if solved is not None and score(reqs, solved) <= score(reqs, slots):
+                    slots, method = solved, how
+                else:
+                    self.fallbacks += 1
+                    why = how if solved is None else f"{how}, no better than the heuristic"
+                    method = f"window dispatch ({why})"
+        took = time.perf_counter() - t0
+        if p.policy is Policy.CPSAT:
+            self.solve_times.append(took)
+        hard, soft = score(reqs, slots)
+        slots.sort(key=lambda s: (s.start_s, s.request, s.segment))
+        self.last = Plan(
+            policy=p.policy,
+            made_at_s=now,
+            slots=slots,
+            method=method,
+            solve_s=took,
+            hard_late=hard,
+            soft_late_s=soft,
+        )
+        return self.last
