@@ -338,6 +338,11 @@ def cpsat(
     return slots, "cp-sat optimal" if status == cp_model.OPTIMAL else "cp-sat feasible (budget)"
 
 
+def _no_worse(a: tuple[int, float], b: tuple[int, float], reqs: list[Request]) -> bool:
+    """CP-SAT plans in whole seconds (rounded up): allow a second per request."""
+    return a[0] < b[0] or (a[0] == b[0] and a[1] <= b[1] + sum(r.priority for r in reqs))
+
+
 class Scheduler:
     """Makes plans with one policy; remembers the last for the floor and the UI."""
 
@@ -363,7 +368,7 @@ class Scheduler:
             slots, method = window_dispatch(reqs, free, now), "window dispatch"
             if p.policy is Policy.CPSAT and reqs:
                 solved, how = cpsat(reqs, free, now, slots, p.budget_s, p.workers)
-                if solved is not None and score(reqs, solved) <= score(reqs, slots):
+                if solved is not None and _no_worse(score(reqs, solved), score(reqs, slots), reqs):
                     slots, method = solved, how
                 else:
                     self.fallbacks += 1

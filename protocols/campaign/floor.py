@@ -1,0 +1,491 @@
+"""Several campaigns on one workcell, the scheduler deciding who gets which device next.
+
+Each campaign keeps what it has alone: its run folder, its store and batch record,
+its vessels, its decisions (``engine.decide`` from its own store). What it shares is
+the workcell's time and devices. The floor is a discrete-event run of all of them
+on one timeline: every campaign, whenever it needs devices, posts a ``Request`` and
+waits; the floor asks the scheduler for a plan and grants the request planned
+first, at its planned time. The campaign's clock moves to that time and it does the
+work (a whole operation, or the segment up to the enzyme's incubation, where
+``Workcell.devices_free_for`` posts the next segment with its hard window). The
+devices are busy from the grant until the campaign posts again, which is when the
+simulated lab's clock says the work ended, not when the plan said it would.
+
+Every grant is an event in the floor's own store (``floor.sqlite`` in the floor
+folder: plan method, solve time, reason) and a ``scheduled`` event in the
+campaign's batch record. After a kill the floor is rebuilt from these stores: the
+campaigns resume from their checkpoints, the floor's time from its last record,
+and a campaign whose last grant has no release (its step was interrupted) has its
+next request marked ``recovery``, which every policy puts first.
+
+In a dry-run each campaign has its own simulated world (cells, deck, incubator
+chamber); the devices they share are shared through the floor's grants, and the
+audit (``protocols/campaign/audit.py``) checks from the records that no device
+was ever used by two campaigns at once. Incubator slots are an admission limit: a
+campaign starts when its plates fit. Deck working positions are not yet a
+constraint (each dry-run campaign has a deck of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.campaign.engine import (
+    DAY_S,
+    Action,
+    CampaignEngine,
+    CampaignParams,
+    Kind,
+    auto_approve,
+    decide,
+    view,
+)
+from protocols.campaign.profiles import Profiles, floor_config, load_profiles
+from protocols.campaign.scheduler import Plan, Request, Scheduler, SchedulerParams, Seg
+from protocols.campaign.windows import WindowParams, action_window, enzyme_window, upcoming
+from workcell.assembly.config import WorkcellConfig
+from workcell.assembly.session import Session, open_session
+from workcell.store import Event, Store
+
+FLOOR_STORE = "floor.sqlite"
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+class CampaignSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    params: CampaignParams = Field(default_factory=CampaignParams)
+    priority: int = Field(default=1, ge=1, le=100)
+    start_day: float = Field(default=0.0, ge=0, description="when it starts on the floor")
+    donor: dict[str, float] = Field(
+        default_factory=dict, description="culture model parameters of this donor's cells"
+    )
+    seed: int = 42
+
+
+class FloorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scheduler: SchedulerParams = Field(default_factory=SchedulerParams)
+    windows: WindowParams = Field(default_factory=WindowParams)
+    incubator_slots: int | None = Field(
+        default=None, ge=1, description="plates the incubators hold (None: the config's)"
+    )
+    start: datetime = START
+
+
+class Busy(BaseModel):
+    campaign: str
+    label: str
+    devices: list[str]
+    start_s: float
+    end_s: float
+
+
+class FloorResult(BaseModel):
+    campaigns: list[str]
+    busy: list[Busy]
+    grants: int
+    plans: int
+    solve_s: list[float]
+    fallbacks: int
+    end_s: float
+    deferred_starts: dict[str, float] = Field(default_factory=dict)
+
+
+class _Waiting:
+    def __init__(self, req: Request | None, wake_s: float | None, forecasts: list[Request]):
+        self.req = req
+        self.wake_s = wake_s
+        self.forecasts = forecasts
+        self.fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+
+class Floor:
+    """Runs campaigns together on one workcell under one scheduler."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        specs: list[CampaignSpec],
+        params: FloorParams | None = None,
+        base: WorkcellConfig | None = None,
+        profiles: Profiles | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.specs = specs
+        self.params = params or FloorParams()
+        self.base = base or floor_config()
+        self.profiles = profiles or load_profiles()
+        self.scheduler = Scheduler(self.params.scheduler)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.folder / FLOOR_STORE)
+        self.waiting: dict[str, _Waiting] = {}
+        self.posted = asyncio.Event()
+        self.free: dict[str, float] = {}
+        self.holding: dict[str, tuple[str, list[str], float]] = {}
+        self.busy: list[Busy] = []
+        self.seq = 0
+        self.now = 0.0
+        self.plans = 0
+        self.grants = 0
+        self.recovering: set[str] = set()
+        self.deferred: dict[str, float] = {}
+        self.last_plan: Plan | None = None
+        self.on_plan: list[Callable[[Plan, Floor], None]] = []  # for the UI
+        self._last_reason: dict[str, str] = {}
+        self._plates_in_use: dict[str, int] = {}
+
+    # --- time ---------------------------------------------------------------------------
+
+    def at(self, s: float) -> datetime:
+        return self.params.start + timedelta(seconds=s)
+
+    def seconds(self, t: datetime) -> float:
+        return (t - self.params.start).total_seconds()
+
+    def event(self, kind: str, campaign: str, **data: object) -> None:
+        self.store.add_event(
+            Event(time=self.at(self.now), kind=kind, actor="scheduler", data=data, vessel_id=None)
+            if campaign == ""
+            else Event(
+                time=self.at(self.now),
+                kind=kind,
+                actor="scheduler",
+                vessel_id=None,
+                data={"campaign": campaign, **data},
+            )
+        )
+
+    # --- run ----------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Rebuild the floor's picture from its own record after a stop or a kill."""
+        events = self.store.events()
+        if not events:
+            self.event("floor_started", "", policy=self.params.scheduler.policy.value)
+            return
+        self.now = max(self.seconds(e.time) for e in events)
+        for d in self.profiles_devices():
+            self.free[d] = self.now
+        last: dict[str, str] = {}
+        for e in events:
+            c = str(e.data.get("campaign", ""))
+            if e.kind in ("granted", "released", "campaign_done"):
+                last[c] = e.kind
+        self.recovering = {c for c, k in last.items() if k == "granted"}
+        self.event(
+            "floor_resumed",
+            "",
+            interrupted=sorted(self.recovering),
+            at_day=round(self.now / DAY_S, 4),
+        )
+
+    def profiles_devices(self) -> set[str]:
+        return {d for op in self.profiles.operations.values() for s in op.segments for d in s.devices}
+
+    async def run(self) -> FloorResult:
+        self._resume()
+        tasks = {s.name: asyncio.create_task(self._campaign(s), name=s.name) for s in self.specs}
+        live = set(tasks)
+        try:
+            while live:
+                await self._until_all_waiting(tasks, live)
+                if not live:
+                    break
+                name, when = self._next()
+                self.now = max(self.now, when)
+                w = self.waiting.pop(name)
+                self.posted.clear()
+                w.fut.set_result(when)
+        finally:
+            for t in tasks.values():
+                if not t.done():
+                    t.cancel()
+            self.store.close()
+        return FloorResult(
+            campaigns=[s.name for s in self.specs],
+            busy=self.busy,
+            grants=self.grants,
+            plans=self.plans,
+            solve_s=self.scheduler.solve_times,
+            fallbacks=self.scheduler.fallbacks,
+            end_s=self.now,
+            deferred_starts=self.deferred,
+        )
+
+    async def _until_all_waiting(self, tasks: dict[str, asyncio.Task[None]], live: set[str]) -> None:
+        while True:
+            for n in list(live):
+                if tasks[n].done():
+                    live.discard(n)
+                    tasks[n].result()  # a campaign's failure stops the floor, loudly
+            if all(n in self.waiting for n in live):
+                return
+            posted = asyncio.create_task(self.posted.wait())
+            running = [tasks[n] for n in live if n not in self.waiting]
+            await asyncio.wait([posted, *running], return_when=asyncio.FIRST_COMPLETED)
+            posted.cancel()
+            self.posted.clear()
+
+    def _next(self) -> tuple[str, float]:
+        """The next campaign to go on, and when: a wake that comes first, or the real
+        request the plan puts first."""
+        wakes = [(w.wake_s, n) for n, w in self.waiting.items() if w.wake_s is not None]
+        reqs = [w.req for w in self.waiting.values() if w.req is not None]
+        if reqs:
+            forecasts = [f for w in self.waiting.values() for f in w.forecasts]
+            plan = self.scheduler.plan(reqs + forecasts, self.free, self.now)
+            self.plans += 1
+            self.last_plan = plan
+            for cb in self.on_plan:
+                cb(plan, self)
+            real = {r.id: r for r in reqs}
+            first = min(
+                (s for s in plan.slots if s.request in real and s.segment == 0),
+                key=lambda s: s.start_s,
+            )
+            if not wakes or first.start_s < min(wakes)[0]:
+                r = real[first.request]
+                start = max(
+                    first.start_s, r.earliest_s, *(self.free.get(d, 0.0) for d in r.segments[0].devices)
+                )
+                self._grant(r, start, plan, first.start_s)
+                return r.campaign, start
+        when, name = min(wakes)
+        return name, when
+
+    def _grant(self, r: Request, start: float, plan: Plan, planned: float) -> None:
+        self.grants += 1
+        reason = (
+            "recovery of an interrupted step goes first"
+            if r.recovery
+            else f"{plan.policy.value}: first in the plan ({plan.method})"
+        )
+        if r.closes_s is not None:
+            reason += (
+                f"; window due day {r.due_s / DAY_S:.3f}, closes day {r.closes_s / DAY_S:.3f}"
+                f" ({'hard' if r.hard else 'soft'})"
+            )
+        self.now = max(self.now, start)
+        self.event(
+            "granted",
+            r.campaign,
+            request=r.label,
+            devices=r.segments[0].devices,
+            start_s=start,
+            planned_s=planned,
+            policy=plan.policy.value,
+            method=plan.method,
+            solve_s=round(plan.solve_s, 4),
+            reason=reason,
+        )
+        self.holding[r.campaign] = (r.label, r.segments[0].devices, start)
+        self._last_reason[r.campaign] = reason
+
+    # --- one campaign -------------------------------------------------------------------
+
+    def config_for(self, spec: CampaignSpec) -> WorkcellConfig:
+        c = self.base
+        return c.model_copy(
+            update={
+                "name": f"{c.name}-{self.folder.name}-{spec.name}",
+                "clock": c.clock.model_copy(update={"start": self.params.start}),
+                "culture": c.culture.model_copy(
+                    update={"seed": spec.seed, "overrides": {**c.culture.overrides, **spec.donor}}
+                ),
+            }
+        )
+
+    async def _ask(
+        self,
+        session: Session,
+        spec: CampaignSpec,
+        req: Request | None = None,
+        wake_s: float | None = None,
+        forecasts: list[Request] | None = None,
+    ) -> float:
+        """Post a request (or a wake-up time) and wait for the floor; move the clock there."""
+        wc = session.wc
+        now = wc.clock.elapsed()
+        self._release(spec.name, now)
+        if req is not None and spec.name in self.recovering:
+            req.recovery = True
+            self.recovering.discard(spec.name)
+        w = _Waiting(req, wake_s, forecasts or [])
+        self.waiting[spec.name] = w
+        self.posted.set()
+        when = await w.fut
+        if when > wc.clock.elapsed():
+            await wc.clock.sleep(when - wc.clock.elapsed())
+        return when
+
+    def _release(self, campaign: str, now: float) -> None:
+        held = self.holding.pop(campaign, None)
+        if held is None:
+            return
+        label, devices, start = held
+        for d in devices:
+            self.free[d] = max(self.free.get(d, 0.0), now)
+        self.busy.append(Busy(campaign=campaign, label=label, devices=devices, start_s=start, end_s=now))
+        t, self.now = self.now, max(self.now, now)
+        self.event("released", campaign, request=label, devices=devices, start_s=start, end_s=now)
+        self.now = t
+
+    def _request(
+        self, spec: CampaignSpec, a: Action, segs: list[Seg], now: float, win_due: float,
+        closes: float | None, hard: bool, forecast: bool = False, earliest: float | None = None,
+    ) -> Request:
+        self.seq += 1
+        return Request(
+            id=f"{spec.name}#{self.seq}",
+            campaign=spec.name,
+            label=f"{spec.name}: {a.label}",
+            kind=a.kind.value,
+            segments=segs,
+            earliest_s=now if earliest is None else earliest,
+            due_s=win_due,
+            closes_s=closes,
+            hard=hard,
+            priority=spec.priority,
+            submitted_s=now,
+            seq=self.seq,
+            forecast=forecast,
+        )
+
+    def _segments(self, a: Action, p: CampaignParams) -> list[Seg]:
+        out = []
+        for k, (devices, dur) in enumerate(self.profiles.durations(a)):
+            if k == 0:
+                out.append(Seg(devices=devices, duration_s=dur))
+            else:
+                e = enzyme_window(0.0, p.detach.enzyme_time_min, self.params.windows)
+                out.append(
+                    Seg(
+                        devices=devices,
+                        duration_s=dur,
+                        lag_min_s=e.due_s,
+                        lag_max_s=e.closes_s if e.hard else None,
+                    )
+                )
+        return out
+
+    async def _campaign(self, spec: CampaignSpec) -> None:
+        run_dir = self.folder / spec.name
+        p = spec.params
+        async with open_session(self.config_for(spec), run_dir) as session:
+            engine = CampaignEngine(session, p, auto_approve("auto-approve (floor dry-run)"))
+            store = session.wc.store
+            if not store.events("campaign_started"):
+                start = spec.start_day * DAY_S
+                slots = self.params.incubator_slots or _slots(session)
+                if not self._admit(spec, slots, start):
+                    return
+                await self._ask(session, spec, wake_s=max(start, session.wc.clock.elapsed()))
+                session.wc.event(
+                    "campaign_started", "campaign", params=p.model_dump(mode="json"),
+                    floor=str(self.folder), priority=spec.priority, donor=spec.donor,
+                )
+            while True:
+                wc = session.wc
+                t0 = self.seconds(store.events("campaign_started")[0].time)
+                v = view(store, wc.clock.now())
+                d = decide(v, p, engine.deck_plates)
+                if d.finished:
+                    break
+                if not d.actions:
+                    assert d.wake_at_s is not None
+                    fc = []
+                    for a, win in upcoming(v, p, self.params.windows):
+                        fc.append(
+                            self._request(
+                                spec, a, self._segments(a, p), wc.clock.elapsed(),
+                                t0 + win.due_s, None if win.closes_s is None else t0 + win.closes_s,
+                                win.hard, forecast=True, earliest=t0 + max(win.due_s, v.now_s),
+                            )
+                        )
+                    await self._ask(session, spec, wake_s=t0 + d.wake_at_s, forecasts=fc)
+                    continue
+                a = d.actions[0]
+                if a.kind is Kind.STOP:
+                    await engine.do(a)
+                    continue
+                win = action_window(a, v, p, self.params.windows)
+                req = self._request(
+                    spec, a, self._segments(a, p), wc.clock.elapsed(), t0 + win.due_s,
+                    None if win.closes_s is None else t0 + win.closes_s, win.hard,
+                )
+                rest = req.segments[1:]
+                await self._ask(session, spec, req=req)
+                wc = session.wc
+                wc.event(
+                    "scheduled", "scheduler", action=a.kind.value, plates=a.plates,
+                    reason=self._last_reason.get(spec.name, ""),
+                )
+                wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+                await engine.do(a)
+            self._release(spec.name, session.wc.clock.elapsed())
+            self.event("campaign_done", spec.name)
+
+    def _gap_hook(self, session: Session, spec: CampaignSpec, a: Action, rest: list[Seg], p: CampaignParams):  # type: ignore[no-untyped-def]
+        async def hook(seconds: float, why: str) -> None:
+            wc = session.wc
+            now = wc.clock.elapsed()
+            e = enzyme_window(now, seconds / 60, self.params.windows)
+            segs = [s.model_copy(update={"lag_min_s": 0.0, "lag_max_s": None}) for s in rest[:1]]
+            segs += rest[1:]
+            if not segs:
+                segs = [Seg(devices=[], duration_s=0.0)]
+            req = self._request(
+                spec, Action(kind=a.kind, plates=a.plates, reason=why), segs, now, e.due_s,
+                e.closes_s, e.hard, earliest=e.due_s,
+            )
+            req.label = f"{spec.name}: {a.label} after the {why}"
+            await self._ask(session, spec, req=req)
+            session.wc.event(
+                "scheduled", "scheduler", action=f"{a.kind.value} ({why} done)", plates=a.plates,
+                reason=self._last_reason.get(spec.name, ""),
+            )
+
+        return hook
+
+    def _admit(self, spec: CampaignSpec, slots: int, start: float) -> bool:
+        """Incubator slots: a campaign is admitted when the most plates it may hold fit."""
+        need = peak_plates(spec.params, self.base)
+        used = sum(self._plates_in_use.values())
+        if used + need > slots:
+            self.deferred[spec.name] = start
+            self.event("not_admitted", spec.name, reason=f"{used} + {need} plates > {slots} slots")
+            return False
+        self._plates_in_use[spec.name] = need
+        return True
+
+
+def _slots(session: Session) -> int:
+    return sum(len(r.sites) for inc in session.wc.incubators.values() for r in inc.racks)
+
+
+def peak_plates(p: CampaignParams, config: WorkcellConfig) -> int:
+    """The most plates a campaign holds at once: its initial plates and, with a vessel
+    cap, the plates the cap fills (else every culture plate on the deck)."""
+    deck = [s for s in config.deck.sites() if s.labware == p.vessel_labware]
+    if p.max_vessels is None:
+        return len(deck)
+    wells = 6 if "6_well" in p.vessel_labware else 24
+    return min(len(deck), len(p.initial_plates) + -(-p.max_vessels // wells))
+
+
+@contextlib.asynccontextmanager
+async def floor_store(folder: Path | str) -> AsyncIterator[Store]:
+    s = Store(Path(folder) / FLOOR_STORE)
+    try:
+        yield s
+    finally:
+        s.close()
