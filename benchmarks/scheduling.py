@@ -1,0 +1,392 @@
+"""Many campaigns on one workcell: each scheduling policy against the capacity bound.
+
+Two parts, both printed:
+
+1. **Simulated workcell** (``--real 1,2,4``): N campaigns with staggered starts and
+   mixed donors (each its own culture model doubling time and seed) run their real
+   protocols on the simulated devices under the floor (``protocols/campaign/floor.py``),
+   each with its own run folder and batch record. Windows are judged from the
+   records (``protocols/campaign/audit.py``).
+2. **Capacity sweep** (``--model 1,2,4,8,16,...``): the same scheduler and windows,
+   with campaigns reduced to their requests (seed, daily image, feed every 3 days,
+   a passage when the donor's cells reach the threshold, harvest), each operation
+   taking its measured device time (``durations.json``) +-5 %. This reaches the
+   bound in seconds where the full simulation would take hours; violations here are
+   the sweep's own account, not a record's.
+
+The capacity bound: from the operations' device times, the busy hours per day one
+campaign needs on each device; the bottleneck device's 24 h divided by that, and
+the incubator slots divided by a campaign's peak plates; the smaller of the two.
+
+    .venv/bin/python benchmarks/scheduling.py                 # both parts
+    .venv/bin/python benchmarks/scheduling.py --real 1,2 --model 1,2,4,8,16,32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from protocols.campaign.audit import audit  # noqa: E402
+from protocols.campaign.engine import DAY_S, Action, CampaignParams, Kind  # noqa: E402
+from protocols.campaign.floor import CampaignSpec, Floor, FloorParams  # noqa: E402
+from protocols.campaign.profiles import Profiles, load_profiles  # noqa: E402
+from protocols.campaign.scheduler import (  # noqa: E402
+    Policy,
+    Request,
+    Scheduler,
+    SchedulerParams,
+    Seg,
+)
+from protocols.campaign.windows import HOUR_S, WindowParams  # noqa: E402
+
+POLICIES = list(Policy)
+DONOR_TD_H = (28.0, 32.0, 36.0, 42.0, 48.0)  # doubling times of the mixed donors
+
+
+# --- part 2: campaigns as their requests --------------------------------------------------
+
+
+@dataclass
+class ModelCampaign:
+    """A campaign reduced to its rules' requests (plates: initial, after passage)."""
+
+    name: str
+    start: float
+    td_h: float
+    priority: int = 1
+    plates0: int = 4
+    plates1: int = 8
+    feed_every: float = 3 * DAY_S
+    image_every: float = DAY_S
+    plates: int = 0
+    last_fed: float = 0.0
+    last_imaged: float = 0.0
+    passaged: bool = False
+    done: bool = False
+    seeded: bool = False
+    log: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def passage_at(self) -> float:  # the donor's cells reach the threshold
+        return self.start + 7 * DAY_S * self.td_h / 36
+
+    @property
+    def harvest_at(self) -> float:
+        return self.passage_at + 6 * DAY_S * self.td_h / 36
+
+    def next(self, now: float, w: WindowParams) -> tuple[Action, float, float | None, bool]:
+        """The next action, its due time, window close and whether it is hard."""
+        if not self.seeded:
+            return Action(kind=Kind.SEED, plates=_p(self.plates0)), self.start, None, False
+        image = self.last_imaged + self.image_every
+        feed = self.last_fed + self.feed_every
+        stage = self.harvest_at if self.passaged else self.passage_at
+        # the rules see confluence on the image of that day: passage/harvest follow it
+        if stage <= image and stage <= feed:
+            if self.passaged:
+                return Action(kind=Kind.HARVEST, plates=_p(self.plates)), stage, None, False
+            a = Action(kind=Kind.PASSAGE, plates=_p(1), destinations=_p(self.plates1))
+            return a, stage, stage + w.passage_within_h * HOUR_S, "passage" in w.hard
+        if feed <= image:
+            return (
+                Action(kind=Kind.FEED, plates=_p(self.plates)),
+                feed,
+                feed + w.feed_late_h * HOUR_S,
+                "feed" in w.hard,
+            )
+        return (
+            Action(kind=Kind.IMAGE, plates=_p(self.plates)),
+            image,
+            image + w.image_late_h * HOUR_S,
+            "image" in w.hard,
+        )
+
+    def did(self, a: Action, end: float) -> None:
+        if a.kind is Kind.SEED:
+            self.seeded, self.plates = True, self.plates0
+            self.last_fed = self.last_imaged = end
+        elif a.kind is Kind.IMAGE:
+            self.last_imaged = end
+        elif a.kind is Kind.FEED:
+            self.last_fed = end
+        elif a.kind is Kind.PASSAGE:
+            self.passaged, self.plates = True, self.plates1
+            self.last_fed = self.last_imaged = end
+        else:
+            self.done = True
+
+
+def _p(n: int) -> list[str]:
+    return [f"plate_{i}" for i in range(1, n + 1)]
+
+
+@dataclass
+class SweepResult:
+    n: int
+    policy: Policy
+    hard: int
+    soft_h: float
+    util: dict[str, float]
+    solve_max_s: float
+    solve_median_s: float
+    fallbacks: int
+    wall_s: float
+
+
+def sweep_one(
+    n: int, policy: Policy, profiles: Profiles, w: WindowParams, sp: SchedulerParams, seed: int
+) -> SweepResult:
+    rng = random.Random(seed)
+    enzyme = 5 * 60.0
+    camps = [
+        ModelCampaign(
+            name=f"c{i}",
+            start=i * (7 * DAY_S / max(1, n)),  # staggered over the first week
+            td_h=DONOR_TD_H[i % len(DONOR_TD_H)],
+            priority=1 + (i % 3 == 0),
+        )
+        for i in range(n)
+    ]
+    sched = Scheduler(sp.model_copy(update={"policy": policy}))
+    free: dict[str, float] = {}
+    pending: dict[str, tuple[Request, Action, list[Seg]]] = {}
+    seq = 0
+    hard = 0
+    soft = 0.0
+    busy: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def post(c: ModelCampaign, now: float) -> None:
+        nonlocal seq
+        a, due, closes, is_hard = c.next(now, w)
+        segs = []
+        for k, (dev, dur) in enumerate(profiles.durations(a)):
+            segs.append(
+                Seg(devices=dev, duration_s=dur)
+                if k == 0
+                else Seg(
+                    devices=dev,
+                    duration_s=dur,
+                    lag_min_s=enzyme,
+                    lag_max_s=enzyme + w.enzyme_over_min * 60,
+                )
+            )
+        seq += 1
+        r = Request(
+            id=f"{c.name}#{seq}",
+            campaign=c.name,
+            label=a.label,
+            kind=a.kind.value,
+            segments=segs,
+            earliest_s=due,
+            due_s=due,
+            closes_s=closes,
+            hard=is_hard,
+            priority=c.priority,
+            submitted_s=now,
+            seq=seq,
+        )
+        pending[c.name] = (r, a, segs)
+
+    for c in camps:
+        post(c, 0.0)
+    by = {c.name: c for c in camps}
+    now = 0.0
+    end = 0.0
+    while pending:
+        reqs = [r for r, _, _ in pending.values()]
+        plan = sched.plan(reqs, free, now)
+        first = min((s for s in plan.slots if s.segment == 0), key=lambda s: s.start_s)
+        r, a, segs = pending.pop(first.campaign)
+        start = max(first.start_s, r.earliest_s, *(free.get(d, 0.0) for d in r.segments[0].devices))
+        now = start
+        if r.closes_s is not None and r.hard and start > r.closes_s + 1:
+            hard += 1
+        soft += r.priority * max(0.0, start - r.due_s) / HOUR_S
+        dur = r.segments[0].duration_s * rng.uniform(0.95, 1.05)
+        for d in r.segments[0].devices:
+            free[d] = start + dur
+            busy[d] = busy.get(d, 0.0) + dur
+        end = max(end, start + dur)
+        c = by[r.campaign]
+        if len(r.segments) > 1:  # the enzyme incubates: the rest is a request of its own
+            seq += 1
+            e = start + dur + enzyme
+            rest = [s.model_copy(update={"lag_min_s": 0.0, "lag_max_s": None}) for s in r.segments[1:]]
+            cont = Request(
+                id=f"{c.name}#{seq}",
+                campaign=c.name,
+                label=f"{a.label} after the enzyme",
+                kind=r.kind,
+                segments=rest,
+                earliest_s=e,
+                due_s=e,
+                closes_s=e + w.enzyme_over_min * 60,
+                hard="enzyme" in w.hard,
+                priority=c.priority,
+                submitted_s=start + dur,
+                seq=seq,
+            )
+            pending[c.name] = (cont, a, rest)
+            continue
+        c.did(a, start + dur)
+        if not c.done:
+            post(c, start + dur)
+    first_start = min(c.start for c in camps)
+    span = max(1.0, end - first_start)
+    return SweepResult(
+        n=n,
+        policy=policy,
+        hard=hard,
+        soft_h=soft,
+        util={d: b / span for d, b in busy.items()},
+        solve_max_s=max(sched.solve_times, default=0.0),
+        solve_median_s=statistics.median(sched.solve_times) if sched.solve_times else 0.0,
+        fallbacks=sched.fallbacks,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def bound(profiles: Profiles, slots: int) -> tuple[int, str, dict[str, float], int]:
+    """Campaigns the workcell carries at most: bottleneck device hours, and slots."""
+    per_day: dict[str, list[float]] = {}
+    for td in DONOR_TD_H:
+        c = ModelCampaign(name="x", start=0.0, td_h=td)
+        busy: dict[str, float] = {}
+        now = 0.0
+        while not c.done:
+            a, due, _, _ = c.next(now, WindowParams())
+            now = max(now, due)
+            for dev, dur in profiles.durations(a):
+                for d in dev:
+                    busy[d] = busy.get(d, 0.0) + dur
+                now += dur
+            c.did(a, now)
+        days = (now - c.start) / DAY_S
+        for d, b in busy.items():
+            per_day.setdefault(d, []).append(b / days / HOUR_S)
+    hours = {d: statistics.mean(v) for d, v in per_day.items()}
+    neck = max(hours, key=lambda d: hours[d])
+    by_device = int(24 / hours[neck])
+    peak = ModelCampaign("x", 0, 36).plates0 + ModelCampaign("x", 0, 36).plates1
+    by_slots = slots // peak
+    return min(by_device, by_slots), neck, hours, by_slots
+
+
+# --- part 1: the simulated workcell --------------------------------------------------------
+
+
+def real_one(n: int, policy: Policy, folder: Path, days: float) -> dict[str, object]:
+    specs = [
+        CampaignSpec(
+            name=f"c{i}",
+            params=CampaignParams(max_days=days, max_vessels=12),
+            start_day=round(i * 0.37, 2),
+            donor={"doubling_time_h": DONOR_TD_H[i % len(DONOR_TD_H)]},
+            seed=100 + i,
+            priority=1 + (i % 3 == 0),
+        )
+        for i in range(n)
+    ]
+    fp = FloorParams(scheduler=SchedulerParams(policy=policy), incubator_slots=210)
+    floor = Floor(folder / f"{policy.value}-{n}", specs, fp)
+    t0 = time.perf_counter()
+    res = asyncio.run(floor.run())
+    wall = time.perf_counter() - t0
+    a = audit(
+        {s.name: folder / f"{policy.value}-{n}" / s.name for s in specs},
+        {s.name: s.params for s in specs},
+        fp.windows,
+    )
+    span = max(1.0, res.end_s)
+    return {
+        "hard": a.hard,
+        "soft_h": a.soft_lateness_h,
+        "overlaps": a.device_overlaps,
+        "star_util": sum(b.end_s - b.start_s for b in res.busy if "star" in b.devices) / span,
+        "solve_max": max(res.solve_s, default=0.0),
+        "fallbacks": res.fallbacks,
+        "wall": wall,
+        "enzyme_max_min": max(a.enzyme_waits_min, default=0.0),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real", default="1,2,4", help="campaign counts on the simulated workcell")
+    ap.add_argument("--real-days", type=float, default=10)
+    ap.add_argument("--model", default="1,2,4,8,16,32", help="campaign counts in the sweep")
+    ap.add_argument(
+        "--slots", type=int, default=600, help="incubator slots (600: several incubators)"
+    )
+    ap.add_argument("--budget", type=float, default=1.0, help="CP-SAT seconds per plan")
+    ap.add_argument("--horizon-h", type=float, default=24)
+    args = ap.parse_args()
+    profiles = load_profiles()
+    w = WindowParams()
+    sp = SchedulerParams(budget_s=args.budget, horizon_h=args.horizon_h, workers=2)
+
+    cap, neck, hours, by_slots = bound(profiles, args.slots)
+    print("capacity bound")
+    for d, h in sorted(hours.items()):
+        print(f"  {d:8s} {h:6.2f} h busy per campaign-day")
+    print(
+        f"  bottleneck {neck}: {int(24 / hours[neck])} campaigns; incubator slots "
+        f"{args.slots}: {by_slots} campaigns; bound = {cap}"
+    )
+
+    counts = [int(x) for x in args.model.split(",") if x]
+    near = sorted({max(1, round(cap * f)) for f in (0.9, 1.0, 1.1)} - set(counts))
+    print("\ncapacity sweep (campaigns as requests; measured device times +-5 %)")
+    print("  N  policy    hard  soft h  star util  solve max/med s  fallbacks  wall s")
+    best: dict[Policy, int] = {p: 0 for p in POLICIES}
+    broken: set[Policy] = set()  # the frontier: every N up to it had no hard violation
+    for n in sorted(set(counts) | set(near)):
+        for policy in POLICIES:
+            r = sweep_one(n, policy, profiles, w, sp, seed=n)
+            if r.hard == 0 and policy not in broken:
+                best[policy] = n
+            elif r.hard:
+                broken.add(policy)
+            print(
+                f"  {n:2d} {policy.value:9s} {r.hard:4d} {r.soft_h:7.1f} "
+                f"{r.util.get('star', 0):9.2f}  {r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
+                f"  {r.fallbacks:9d} {r.wall_s:7.1f}",
+                flush=True,
+            )
+    print(f"\nlargest N with zero hard-window violations at every N up to it (bound {cap})")
+    for policy in POLICIES:
+        print(f"  {policy.value:9s} {best[policy]:3d}  ({100 * best[policy] / cap:.0f} % of the bound)")
+
+    real = [int(x) for x in args.real.split(",") if x]
+    if real:
+        print(f"\nsimulated workcell ({args.real_days:g}-day campaigns, judged from batch records)")
+        print("  N  policy    hard  soft h  overlaps  star util  enzyme max min  solve max s  wall s")
+        folder = Path(tempfile.mkdtemp(prefix="sched-bench-"))
+        try:
+            for n in real:
+                for policy in POLICIES:
+                    r = real_one(n, policy, folder, args.real_days)
+                    print(
+                        f"  {n:2d} {policy.value:9s} {r['hard']:4d} {r['soft_h']:7.1f} "
+                        f"{r['overlaps']:8d} {r['star_util']:10.3f} {r['enzyme_max_min']:14.1f} "
+                        f"{r['solve_max']:11.3f} {r['wall']:7.1f}",
+                        flush=True,
+                    )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
