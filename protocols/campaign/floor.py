@@ -489,3 +489,34 @@ async def floor_store(folder: Path | str) -> AsyncIterator[Store]:
         yield s
     finally:
         s.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m protocols.campaign.floor FOLDER``: twin campaigns on the floor workcell
+    (a dry-run; run it again on the same folder to resume after a stop or a kill)."""
+    import argparse
+
+    from protocols.campaign.scheduler import Policy
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--campaigns", type=int, default=2)
+    ap.add_argument("--policy", choices=[p.value for p in Policy], default="cpsat")
+    ap.add_argument("--days", type=float, default=8)
+    ap.add_argument("--stagger-days", type=float, default=0.0)
+    args = ap.parse_args(argv)
+    specs = [
+        CampaignSpec(
+            name=f"c{i}",
+            params=CampaignParams(max_days=args.days, max_vessels=12),
+            start_day=i * args.stagger_days,
+        )
+        for i in range(args.campaigns)
+    ]
+    params = FloorParams(scheduler=SchedulerParams(policy=Policy(args.policy)))
+    res = asyncio.run(Floor(args.folder, specs, params).run())
+    print(f"{len(res.campaigns)} campaigns, {res.grants} grants, day {res.end_s / DAY_S:.2f}")
+
+
+if __name__ == "__main__":
+    main()
