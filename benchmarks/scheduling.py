@@ -223,7 +223,9 @@ def sweep_one(
         if len(r.segments) > 1:  # the enzyme incubates: the rest is a request of its own
             seq += 1
             e = start + dur + enzyme
-            rest = [s.model_copy(update={"lag_min_s": 0.0, "lag_max_s": None}) for s in r.segments[1:]]
+            rest = [
+                s.model_copy(update={"lag_min_s": 0.0, "lag_max_s": None}) for s in r.segments[1:]
+            ]
             cont = Request(
                 id=f"{c.name}#{seq}",
                 campaign=c.name,
@@ -367,12 +369,17 @@ def main() -> None:
             )
     print(f"\nlargest N with zero hard-window violations at every N up to it (bound {cap})")
     for policy in POLICIES:
-        print(f"  {policy.value:9s} {best[policy]:3d}  ({100 * best[policy] / cap:.0f} % of the bound)")
+        print(
+            f"  {policy.value:9s} {best[policy]:3d}  "
+            f"({100 * best[policy] / cap:.0f} % of the bound)"
+        )
 
     real = [int(x) for x in args.real.split(",") if x]
     if real:
         print(f"\nsimulated workcell ({args.real_days:g}-day campaigns, judged from batch records)")
-        print("  N  policy    hard  soft h  overlaps  star util  enzyme max min  solve max s  wall s")
+        print(
+            "  N  policy    hard  soft h  overlaps  star util  enzyme max min  solve max s  wall s"
+        )
         folder = Path(tempfile.mkdtemp(prefix="sched-bench-"))
         try:
             for n in real:

@@ -189,7 +189,9 @@ class Floor:
         )
 
     def profiles_devices(self) -> set[str]:
-        return {d for op in self.profiles.operations.values() for s in op.segments for d in s.devices}
+        return {
+            d for op in self.profiles.operations.values() for s in op.segments for d in s.devices
+        }
 
     async def run(self) -> FloorResult:
         self._resume()
@@ -221,7 +223,9 @@ class Floor:
             deferred_starts=self.deferred,
         )
 
-    async def _until_all_waiting(self, tasks: dict[str, asyncio.Task[None]], live: set[str]) -> None:
+    async def _until_all_waiting(
+        self, tasks: dict[str, asyncio.Task[None]], live: set[str]
+    ) -> None:
         while True:
             for n in list(live):
                 if tasks[n].done():
@@ -255,7 +259,9 @@ class Floor:
             if not wakes or first.start_s < min(wakes)[0]:
                 r = real[first.request]
                 start = max(
-                    first.start_s, r.earliest_s, *(self.free.get(d, 0.0) for d in r.segments[0].devices)
+                    first.start_s,
+                    r.earliest_s,
+                    *(self.free.get(d, 0.0) for d in r.segments[0].devices),
                 )
                 self._grant(r, start, plan, first.start_s)
                 return r.campaign, start
@@ -334,14 +340,24 @@ class Floor:
         label, devices, start = held
         for d in devices:
             self.free[d] = max(self.free.get(d, 0.0), now)
-        self.busy.append(Busy(campaign=campaign, label=label, devices=devices, start_s=start, end_s=now))
+        self.busy.append(
+            Busy(campaign=campaign, label=label, devices=devices, start_s=start, end_s=now)
+        )
         t, self.now = self.now, max(self.now, now)
         self.event("released", campaign, request=label, devices=devices, start_s=start, end_s=now)
         self.now = t
 
     def _request(
-        self, spec: CampaignSpec, a: Action, segs: list[Seg], now: float, win_due: float,
-        closes: float | None, hard: bool, forecast: bool = False, earliest: float | None = None,
+        self,
+        spec: CampaignSpec,
+        a: Action,
+        segs: list[Seg],
+        now: float,
+        win_due: float,
+        closes: float | None,
+        hard: bool,
+        forecast: bool = False,
+        earliest: float | None = None,
     ) -> Request:
         self.seq += 1
         return Request(
@@ -390,8 +406,12 @@ class Floor:
                     return
                 await self._ask(session, spec, wake_s=max(start, session.wc.clock.elapsed()))
                 session.wc.event(
-                    "campaign_started", "campaign", params=p.model_dump(mode="json"),
-                    floor=str(self.folder), priority=spec.priority, donor=spec.donor,
+                    "campaign_started",
+                    "campaign",
+                    params=p.model_dump(mode="json"),
+                    floor=str(self.folder),
+                    priority=spec.priority,
+                    donor=spec.donor,
                 )
             while True:
                 wc = session.wc
@@ -406,9 +426,15 @@ class Floor:
                     for a, win in upcoming(v, p, self.params.windows):
                         fc.append(
                             self._request(
-                                spec, a, self._segments(a, p), wc.clock.elapsed(),
-                                t0 + win.due_s, None if win.closes_s is None else t0 + win.closes_s,
-                                win.hard, forecast=True, earliest=t0 + max(win.due_s, v.now_s),
+                                spec,
+                                a,
+                                self._segments(a, p),
+                                wc.clock.elapsed(),
+                                t0 + win.due_s,
+                                None if win.closes_s is None else t0 + win.closes_s,
+                                win.hard,
+                                forecast=True,
+                                earliest=t0 + max(win.due_s, v.now_s),
                             )
                         )
                     await self._ask(session, spec, wake_s=t0 + d.wake_at_s, forecasts=fc)
@@ -419,14 +445,22 @@ class Floor:
                     continue
                 win = action_window(a, v, p, self.params.windows)
                 req = self._request(
-                    spec, a, self._segments(a, p), wc.clock.elapsed(), t0 + win.due_s,
-                    None if win.closes_s is None else t0 + win.closes_s, win.hard,
+                    spec,
+                    a,
+                    self._segments(a, p),
+                    wc.clock.elapsed(),
+                    t0 + win.due_s,
+                    None if win.closes_s is None else t0 + win.closes_s,
+                    win.hard,
                 )
                 rest = req.segments[1:]
                 await self._ask(session, spec, req=req)
                 wc = session.wc
                 wc.event(
-                    "scheduled", "scheduler", action=a.kind.value, plates=a.plates,
+                    "scheduled",
+                    "scheduler",
+                    action=a.kind.value,
+                    plates=a.plates,
                     reason=self._last_reason.get(spec.name, ""),
                 )
                 wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
@@ -434,7 +468,9 @@ class Floor:
             self._release(spec.name, session.wc.clock.elapsed())
             self.event("campaign_done", spec.name)
 
-    def _gap_hook(self, session: Session, spec: CampaignSpec, a: Action, rest: list[Seg], p: CampaignParams):  # type: ignore[no-untyped-def]
+    def _gap_hook(
+        self, session: Session, spec: CampaignSpec, a: Action, rest: list[Seg], p: CampaignParams
+    ):  # type: ignore[no-untyped-def]
         async def hook(seconds: float, why: str) -> None:
             wc = session.wc
             now = wc.clock.elapsed()
@@ -444,13 +480,22 @@ class Floor:
             if not segs:
                 segs = [Seg(devices=[], duration_s=0.0)]
             req = self._request(
-                spec, Action(kind=a.kind, plates=a.plates, reason=why), segs, now, e.due_s,
-                e.closes_s, e.hard, earliest=e.due_s,
+                spec,
+                Action(kind=a.kind, plates=a.plates, reason=why),
+                segs,
+                now,
+                e.due_s,
+                e.closes_s,
+                e.hard,
+                earliest=e.due_s,
             )
             req.label = f"{spec.name}: {a.label} after the {why}"
             await self._ask(session, spec, req=req)
             session.wc.event(
-                "scheduled", "scheduler", action=f"{a.kind.value} ({why} done)", plates=a.plates,
+                "scheduled",
+                "scheduler",
+                action=f"{a.kind.value} ({why} done)",
+                plates=a.plates,
                 reason=self._last_reason.get(spec.name, ""),
             )
 

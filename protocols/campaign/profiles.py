@@ -129,7 +129,7 @@ async def measure(config: WorkcellConfig | None = None, grow_days: float = 7.0) 
             cuts.append(wc.clock.elapsed())
 
         for kind, plates, dests in CASES:
-            if kind is Kind.IMAGE and not samples[-1].kind == "image":
+            if kind is Kind.IMAGE and samples[-1].kind != "image":
                 await wc.clock.sleep(grow_days * DAY_S)  # let the seeded plates grow
             session.wc.devices_free_hook = gap
             cuts.clear()
@@ -174,7 +174,9 @@ def fit(samples: list[Sample], config: str) -> Profiles:
                 per = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
                 fixed = ys[0] - per * xs[0]
             segs.append(
-                Segment(devices=devices, fixed_s=round(max(0.0, fixed), 1), per_plate_s=round(per, 1))
+                Segment(
+                    devices=devices, fixed_s=round(max(0.0, fixed), 1), per_plate_s=round(per, 1)
+                )
             )
         ops[kind] = OperationProfile(
             kind=kind,

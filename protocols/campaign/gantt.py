@@ -1,0 +1,80 @@
+"""The plan as people read it: per day, device by device, with the windows.
+
+``plan_markdown`` draws one day of a plan as a text Gantt chart (one row per device,
+one character per ``minutes_per_char``, a letter per campaign) followed by the
+planned slots with their windows, and each campaign's next planned actions. The
+Prefect flow (``flows/floor.py``) publishes it as a markdown artifact; it is plain
+text so it reads the same in a terminal.
+"""
+
+from __future__ import annotations
+
+import string
+
+from protocols.campaign.engine import DAY_S
+from protocols.campaign.scheduler import Plan, Slot
+
+LETTERS = string.ascii_uppercase + string.ascii_lowercase
+
+
+def _hm(s: float) -> str:
+    day, rest = divmod(s, DAY_S)
+    return f"d{int(day)} {int(rest // 3600):02d}:{int(rest % 3600 // 60):02d}"
+
+
+def plan_markdown(plan: Plan, devices: list[str], minutes_per_char: int = 15) -> str:
+    if not plan.slots:
+        return f"# Plan at {_hm(plan.made_at_s)}\n\nNothing planned."
+    day0 = int(plan.made_at_s // DAY_S) * DAY_S
+    width = int(DAY_S / 60 / minutes_per_char)
+    campaigns = sorted({s.campaign for s in plan.slots})
+    letter = {c: LETTERS[i % len(LETTERS)] for i, c in enumerate(campaigns)}
+    rows = []
+    for d in devices:
+        line = ["."] * width
+        for s in plan.slots:
+            if d not in s.devices:
+                continue
+            a = int((s.start_s - day0) / 60 / minutes_per_char)
+            b = max(a + 1, int((s.end_s - day0) / 60 / minutes_per_char + 0.999))
+            for i in range(max(0, a), min(width, b)):
+                line[i] = letter[s.campaign].lower() if s.forecast else letter[s.campaign]
+        rows.append(f"{d:8s} |{''.join(line)}|")
+    hours = "".join(f"{h:<{60 // minutes_per_char * 3}d}" for h in range(0, 24, 3))
+    out = [
+        f"# Plan at {_hm(plan.made_at_s)} ({plan.policy.value}: {plan.method}, "
+        f"{plan.solve_s:.3f} s)",
+        "",
+        f"Day {int(day0 // DAY_S)}, one character = {minutes_per_char} min; capitals are "
+        "requested work, small letters forecasts. "
+        + ", ".join(f"{letter[c]} = {c}" for c in campaigns),
+        "",
+        "```",
+        f"{'hour':8s}  {hours}",
+        *rows,
+        "```",
+        "",
+        "| start | end | campaign | work | devices | due | closes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in plan.slots:
+        if s.start_s >= day0 + DAY_S:
+            continue
+        out.append(_row(s))
+    out += ["", "## Next planned actions", "", "| campaign | next | at |", "|---|---|---|"]
+    for c in campaigns:
+        first = min((s for s in plan.slots if s.campaign == c), key=lambda s: s.start_s)
+        out.append(f"| {c} | {first.label} | {_hm(first.start_s)} |")
+    return "\n".join(out)
+
+
+def _row(s: Slot) -> str:
+    closes = "-" if s.closes_s is None else _hm(s.closes_s) + (" (hard)" if s.hard else "")
+    due = "-" if s.due_s is None else _hm(s.due_s)
+    work = s.label + (f" (part {s.segment + 1})" if s.segment else "")
+    if s.forecast:
+        work += " (forecast)"
+    return (
+        f"| {_hm(s.start_s)} | {_hm(s.end_s)} | {s.campaign} | {work} | "
+        f"{', '.join(s.devices)} | {due} | {closes} |"
+    )
