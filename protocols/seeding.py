@@ -47,6 +47,13 @@ class Suspension(BaseModel):
         default=0.0, ge=0, le=60, description="cumulative PD of these cells so far"
     )
     lot: str = Field(default="MSC-LOT-001", min_length=1, description="donor/vial lot id")
+    donor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="donor id; in a dry-run it fixes the simulated cells' growth "
+        "(drawn from published donor spreads; none: the reference donor)",
+    )
 
 
 class SeedingParams(BaseModel):
@@ -234,6 +241,8 @@ async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> Se
             dead=s.viable_cells_per_mL * s.volume_mL * (100 / s.viability_percent - 1),
             nutrient=1.0,
             pd=s.population_doublings,
+            serum=1.0,
+            donor=s.donor,
         ),
         actor="operator",
     )

@@ -2,12 +2,14 @@
 
 Each field is what a 10x brightfield objective sees of one part of a well: smooth,
 slightly vignetted plastic with camera noise, and cells as textured, slightly
-darker shapes with bright borders. Early-passage MSC are elongated spindles
-(about 120 x 18 um); with population doublings they become larger, flattened,
-polygonal cells (about 150 x 90 um near senescence). Cells are placed at random
-until they cover the true confluence of the well; near confluence they spread
-into the remaining gaps, as a monolayer does. The drawn coverage is returned with
-the image, so estimators can be checked against the truth.
+darker shapes with bright borders. The cells' size and shape come from the
+culture model (``CultureParameters.cell_shape_um``): early-passage MSC are slender
+spindles (about 125 x 22 um) and near senescence they are broad, flattened cells
+(about 150 x 90 um), so a field at a given confluence holds as many cells as the
+model has per cm2 there. Cells are placed at random until they cover the true
+confluence of the well; near confluence they spread into the remaining gaps, as a
+monolayer does. The drawn coverage is returned with the image, so estimators can
+be checked against the truth.
 """
 
 from __future__ import annotations
@@ -34,10 +36,8 @@ class FieldOptics(BaseModel):
     vignetting: float = Field(default=0.15, ge=0, le=0.5)
 
 
-def cell_shape_um(pd: float) -> tuple[float, float]:
-    """Length and width (um) of a cell after ``pd`` population doublings."""
-    age = min(1.0, max(0.0, pd / 35.0))
-    return 120.0 + 30.0 * age, 18.0 + 72.0 * age
+CellShape = tuple[float, float]
+"""A cell's length and width in um."""
 
 
 STAMP_STEP_PX = 0.5  # semi-axes quantised to half a pixel
@@ -64,16 +64,17 @@ def _stamp(a: float, b: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
 
 def render_field(
     confluence: float,
-    pd: float,
+    cell_um: CellShape,
     rng: np.random.Generator,
     optics: FieldOptics | None = None,
 ) -> tuple[np.ndarray, float]:
-    """One field: the image (float, 0-1) and the share of it covered by cells."""
+    """One field: the image (float, 0-1) and the share of it covered by cells of
+    ``cell_um`` (length, width) size."""
     o = optics or FieldOptics()
     n = o.size_px
     target = min(1.0, max(0.0, confluence))
     labels = np.zeros((n, n), dtype=np.int32)
-    length, width = (d / o.um_per_px for d in cell_shape_um(pd))
+    length, width = (d / o.um_per_px for d in cell_um)
     goal_px = int(round(min(target, RANDOM_PLACEMENT_LIMIT) * n * n))
     covered_px = 0
     label = 0
@@ -146,12 +147,12 @@ CAMERA_LEVELS = 4095  # a 12-bit camera
 
 
 def capture_field(
-    confluence: float, pd: float, seed: int, optics: FieldOptics | None = None
+    confluence: float, cell_um: CellShape, seed: int, optics: FieldOptics | None = None
 ) -> tuple[np.ndarray, float]:
     """One field as a camera delivers it (12-bit integers), rendered from ``seed``.
 
     Seeded rather than handed a generator, so fields can be rendered on worker
     processes in any order and still come out the same.
     """
-    image, covered = render_field(confluence, pd, np.random.default_rng(seed), optics)
+    image, covered = render_field(confluence, cell_um, np.random.default_rng(seed), optics)
     return np.round(image * CAMERA_LEVELS).astype(np.uint16), covered

@@ -1,4 +1,4 @@
-"""Culture model v1: bone-marrow MSC growing on tissue-culture plastic.
+"""Culture model v2: bone-marrow MSC growing on tissue-culture plastic.
 
 Per vessel the model holds adherent viable cells, the medium (with floating viable
 and dead cells and what is left of its nutrients) and the growth area. It moves
@@ -6,19 +6,33 @@ through simulated time in steps of at most half an hour:
 
 * **attachment**: seeded cells attach with a plating efficiency over a few hours;
   those that do not attach die in suspension (anoikis);
-* **lag** after seeding: growth ramps up as ``1 - exp(-age / tau_lag)``;
+* **lag** after seeding: growth ramps up as ``1 - exp(-age / lag)``. The lag is
+  longer the sparser the seeding (about 5 days at 1.5-3 cells/cm2, under a day at
+  confluent densities) and, counted in doubling times, longer for older cells;
 * **contact inhibition**: generalised logistic growth, ``1 - (N/K)^theta``, toward a
   confluent density ``K``; MSC keep growing fast until close to confluence;
-* **senescence**: the doubling time lengthens with cumulative population
-  doublings (PD), ``Td = Td0 / (1 - (PD / PD_max)^2)``, so growth stops near
-  ``PD_max``;
-* **medium exhaustion**: cells consume the medium; below a threshold growth slows,
-  and when it is nearly spent viable cells die, so viability falls until a feed;
-* **detachment**: a detachment enzyme (TrypLE, trypsin) lifts adherent cells with
-  a half-time of minutes at 37 C (much slower at room temperature) and kills a
-  small share of cells per minute of exposure; it is active above a quarter of
-  its working strength, so diluting it with 2-3 volumes of medium stops it.
-  Lifted cells re-attach (or die) over hours if they are left in the vessel;
+* **cell size and confluent density**: cells are slender spindles when young and
+  become broad, flattened cells as they approach senescence. ``K`` is one cell per
+  cell footprint, so it falls as the cells grow larger. The imager draws the same
+  cells (``VesselState.cell_length_um`` / ``cell_width_um``), so a confluent field
+  holds ``K`` cells per cm2 at every passage;
+* **senescence**: the doubling time lengthens with the cells' cumulative
+  divisions, ``Td = Td0 / (1 - (PD / PD_max)^n)``, and stops at ``PD_max``. PD here
+  counts divisions; a lab counts less (log2 of cells recovered over cells seeded:
+  plating losses and deaths are not divisions), so ``PD_max`` is set so that the
+  *counted* doublings at senescence land on the published figure;
+* **medium use and quiescence**: cells use the medium's nutrients (glucose first),
+  dividing cells at the full rate and quiescent (contact-inhibited or starved)
+  cells at a fraction of it. Below a threshold growth slows; when the medium is
+  spent the cells sit quiescent for days before they start to die, so viability
+  falls only when a culture is left unfed far too long;
+* **detachment**: a detachment enzyme (TrypLE, trypsin) rounds cells up and lifts
+  them: the share lifted follows a Weibull curve in enzyme-minutes at 37 C (slow
+  at first, then most cells within 3-5 minutes; much slower at room temperature),
+  and it kills a small share of cells per minute of exposure. Serum-containing
+  medium neutralises the enzyme (``serum_inhibition`` volumes of enzyme per volume
+  of medium), so 2-3 volumes of medium stop it. Lifted cells re-attach (or die)
+  over hours if they are left in the vessel;
 * **drying**: a monolayer left under less than ``min_wet_uL_per_cm2`` of liquid
   dies within the hour, which is why aspiration leaves a residual;
 * **temperature**: each vessel sits in an environment (an incubator chamber, or
@@ -26,23 +40,19 @@ through simulated time in steps of at most half an hour:
   full at 37-39 C, falls linearly to nothing at 30 C (a plate on the deck does not
   grow) and above 39 C cells are heat-stressed and die. A vessel with no
   environment is taken to be at 37 C, which is what the unit tests of the biology
-  use.
+  use;
+* **donors**: cells carry the donor they came from. ``CultureParameters`` hold the
+  reference (median) donor; a named donor's doubling time and replicative
+  lifespan are drawn from the published spreads with a generator seeded by the
+  donor id alone, so a donor is the same donor in every run and two donors
+  differ as real donors do.
 
-Default parameters are for bone-marrow MSC in alpha-MEM/DMEM with serum or
-platelet lysate, chosen inside the ranges these sources report:
-
-* doubling time about 30-48 h at early passages, longer at later ones, and
-  replicative senescence after roughly 30-50 PD: Bruder, Jaiswal & Haynesworth,
-  J Cell Biochem 64:278-294 (1997); Banfi et al., Exp Hematol 28:707-715 (2000);
-  Wagner et al., PLoS ONE 3:e2213 (2008);
-* seeding at 1,000-5,000 cells/cm2 and about 2-5 x 10^4 cells/cm2 at confluence:
-  Sotiropoulou et al., Stem Cells 24:462-471 (2006); Colter et al., PNAS
-  97:3213-3218 (2000).
-
-The medium uptake rate is set so that 0.2 mL/cm2 of medium over a confluent
-monolayer is spent in about five days, which is why MSC cultures are fed twice a
-week. The model is deterministic: biological variation between vessels comes from
-a generator seeded with the config seed and the vessel name.
+Every parameter's source is in its field description, by the keys of
+``REFERENCES``; where a value was calibrated (chosen so that a published figure
+comes out right) the description names that figure. ``benchmarks/fidelity.py``
+runs the standard experiments and prints each figure beside its published range.
+Biological variation between vessels of one donor comes from a generator seeded
+with the config seed and the vessel name.
 """
 
 from __future__ import annotations
@@ -50,7 +60,8 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,14 +71,66 @@ MAX_STEP_S = 1800.0
 OPTIMUM_C = 37.0
 NO_GROWTH_C = 30.0
 HEAT_STRESS_C = 39.0
+UM2_PER_CM2 = 1e8
+SEEDING_WINDOW_S = 3600.0  # deliveries of cells this soon after the first are one seeding
+MAX_LAG_H = 400.0
+
+REFERENCES: dict[str, str] = {
+    "Bruder 1997": "Bruder SP, Jaiswal N, Haynesworth SE. Growth kinetics, self-renewal, and "
+    "the osteogenic potential of purified human mesenchymal stem cells during extensive "
+    "subcultivation and following cryopreservation. J Cell Biochem 64:278-294 (1997). "
+    "Abstract: 38 +/- 4 population doublings; lag, log and plateau phase at every passage; "
+    "cells end 'very broad and flattened'.",
+    "Bonab 2006": "Bonab MM, Alimoghaddam K, Talebian F, Ghaffari SH, Ghavamzadeh A, "
+    "Nikbin B. Aging of mesenchymal stem cell in vitro. BMC Cell Biol 7:14 (2006). "
+    "Abstract: PD per passage fell from 7.7 to 1.2 by the 10th passage; mean 118 days "
+    "of culture, mean 9 passages.",
+    "Banfi 2000": "Banfi A et al. Proliferation kinetics and differentiation potential of ex "
+    "vivo expanded human bone marrow stromal cells. Exp Hematol 28:707-715 (2000).",
+    "Wagner 2008": "Wagner W et al. Replicative senescence of mesenchymal stem cells: a "
+    "continuous and organized process. PLoS ONE 3:e2213 (2008).",
+    "Colter 2000": "Colter DC, Class R, DiGirolamo CM, Prockop DJ. Rapid expansion of "
+    "recycling stem cells in cultures of plastic-adherent cells from human bone marrow. "
+    "PNAS 97:3213-3218 (2000). Abstract: at 1.5-3 cells/cm2 a lag phase of about 5 days.",
+    "Sotiropoulou 2006": "Sotiropoulou PA et al. Characterization of the optimal culture "
+    "conditions for clinical scale production of human mesenchymal stem cells. Stem Cells "
+    "24:462-471 (2006).",
+    "Yazdizade": "Yazdizade A et al. Plating density affects growth characteristics of "
+    "mesenchymal stem cells. Cell Journal (Yakhteh). Abstract: a higher seeding density "
+    "gives a shorter lag (over 1 day vs 4 days).",
+    "Baranyi 1994": "Baranyi J, Roberts TA. A dynamic approach to predicting bacterial growth "
+    "in food. Int J Food Microbiol 23:277-294 (1994): the lag as a multiple of the "
+    "doubling time.",
+    "Schop 2009": "Schop D et al. Growth, metabolism, and growth inhibitors of mesenchymal "
+    "stem cells. Tissue Eng Part A 15:1877-1886 (2009), doi:10.1089/ten.tea.2008.0345. "
+    "Abstract: human MSC qGlc = 9.2 pmol/cell/day.",
+    "Nuschke 2016": "Nuschke A et al. Mesenchymal stem cells/multipotent stromal cells (MSCs) "
+    "are glycolytic and thus glucose is a limiting factor of in vitro models of MSC "
+    "starvation. Stem Cell Res Ther (2016), doi:10.1186/s13287-016-0436-7. Fig. 1: "
+    "confluent MSC left in deprived medium showed no response for about 96 h.",
+    "Sekiya 2002": "Sekiya I et al. Expansion of human adult stem cells from bone marrow "
+    "stroma. Stem Cells 20:530-541 (2002): cells harvested with 0.25 % trypsin/1 mM EDTA, "
+    "5 min at 37 C.",
+    "DiGirolamo 1999": "DiGirolamo CM et al. Propagation and senescence of human marrow "
+    "stromal cells in culture. Br J Haematol 107:275-281 (1999), "
+    "doi:10.1046/j.1365-2141.1999.01715.x: donors differ widely in replicative potential.",
+    "Whitfield 2013": "Whitfield MJ, Lee WCJ, Van Vliet KJ. Onset of heterogeneity in "
+    "culture-expanded bone marrow stromal cells. Stem Cell Res 11:1365-1377 (2013): cells "
+    "spread larger with population doublings.",
+}
 
 Environment = Callable[[float], float]
 """Temperature (C) a vessel experiences at a simulated time (s)."""
 
 
-def enzyme_activity(enzyme_share: float) -> float:
-    """Activity of a detachment enzyme diluted to ``enzyme_share`` of its working strength."""
-    return max(0.0, (enzyme_share - 0.25) / 0.75)
+def enzyme_activity(enzyme_share: float, serum_share: float = 0.0, inhibition: float = 0.5) -> float:
+    """Free detachment enzyme, as a share of its working strength.
+
+    ``enzyme_share`` of the volume is enzyme solution and ``serum_share`` is
+    serum-containing medium, of which each volume neutralises ``inhibition``
+    volumes of enzyme.
+    """
+    return max(0.0, enzyme_share - inhibition * serum_share)
 
 
 def temperature_growth_factor(temperature_C: float) -> float:
@@ -82,33 +145,155 @@ def temperature_growth_factor(temperature_C: float) -> float:
 
 
 class CultureParameters(BaseModel):
-    """Biology of one cell type; the defaults are bone-marrow MSC (see module docstring)."""
+    """Biology of one cell type; the defaults are the reference bone-marrow MSC donor.
 
-    model_config = ConfigDict(extra="forbid")
+    Sources are keys of ``REFERENCES``.
+    """
 
-    doubling_time_h: float = Field(default=36.0, gt=5, le=500, description="Td at PD 0")
-    pd_max: float = Field(default=40.0, gt=1, le=100, description="PD where growth stops")
-    confluent_density_per_cm2: float = Field(default=3.0e4, gt=1e3, le=2e5)
-    lag_tau_h: float = Field(default=16.0, ge=0, le=200)
-    plating_efficiency: float = Field(default=0.85, gt=0, le=1)
-    attach_tau_h: float = Field(default=1.5, gt=0, le=48)
-    death_rate_per_h: float = Field(default=0.0008, ge=0, le=1)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- growth and senescence
+    doubling_time_h: float = Field(
+        default=31.0,
+        gt=5,
+        le=500,
+        description="Td of young cells (PD 0). 30-48 h early: Bruder 1997, Banfi 2000, "
+        "Wagner 2008; 31 h gives 7.5 PD in a 13-day first passage (Bonab 2006: 7.7)",
+    )
+    pd_max: float = Field(
+        default=53.0,
+        gt=1,
+        le=100,
+        description="divisions at which division stops. Calibrated: the doublings a lab "
+        "counts at senescence land on 38 +/- 4 (Bruder 1997); the rest are lost to "
+        "plating, death and harvest, about 0.6 PD a passage",
+    )
+    senescence_shape: float = Field(
+        default=1.0,
+        ge=0.5,
+        le=4,
+        description="n of Td0 / (1 - (PD/PD_max)^n). 1: growth slows from the first "
+        "passage on, PD per passage falls steadily from 7.7 to 1.2 (Bonab 2006)",
+    )
+    # --- cell size and confluent density
+    young_cell_length_um: float = Field(
+        default=125.0,
+        gt=10,
+        le=500,
+        description="spindle length at PD 0; with the width, one cell per footprint gives "
+        "4.6e4 cells/cm2 at confluence, inside 2-5e4 (Colter 2000, Sotiropoulou 2006)",
+    )
+    young_cell_width_um: float = Field(default=22.0, gt=2, le=200, description="see length")
+    senescent_cell_length_um: float = Field(
+        default=150.0,
+        gt=10,
+        le=500,
+        description="broad, flattened cells at PD_max (Bruder 1997; Whitfield 2013): about "
+        "5x the young footprint, so about 9e3 cells/cm2 at confluence",
+    )
+    senescent_cell_width_um: float = Field(default=90.0, gt=2, le=300, description="see length")
+    enlargement_shape: float = Field(
+        default=2.0,
+        ge=0.5,
+        le=4,
+        description="cells enlarge as (PD/PD_max)^k: little in the first passages, most "
+        "near senescence (Wagner 2008)",
+    )
+    contact_inhibition_shape: float = Field(
+        default=3.0,
+        ge=1,
+        le=10,
+        description="theta of 1-(N/K)^theta: MSC grow fast until close to confluence. "
+        "Calibrated: 80 % confluence at P3 from 3,500 cells/cm2 in 4-8 days",
+    )
+    # --- seeding
+    plating_efficiency: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="share of seeded viable cells that attach. Calibrated with PD_max on "
+        "the counted doublings (Bruder 1997)",
+    )
+    attach_tau_h: float = Field(
+        default=1.5, gt=0, le=48, description="MSC attach within hours of plating"
+    )
+    lag_tau_h: float = Field(
+        default=16.0,
+        ge=0,
+        le=200,
+        description="lag at the reference density and PD 0. Calibrated: 80 % confluence at "
+        "P3 from 3,500 cells/cm2 in 4-8 days",
+    )
+    lag_reference_density_per_cm2: float = Field(default=3500.0, gt=1, le=1e5)
+    lag_density_exponent: float = Field(
+        default=0.34,
+        ge=0,
+        le=1,
+        description="lag ~ density^-a: 16 h at 3,500 cells/cm2 and about 5 days, read "
+        "off the growth curve, at 1.5-3 cells/cm2 (Colter 2000); denser plating, shorter "
+        "lag (Yazdizade)",
+    )
+    lag_doubling_exponent: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="lag ~ Td(PD)^b: older cells take longer to start (Bruder 1997); "
+        "b = 1 is a lag of a fixed number of doubling times (Baranyi 1994). Calibrated: "
+        "1.2 PD in the 10th passage (Bonab 2006)",
+    )
+    # --- death, medium, quiescence
+    death_rate_per_h: float = Field(
+        default=0.0008,
+        ge=0,
+        le=1,
+        description="background death, about 2 % a day: fed cultures stay > 95 % viable",
+    )
     medium_uptake_uL_per_cell_h: float = Field(
-        default=5.0e-5, ge=0, le=1e-2, description="fresh-medium equivalents used per cell"
+        default=7.0e-5,
+        ge=0,
+        le=1e-2,
+        description="fresh-medium equivalents a dividing cell uses: 9.2 pmol glucose per "
+        "cell and day (Schop 2009) of a 5.5 mM glucose medium",
+    )
+    quiescent_uptake_share: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="uptake of a quiescent cell relative to a dividing one. Calibrated: "
+        "feeding 0.1 mL/cm2 every 3 days keeps a confluent well",
     )
     nutrient_growth_threshold: float = Field(default=0.3, gt=0, le=1)
     nutrient_death_threshold: float = Field(default=0.1, gt=0, le=1)
-    starvation_death_rate_per_h: float = Field(default=0.03, ge=0, le=1)
-    contact_inhibition_shape: float = Field(
-        default=3.0, ge=1, le=10, description="theta of the generalised logistic 1-(N/K)^theta"
+    starvation_quiescence_h: float = Field(
+        default=72.0,
+        ge=0,
+        le=500,
+        description="spent medium: days of quiescence before cells die; deprived "
+        "confluent MSC showed no response for about 96 h (Nuschke 2016)",
     )
-    vessel_variation_cv: float = Field(default=0.05, ge=0, le=0.5)
-    detach_half_time_min: float = Field(
-        default=1.5, gt=0, le=60, description="enzyme at 37 C: half the cells round up and lift"
+    starvation_death_rate_per_h: float = Field(default=0.03, ge=0, le=1)
+    # --- detachment
+    detach_time_min: float = Field(
+        default=1.6,
+        gt=0,
+        le=60,
+        description="Weibull scale, in minutes of full-strength enzyme at 37 C; with the "
+        "shape, > 90 % of cells lift in 3-5 min (Sekiya 2002: 5 min at 37 C)",
+    )
+    detach_shape: float = Field(
+        default=2.0, ge=1, le=5, description="cells round up before they lift: sigmoid"
     )
     enzyme_damage_per_min: float = Field(
         default=0.004, ge=0, le=1, description="share of cells killed per minute of enzyme"
     )
+    serum_inhibition: float = Field(
+        default=0.5,
+        ge=0,
+        le=5,
+        description="volumes of enzyme one volume of serum medium neutralises: 2-3 volumes "
+        "of medium stop the enzyme, as protocols have it",
+    )
+    # --- handling
     min_wet_uL_per_cm2: float = Field(
         default=5.0, ge=0, le=100, description="less liquid than this and the monolayer dries"
     )
@@ -117,11 +302,93 @@ class CultureParameters(BaseModel):
     pipetting_cell_loss: float = Field(
         default=0.01, ge=0, le=0.2, description="fraction of cells left in a tip per dispense"
     )
+    # --- variation
+    vessel_variation_cv: float = Field(
+        default=0.05, ge=0, le=0.5, description="growth-rate spread between vessels of a donor"
+    )
+    donor_doubling_time_cv: float = Field(
+        default=0.12,
+        ge=0,
+        le=1,
+        description="log-normal spread of Td0 between donors: 95 % of donors at 30-48 h "
+        "(Bruder 1997, Banfi 2000, Wagner 2008)",
+    )
+    donor_pd_max_sd: float = Field(
+        default=4.0,
+        ge=0,
+        le=20,
+        description="spread of the replicative lifespan between donors: +/- 4 PD "
+        "(Bruder 1997; DiGirolamo 1999)",
+    )
 
     def doubling_time_at(self, pd: float) -> float:
         """Doubling time in hours at cumulative population doublings ``pd``."""
-        slowdown = 1.0 - (pd / self.pd_max) ** 2
+        slowdown = 1.0 - (max(pd, 0.0) / self.pd_max) ** self.senescence_shape
         return math.inf if slowdown <= 0 else self.doubling_time_h / slowdown
+
+    def cell_shape_um(self, pd: float) -> tuple[float, float]:
+        """Length and width (um) of a cell after ``pd`` divisions."""
+        age = min(1.0, max(0.0, pd / self.pd_max)) ** self.enlargement_shape
+        return (
+            self.young_cell_length_um
+            + (self.senescent_cell_length_um - self.young_cell_length_um) * age,
+            self.young_cell_width_um
+            + (self.senescent_cell_width_um - self.young_cell_width_um) * age,
+        )
+
+    def cell_area_um2(self, pd: float) -> float:
+        """Footprint of a cell (an ellipse) after ``pd`` divisions."""
+        length, width = self.cell_shape_um(pd)
+        return math.pi / 4 * length * width
+
+    def confluent_density_at(self, pd: float) -> float:
+        """Cells per cm2 at 100 % confluence: one cell per footprint."""
+        return UM2_PER_CM2 / self.cell_area_um2(pd)
+
+    def lag_h(self, seeded_per_cm2: float, pd: float) -> float:
+        """Lag after seeding at ``seeded_per_cm2`` with cells at ``pd`` (module docstring)."""
+        if self.lag_tau_h == 0:
+            return 0.0
+        density = max(seeded_per_cm2, 1.0)
+        older = self.doubling_time_at(pd) / self.doubling_time_h
+        if math.isinf(older):
+            return MAX_LAG_H
+        lag = (
+            self.lag_tau_h
+            * (self.lag_reference_density_per_cm2 / density) ** self.lag_density_exponent
+            * older**self.lag_doubling_exponent
+        )
+        return min(MAX_LAG_H, lag)
+
+    def for_donor(self, donor: str | None) -> CultureParameters:
+        """A donor's parameters: Td0 and PD_max drawn from the published spreads.
+
+        ``None`` is the reference donor (these parameters). The draw is seeded by the
+        donor id alone: the same donor is the same in every run and workcell.
+        """
+        if donor is None:
+            return self
+        return _donor(self, donor)
+
+
+@lru_cache(maxsize=256)
+def _donor(base: CultureParameters, donor: str) -> CultureParameters:
+    rng = np.random.default_rng([0xD0, zlib.crc32(donor.encode())])
+    td = base.doubling_time_h * float(np.exp(rng.normal(0.0, base.donor_doubling_time_cv)))
+    pd_max = base.pd_max + float(rng.normal(0.0, base.donor_pd_max_sd))
+    return base.model_copy(
+        update={
+            "doubling_time_h": min(500.0, max(6.0, td)),
+            "pd_max": min(100.0, max(2.0, pd_max)),
+        }
+    )
+
+
+def _majority(cells_a: float, donor_a: str | None, cells_b: float, donor_b: str | None) -> str | None:
+    """The donor of a mix of two cell populations: the one with more cells."""
+    if cells_b > cells_a:
+        return donor_b
+    return donor_a if cells_a > 0 else donor_b
 
 
 @dataclass
@@ -130,8 +397,10 @@ class Liquid:
 
     ``nutrient`` is the concentration of medium nutrients relative to fresh
     medium (1.0 fresh, 0.0 for PBS or spent medium); ``enzyme`` the share of the
-    volume that is detachment enzyme (TrypLE/trypsin) solution; ``pd`` the mean
-    cumulative population doublings of the cells in it.
+    volume that is detachment enzyme (TrypLE/trypsin) solution; ``serum`` the share
+    that is serum-containing medium, fresh or spent (its protease inhibitors
+    neutralise the enzyme); ``pd`` the mean cumulative population doublings of the
+    cells in it and ``donor`` the donor they came from (``None``: the reference donor).
     """
 
     volume_uL: float = 0.0
@@ -140,6 +409,8 @@ class Liquid:
     nutrient: float = 0.0
     pd: float = 0.0
     enzyme: float = 0.0
+    serum: float = 0.0
+    donor: str | None = None
 
     @property
     def cells(self) -> float:
@@ -148,20 +419,13 @@ class Liquid:
     def take(self, volume_uL: float) -> Liquid:
         """Remove ``volume_uL`` of well-mixed liquid and return it."""
         if volume_uL <= 0 or self.volume_uL <= 0:
-            return Liquid(
-                volume_uL=max(volume_uL, 0.0),
-                nutrient=self.nutrient,
-                pd=self.pd,
-                enzyme=self.enzyme,
-            )
+            return replace(self, volume_uL=max(volume_uL, 0.0), viable=0.0, dead=0.0)
         f = min(1.0, volume_uL / self.volume_uL)
-        part = Liquid(
+        part = replace(
+            self,
             volume_uL=min(volume_uL, self.volume_uL),
             viable=self.viable * f,
             dead=self.dead * f,
-            nutrient=self.nutrient,
-            pd=self.pd,
-            enzyme=self.enzyme,
         )
         self.volume_uL -= part.volume_uL
         self.viable -= part.viable
@@ -169,16 +433,19 @@ class Liquid:
         return part
 
     def add(self, other: Liquid) -> None:
-        """Mix ``other`` in: volumes add, nutrients by volume, PD by cell number."""
+        """Mix ``other`` in: volumes add, solutes by volume, PD by cell number."""
         volume = self.volume_uL + other.volume_uL
         if volume > 0:
-            self.nutrient = (
-                self.nutrient * self.volume_uL + other.nutrient * other.volume_uL
-            ) / volume
-            self.enzyme = (self.enzyme * self.volume_uL + other.enzyme * other.volume_uL) / volume
+            a, b = self.volume_uL / volume, other.volume_uL / volume
+            self.nutrient = self.nutrient * a + other.nutrient * b
+            self.enzyme = self.enzyme * a + other.enzyme * b
+            self.serum = self.serum * a + other.serum * b
         cells = self.viable + other.viable
         if cells > 0:
             self.pd = (self.pd * self.viable + other.pd * other.viable) / cells
+        self.donor = _majority(
+            self.viable or self.dead, self.donor, other.viable or other.dead, other.donor
+        )
         self.volume_uL = volume
         self.viable = cells
         self.dead += other.dead
@@ -197,6 +464,10 @@ class Vessel:
     seeded_at_s: float | None = None
     environment: Environment | None = None
     environment_name: str | None = None
+    donor: str | None = None
+    seeded_per_cm2: float = 0.0
+    starved_h: float = 0.0
+    enzyme_min: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +483,10 @@ class VesselState:
     nutrient: float
     confluence: float
     population_doublings: float
+    cell_length_um: float
+    cell_width_um: float
+    confluent_density_per_cm2: float
+    donor: str | None
 
     @property
     def viable(self) -> float:
@@ -244,6 +519,10 @@ class CultureModel:
         self.vessels: dict[str, Vessel] = {}
         self.containers: dict[str, Liquid] = {}
 
+    def donor_params(self, donor: str | None) -> CultureParameters:
+        """The parameters of a donor's cells (the reference donor's for ``None``)."""
+        return self.params.for_donor(donor)
+
     # --- time -------------------------------------------------------------------
 
     def sync(self) -> None:
@@ -259,17 +538,19 @@ class CultureModel:
         m = v.medium
         if v.attached <= 0 and m.viable <= 0:
             return  # an emptied vessel (passaged, harvested): nothing left to change
-        p = self.params
+        p = self.params.for_donor(v.donor)
         h = dt_s / HOUR
-        capacity = p.confluent_density_per_cm2 * v.area_cm2
+        capacity = p.confluent_density_at(v.pd) * v.area_cm2
         covered = min(1.0, v.attached / capacity)
         # room for attaching and dividing cells: MSC spread freely until close to confluence
         room = 1.0 - covered**p.contact_inhibition_shape
 
         temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
-        activity = enzyme_activity(m.enzyme)
+        activity = enzyme_activity(m.enzyme, m.serum, p.serum_inhibition)
         if activity > 0:
-            self._digest(v, h, activity, temperature)
+            self._digest(v, p, h, activity, temperature)
+        else:
+            v.enzyme_min = 0.0
 
         # attachment of floating viable cells, and anoikis of the rest
         if m.viable > 0 and activity == 0:
@@ -278,25 +559,31 @@ class CultureModel:
             attaching = settling * p.plating_efficiency * room
             if attaching > 0:
                 v.pd = (v.pd * v.attached + m.pd * attaching) / (v.attached + attaching)
+                v.donor = _majority(v.attached, v.donor, attaching, m.donor)
             v.attached += attaching
             m.viable -= settling
             m.dead += settling - attaching
 
         if v.attached <= 0:
             return
-        # nutrients: consumption by viable cells, in fresh-medium equivalents
+        nutrient_factor = min(1.0, m.nutrient / p.nutrient_growth_threshold)
+        lag = 1.0
+        if v.seeded_at_s is not None:
+            lag_h = p.lag_h(v.seeded_per_cm2, v.pd)
+            if lag_h > 0:
+                lag = 1.0 - math.exp(-(self._t - v.seeded_at_s) / HOUR / lag_h)
+        td = p.doubling_time_at(v.pd)
+        dividing = lag * nutrient_factor * room * temperature_growth_factor(temperature)
+        r = 0.0 if math.isinf(td) else math.log(2) / td * v.growth_factor * dividing
+
+        # nutrients, in fresh-medium equivalents: dividing cells at the full rate,
+        # quiescent ones at a share of it
         if m.volume_uL > 0:
-            used = p.medium_uptake_uL_per_cell_h * v.attached * h
-            m.nutrient = max(0.0, m.nutrient - used / m.volume_uL)
+            share = p.quiescent_uptake_share
+            per_cell = p.medium_uptake_uL_per_cell_h * (share + (1.0 - share) * dividing)
+            m.nutrient = max(0.0, m.nutrient - per_cell * v.attached * h / m.volume_uL)
         else:
             m.nutrient = 0.0
-        nutrient_factor = min(1.0, m.nutrient / p.nutrient_growth_threshold)
-
-        age_h = 0.0 if v.seeded_at_s is None else (self._t - v.seeded_at_s) / HOUR
-        lag = 1.0 if p.lag_tau_h == 0 else 1.0 - math.exp(-age_h / p.lag_tau_h)
-        td = p.doubling_time_at(v.pd)
-        r = 0.0 if math.isinf(td) else math.log(2) / td * v.growth_factor
-        r *= lag * nutrient_factor * room * temperature_growth_factor(temperature)
 
         death = p.death_rate_per_h
         if m.volume_uL < p.min_wet_uL_per_cm2 * v.area_cm2:
@@ -304,25 +591,35 @@ class CultureModel:
         if temperature > HEAT_STRESS_C:
             death += p.heat_death_rate_per_h_per_C * (temperature - HEAT_STRESS_C)
         if m.nutrient < p.nutrient_death_threshold:
-            death += p.starvation_death_rate_per_h * (1 - m.nutrient / p.nutrient_death_threshold)
+            v.starved_h += h  # quiescent first, dying only after days without nutrients
+            if v.starved_h > p.starvation_quiescence_h:
+                spent = 1.0 - m.nutrient / p.nutrient_death_threshold
+                death += p.starvation_death_rate_per_h * spent
+        else:
+            v.starved_h = 0.0
 
         born = v.attached * (math.exp(r * h) - 1.0)
         died = v.attached * (1.0 - math.exp(-death * h))
         v.pd += r * h / math.log(2)
-        v.attached = min(capacity, v.attached + born - died)
+        v.attached = min(max(capacity, v.attached), v.attached + born - died)
         m.dead += died
 
-    def _digest(self, v: Vessel, h: float, activity: float, temperature: float) -> None:
+    def _digest(
+        self, v: Vessel, p: CultureParameters, h: float, activity: float, temperature: float
+    ) -> None:
         """Enzyme at work: cells lift off into the liquid, and some are killed."""
-        p = self.params
         speed = activity * min(1.0, max(0.1, (temperature - 20.0) / (OPTIMUM_C - 20.0)))
-        minutes = h * 60.0
-        lift = 1.0 - math.exp(-math.log(2) / p.detach_half_time_min * speed * minutes)
-        kill = 1.0 - math.exp(-p.enzyme_damage_per_min * speed * minutes)
+        dose = speed * h * 60.0  # enzyme-minutes at full strength and 37 C
+        before, after = v.enzyme_min, v.enzyme_min + dose
+        v.enzyme_min = after
+        k, scale = p.detach_shape, p.detach_time_min
+        lift = 1.0 - math.exp(-((after / scale) ** k - (before / scale) ** k))
+        kill = 1.0 - math.exp(-p.enzyme_damage_per_min * dose)
         m = v.medium
         lifted = v.attached * lift
         if lifted > 0:
             m.pd = (m.pd * m.viable + v.pd * lifted) / (m.viable + lifted)
+            m.donor = _majority(m.viable, m.donor, lifted, v.donor)
         v.attached -= lifted
         m.viable += lifted
         killed_attached, killed_floating = v.attached * kill, m.viable * kill
@@ -384,12 +681,19 @@ class CultureModel:
         return self._liquid_of(container).take(volume_uL)
 
     def deliver(self, container: str, liquid: Liquid) -> None:
-        """Liquid handler dispenses into ``container``; a first delivery of cells seeds it."""
+        """Liquid handler dispenses into ``container``; a first delivery of cells seeds it.
+
+        Deliveries of cells within the hour after the first are the same seeding: their
+        density sets the lag.
+        """
         self.sync()
         if container in self.vessels:
             v = self.vessels[container]
-            if liquid.viable > 0 and v.attached == 0 and v.medium.viable == 0:
-                v.seeded_at_s = self._t
+            if liquid.viable > 0:
+                if v.attached == 0 and v.medium.viable == 0:
+                    v.seeded_at_s, v.seeded_per_cm2 = self._t, 0.0
+                if v.seeded_at_s is not None and self._t - v.seeded_at_s <= SEEDING_WINDOW_S:
+                    v.seeded_per_cm2 += liquid.viable / v.area_cm2
         self._liquid_of(container).add(liquid)
 
     # --- what instruments and reports see ----------------------------------------
@@ -397,7 +701,9 @@ class CultureModel:
     def state(self, vessel: str) -> VesselState:
         self.sync()
         v = self.vessels[vessel]
-        capacity = self.params.confluent_density_per_cm2 * v.area_cm2
+        p = self.params.for_donor(v.donor)
+        density = p.confluent_density_at(v.pd)
+        length, width = p.cell_shape_um(v.pd)
         return VesselState(
             name=v.name,
             area_cm2=v.area_cm2,
@@ -406,12 +712,15 @@ class CultureModel:
             dead=v.medium.dead,
             medium_volume_uL=v.medium.volume_uL,
             nutrient=v.medium.nutrient,
-            confluence=min(1.0, v.attached / capacity),
+            confluence=min(1.0, v.attached / (density * v.area_cm2)),
             population_doublings=v.pd,
+            cell_length_um=length,
+            cell_width_um=width,
+            confluent_density_per_cm2=density,
+            donor=v.donor,
         )
 
     def liquid(self, container: str) -> Liquid:
         """A copy of what a non-vessel container holds now."""
         self.sync()
-        src = self._liquid_of(container)
-        return Liquid(src.volume_uL, src.viable, src.dead, src.nutrient, src.pd, src.enzyme)
+        return replace(self._liquid_of(container))

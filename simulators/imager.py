@@ -1,7 +1,8 @@
 """The simulated imager back end: brightfield fields rendered from the culture model.
 
 A PyLabRobot ``ImagerBackend``: each ``capture`` renders one field of the well
-(``simulators/brightfield.py``) at the well's true confluence and cell shape, and
+(``simulators/brightfield.py``) at the well's true confluence, with the cells the
+culture model says are there (their size changes with passage), and
 takes simulated time. The confluence estimator then measures these pictures as it
 would real ones.
 """
@@ -70,14 +71,15 @@ class SimulatedImagerBackend(ImagerBackend):
         if mode != ImagingMode.BRIGHTFIELD:
             raise NotImplementedError(f"{self.device}: only brightfield is simulated, not {mode}")
         well = plate.get_well((row, column))
-        confluence, pd = 0.0, 0.0
+        confluence, cell_um = 0.0, self.culture.params.cell_shape_um(0.0)
         if well.name in self.culture.vessels:
             state = self.culture.state(well.name)
-            confluence, pd = state.confluence, state.population_doublings
+            confluence = state.confluence
+            cell_um = (state.cell_length_um, state.cell_width_um)
         seed = int(self.rng.integers(2**63))  # drawn in call order: same fields on resume
         self.log.record(self.clock.now(), self.device, "capture", well=well.name)
         await self.clock.sleep(CAPTURE_S)
-        image, covered = await run_cpu(capture_field, confluence, pd, seed, self.optics)
+        image, covered = await run_cpu(capture_field, confluence, cell_um, seed, self.optics)
         self.last_truth = covered
         return ImagingResult(
             images=[image], exposure_time=FIXED_EXPOSURE_MS, focal_height=FIXED_FOCUS_MM

@@ -35,7 +35,7 @@ OPERATOR_CARRY_S = 30.0  # an operator carries a plate between the deck and the 
 def reagent_liquid(reagent: Reagent) -> Liquid:
     """What a reservoir of ``reagent`` holds, for the culture model (volume set on load)."""
     if reagent is Reagent.MEDIUM:
-        return Liquid(nutrient=1.0)
+        return Liquid(nutrient=1.0, serum=1.0)
     if reagent is Reagent.ENZYME:
         return Liquid(enzyme=1.0)
     return Liquid()
