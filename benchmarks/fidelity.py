@@ -188,7 +188,7 @@ def lag_days(density: float, pd: float, p: CultureParameters | None = None) -> f
             b.feed(w)
         b.at(day)
         points.append((day, math.log(b.model.state(w).attached_viable)))
-    rates = [(b2 - b1) / (a2 - a1) for (a1, b1), (a2, b2) in zip(points, points[1:])]
+    rates = [(b2 - b1) / (a2 - a1) for (a1, b1), (a2, b2) in zip(points, points[1:], strict=False)]
     i = max(range(len(rates)), key=rates.__getitem__)
     t, ln_n = (points[i][0] + points[i + 1][0]) / 2, (points[i][1] + points[i + 1][1]) / 2
     return t - (ln_n - math.log(n0)) / rates[i]
@@ -203,20 +203,65 @@ def growth_curve() -> list[Figure]:
     _grow_fed(b, w, 21)
     s = b.model.state(w)
     return [
-        Figure(e, "log-phase doubling time, P1 (1,000 cells/cm2, days 3-5)", td, "h", 30, 48,
-               "Bruder 1997; Banfi 2000; Wagner 2008"),
-        Figure(e, "days to 80 % confluence, P3, 3,500 cells/cm2", days_to_confluence(3500, P3_PD),
-               "d", 4, 8, "derived",
-               "2.2-3.5 doublings (K 2-5e4/cm2) at Td 30-48 h, plus about a day's lag"),
-        Figure(e, "density at confluence, early passage (21 d, fed)", s.attached_viable / AREA,
-               "cells/cm2", 2e4, 5e4, "Colter 2000; Sotiropoulou 2006"),
-        Figure(e, "viability, fed every 3 d (21 d)", 100 * s.viability, "%", 90, 100,
-               "derived", "background death about 2 %/day, dead cells removed at every feed"),
+        Figure(
+            e,
+            "log-phase doubling time, P1 (1,000 cells/cm2, days 3-5)",
+            td,
+            "h",
+            30,
+            48,
+            "Bruder 1997; Banfi 2000; Wagner 2008",
+        ),
+        Figure(
+            e,
+            "days to 80 % confluence, P3, 3,500 cells/cm2",
+            days_to_confluence(3500, P3_PD),
+            "d",
+            4,
+            8,
+            "derived",
+            "2.2-3.5 doublings (K 2-5e4/cm2) at Td 30-48 h, plus about a day's lag",
+        ),
+        Figure(
+            e,
+            "density at confluence, early passage (21 d, fed)",
+            s.attached_viable / AREA,
+            "cells/cm2",
+            2e4,
+            5e4,
+            "Colter 2000; Sotiropoulou 2006",
+        ),
+        Figure(
+            e,
+            "viability, fed every 3 d (21 d)",
+            100 * s.viability,
+            "%",
+            90,
+            100,
+            "derived",
+            "background death about 2 %/day, dead cells removed at every feed",
+        ),
         Figure(e, "lag at 2 cells/cm2", lag_days(2, 2), "d", 4, 6, "Colter 2000"),
-        Figure(e, "lag at 1e4 vs 1e3 cells/cm2", lag_days(1e4, 2) / lag_days(1e3, 2), "x",
-               0.1, 0.9, "Yazdizade", "denser plating, shorter lag"),
-        Figure(e, "lag at P8 vs P1 (3,500 cells/cm2)", lag_days(3500, 24) / lag_days(3500, 2),
-               "x", 1.1, 5, "Bruder 1997", "later passages grow slower from the start"),
+        Figure(
+            e,
+            "lag at 1e4 vs 1e3 cells/cm2",
+            lag_days(1e4, 2) / lag_days(1e3, 2),
+            "x",
+            0.1,
+            0.9,
+            "Yazdizade",
+            "denser plating, shorter lag",
+        ),
+        Figure(
+            e,
+            "lag at P8 vs P1 (3,500 cells/cm2)",
+            lag_days(3500, 24) / lag_days(3500, 2),
+            "x",
+            1.1,
+            5,
+            "Bruder 1997",
+            "later passages grow slower from the start",
+        ),
     ]
 
 
@@ -264,9 +309,7 @@ def serial_passage(
     when a passage recovers no more cells than were seeded.
     """
     density, every, threshold = (
-        (BONAB_SEEDING, BONAB_DAYS_PER_PASSAGE, 0.9)
-        if protocol == "bonab"
-        else (3000.0, 28.0, 0.8)
+        (BONAB_SEEDING, BONAB_DAYS_PER_PASSAGE, 0.9) if protocol == "bonab" else (3000.0, 28.0, 0.8)
     )
     b = Bench((p or CultureParameters()).model_copy(update={"vessel_variation_cv": 0.0}))
     run = SerialRun(protocol, donor)
@@ -302,16 +345,56 @@ def serial_passaging() -> tuple[list[Figure], SerialRun, SerialRun]:
     pd = [x.doublings for x in bonab.passages]
     tenth = bonab.passages[9] if len(bonab.passages) >= 10 else None
     figures = [
-        Figure(e, "doublings in passage 1 (100 cells/cm2, 13 d)", pd[0], "PD", 6.5, 9.0,
-               "Bonab 2006", "7.7 at P1; the abstract gives no spread: +/- 1.2 taken"),
-        Figure(e, "doublings in passage 10", pd[9] if tenth else -1, "PD", 0.5, 2.0,
-               "Bonab 2006", "1.2 at P10"),
-        Figure(e, "counted PD at senescence (Bonab protocol)", bonab.counted_pd, "PD", 34, 42,
-               "Bruder 1997", "38 +/- 4"),
-        Figure(e, "counted PD at senescence (campaign protocol)", camp.counted_pd, "PD", 34, 42,
-               "Bruder 1997", "38 +/- 4"),
-        Figure(e, "doublings per passage, campaign protocol, P1", camp.passages[0].doublings,
-               "PD", 2.5, 3.8, "derived", "log2(0.8 K / 3,000) less plating losses, K 4-5e4"),
+        Figure(
+            e,
+            "doublings in passage 1 (100 cells/cm2, 13 d)",
+            pd[0],
+            "PD",
+            6.5,
+            9.0,
+            "Bonab 2006",
+            "7.7 at P1; the abstract gives no spread: +/- 1.2 taken",
+        ),
+        Figure(
+            e,
+            "doublings in passage 10",
+            pd[9] if tenth else -1,
+            "PD",
+            0.5,
+            2.0,
+            "Bonab 2006",
+            "1.2 at P10",
+        ),
+        Figure(
+            e,
+            "counted PD at senescence (Bonab protocol)",
+            bonab.counted_pd,
+            "PD",
+            34,
+            42,
+            "Bruder 1997",
+            "38 +/- 4",
+        ),
+        Figure(
+            e,
+            "counted PD at senescence (campaign protocol)",
+            camp.counted_pd,
+            "PD",
+            34,
+            42,
+            "Bruder 1997",
+            "38 +/- 4",
+        ),
+        Figure(
+            e,
+            "doublings per passage, campaign protocol, P1",
+            camp.passages[0].doublings,
+            "PD",
+            2.5,
+            3.8,
+            "derived",
+            "log2(0.8 K / 3,000) less plating losses, K 4-5e4",
+        ),
     ]
     return figures, bonab, camp
 
@@ -319,7 +402,9 @@ def serial_passaging() -> tuple[list[Figure], SerialRun, SerialRun]:
 # --- feeding -------------------------------------------------------------------------------
 
 
-def feeding_loss(every_days: float, cycles: int = 4, ml_per_cm2: float = 0.1) -> tuple[float, float]:
+def feeding_loss(
+    every_days: float, cycles: int = 4, ml_per_cm2: float = 0.1
+) -> tuple[float, float]:
     """A confluent well fed every ``every_days``: mean share of cells lost per cycle, and
     the viability at the end."""
     b = Bench(CultureParameters(vessel_variation_cv=0.0))
@@ -347,15 +432,45 @@ def feeding() -> list[Figure]:
     e = "feeding intervals"
     loss3, viab3 = feeding_loss(3.0)
     return [
-        Figure(e, "confluent well, 0.1 mL/cm2 every 3 d: cells lost per cycle", 100 * loss3, "%",
-               0, 5, "Nuschke 2016", "twice-weekly feeding is normal practice"),
-        Figure(e, "confluent well, 0.1 mL/cm2 every 3 d: viability", 100 * viab3, "%", 90, 100,
-               "Nuschke 2016"),
-        Figure(e, "unfed dense well (0.1 mL/cm2), viability at day 6", 100 * unfed_viability(6),
-               "%", 70, 100, "Nuschke 2016", "no response to deprivation for about 96 h"),
-        Figure(e, "unfed dense well (0.1 mL/cm2), viability at day 12",
-               100 * unfed_viability(12), "%", 0, 70, "Nuschke 2016",
-               "starvation does kill, after the quiescent days"),
+        Figure(
+            e,
+            "confluent well, 0.1 mL/cm2 every 3 d: cells lost per cycle",
+            100 * loss3,
+            "%",
+            0,
+            5,
+            "Nuschke 2016",
+            "twice-weekly feeding is normal practice",
+        ),
+        Figure(
+            e,
+            "confluent well, 0.1 mL/cm2 every 3 d: viability",
+            100 * viab3,
+            "%",
+            90,
+            100,
+            "Nuschke 2016",
+        ),
+        Figure(
+            e,
+            "unfed dense well (0.1 mL/cm2), viability at day 6",
+            100 * unfed_viability(6),
+            "%",
+            70,
+            100,
+            "Nuschke 2016",
+            "no response to deprivation for about 96 h",
+        ),
+        Figure(
+            e,
+            "unfed dense well (0.1 mL/cm2), viability at day 12",
+            100 * unfed_viability(12),
+            "%",
+            0,
+            70,
+            "Nuschke 2016",
+            "starvation does kill, after the quiescent days",
+        ),
     ]
 
 
@@ -402,50 +517,128 @@ def enzyme_after_neutralising(volumes: float) -> float:
 def enzyme() -> list[Figure]:
     e = "enzyme time"
     return [
-        Figure(e, "lifted after 3 min at 37 C", 100 * detached_share(3), "%", 90, 100,
-               "Sekiya 2002", "most cells within 3-5 min"),
-        Figure(e, "lifted after 5 min at 37 C", 100 * detached_share(5), "%", 90, 100,
-               "Sekiya 2002", "0.25 % trypsin, 5 min at 37 C harvests the culture"),
-        Figure(e, "lifted after 2 min at 37 C", 100 * detached_share(2), "%", 40, 90,
-               "derived", "cells round up before they lift: not all gone at 2 min"),
-        Figure(e, "enzyme left after 2 volumes of medium", 100 * enzyme_after_neutralising(2),
-               "%", 0, 1, "Sekiya 2002", "protocols stop the enzyme with 2-3 volumes"),
-        Figure(e, "enzyme left after 3 volumes of medium", 100 * enzyme_after_neutralising(3),
-               "%", 0, 1, "Sekiya 2002"),
+        Figure(
+            e,
+            "lifted after 3 min at 37 C",
+            100 * detached_share(3),
+            "%",
+            90,
+            100,
+            "Sekiya 2002",
+            "most cells within 3-5 min",
+        ),
+        Figure(
+            e,
+            "lifted after 5 min at 37 C",
+            100 * detached_share(5),
+            "%",
+            90,
+            100,
+            "Sekiya 2002",
+            "0.25 % trypsin, 5 min at 37 C harvests the culture",
+        ),
+        Figure(
+            e,
+            "lifted after 2 min at 37 C",
+            100 * detached_share(2),
+            "%",
+            40,
+            90,
+            "derived",
+            "cells round up before they lift: not all gone at 2 min",
+        ),
+        Figure(
+            e,
+            "enzyme left after 2 volumes of medium",
+            100 * enzyme_after_neutralising(2),
+            "%",
+            0,
+            1,
+            "Sekiya 2002",
+            "protocols stop the enzyme with 2-3 volumes",
+        ),
+        Figure(
+            e,
+            "enzyme left after 3 volumes of medium",
+            100 * enzyme_after_neutralising(3),
+            "%",
+            0,
+            1,
+            "Sekiya 2002",
+        ),
     ]
 
 
 # --- donors --------------------------------------------------------------------------------
 
 
-def donors(n: int = 200) -> list[Figure]:
+def donors(n: int = 200, lifespans: int = 40) -> list[Figure]:
+    """Doubling times of ``n`` drawn donors, lifespans of ``lifespans`` of them."""
     e = "donors"
     base = CultureParameters()
     drawn = [base.for_donor(f"donor-{i:04d}") for i in range(n)]
     td = sorted(log_phase_doubling_h(2.0, d) for d in drawn)
-    lifespan = [serial_passage("bonab", f"donor-{i:04d}").counted_pd for i in range(40)]
+    lifespan = [serial_passage("bonab", f"donor-{i:04d}").counted_pd for i in range(lifespans)]
     a, b = serial_passage("bonab", "BM-A"), serial_passage("bonab", "BM-B")
     return [
-        Figure(e, "log-phase Td at P1 of 200 donors, 2.5th percentile", td[int(0.025 * n)], "h",
-               27, 33, "Bruder 1997; Banfi 2000; Wagner 2008", "early doubling times 30-48 h"),
-        Figure(e, "log-phase Td at P1 of 200 donors, 97.5th percentile", td[int(0.975 * n)],
-               "h", 44, 52, "Bruder 1997; Banfi 2000; Wagner 2008"),
-        Figure(e, "counted PD at senescence, mean of 40 donors", statistics.mean(lifespan), "PD",
-               34, 42, "Bruder 1997", "38 +/- 4"),
-        Figure(e, "counted PD at senescence, SD between 40 donors", statistics.stdev(lifespan),
-               "PD", 2.5, 5.5, "Bruder 1997", "38 +/- 4"),
-        Figure(e, "counted PD at senescence, donor BM-A vs BM-B",
-               abs(a.counted_pd - b.counted_pd), "PD", 0.5, 12, "Bruder 1997; DiGirolamo 1999",
-               f"BM-A {a.counted_pd:.1f}, BM-B {b.counted_pd:.1f}: donors differ"),
+        Figure(
+            e,
+            "log-phase Td at P1 of 200 donors, 2.5th percentile",
+            td[int(0.025 * n)],
+            "h",
+            27,
+            33,
+            "Bruder 1997; Banfi 2000; Wagner 2008",
+            "early doubling times 30-48 h",
+        ),
+        Figure(
+            e,
+            "log-phase Td at P1 of 200 donors, 97.5th percentile",
+            td[int(0.975 * n)],
+            "h",
+            44,
+            52,
+            "Bruder 1997; Banfi 2000; Wagner 2008",
+        ),
+        Figure(
+            e,
+            f"counted PD at senescence, mean of {lifespans} donors",
+            statistics.mean(lifespan),
+            "PD",
+            34,
+            42,
+            "Bruder 1997",
+            "38 +/- 4",
+        ),
+        Figure(
+            e,
+            f"counted PD at senescence, SD between {lifespans} donors",
+            statistics.stdev(lifespan),
+            "PD",
+            2.5,
+            5.5,
+            "Bruder 1997",
+            "38 +/- 4",
+        ),
+        Figure(
+            e,
+            "counted PD at senescence, donor BM-A vs BM-B",
+            abs(a.counted_pd - b.counted_pd),
+            "PD",
+            0.5,
+            12,
+            "Bruder 1997; DiGirolamo 1999",
+            f"BM-A {a.counted_pd:.1f}, BM-B {b.counted_pd:.1f}: donors differ",
+        ),
     ]
 
 
 # --- printing and the figure -----------------------------------------------------------------
 
 
-def all_figures() -> tuple[list[Figure], SerialRun, SerialRun]:
+def all_figures(lifespans: int = 40) -> tuple[list[Figure], SerialRun, SerialRun]:
     serial, bonab, camp = serial_passaging()
-    figures = growth_curve() + serial + feeding() + enzyme() + donors()
+    figures = growth_curve() + serial + feeding() + enzyme() + donors(lifespans=lifespans)
     return figures, bonab, camp
 
 
@@ -486,40 +679,50 @@ def plot(path: Path, bonab: SerialRun, camp: SerialRun) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [bonab] + [serial_passage("bonab", d) for d in ("BM-A", "BM-B", "BM-C")]
+    donor_runs = [serial_passage("bonab", d) for d in ("BM-A", "BM-B", "BM-C")]
+    colours = ["tab:green", "tab:purple", "tab:brown"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
     ax1.axhspan(34, 42, color="tab:orange", alpha=0.18, lw=0)
     ax1.text(3, 42.6, "Bruder 1997: 38 ± 4 PD at senescence", color="tab:orange", fontsize=9)
-    for r in runs:
+    days, pd = zip(*bonab.curve, strict=True)
+    ax1.plot(days, pd, "-o", ms=3, lw=2, color="black", label="reference donor")
+    for r, c in zip(donor_runs, colours, strict=True):
         days, pd = zip(*r.curve, strict=True)
-        ref = r.donor is None
-        ax1.plot(
-            days,
-            pd,
-            "-o" if ref else "--",
-            ms=3,
-            lw=2 if ref else 1.2,
-            color="black" if ref else None,
-            label="reference donor" if ref else f"donor {r.donor}",
-        )
+        ax1.plot(days, pd, "--", lw=1.2, color=c, label=f"donor {r.donor}")
     days, pd = zip(*camp.curve, strict=True)
-    ax1.plot(days, pd, ":", color="tab:blue", lw=1.5, label="campaign protocol (ref. donor)")
+    ax1.plot(
+        days,
+        pd,
+        ":",
+        color="tab:gray",
+        lw=1.8,
+        label="reference donor, campaign protocol\n(3,000 cells/cm², passaged at 80 %)",
+    )
     ax1.set_xlabel("days in culture")
-    ax1.set_ylabel("cumulative population doublings (counted)")
-    ax1.set_title("Serial passaging to senescence")
+    ax1.set_ylabel("cumulative population doublings, counted")
+    ax1.set_title("Serial passaging to senescence (100 cells/cm², every 13 d)", fontsize=10)
     ax1.set_ylim(0, 48)
     ax1.legend(fontsize=8, loc="lower right")
-    for r in runs:
-        ref = r.donor is None
+    xs = [x.number for x in bonab.passages if x.doublings > 0]
+    ys = [x.doublings for x in bonab.passages if x.doublings > 0]
+    ax2.plot(xs, ys, "-o", ms=3, lw=2, color="black", label="reference donor")
+    for r, c in zip(donor_runs, colours, strict=True):
         xs = [x.number for x in r.passages if x.doublings > 0]
         ys = [x.doublings for x in r.passages if x.doublings > 0]
-        ax2.plot(xs, ys, "-o" if ref else "--", ms=3, lw=2 if ref else 1.2,
-                 color="black" if ref else None)
-    ax2.errorbar([1, 10], [7.7, 1.2], yerr=[[1.2, 0.7], [1.3, 0.8]], fmt="s", ms=7,
-                 color="tab:orange", capsize=4, label="Bonab 2006: 7.7 at P1, 1.2 at P10")
+        ax2.plot(xs, ys, "--", lw=1.2, color=c, label=f"donor {r.donor}")
+    ax2.errorbar(
+        [1, 10],
+        [7.7, 1.2],
+        yerr=[[1.2, 0.7], [1.3, 0.8]],
+        fmt="s",
+        ms=7,
+        color="tab:orange",
+        capsize=4,
+        label="Bonab 2006: 7.7 at P1, 1.2 at P10\n(bars: the ranges tested)",
+    )
     ax2.set_xlabel("passage")
-    ax2.set_ylabel("population doublings in the passage")
-    ax2.set_title("Doublings per passage (100 cells/cm², 13 d)")
+    ax2.set_ylabel("population doublings in the passage, counted")
+    ax2.set_title("Doublings per passage", fontsize=10)
     ax2.set_xticks(range(1, 21, 2))
     ax2.legend(fontsize=8)
     fig.tight_layout()

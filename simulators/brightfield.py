@@ -62,40 +62,50 @@ def _stamp(a: float, b: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def render_field(
+def place_cells(
     confluence: float,
     cell_um: CellShape,
     rng: np.random.Generator,
     optics: FieldOptics | None = None,
-) -> tuple[np.ndarray, float]:
-    """One field: the image (float, 0-1) and the share of it covered by cells of
-    ``cell_um`` (length, width) size."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of ``cell_um`` (length, width) size covering ``confluence`` of a field.
+
+    Returns the label image (0 background, one label per cell) and the cells'
+    centres (row, column in pixels). Centres fall in and around the field, as in a
+    crop of a larger monolayer: cells cut by the field's edge come from both sides,
+    so the cells centred in the field are the culture's cells per area.
+    """
     o = optics or FieldOptics()
     n = o.size_px
     target = min(1.0, max(0.0, confluence))
     labels = np.zeros((n, n), dtype=np.int32)
     length, width = (d / o.um_per_px for d in cell_um)
+    margin = 0.6 * length  # the longest stamp's half-length
     goal_px = int(round(min(target, RANDOM_PLACEMENT_LIMIT) * n * n))
     covered_px = 0
     label = 0
+    centres: list[tuple[float, float]] = []
     while covered_px < goal_px:
-        label += 1
-        r0, c0 = rng.uniform(0, n), rng.uniform(0, n)
+        r0, c0 = rng.uniform(-margin, n + margin), rng.uniform(-margin, n + margin)
         dr, dc = _stamp(
             length / 2 * rng.uniform(0.8, 1.2),
             width / 2 * rng.uniform(0.8, 1.2),
             rng.uniform(0, math.pi),
         )
-        rr, cc = dr + int(r0), dc + int(c0)
+        rr, cc = dr + int(math.floor(r0)), dc + int(math.floor(c0))
         inside = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
         rr, cc = rr[inside], cc[inside]
         free = labels[rr, cc] == 0
         rr, cc = rr[free], cc[free]
+        if rr.size == 0:
+            continue
         room = goal_px - covered_px
         if rr.size > room:  # the last cell is smaller: its part nearest its centre
             keep = np.argsort((rr - r0) ** 2 + (cc - c0) ** 2)[:room]
             rr, cc = rr[keep], cc[keep]
+        label += 1
         labels[rr, cc] = label
+        centres.append((r0, c0))
         covered_px += rr.size
     covered = covered_px / (n * n)
     while covered < target - 0.5 / n**2:  # a monolayer spreads into its gaps
@@ -108,7 +118,20 @@ def render_field(
             fresh = rng.choice(fresh, size=need, replace=False)
         labels.flat[fresh] = grown.flat[fresh]
         covered = float((labels > 0).mean())
-    return _paint(labels, o, rng), covered
+    return labels, np.array(centres, dtype=float).reshape(-1, 2)
+
+
+def render_field(
+    confluence: float,
+    cell_um: CellShape,
+    rng: np.random.Generator,
+    optics: FieldOptics | None = None,
+) -> tuple[np.ndarray, float]:
+    """One field: the image (float, 0-1) and the share of it covered by cells of
+    ``cell_um`` (length, width) size."""
+    o = optics or FieldOptics()
+    labels, _ = place_cells(confluence, cell_um, rng, o)
+    return _paint(labels, o, rng), float((labels > 0).mean())
 
 
 @lru_cache(maxsize=16)

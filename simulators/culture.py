@@ -123,7 +123,9 @@ Environment = Callable[[float], float]
 """Temperature (C) a vessel experiences at a simulated time (s)."""
 
 
-def enzyme_activity(enzyme_share: float, serum_share: float = 0.0, inhibition: float = 0.5) -> float:
+def enzyme_activity(
+    enzyme_share: float, serum_share: float = 0.0, inhibition: float = 0.5
+) -> float:
     """Free detachment enzyme, as a share of its working strength.
 
     ``enzyme_share`` of the volume is enzyme solution and ``serum_share`` is
@@ -161,7 +163,7 @@ class CultureParameters(BaseModel):
         "Wagner 2008; 31 h gives 7.5 PD in a 13-day first passage (Bonab 2006: 7.7)",
     )
     pd_max: float = Field(
-        default=53.0,
+        default=55.0,
         gt=1,
         le=100,
         description="divisions at which division stops. Calibrated: the doublings a lab "
@@ -183,7 +185,9 @@ class CultureParameters(BaseModel):
         description="spindle length at PD 0; with the width, one cell per footprint gives "
         "4.6e4 cells/cm2 at confluence, inside 2-5e4 (Colter 2000, Sotiropoulou 2006)",
     )
-    young_cell_width_um: float = Field(default=22.0, gt=2, le=200, description="see length")
+    young_cell_width_um: float = Field(
+        default=22.0, gt=2, le=200, description="spindle width at PD 0: see the length"
+    )
     senescent_cell_length_um: float = Field(
         default=150.0,
         gt=10,
@@ -191,7 +195,9 @@ class CultureParameters(BaseModel):
         description="broad, flattened cells at PD_max (Bruder 1997; Whitfield 2013): about "
         "5x the young footprint, so about 9e3 cells/cm2 at confluence",
     )
-    senescent_cell_width_um: float = Field(default=90.0, gt=2, le=300, description="see length")
+    senescent_cell_width_um: float = Field(
+        default=90.0, gt=2, le=300, description="flattened cell width at PD_max: see the length"
+    )
     enlargement_shape: float = Field(
         default=2.0,
         ge=0.5,
@@ -215,7 +221,10 @@ class CultureParameters(BaseModel):
         "the counted doublings (Bruder 1997)",
     )
     attach_tau_h: float = Field(
-        default=1.5, gt=0, le=48, description="MSC attach within hours of plating"
+        default=1.5,
+        gt=0,
+        le=48,
+        description="MSC attach within hours of plating; no source: kept from model v1",
     )
     lag_tau_h: float = Field(
         default=16.0,
@@ -224,7 +233,9 @@ class CultureParameters(BaseModel):
         description="lag at the reference density and PD 0. Calibrated: 80 % confluence at "
         "P3 from 3,500 cells/cm2 in 4-8 days",
     )
-    lag_reference_density_per_cm2: float = Field(default=3500.0, gt=1, le=1e5)
+    lag_reference_density_per_cm2: float = Field(
+        default=3500.0, gt=1, le=1e5, description="the density lag_tau_h is given at"
+    )
     lag_density_exponent: float = Field(
         default=0.34,
         ge=0,
@@ -262,16 +273,34 @@ class CultureParameters(BaseModel):
         description="uptake of a quiescent cell relative to a dividing one. Calibrated: "
         "feeding 0.1 mL/cm2 every 3 days keeps a confluent well",
     )
-    nutrient_growth_threshold: float = Field(default=0.3, gt=0, le=1)
-    nutrient_death_threshold: float = Field(default=0.1, gt=0, le=1)
+    nutrient_growth_threshold: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="growth slows below this share of fresh medium (about 1.6 mM glucose); "
+        "no source: kept from model v1",
+    )
+    nutrient_death_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="below this the medium is spent and cells go quiescent; no source: "
+        "kept from model v1",
+    )
     starvation_quiescence_h: float = Field(
-        default=72.0,
+        default=96.0,
         ge=0,
         le=500,
         description="spent medium: days of quiescence before cells die; deprived "
         "confluent MSC showed no response for about 96 h (Nuschke 2016)",
     )
-    starvation_death_rate_per_h: float = Field(default=0.03, ge=0, le=1)
+    starvation_death_rate_per_h: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description="death after the quiescent days: most cells within 2-3 days, as "
+        "deprived MSC detached by the end of 144 h (Nuschke 2016)",
+    )
     # --- detachment
     detach_time_min: float = Field(
         default=1.6,
@@ -281,10 +310,18 @@ class CultureParameters(BaseModel):
         "shape, > 90 % of cells lift in 3-5 min (Sekiya 2002: 5 min at 37 C)",
     )
     detach_shape: float = Field(
-        default=2.0, ge=1, le=5, description="cells round up before they lift: sigmoid"
+        default=2.0,
+        ge=1,
+        le=5,
+        description="Weibull shape: cells round up before they lift, so few are off in the "
+        "first minute and most by 3 (Sekiya 2002: 5 min)",
     )
     enzyme_damage_per_min: float = Field(
-        default=0.004, ge=0, le=1, description="share of cells killed per minute of enzyme"
+        default=0.004,
+        ge=0,
+        le=1,
+        description="share of cells killed per minute of full-strength enzyme at 37 C: "
+        "2 % in a 5-minute harvest; no source: kept from model v1",
     )
     serum_inhibition: float = Field(
         default=0.5,
@@ -295,16 +332,30 @@ class CultureParameters(BaseModel):
     )
     # --- handling
     min_wet_uL_per_cm2: float = Field(
-        default=5.0, ge=0, le=100, description="less liquid than this and the monolayer dries"
+        default=5.0,
+        ge=0,
+        le=100,
+        description="less liquid than this and the monolayer dries; no source: kept from model v1",
     )
-    drying_death_rate_per_h: float = Field(default=3.0, ge=0, le=100)
-    heat_death_rate_per_h_per_C: float = Field(default=0.02, ge=0, le=1)
+    drying_death_rate_per_h: float = Field(
+        default=3.0, ge=0, le=100, description="a dry monolayer dies within the hour; no source"
+    )
+    heat_death_rate_per_h_per_C: float = Field(
+        default=0.02, ge=0, le=1, description="above 39 C; no source: kept from model v1"
+    )
     pipetting_cell_loss: float = Field(
-        default=0.01, ge=0, le=0.2, description="fraction of cells left in a tip per dispense"
+        default=0.01,
+        ge=0,
+        le=0.2,
+        description="fraction of cells left in a tip per dispense; no source: kept from model v1",
     )
     # --- variation
     vessel_variation_cv: float = Field(
-        default=0.05, ge=0, le=0.5, description="growth-rate spread between vessels of a donor"
+        default=0.05,
+        ge=0,
+        le=0.5,
+        description="growth-rate spread between vessels of one donor; no source: kept from "
+        "model v1",
     )
     donor_doubling_time_cv: float = Field(
         default=0.12,
@@ -384,7 +435,9 @@ def _donor(base: CultureParameters, donor: str) -> CultureParameters:
     )
 
 
-def _majority(cells_a: float, donor_a: str | None, cells_b: float, donor_b: str | None) -> str | None:
+def _majority(
+    cells_a: float, donor_a: str | None, cells_b: float, donor_b: str | None
+) -> str | None:
     """The donor of a mix of two cell populations: the one with more cells."""
     if cells_b > cells_a:
         return donor_b

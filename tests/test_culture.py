@@ -65,7 +65,7 @@ def test_doubling_time_lengthens_with_population_doublings() -> None:
 
 def test_senescent_cells_stop_growing() -> None:
     b = Bench(vessel_variation_cv=0.0)
-    b.seed("w", 2000, pd=40)
+    b.seed("w", 2000, pd=CultureParameters().pd_max)  # divisions, not the PD a lab counts
     seeded = b.model.state("w")
     b.days(6)
     b.feed("w")

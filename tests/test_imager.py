@@ -7,17 +7,20 @@ import pytest
 
 from devices.confluence import cell_mask, estimate_confluence
 from protocols import seeding
-from simulators.brightfield import FieldOptics, cell_shape_um, render_field
+from simulators.brightfield import FieldOptics, place_cells, render_field
+from simulators.culture import CultureParameters
 from tests.conftest import run
 from workcell.assembly.workcell import Workcell
 
+CELLS = CultureParameters()  # the reference donor's cells, from spindles to senescent
 
-@pytest.mark.parametrize("pd", [0.0, 6.0, 15.0, 25.0, 35.0])
+
+@pytest.mark.parametrize("pd", [0.0, 10.0, 25.0, 40.0, CELLS.pd_max])
 def test_estimator_within_5_points_from_0_to_100_percent(pd: float) -> None:
     rng = np.random.default_rng(int(pd) + 100)  # other fields than the calibration's
     errors = []
     for truth in np.linspace(0.0, 1.0, 21):
-        image, covered = render_field(truth, pd, rng)
+        image, covered = render_field(truth, CELLS.cell_shape_um(pd), rng)
         assert covered == pytest.approx(truth, abs=0.01)  # drawn at the true confluence
         errors.append(estimate_confluence(image) - truth)
     assert max(abs(e) for e in errors) < 0.05, [round(100 * e, 1) for e in errors]
@@ -25,26 +28,46 @@ def test_estimator_within_5_points_from_0_to_100_percent(pd: float) -> None:
 
 def test_empty_and_full_fields() -> None:
     rng = np.random.default_rng(7)
-    empty, _ = render_field(0.0, 0.0, rng)
-    full, _ = render_field(1.0, 0.0, rng)
+    empty, _ = render_field(0.0, CELLS.cell_shape_um(0), rng)
+    full, _ = render_field(1.0, CELLS.cell_shape_um(0), rng)
     assert estimate_confluence(empty) < 0.01
     assert estimate_confluence(full) > 0.97
     assert not cell_mask(empty).any()
 
 
 def test_cells_are_spindles_early_and_flattened_late() -> None:
-    early_len, early_width = cell_shape_um(0)
-    late_len, late_width = cell_shape_um(35)
+    early_len, early_width = CELLS.cell_shape_um(0)
+    late_len, late_width = CELLS.cell_shape_um(CELLS.pd_max)
     assert early_len / early_width > 5
     assert late_len / late_width < 2
     assert late_len * late_width > 4 * early_len * early_width
     rng = np.random.default_rng(3)
-    spindles, _ = render_field(0.2, 0, rng, FieldOptics(noise_sd=0.0))
-    flat, _ = render_field(0.2, 35, rng, FieldOptics(noise_sd=0.0))
+    spindles, _ = render_field(0.2, (early_len, early_width), rng, FieldOptics(noise_sd=0.0))
+    flat, _ = render_field(0.2, (late_len, late_width), rng, FieldOptics(noise_sd=0.0))
     # fewer, larger objects when cells are flattened
     from scipy import ndimage
 
     assert ndimage.label(cell_mask(spindles))[1] > ndimage.label(cell_mask(flat))[1]
+
+
+def test_the_imager_draws_as_many_cells_as_the_model_has() -> None:
+    """Sparse fields (5 %): the cells the imager draws centred in the field against the
+    model's cells per cm2 there, young and near senescence. The model's confluent density
+    and the imager's cell size are one description of the cells."""
+    optics = FieldOptics(size_px=512)
+    field_cm2 = (optics.size_px * optics.um_per_px) ** 2 / 1e8
+    n = optics.size_px
+    ratios = {}
+    for pd in (2.0, 50.0):
+        rng = np.random.default_rng(11)
+        drawn = 0
+        for _ in range(8):
+            _, centres = place_cells(0.05, CELLS.cell_shape_um(pd), rng, optics)
+            drawn += int(((centres >= 0) & (centres < n)).all(axis=1).sum())
+        expected = 8 * 0.05 * CELLS.confluent_density_at(pd) * field_cm2
+        ratios[pd] = drawn / expected
+        assert 0.85 < ratios[pd] < 1.15, (pd, drawn, expected)
+    assert CELLS.confluent_density_at(2.0) > 3 * CELLS.confluent_density_at(50.0)
 
 
 def test_estimator_refuses_colour_images() -> None:
