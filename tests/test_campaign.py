@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +20,10 @@ from protocols.campaign.engine import (
     Kind,
     PlateState,
     auto_approve,
+    cells_per_cm2_at_confluence,
     decide,
+    estimated_cells,
+    imaged_cells,
 )
 from tests.campaign_helpers import WORKCELL, child_env, histories, quick_config
 from tests.conftest import run
@@ -92,13 +96,29 @@ def test_a_vessel_cap_limits_children_and_destination_plates() -> None:
 
 
 def test_target_reached_means_harvest_after_an_operator_decision() -> None:
-    # 6 x 57.6 cm2 x 3e4/cm2 x 0.6 = 6.2e6 cells: over the target, under target x 1.3
-    plates = [_plate(f"plate_{i}", 0.6, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
+    # young cells, 4.6e4/cm2 at confluence: 6 x 57.6 cm2 x 4.6e4/cm2 x 0.4 = 6.4e6 cells,
+    # over the target 6e6, under target x 1.3; at 0.6, 9.6e6: harvest
+    assert cells_per_cm2_at_confluence(0) == pytest.approx(4.6e4, rel=0.02)
+    plates = [_plate(f"plate_{i}", 0.4, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
     assert decide(_view(10.0, plates), P, DECK).actions == []
-    plates = [_plate(f"plate_{i}", 0.8, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
+    plates = [_plate(f"plate_{i}", 0.6, fed=9, imaged=10) for i in (2, 4, 5, 6, 7, 8)]
     (a,) = decide(_view(10.0, plates), P, DECK).actions
     assert a.kind is Kind.HARVEST and a.needs_operator and not a.deviation
     assert len(a.plates) == 6
+
+
+def test_the_confluence_calibration_follows_the_cells_age() -> None:
+    """Late cells are larger: a confluent late-passage plate holds fewer cells (the model's
+    confluent density), and the PD reached within a passage is read from the image."""
+    young = cells_per_cm2_at_confluence(5)
+    old = cells_per_cm2_at_confluence(40)
+    assert 2e4 < young < 5e4 and old < 0.6 * young
+    cells, pd = imaged_cells(0.8, 9.5, 5.0, 3000 * 9.5)
+    assert pd == pytest.approx(5 + math.log2(0.8 * young * 9.5 / (3000 * 9.5)))
+    assert cells == pytest.approx(0.8 * cells_per_cm2_at_confluence(pd) * 9.5)
+    same = [_plate("plate_1", 0.5, fed=9, imaged=10)]
+    aged = [same[0].model_copy(update={"population_doublings": 40})]
+    assert estimated_cells(_view(10, aged), P) < 0.6 * estimated_cells(_view(10, same), P)
 
 
 def test_passage_limit_and_viability_floor_stop_with_a_deviation() -> None:

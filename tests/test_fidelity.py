@@ -12,7 +12,7 @@ from benchmarks.fidelity import Figure
 from protocols import seeding
 from simulators.culture import REFERENCES, CultureParameters
 from tests.conftest import run
-from workcell.workcell import Workcell
+from workcell.assembly.workcell import Workcell
 
 
 def _outside(figures: list[Figure]) -> list[str]:

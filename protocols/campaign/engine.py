@@ -14,7 +14,10 @@ Rules, in order, at each decision time:
 2. the last count's viability is below the floor: stop with a deviation;
 3. imaging is due for a plate (``image_every_days``): image it;
 4. the estimated total (confluence x cells per cm2 at confluence x area) reaches
-   the target: harvest everything (the operator approves first);
+   the target: harvest everything (the operator approves first). Cells per cm2 at
+   confluence come from the culture model (``cells_per_cm2_at_confluence``): MSC
+   flatten and grow larger with population doublings, so a confluent late-passage
+   plate holds fewer cells than an early one;
 5. a plate's mean confluence reaches the threshold: passage it into free plates,
    unless the passage limit or the deck's free plates say stop, which harvests
    with a deviation;
@@ -24,6 +27,7 @@ Rules, in order, at each decision time:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
 from protocols.detachment import DetachParams
+from simulators.culture import CultureParameters
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.batch import lineage
@@ -78,9 +83,6 @@ class CampaignParams(BaseModel):
     feed_every_days: float = Field(default=3.0, ge=0.5, le=7)
     image_every_days: float = Field(default=1.0, ge=0.25, le=7)
     confluence_threshold_percent: float = Field(default=80, ge=10, le=100)
-    cells_per_cm2_at_confluence: float = Field(
-        default=3.0e4, ge=1e3, le=2e5, description="calibration of the confluence estimate"
-    )
     passage_limit: int = Field(default=5, ge=1, le=20)
     viability_floor_percent: float = Field(default=70, ge=0, le=100)
     patient_weight_kg: float = Field(default=3.0, ge=1, le=250)
@@ -145,6 +147,35 @@ class PlateState(BaseModel):
     last_fed_s: float
     last_imaged_s: float
     confluence: float | None
+    population_doublings: float = Field(
+        default=0.0, description="cumulative PD of its cells now: counted, plus growth imaged"
+    )
+
+
+REFERENCE_CELLS = CultureParameters()
+
+
+def cells_per_cm2_at_confluence(population_doublings: float) -> float:
+    """The confluence estimate's calibration: viable MSC per cm2 of a confluent monolayer
+    after ``population_doublings``, from the culture model's reference donor (one cell per
+    cell footprint; footprints grow with PD, ``simulators/culture.py``)."""
+    return REFERENCE_CELLS.confluent_density_at(population_doublings)
+
+
+def imaged_cells(
+    confluence: float, area_cm2: float, pd_at_seeding: float, seeded_cells: float
+) -> tuple[float, float]:
+    """Cells a vessel (or plate) holds by its image, and the PD they have reached.
+
+    The PD since seeding is estimated from the image itself (log2 of cells now over cells
+    seeded), so the calibration follows the cells as they age within a passage.
+    """
+    cells = confluence * cells_per_cm2_at_confluence(pd_at_seeding) * area_cm2
+    pd = pd_at_seeding
+    if seeded_cells > 0 and cells > seeded_cells:
+        pd += math.log2(cells / seeded_cells)
+        cells = confluence * cells_per_cm2_at_confluence(pd) * area_cm2
+    return cells, pd
 
 
 class CampaignView(BaseModel):
@@ -175,6 +206,8 @@ def view(store: Store, now: datetime) -> CampaignView:
     for m in store.measurements(kind="confluence"):
         if m.vessel_id:
             conf[m.vessel_id] = (_s(m.time, t0), m.value)
+    seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
+    pd = lineage.population_doublings(store) if active else {}
     plates: dict[str, list] = {}
     for v in active:
         plates.setdefault(v.plate, []).append(v)
@@ -182,17 +215,23 @@ def view(store: Store, now: datetime) -> CampaignView:
     for name, vs in plates.items():
         created = max(_s(v.created_at, t0) for v in vs)
         imaged = [conf[v.id] for v in vs if v.id in conf and conf[v.id][0] >= created]
+        area = sum(v.area_cm2 for v in vs)
+        confluence = sum(c for _, c in imaged) / len(imaged) if len(imaged) == len(vs) else None
+        pd_now = sum(pd[v.id].at_seeding for v in vs if v.id in pd) / len(vs)
+        if confluence is not None:
+            _, pd_now = imaged_cells(
+                confluence, area, pd_now, sum(seeded.get(v.id, 0.0) for v in vs)
+            )
         states.append(
             PlateState(
                 plate=name,
                 vessels=[v.id for v in vs],
-                area_cm2=sum(v.area_cm2 for v in vs),
+                area_cm2=area,
                 passage=max(v.passage for v in vs),
                 last_fed_s=max([created, *(fed.get(v.id, created) for v in vs)]),
                 last_imaged_s=max([t for t, _ in imaged], default=created),
-                confluence=(
-                    sum(c for _, c in imaged) / len(imaged) if len(imaged) == len(vs) else None
-                ),
+                confluence=confluence,
+                population_doublings=pd_now,
             )
         )
     viab = store.measurements(kind="pool_viability")
@@ -559,8 +598,12 @@ class CampaignEngine:
 
 
 def estimated_cells(v: CampaignView, p: CampaignParams) -> float:
-    """Cells in culture as the last images say (confluence x calibrated density x area)."""
-    return sum((x.confluence or 0) * p.cells_per_cm2_at_confluence * x.area_cm2 for x in v.plates)
+    """Cells in culture as the last images say: confluence x cells per cm2 at confluence
+    (at the plate's PD) x area."""
+    return sum(
+        (x.confluence or 0) * cells_per_cm2_at_confluence(x.population_doublings) * x.area_cm2
+        for x in v.plates
+    )
 
 
 async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:

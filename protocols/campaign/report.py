@@ -22,7 +22,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from protocols.campaign.engine import DAY_S, CampaignParams, summarize, summary_rows  # noqa: E402
+from protocols.campaign.engine import (  # noqa: E402
+    DAY_S,
+    CampaignParams,
+    imaged_cells,
+    summarize,
+    summary_rows,
+)
 from workcell.batch.lineage import plate_groups, population_doublings  # noqa: E402
 from workcell.batch.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
 from workcell.store import STORE_FILE, Store  # noqa: E402
@@ -57,10 +63,14 @@ def figures(store: Store, params: CampaignParams) -> dict[str, str]:
     colour = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(plates)}
     out: dict[str, str] = {}
 
+    pds = population_doublings(store)
     fig, ax = plt.subplots(figsize=(8, 4))
     for v in vessels:
-        pts = [(_days(seeded[v.id].time, t0), seeded[v.id].value)] if v.id in seeded else []
-        pts += [(d, c * params.cells_per_cm2_at_confluence * area[v.id]) for d, c in conf[v.id]]
+        put_in = seeded[v.id].value if v.id in seeded else 0.0
+        pts = [(_days(seeded[v.id].time, t0), put_in)] if v.id in seeded else []
+        pts += [
+            (d, imaged_cells(c, area[v.id], pds[v.id].at_seeding, put_in)[0]) for d, c in conf[v.id]
+        ]
         if pts:
             ax.plot(*zip(*pts, strict=True), color=colour[v.plate], lw=0.8, alpha=0.8)
     for p in plates:
@@ -74,7 +84,6 @@ def figures(store: Store, params: CampaignParams) -> dict[str, str]:
     ax.legend(fontsize=7, ncol=2)
     out["growth"] = _png(fig)
 
-    pds = population_doublings(store)
     detached: dict[str, datetime] = {}
     for e in store.record.entries("vessel"):
         if e.kind == "vessel_state" and e.vessel_id:
@@ -157,11 +166,17 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><tr>{h}</tr>{body}</table>'
 
 
+# campaign parameters retired since a run folder may have been written: a report of an
+# older run reads past them (the confluence calibration now comes from the culture model)
+RETIRED_PARAMS = ("cells_per_cm2_at_confluence",)
+
+
 def render(store: Store, spec: ReleaseSpec | None = None) -> str:
     started = store.events("campaign_started")
-    params = (
-        CampaignParams.model_validate(started[0].data["params"]) if started else CampaignParams()
-    )
+    stored = dict(started[0].data["params"]) if started else {}
+    for name in RETIRED_PARAMS:
+        stored.pop(name, None)
+    params = CampaignParams.model_validate(stored)
     s = summarize(store, params)
     check = store.record.verify()
     figs = figures(store, params)
