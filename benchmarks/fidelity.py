@@ -145,8 +145,7 @@ def days_to_confluence(
     density: float, pd: float, threshold: float = 0.8, p: CultureParameters | None = None
 ) -> float:
     """Days from seeding until the culture's confluence reaches ``threshold`` (fed every 3 d)."""
-    b = Bench(p)
-    b.model.params = b.model.params.model_copy(update={"vessel_variation_cv": 0.0})
+    b = Bench((p or CultureParameters()).model_copy(update={"vessel_variation_cv": 0.0}))
     name = b.seed(density, pd)
     step = 0.05
     day = 0.0

@@ -74,6 +74,7 @@ HEAT_STRESS_C = 39.0
 UM2_PER_CM2 = 1e8
 SEEDING_WINDOW_S = 3600.0  # deliveries of cells this soon after the first are one seeding
 MAX_LAG_H = 400.0
+LN2 = math.log(2)
 
 REFERENCES: dict[str, str] = {
     "Bruder 1997": "Bruder SP, Jaiswal N, Haynesworth SE. Growth kinetics, self-renewal, and "
@@ -394,7 +395,17 @@ class CultureParameters(BaseModel):
 
     def confluent_density_at(self, pd: float) -> float:
         """Cells per cm2 at 100 % confluence: one cell per footprint."""
-        return UM2_PER_CM2 / self.cell_area_um2(pd)
+        age = pd / self.pd_max
+        age = 0.0 if age <= 0 else 1.0 if age >= 1 else age**self.enlargement_shape
+        length = (
+            self.young_cell_length_um
+            + (self.senescent_cell_length_um - self.young_cell_length_um) * age
+        )
+        width = (
+            self.young_cell_width_um
+            + (self.senescent_cell_width_um - self.young_cell_width_um) * age
+        )
+        return UM2_PER_CM2 / (math.pi / 4 * length * width)
 
     def lag_h(self, seeded_per_cm2: float, pd: float) -> float:
         """Lag after seeding at ``seeded_per_cm2`` with cells at ``pd`` (module docstring)."""
@@ -519,6 +530,7 @@ class Vessel:
     environment_name: str | None = None
     donor: str | None = None
     seeded_per_cm2: float = 0.0
+    lag_h: float | None = None  # set once the seeding is over
     starved_h: float = 0.0
     enzyme_min: float = 0.0
 
@@ -571,10 +583,15 @@ class CultureModel:
         self._t = now_s()
         self.vessels: dict[str, Vessel] = {}
         self.containers: dict[str, Liquid] = {}
+        self._donors: dict[str | None, CultureParameters] = {}
 
     def donor_params(self, donor: str | None) -> CultureParameters:
         """The parameters of a donor's cells (the reference donor's for ``None``)."""
-        return self.params.for_donor(donor)
+        return self._donors.get(donor) or self._donor_params(donor)
+
+    def _donor_params(self, donor: str | None) -> CultureParameters:
+        self._donors[donor] = self.params.for_donor(donor)
+        return self._donors[donor]
 
     # --- time -------------------------------------------------------------------
 
@@ -591,7 +608,7 @@ class CultureModel:
         m = v.medium
         if v.attached <= 0 and m.viable <= 0:
             return  # an emptied vessel (passaged, harvested): nothing left to change
-        p = self.params.for_donor(v.donor)
+        p = self._donors.get(v.donor) or self._donor_params(v.donor)
         h = dt_s / HOUR
         capacity = p.confluent_density_at(v.pd) * v.area_cm2
         covered = min(1.0, v.attached / capacity)
@@ -599,7 +616,7 @@ class CultureModel:
         room = 1.0 - covered**p.contact_inhibition_shape
 
         temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
-        activity = enzyme_activity(m.enzyme, m.serum, p.serum_inhibition)
+        activity = enzyme_activity(m.enzyme, m.serum, p.serum_inhibition) if m.enzyme else 0.0
         if activity > 0:
             self._digest(v, p, h, activity, temperature)
         else:
@@ -619,15 +636,13 @@ class CultureModel:
 
         if v.attached <= 0:
             return
-        nutrient_factor = min(1.0, m.nutrient / p.nutrient_growth_threshold)
-        lag = 1.0
-        if v.seeded_at_s is not None:
-            lag_h = p.lag_h(v.seeded_per_cm2, v.pd)
-            if lag_h > 0:
-                lag = 1.0 - math.exp(-(self._t - v.seeded_at_s) / HOUR / lag_h)
         td = p.doubling_time_at(v.pd)
-        dividing = lag * nutrient_factor * room * temperature_growth_factor(temperature)
-        r = 0.0 if math.isinf(td) else math.log(2) / td * v.growth_factor * dividing
+        dividing = min(1.0, m.nutrient / p.nutrient_growth_threshold) * room
+        if temperature != OPTIMUM_C:
+            dividing *= temperature_growth_factor(temperature)
+        if v.seeded_at_s is not None:
+            dividing *= self._lag(v, p)
+        r = 0.0 if math.isinf(td) else LN2 / td * v.growth_factor * dividing
 
         # nutrients, in fresh-medium equivalents: dividing cells at the full rate,
         # quiescent ones at a share of it
@@ -653,9 +668,22 @@ class CultureModel:
 
         born = v.attached * (math.exp(r * h) - 1.0)
         died = v.attached * (1.0 - math.exp(-death * h))
-        v.pd += r * h / math.log(2)
+        v.pd += r * h / LN2
         v.attached = min(max(capacity, v.attached), v.attached + born - died)
         m.dead += died
+
+    def _lag(self, v: Vessel, p: CultureParameters) -> float:
+        """Growth ramping up after seeding; the lag is fixed once the seeding is over."""
+        assert v.seeded_at_s is not None
+        age_h = (self._t - v.seeded_at_s) / HOUR
+        lag_h = v.lag_h
+        if lag_h is None:
+            lag_h = p.lag_h(v.seeded_per_cm2, v.pd)
+            if age_h * HOUR > SEEDING_WINDOW_S:
+                v.lag_h = lag_h
+        if lag_h <= 0 or age_h > 40 * lag_h:
+            return 1.0
+        return 1.0 - math.exp(-age_h / lag_h)
 
     def _digest(
         self, v: Vessel, p: CultureParameters, h: float, activity: float, temperature: float
@@ -744,7 +772,7 @@ class CultureModel:
             v = self.vessels[container]
             if liquid.viable > 0:
                 if v.attached == 0 and v.medium.viable == 0:
-                    v.seeded_at_s, v.seeded_per_cm2 = self._t, 0.0
+                    v.seeded_at_s, v.seeded_per_cm2, v.lag_h = self._t, 0.0, None
                 if v.seeded_at_s is not None and self._t - v.seeded_at_s <= SEEDING_WINDOW_S:
                     v.seeded_per_cm2 += liquid.viable / v.area_cm2
         self._liquid_of(container).add(liquid)
@@ -754,7 +782,7 @@ class CultureModel:
     def state(self, vessel: str) -> VesselState:
         self.sync()
         v = self.vessels[vessel]
-        p = self.params.for_donor(v.donor)
+        p = self.donor_params(v.donor)
         density = p.confluent_density_at(v.pd)
         length, width = p.cell_shape_um(v.pd)
         return VesselState(
