@@ -44,22 +44,30 @@ STAMP_STEP_PX = 0.5  # semi-axes quantised to half a pixel
 STAMP_ANGLES = 90  # orientations quantised to 2 degrees
 
 
+Stamp = tuple[np.ndarray, np.ndarray, int, int, int, int]
+"""A cell's pixel offsets (rows, columns) and their extent: row min/max, column min/max."""
+
+
 @lru_cache(maxsize=8192)
-def _stamp_cached(a2: int, b2: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _stamp_cached(a2: int, b2: int, k: int) -> Stamp:
     """Pixel offsets of a filled ellipse around the origin (semi-axes a2/2, b2/2 px)."""
     a, b = a2 * STAMP_STEP_PX, b2 * STAMP_STEP_PX
     theta = k * math.pi / STAMP_ANGLES
     rr, cc = draw.ellipse(0.0, 0.0, a, b, rotation=theta)
-    return rr.astype(np.intp), cc.astype(np.intp)
+    rr, cc = rr.astype(np.intp), cc.astype(np.intp)
+    return rr, cc, int(rr.min()), int(rr.max()), int(cc.min()), int(cc.max())
 
 
-def _stamp(a: float, b: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
+def _stamp(a: float, b: float, theta: float) -> Stamp:
     """A cell's shape, from a cache: drawing each ellipse afresh was half a field's time."""
     return _stamp_cached(
         max(1, round(a / STAMP_STEP_PX)),
         max(1, round(b / STAMP_STEP_PX)),
         round(theta / math.pi * STAMP_ANGLES) % STAMP_ANGLES,
     )
+
+
+DRAWS_PER_BATCH = 256
 
 
 def place_cells(
@@ -79,34 +87,45 @@ def place_cells(
     n = o.size_px
     target = min(1.0, max(0.0, confluence))
     labels = np.zeros((n, n), dtype=np.int32)
+    flat = labels.reshape(-1)  # a view: cells are written through flat pixel indices
     length, width = (d / o.um_per_px for d in cell_um)
     margin = 0.6 * length  # the longest stamp's half-length
     goal_px = int(round(min(target, RANDOM_PLACEMENT_LIMIT) * n * n))
     covered_px = 0
     label = 0
     centres: list[tuple[float, float]] = []
+    draws = np.empty((0, 5))
+    i = 0
+    span = n + 2 * margin
     while covered_px < goal_px:
-        r0, c0 = rng.uniform(-margin, n + margin), rng.uniform(-margin, n + margin)
-        dr, dc = _stamp(
-            length / 2 * rng.uniform(0.8, 1.2),
-            width / 2 * rng.uniform(0.8, 1.2),
-            rng.uniform(0, math.pi),
+        if i == len(draws):  # random numbers in batches: one call per cell was slow
+            draws, i = rng.random((DRAWS_PER_BATCH, 5)), 0
+        u = draws[i]
+        i += 1
+        r0, c0 = u[0] * span - margin, u[1] * span - margin
+        dr, dc, rmin, rmax, cmin, cmax = _stamp(
+            length / 2 * (0.8 + 0.4 * u[2]), width / 2 * (0.8 + 0.4 * u[3]), u[4] * math.pi
         )
-        rr, cc = dr + int(math.floor(r0)), dc + int(math.floor(c0))
-        inside = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
-        rr, cc = rr[inside], cc[inside]
-        free = labels[rr, cc] == 0
-        rr, cc = rr[free], cc[free]
-        if rr.size == 0:
+        r, c = math.floor(r0), math.floor(c0)
+        if r + rmax < 0 or r + rmin >= n or c + cmax < 0 or c + cmin >= n:
+            continue  # centred in the margin, and not reaching into the field
+        if r + rmin < 0 or r + rmax >= n or c + cmin < 0 or c + cmax >= n:
+            rr, cc = dr + r, dc + c  # cut by the field's edge
+            inside = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+            idx = rr[inside] * n + cc[inside]
+        else:
+            idx = dr * n + dc + (r * n + c)
+        idx = idx[flat[idx] == 0]
+        if idx.size == 0:
             continue
         room = goal_px - covered_px
-        if rr.size > room:  # the last cell is smaller: its part nearest its centre
-            keep = np.argsort((rr - r0) ** 2 + (cc - c0) ** 2)[:room]
-            rr, cc = rr[keep], cc[keep]
+        if idx.size > room:  # the last cell is smaller: its part nearest its centre
+            keep = np.argsort((idx // n - r0) ** 2 + (idx % n - c0) ** 2)[:room]
+            idx = idx[keep]
         label += 1
-        labels[rr, cc] = label
+        flat[idx] = label
         centres.append((r0, c0))
-        covered_px += rr.size
+        covered_px += idx.size
     covered = covered_px / (n * n)
     while covered < target - 0.5 / n**2:  # a monolayer spreads into its gaps
         grown = ndimage.grey_dilation(labels, size=3)
@@ -153,11 +172,20 @@ def cell_borders(labels: np.ndarray) -> np.ndarray:
     return differs & (labels > 0)
 
 
+@lru_cache(maxsize=4)
+def _texture(n: int) -> np.ndarray:
+    """Cytoplasm texture (smoothed noise, unit SD) twice a field's size: each field takes a
+    random crop of it, which spares a noise image and a filter per field."""
+    rng = np.random.default_rng(0x7E57)
+    texture = ndimage.gaussian_filter(rng.standard_normal((2 * n, 2 * n), dtype=np.float32), 1.2)
+    return texture / (texture.std() or 1.0)
+
+
 def _paint(labels: np.ndarray, o: FieldOptics, rng: np.random.Generator) -> np.ndarray:
     n = labels.shape[0]
     cells = labels > 0
-    texture = ndimage.gaussian_filter(rng.standard_normal((n, n), dtype=np.float32), 1.2)
-    texture /= texture.std() or 1.0
+    r, c = rng.integers(0, n, size=2)
+    texture = _texture(n)[r : r + n, c : c + n]
     image = np.full((n, n), o.background, dtype=np.float32)
     image[cells] += -0.05 + TEXTURE * texture[cells]
     image[cell_borders(labels)] += 0.08

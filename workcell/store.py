@@ -299,10 +299,13 @@ class Store:
         with self._tx():
             self.record.append("device", action, device, time, None, detail)
 
-    def events(self, kind: str | None = None) -> list[Event]:
+    def events(self, kind: str | tuple[str, ...] | None = None) -> list[Event]:
+        """Events in the order they were written; of one kind, or of any of several."""
         sql, args = "SELECT time, kind, actor, vessel_id, data FROM events", tuple[str, ...]()
-        if kind is not None:
+        if isinstance(kind, str):
             sql, args = sql + " WHERE kind = ?", (kind,)
+        elif kind is not None:
+            sql, args = sql + f" WHERE kind IN ({', '.join('?' * len(kind))})", kind
         rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [
             Event(

@@ -34,7 +34,7 @@ def population_doublings(store: Store) -> dict[str, VesselPD]:
     volumes = {m.time: m.value for m in store.measurements(kind="pool_volume")}
     increments: dict[str, float] = {}
     pending: dict[str, list[str]] = {}
-    for e in store.events():
+    for e in store.events(("pooled", "counted")):  # in order: a pool's count follows it
         if e.kind == "pooled":
             pending.setdefault(e.data["pool"], []).extend(e.data["vessels"])
         elif e.kind == "counted" and e.data.get("pool") in pending:
