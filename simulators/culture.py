@@ -4,7 +4,8 @@ Per vessel the model holds adherent viable cells, the medium (with floating viab
 and dead cells and what is left of its nutrients) and the growth area. It moves
 through simulated time in steps of at most half an hour:
 
-* **attachment**: seeded cells attach with a plating efficiency over a few hours;
+* **attachment**: seeded cells attach with a plating efficiency over a few hours
+  at 37 C (not at room temperature: cells resuspended on the deck stay afloat);
   those that do not attach die in suspension (anoikis);
 * **lag** after seeding: growth ramps up as ``1 - exp(-age / lag)``. The lag is
   longer the sparser the seeding (about 5 days at 1.5-3 cells/cm2, under a day at
@@ -225,7 +226,8 @@ class CultureParameters(BaseModel):
         default=1.5,
         gt=0,
         le=48,
-        description="MSC attach within hours of plating; no source: kept from model v1",
+        description="MSC attach within hours of plating at 37 C, and (as growth) not below "
+        "30 C; no source: kept from model v1",
     )
     lag_tau_h: float = Field(
         default=16.0,
@@ -304,7 +306,7 @@ class CultureParameters(BaseModel):
     )
     # --- detachment
     detach_time_min: float = Field(
-        default=1.6,
+        default=1.5,
         gt=0,
         le=60,
         description="Weibull scale, in minutes of full-strength enzyme at 37 C; with the "
@@ -622,9 +624,11 @@ class CultureModel:
         else:
             v.enzyme_min = 0.0
 
-        # attachment of floating viable cells, and anoikis of the rest
-        if m.viable > 0 and activity == 0:
-            settle = 1.0 - math.exp(-h / p.attach_tau_h)
+        # attachment of floating viable cells, and anoikis of the rest; both need a
+        # warm plate (cells in a tube or on the deck at room temperature wait)
+        warm = 1.0 if temperature == OPTIMUM_C else temperature_growth_factor(temperature)
+        if m.viable > 0 and activity == 0 and warm > 0:
+            settle = 1.0 - math.exp(-h * warm / p.attach_tau_h)
             settling = m.viable * settle
             attaching = settling * p.plating_efficiency * room
             if attaching > 0:
