@@ -9,7 +9,8 @@ through simulated time in steps of at most half an hour:
   those that do not attach die in suspension (anoikis);
 * **lag** after seeding: growth ramps up as ``1 - exp(-age / lag)``. The lag is
   longer the sparser the seeding (about 5 days at 1.5-3 cells/cm2, under a day at
-  confluent densities) and, counted in doubling times, longer for older cells;
+  confluent densities) and longer for older cells (as the square root of their
+  doubling time); it is fixed once the seeding is over;
 * **contact inhibition**: generalised logistic growth, ``1 - (N/K)^theta``, toward a
   confluent density ``K``; MSC keep growing fast until close to confluence;
 * **cell size and confluent density**: cells are slender spindles when young and
@@ -32,8 +33,8 @@ through simulated time in steps of at most half an hour:
   at first, then most cells within 3-5 minutes; much slower at room temperature),
   and it kills a small share of cells per minute of exposure. Serum-containing
   medium neutralises the enzyme (``serum_inhibition`` volumes of enzyme per volume
-  of medium), so 2-3 volumes of medium stop it. Lifted cells re-attach (or die)
-  over hours if they are left in the vessel;
+  of medium), so 2-3 volumes of medium stop it. Lifted cells left in a warm
+  vessel re-attach (or die) over hours;
 * **drying**: a monolayer left under less than ``min_wet_uL_per_cm2`` of liquid
   dies within the hour, which is why aspiration leaves a residual;
 * **temperature**: each vessel sits in an environment (an incubator chamber, or
