@@ -94,7 +94,7 @@ class CounterInstrument:
             sample=self.sample_name,
             total_per_mL=total,
             viable_per_mL=viable,
-            viability_percent=100.0 * viable / total,
+            viability_percent=min(100.0, 100.0 * viable / total),  # 100*v/v can round up
             mean_diameter_um=float(self.rng.normal(MSC_DIAMETER_UM, 0.5)),
         )
         return self.seq

@@ -159,11 +159,12 @@ class CultureParameters(BaseModel):
 
     # --- growth and senescence
     doubling_time_h: float = Field(
-        default=31.0,
+        default=30.0,
         gt=5,
         le=500,
-        description="Td of young cells (PD 0). 30-48 h early: Bruder 1997, Banfi 2000, "
-        "Wagner 2008; 31 h gives 7.5 PD in a 13-day first passage (Bonab 2006: 7.7)",
+        description="Td of young cells (PD 0); about 35 h measured at P1 with the lag. "
+        "30-48 h early: Bruder 1997, Banfi 2000, Wagner 2008; 30 h gives 7.3 PD in a "
+        "13-day first passage (Bonab 2006: 7.7)",
     )
     pd_max: float = Field(
         default=55.0,
@@ -365,8 +366,9 @@ class CultureParameters(BaseModel):
         default=0.12,
         ge=0,
         le=1,
-        description="log-normal spread of Td0 between donors: 95 % of donors at 30-48 h "
-        "(Bruder 1997, Banfi 2000, Wagner 2008)",
+        description="log-normal spread of Td0 between donors: the middle 95 % of donors "
+        "span a factor of 1.6, as the published 30-48 h (Bruder 1997, Banfi 2000, "
+        "Wagner 2008)",
     )
     donor_pd_max_sd: float = Field(
         default=4.0,

@@ -131,6 +131,8 @@ async def measure(config: WorkcellConfig | None = None, grow_days: float = 7.0) 
         for kind, plates, dests in CASES:
             if kind is Kind.IMAGE and samples[-1].kind != "image":
                 await wc.clock.sleep(grow_days * DAY_S)  # let the seeded plates grow
+            if kind is Kind.HARVEST and samples[-1].kind == "passage":
+                await wc.clock.sleep(DAY_S)  # let the children attach: fresh ones float
             session.wc.devices_free_hook = gap
             cuts.clear()
             t0, n0 = wc.clock.elapsed(), len(wc.log)
