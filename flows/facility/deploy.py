@@ -80,7 +80,7 @@ async def register(
     defaults = {"config": str(config_path.resolve()), "run_dir": str(folder)}
     ids = {}
     for operation, f in flows_by_operation().items():
-        dep = f.to_deployment(
+        dep = await f.ato_deployment(
             name=deployment_name(operation, cfg),
             parameters=defaults,
             tags=["msc-workcell", cfg.name],

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from prefect.client.orchestration import PrefectClient
 from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 
 from workcell.assembly.config import WorkcellConfig
 
@@ -26,7 +27,10 @@ async def ensure_limits(client: PrefectClient, cfg: WorkcellConfig) -> list[str]
     """Create (or set to 1) the limit of each of the workcell's shared devices."""
     names = sorted(set(cfg.shared_devices.values()))
     for name in names:
-        await client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        try:
+            await client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        except ObjectAlreadyExists:  # another workcell's worker made it a moment ago
+            await client.upsert_global_concurrency_limit_by_name(name, limit=1)
     return names
 
 

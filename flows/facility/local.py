@@ -1,0 +1,91 @@
+"""A whole facility on this computer, for tests, benchmarks and trying it out.
+
+``local_facility`` runs a throw-away PostgreSQL cluster and a Prefect server on it;
+``write_workcell_config`` writes a simulated workcell's config under a name;
+``start_worker`` runs ``workcell worker`` for it as a child process. Everything
+started here ends when the caller leaves the ``with`` block, or dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.facility.children import die_with_parent
+from flows.facility.postgres import PostgresCluster
+from flows.facility.server import PrefectServer
+from workcell.assembly.config import DEFAULT_CONFIG
+
+WORKCELL = str(Path(sys.executable).parent / "workcell")
+
+
+@contextlib.contextmanager
+def local_facility(home: Path) -> Iterator[PrefectServer]:
+    """PostgreSQL (throw-away) and a Prefect server on it; yields the server."""
+    with PostgresCluster() as pg, PrefectServer(pg.url, home / "prefect-home") as server:
+        yield server
+
+
+def write_workcell_config(
+    folder: Path,
+    name: str,
+    shared: dict[str, str] | None = None,
+    start: str | None = None,
+    fields_per_well: int = 1,
+) -> Path:
+    """The embedded simulated workcell under another name, with shared devices."""
+    data: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    data["name"] = name
+    data["devices"]["imager"]["fields_per_well"] = fields_per_well
+    if start:
+        data["clock"]["start"] = start
+    if shared:
+        data["shared_devices"] = shared
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def worker_env(server: PrefectServer, lock_dir: Path, poll_s: float = 1.0) -> dict[str, str]:
+    return (
+        dict(os.environ)
+        | server.env()
+        | {
+            "PREFECT_WORKER_QUERY_SECONDS": str(poll_s),
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "WORKCELL_LOCK_DIR": str(lock_dir),
+        }
+    )
+
+
+def start_worker(
+    config: Path, run_dir: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """``workcell worker`` as a child (its flow runs are its children in turn)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [WORKCELL, "worker", "--config", str(config), "--run-dir", str(run_dir)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
