@@ -26,13 +26,26 @@ from flows.facility.server import PrefectServer
 from workcell.assembly.config import DEFAULT_CONFIG
 
 WORKCELL = str(Path(sys.executable).parent / "workcell")
+# Server settings for simulated workcells, whose steps take a second, not minutes: a
+# step waiting for a shared device asks again within a second (Prefect caps its
+# advice at 30 s), and a dead holder's expired lease is taken back within 2 s of
+# expiring (Prefect looks every 15 s).
+QUICK = {
+    "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+}
 
 
 @contextlib.contextmanager
-def local_facility(home: Path) -> Iterator[PrefectServer]:
+def local_facility(home: Path, settings: dict[str, str] | None = None) -> Iterator[PrefectServer]:
     """PostgreSQL (throw-away) and a Prefect server on it; yields the server."""
-    with PostgresCluster() as pg, PrefectServer(pg.url, home / "prefect-home") as server:
-        yield server
+    server = PrefectServer(
+        "", home / "prefect-home", settings=QUICK if settings is None else settings
+    )
+    with PostgresCluster() as pg:
+        server.db_url = pg.url
+        with server:
+            yield server
 
 
 def write_workcell_config(

@@ -44,6 +44,7 @@ class PrefectServer:
     home: Path
     port: int = 0
     ui: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # more PREFECT_* for the server
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -64,6 +65,7 @@ class PrefectServer:
             "PREFECT_UI_ENABLED": "true" if self.ui else "false",
             "PREFECT_UI_API_URL": self.api_url,
         }
+        env |= self.settings
         log = open(self.home / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
