@@ -51,7 +51,8 @@ SEED = {
 @pytest.fixture(scope="module")
 def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("facility")
-    with local_facility(home) as server:
+    with local_facility(home) as fac:
+        server = fac.server
         env = worker_env(server, home / "locks")
         configs = {n: write_workcell_config(home, n, SHARED, START.isoformat()) for n in WORKCELLS}
         workers = {

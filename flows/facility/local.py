@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,22 @@ QUICK = {
 }
 
 
+@dataclass
+class Facility:
+    pg: PostgresCluster
+    server: PrefectServer
+
+
 @contextlib.contextmanager
-def local_facility(home: Path, settings: dict[str, str] | None = None) -> Iterator[PrefectServer]:
-    """PostgreSQL (throw-away) and a Prefect server on it; yields the server."""
+def local_facility(home: Path, settings: dict[str, str] | None = None) -> Iterator[Facility]:
+    """PostgreSQL (throw-away) and a Prefect server on it."""
     server = PrefectServer(
         "", home / "prefect-home", settings=QUICK if settings is None else settings
     )
     with PostgresCluster() as pg:
         server.db_url = pg.url
         with server:
-            yield server
+            yield Facility(pg, server)
 
 
 def write_workcell_config(
@@ -76,6 +83,7 @@ def worker_env(server: PrefectServer, lock_dir: Path, poll_s: float = 1.0) -> di
             "PREFECT_WORKER_QUERY_SECONDS": str(poll_s),
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "WORKCELL_LOCK_DIR": str(lock_dir),
+            "WORKCELL_CPU_WORKERS": os.environ.get("WORKCELL_CPU_WORKERS", "0"),  # in-process
         }
     )
 
