@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -253,6 +254,7 @@ async def _run_size(
     lat = sorted(latencies)
     return {
         "n": n,
+        "load": os.getloadavg()[0],
         "wall_s": wall,
         "flow_runs": len(runs),
         "flow_runs_per_min": 60 * len(runs) / wall,
@@ -271,9 +273,12 @@ async def _run_size(
 
 def run_size(n: int, shared: bool, say: Any) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"facility-bench-{n}-"))
-    with local_facility(home) as fac:
-        assert fac.server.proc is not None and fac.pg.proc is not None
-        return asyncio.run(_run_size(n, home, fac.server, fac.pg.proc.pid, shared, say))
+    try:
+        with local_facility(home) as fac:
+            assert fac.server.proc is not None and fac.pg.proc is not None
+            return asyncio.run(_run_size(n, home, fac.server, fac.pg.proc.pid, shared, say))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # --- memory against campaign length ---------------------------------------------------
@@ -348,8 +353,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores")
     if args.lengths:
         home = Path(tempfile.mkdtemp(prefix="facility-lengths-"))
-        with local_facility(home) as fac:
-            rows = asyncio.run(_lengths(home, fac.server, say))
+        try:
+            with local_facility(home) as fac:
+                rows = asyncio.run(_lengths(home, fac.server, say))
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
         print("| campaign | steps | largest campaign process, PSS MiB |")
         print("|---|---|---|")
         for label, mib, steps in rows:
@@ -359,9 +367,9 @@ def main() -> None:
         "| N | wall s | flow runs | run s (median) | flow runs/min | tasks/min "
         "| state change ms (median / p95) "
         "| CPU, cores: server / postgres / workers | PSS MiB: server / postgres / workers "
-        "(per workcell) |"
+        "(per workcell) | load (1 min) at end |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.n or [1, 2, 5, 10, 20]:
         r = run_size(n, not args.no_shared, say)
         c, m = r["cpu"], r["mem_mib"]
@@ -371,7 +379,7 @@ def main() -> None:
             f"| {r['tasks_per_min']:.0f} | {r['lat_median_ms']:.0f} / {r['lat_p95_ms']:.0f} "
             f"| {c['server']:.2f} / {c['postgres']:.2f} / {c['workers']:.2f} "
             f"| {m['server']:.0f} / {m['postgres']:.0f} / {m['workers']:.0f} "
-            f"({m['workers'] / n:.0f}) |",
+            f"({m['workers'] / n:.0f}) | {r['load']:.1f} |",
             flush=True,
         )
 

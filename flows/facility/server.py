@@ -44,6 +44,7 @@ class PrefectServer:
     home: Path
     port: int = 0
     ui: bool = False
+    host: str = "127.0.0.1"  # where the API listens; clients on this computer use 127.0.0.1
     settings: dict[str, str] = field(default_factory=dict)  # more PREFECT_* for the server
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -60,7 +61,7 @@ class PrefectServer:
         env = dict(os.environ) | self.env()
         env |= {
             "PREFECT_API_DATABASE_CONNECTION_URL": self.db_url,
-            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_HOST": self.host,
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_UI_ENABLED": "true" if self.ui else "false",
             "PREFECT_UI_API_URL": self.api_url,
@@ -68,7 +69,7 @@ class PrefectServer:
         env |= self.settings
         log = open(self.home / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            [PREFECT, "server", "start", "--host", self.host, "--port", str(self.port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

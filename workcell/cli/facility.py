@@ -70,6 +70,9 @@ def facility_up(
     port: Annotated[int, typer.Option(help="the Prefect API and UI port")] = 4200,
     db_port: Annotated[int, typer.Option(help="PostgreSQL's port (0: any free one)")] = 0,
     ui: Annotated[bool, typer.Option(help="serve the Prefect UI")] = True,
+    host: Annotated[
+        str, typer.Option(help="where the API and UI listen (0.0.0.0: for other computers)")
+    ] = "127.0.0.1",
 ) -> None:
     """Run PostgreSQL and the Prefect server until Ctrl-C; print PREFECT_API_URL."""
     from flows.facility.postgres import PostgresCluster, PostgresError
@@ -80,7 +83,7 @@ def facility_up(
     try:
         pg.start()
         out.print(f"PostgreSQL on 127.0.0.1:{pg.port} (data in {pg.data})")
-        server = PrefectServer(pg.url, folder / "prefect-home", port=port, ui=ui).start()
+        server = PrefectServer(pg.url, folder / "prefect-home", port=port, ui=ui, host=host).start()
     except (PostgresError, ServerError) as e:
         pg.stop()
         raise _fail(str(e)) from None
