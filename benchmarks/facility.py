@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/facility.py --lengths        # memory vs campaign length
 
 For each N a fresh facility (a throw-away PostgreSQL cluster, one Prefect server
-on it) and N workcells, each with its own worker, work pool and deployments, all
-sharing one cell counter (a global concurrency limit). Every workcell runs the
+on it) and N workcells, each with its own worker, work pool and deployments, each
+pair of workcells sharing one cell counter (a global concurrency limit). Every
+workcell runs the
 same small campaign from its deployment at once (accelerated clock: about 7
 simulated days, ~18 steps, one vessel, auto-approved, imaging in-process). While
 they run, a probe moves throw-away flow runs through Pending -> Running ->
@@ -188,8 +189,10 @@ async def _run_size(
     names = [f"wc-{i:02d}" for i in range(1, n + 1)]
     env = worker_env(server, home / "locks", poll_s=2.0)
     configs = {
-        w: write_workcell_config(home, w, {"counter": "shared-counter"} if shared else None, START)
-        for w in names
+        w: write_workcell_config(
+            home, w, {"counter": f"shared-counter-{(i + 1) // 2}"} if shared else None, START
+        )
+        for i, w in enumerate(names, start=1)
     }
     workers = {w: start_worker(configs[w], home / w, env, home / f"worker-{w}.log") for w in names}
     groups = {
