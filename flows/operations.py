@@ -15,10 +15,11 @@ from typing import Any, TypeVar, cast
 from prefect import Flow, flow, get_run_logger
 from pydantic import BaseModel
 
+from flows.placement import open_run
 from flows.steps import as_task, publish_result, publish_vessels, resolve
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
-from workcell.assembly.session import Session, open_session
+from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 
 P = TypeVar("P", bound=BaseModel)
@@ -67,7 +68,7 @@ async def _operation(
     task, and publish each result and the vessel table as artifacts."""
     cfg, folder = resolve(config, run_dir)
     results = []
-    async with open_session(cfg, folder) as s:
+    async with open_run(cfg, folder) as s:
         for label, params in steps:
             result = await _run_in_step(s, label, run, params, store_after)
             await publish_result(label, result)

@@ -1,22 +1,22 @@
 """Deployments of every flow, served to the Prefect API for the UI to run.
 
-``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow
-(seed, feed, passage, harvest, expansion-campaign), each with the config and the
-run folder as default parameters, so an operator in the UI fills in only the
-protocol's form. The serving process runs the flow runs itself, on this machine,
-next to the instruments.
+``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow,
+named for the operation and the workcell (``seed @ sim-workcell``, ...,
+``campaign @ sim-workcell``), each with the config and the run folder as default
+parameters, so an operator in the UI fills in only the protocol's form. The
+serving process runs the flow runs itself, on this machine, next to the
+instruments. A facility of several workcells uses ``workcell worker`` instead
+(``flows.facility``): a work pool per workcell, and runs that survive a restart.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from prefect import Flow, serve
+from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
-from flows.campaign import campaign
-from flows.operations import OPERATION_FLOWS
+from flows.facility.deploy import deployment_name, flows_by_operation
 from flows.steps import resolve
 
 
@@ -26,10 +26,13 @@ def deployments(config: str | None, run_dir: str | None) -> list[RunnerDeploymen
         "config": str(Path(config).resolve()) if config else None,
         "run_dir": str(folder.resolve()),
     }
-    flows: list[Flow[..., Any]] = [*OPERATION_FLOWS.values(), campaign]
     out = []
-    for f in flows:
-        dep = f.to_deployment(name=cfg.name, parameters=defaults, tags=["msc-workcell", cfg.name])
+    for operation, f in flows_by_operation().items():
+        dep = f.to_deployment(
+            name=deployment_name(operation, cfg),
+            parameters=defaults,
+            tags=["msc-workcell", cfg.name],
+        )
         assert isinstance(dep, RunnerDeployment)  # called outside an event loop: not awaitable
         out.append(dep)
     return out

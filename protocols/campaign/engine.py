@@ -126,6 +126,9 @@ class Action(BaseModel):
     deviation: bool = False
     needs_operator: bool = False
     max_children: int | None = None
+    hold_key: str = Field(
+        default="", description="names an operator hold; the same hold keeps its key on resume"
+    )
 
     @property
     def label(self) -> str:
@@ -370,6 +373,9 @@ class OperatorDecision(BaseModel):
 
 
 Ask = Callable[[Action], Awaitable[OperatorDecision]]
+# Whether to end this process at a wait and let a new one continue from the store:
+# called with the campaign seconds this process has covered and the wait ahead.
+HandOver = Callable[[float, float], bool]
 Progress = Callable[[float, str], Awaitable[None] | None]
 
 
@@ -427,6 +433,7 @@ class CampaignEngine:
         self.ask = ask
         self.run_step = run_step
         self.progress = progress
+        self.handed_over_at_s: float | None = None  # set when run() hands over at a wait
         self.deck_plates = {
             s.name: session.wc.plate(s.name).num_items
             for s in session.config.deck.sites()
@@ -440,19 +447,36 @@ class CampaignEngine:
     def _view(self) -> CampaignView:
         return view(self.wc.store, self.wc.clock.now())
 
-    async def run(self) -> CampaignSummary:
+    async def run(self, hand_over: HandOver | None = None) -> CampaignSummary:
+        """Until the campaign finishes, or until ``hand_over`` says to stop at a wait.
+
+        A hand-over records ``campaign_handed_over`` and returns the summary so far
+        (outcome "unfinished"); ``handed_over_at_s`` says when the campaign wakes.
+        """
         if not self.wc.store.events("campaign_started"):
             self.wc.event(
                 "campaign_started", "campaign", params=self.params.model_dump(mode="json")
             )
+        began_s: float | None = None
         while True:
             v = self._view()
+            began_s = v.now_s if began_s is None else began_s
             d = decide(v, self.params, self.deck_plates)
             if d.finished:
                 break
             await self._report(v)
             if not d.actions:
                 assert d.wake_at_s is not None
+                if hand_over is not None and hand_over(v.now_s - began_s, d.wake_at_s - v.now_s):
+                    self.handed_over_at_s = d.wake_at_s
+                    self.wc.event(
+                        "campaign_handed_over",
+                        "campaign",
+                        from_day=round(began_s / DAY_S, 3),
+                        at_day=round(v.now_s / DAY_S, 3),
+                        wakes_at_day=round(d.wake_at_s / DAY_S, 3),
+                    )
+                    break
                 await self._wait(d.wake_at_s)
                 continue
             for action in d.actions:
@@ -481,9 +505,7 @@ class CampaignEngine:
         p = self.params
         label = f"day {self._view().now_s / DAY_S:.2f} {a.label}"
         if a.needs_operator:
-            if a.deviation:
-                self.wc.event("deviation", "campaign", message=a.reason, action=a.kind.value)
-            answer = await self.ask(a)
+            answer = await self._ask(a)
             self.wc.event(
                 "operator_decision",
                 answer.operator,
@@ -566,6 +588,18 @@ class CampaignEngine:
 
         return await self.run_step(label, work)
 
+    async def _ask(self, a: Action) -> OperatorDecision:
+        """Hold for the operator. The hold (and its deviation) is recorded once, under a
+        key that stays the same when a suspended run starts again from the top and
+        reaches this hold a second time (the answer given meanwhile is then returned)."""
+        key = f"hold-{len(self.wc.store.events('operator_decision')) + 1}"
+        a = a.model_copy(update={"hold_key": key})
+        if not any(e.data.get("key") == key for e in self.wc.store.events("hold")):
+            if a.deviation:
+                self.wc.event("deviation", "campaign", message=a.reason, action=a.kind.value)
+            self.wc.event("hold", "campaign", key=key, action=a.kind.value, reason=a.reason)
+        return await self.ask(a)
+
     async def _housekeeping(self, wc: Workcell) -> None:
         """Top up reagents, empty waste and tubes, replace tips before a step needs them."""
         chores = housekeeping.due(wc)
@@ -573,7 +607,7 @@ class CampaignEngine:
             return
         actor = housekeeping.SIMULATED_OPERATOR
         if wc.world is None:  # a person does it on a real workcell
-            answer = await self.ask(
+            answer = await self._ask(
                 Action(
                     kind=Kind.REPLENISH,
                     needs_operator=True,

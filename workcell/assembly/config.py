@@ -8,6 +8,7 @@ the field it is about, so a lab user can fix the file without reading code.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -438,9 +439,22 @@ class WorkcellConfig(Strict):
     culture: CultureConfig = Field(default_factory=CultureConfig)
     devices: dict[str, DeviceConfig]
     deck: DeckConfig = Field(default_factory=DeckConfig)
+    shared_devices: dict[str, str] = Field(
+        default_factory=dict,
+        description="devices this workcell shares with others in the facility: device name "
+        "-> the facility-wide name every sharing workcell gives it (one user at a time)",
+    )
 
     @model_validator(mode="after")
     def _devices_consistent(self) -> WorkcellConfig:
+        for device, shared in self.shared_devices.items():
+            if device not in self.devices:
+                raise ValueError(f"shared_devices.{device}: no such device in devices")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", shared):
+                raise ValueError(
+                    f"shared_devices.{device}: {shared!r} must be lowercase letters, digits, "
+                    "'-' or '_'"
+                )
         for kind in REQUIRED_KINDS:
             names = [n for n, d in self.devices.items() if d.kind == kind]
             if not names:

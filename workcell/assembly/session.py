@@ -18,12 +18,20 @@ before the step, and the step is simply done again on resume. On hardware the
 records of a step are written as they happen (a step done in the world cannot be
 undone), and a step found started but not finished on resume is a deviation for
 the operator.
+
+A device shared with other workcells (``shared_devices`` in the config) is also
+held for the whole step through a guard under its facility-wide name: the Prefect
+flows pass one backed by a Prefect global concurrency limit, so workcells on other
+computers take turns too; without one, file locks serve the workcells of this
+computer. Each use is recorded (``shared_device_used``, wall-clock start and end).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from workcell.assembly.build import build_workcell
@@ -33,13 +41,27 @@ from workcell.assembly.workcell import Workcell
 from workcell.locks import devices_locked
 from workcell.store import store_path
 
+SharedGuard = Callable[[list[str]], AbstractAsyncContextManager[object]]
+SHARED_LOCKS = "facility-shared"  # the lock folder of the file-lock guard
+
+
+def local_shared_guard(names: list[str]) -> AbstractAsyncContextManager[object]:
+    """Shared devices guarded by file locks: enough for workcells on one computer."""
+    return devices_locked(SHARED_LOCKS, names)
+
 
 class Session:
     """One process's handle on a workcell and its run folder."""
 
-    def __init__(self, config: WorkcellConfig, run_dir: Path | str | None) -> None:
+    def __init__(
+        self,
+        config: WorkcellConfig,
+        run_dir: Path | str | None,
+        shared_guard: SharedGuard = local_shared_guard,
+    ) -> None:
         self.config = config
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.shared_guard = shared_guard
         self._wc: Workcell | None = None
         self._seq = 0
         self.reloads = 0  # how often another run had moved the workcell on
@@ -85,7 +107,12 @@ class Session:
     @contextlib.asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[Workcell]:
         """One unit of work: device locks held, then recorded and checkpointed as a whole."""
-        async with devices_locked(self.config.name, list(self.config.devices)):
+        shared = sorted(set(self.config.shared_devices.values()))
+        async with (
+            devices_locked(self.config.name, list(self.config.devices)),
+            self.shared_guard(shared) if shared else contextlib.nullcontext(),
+        ):
+            began = datetime.now(UTC)
             if self.wc.store.checkpoint_seq() != self._seq:
                 await self.close()
                 await self._load()
@@ -96,15 +123,27 @@ class Session:
             with atomic:
                 wc.event("step_started", "workcell", step=name)
                 yield wc
+                if shared:
+                    wc.event(
+                        "shared_device_used",
+                        "workcell",
+                        step=name,
+                        devices=shared,
+                        workcell=self.config.name,
+                        wall_start=began.isoformat(),
+                        wall_end=datetime.now(UTC).isoformat(),
+                    )
                 wc.event("step_finished", "workcell", step=name)
                 self._seq = wc.store.save_checkpoint(snapshot(wc))
 
 
 @contextlib.asynccontextmanager
 async def open_session(
-    config: WorkcellConfig, run_dir: Path | str | None
+    config: WorkcellConfig,
+    run_dir: Path | str | None,
+    shared_guard: SharedGuard = local_shared_guard,
 ) -> AsyncIterator[Session]:
-    session = Session(config, run_dir)
+    session = Session(config, run_dir, shared_guard)
     try:
         await session.open()
         yield session

@@ -267,6 +267,15 @@ def serve(
     serve_workcell(str(config), str(run_dir) if run_dir else None)
 
 
+def _facility_commands() -> None:
+    from workcell.cli.facility import facility_app, worker
+
+    app.command()(worker)
+    app.add_typer(facility_app, name="facility")
+
+
+_facility_commands()
+
 RunDirArg = Annotated[Path, typer.Argument(help="the run folder (holds workcell.db)")]
 record_app = typer.Typer(no_args_is_help=True, help="The batch record: verify its chain.")
 release_app = typer.Typer(
