@@ -18,6 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from workcell.assembly.config import WorkcellConfig, load_config
+from workcell.errors import WorkcellError
+from workcell.operator import Answer, Ask, Hold
 from workcell.store import Store
 
 RUNS_DIR = Path("runs")
@@ -77,3 +79,26 @@ async def publish_result(title: str, result: BaseModel | dict[str, Any] | None) 
         text = str(value)
         lines.append(f"| {name} | {text if len(text) < 200 else text[:197] + '...'} |")
     await acreate_markdown_artifact(markdown="\n".join(lines), description=title)
+
+
+def prefect_hold(timeout_s: int) -> Ask:
+    """A protocol's hold point as a paused flow run: the Prefect UI shows the operator form."""
+
+    async def ask(hold: Hold) -> Answer:
+        from uuid import uuid4
+
+        from prefect import get_run_logger
+        from prefect.flow_runs import apause_flow_run
+
+        get_run_logger().warning("hold for the operator (%s): %s", hold.kind, hold.reason)
+        answer = await apause_flow_run(
+            wait_for_input=Answer,
+            timeout=timeout_s,
+            poll_interval=2,
+            key=f"hold-{hold.kind}-{uuid4().hex[:8]}",
+        )
+        if answer is None:
+            raise WorkcellError(f"no operator decision on {hold.kind!r} within {timeout_s} s")
+        return Answer.model_validate(answer.model_dump())
+
+    return ask

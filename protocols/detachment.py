@@ -1,27 +1,28 @@
 """Detach and pool: the half of passaging and harvest that is the same.
 
-Bench version, per plate: aspirate the medium (leaving a wet residual), wash with
-PBS and aspirate it, add the detachment enzyme, incubate at 37 C for the set time,
-neutralise with medium, resuspend each well by pipetting and pool everything into
-a tube, then count a sample of the pool. How many cells lift, and how many the
+Bench version, plate by plate: aspirate the medium (leaving a wet residual), wash
+with PBS and aspirate it, add the detachment enzyme, incubate at 37 C for the set
+time, neutralise with medium, resuspend each well by pipetting and pool it into a
+tube; then count a sample of the pool. One plate at a time, so no plate's cells
+wait in enzyme while another plate is washed (the enzyme's window,
+``protocols/recovery/declarations.py``). How many cells lift, and how many the
 enzyme kills, the culture model decides from the incubation time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
+from pylabrobot.resources import Container
 
 from devices.cell_counter import CountResult
-from protocols.pipetting import (
-    TipSupply,
-    check_supplies,
-    discard_tip,
-    dispense_along_wall,
-    parts,
-    swap_tip,
-    transfer,
-    with_fresh_tip,
-)
+from protocols.pipetting import TipSupply, check_supplies
+from protocols.recovery.declarations import DETACHMENT
+from protocols.recovery.holds import hold, quarantine
+from protocols.recovery.resumable import Tip, add, mix, remove, unit
 from protocols.selection import Target
 from workcell.assembly.workcell import Workcell
 from workcell.store import Measurement
@@ -120,28 +121,31 @@ def _pooled_uL(s: DetachStep) -> float:
 
 
 def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
-    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in (before the
-    incubation); neutralising medium in; mixing and pooling (after it)."""
-    plates = list(dict.fromkeys(s.plate for s in steps))
-    before: list[list[float]] = []
-    after: list[list[float]] = []
-    for plate in plates:
+    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in;
+    neutralising medium in; mixing and pooling (the plates are done one at a time)."""
+    groups: list[list[float]] = []
+    for plate in dict.fromkeys(s.plate for s in steps):
         g = [s for s in steps if s.plate == plate]
-        before += [
+        groups += [
             [s.remove_uL for s in g],
             [s.pbs_uL for s in g],
             [s.pbs_uL for s in g],
             [s.enzyme_uL for s in g],
+            [s.medium_uL for s in g],
+            [_pooled_uL(s) for s in g],
         ]
-        after += [[s.medium_uL for s in g], [_pooled_uL(s) for s in g]]
-    return before + after
+    return groups
 
 
 async def detach_and_pool(
     wc: Workcell, targets: list[Target], plan: DetachPlan, d: DetachParams, actor: str
 ) -> CountResult:
-    """Carry out the plan; the plates are on the deck. Returns the count of the pool."""
-    lh = wc.liquid_handler
+    """Carry out the plan; the plates are on the deck. Returns the count of the pool.
+
+    Resumable (``protocols/recovery``): re-entered after an interruption, each
+    vessel's stages that are done are skipped, the one in progress is finished, and
+    the enzyme's time is counted from its first addition, within its window.
+    """
     tips = TipSupply.of(wc)
     wells = {t.vessel: t.well for t in targets}
     waste = wc.container(d.waste)
@@ -150,77 +154,313 @@ async def detach_and_pool(
     medium = wc.container(d.medium_reservoir)
     pool = wc.container(d.pool_tube)
     plates = list(dict.fromkeys(s.plate for s in plan.steps))
+    flow = d.medium_flow_uL_per_s
 
-    for plate in plates:
+    async def stage(
+        name: str,
+        group: list[DetachStep],
+        volumes: list[float],
+        work: Callable[[Tip, DetachStep], Any],
+    ) -> None:
+        async with Tip(wc, tips, f"{name}:{group[0].plate}", volumes) as tip:
+            for s in group:
+                async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        await work(tip, s)
+
+    for plate in plates:  # plate by plate, so no plate waits in enzyme for another
         group = [s for s in plan.steps if s.plate == plate]
-        # one waste tip: medium out, PBS in by another, PBS out
-        await with_fresh_tip(lh, tips, [s.remove_uL for s in group])
-        for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.remove_uL, tips)
-        await swap_tip(lh, tips, [s.pbs_uL for s in group])
-        for s in group:
-            await dispense_along_wall(
-                lh, pbs, wells[s.vessel], s.pbs_uL, tips, d.medium_flow_uL_per_s
-            )
-        await swap_tip(lh, tips, [s.pbs_uL for s in group])
-        for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.pbs_uL, tips)
-        await swap_tip(lh, tips, [s.enzyme_uL for s in group])
-        for s in group:
-            await transfer(lh, enzyme, wells[s.vessel], s.enzyme_uL, tips)
-        await discard_tip(lh, tips)
-        wc.event("enzyme_added", actor, plate=plate, vessels=[s.vessel for s in group])
-
-    # incubate at 37 C for the enzyme time
-    for plate in plates:
-        await wc.store_plate(plate)
-    await wc.devices_free_for(d.enzyme_time_min * 60, "enzyme")
-    for plate in plates:
-        await wc.fetch_plate(plate)
-    wc.event("enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min)
-
-    for plate in plates:
-        group = [s for s in plan.steps if s.plate == plate]
-        await with_fresh_tip(lh, tips, [s.medium_uL for s in group])
-        for s in group:
-            await dispense_along_wall(
-                lh, medium, wells[s.vessel], s.medium_uL, tips, d.medium_flow_uL_per_s
-            )
-        await swap_tip(lh, tips, [_pooled_uL(s) for s in group])
-        max_part = tips.max_volume_uL()
-        for s in group:
-            well = wells[s.vessel]
-            volume = well.tracker.get_used_volume()
-            for _ in range(MIX_CYCLES):  # resuspend: pipette up and down over the surface
-                part = min(max_part, MIX_SHARE * volume)
-                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
-                await lh.dispense([well], vols=[part], use_channels=tips.channels)
-            for part in parts(well.tracker.get_used_volume(), max_part):
-                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
-                await lh.dispense([pool], vols=[part], use_channels=tips.channels)
-        await discard_tip(lh, tips)
-        wc.event("pooled", actor, plate=plate, vessels=[s.vessel for s in group], pool=d.pool_tube)
-
-    count = await wc.cell_counter.count(d.pool_tube, d.count_sample_uL)
-    # the counter's cassette is filled from the pool tube (by the counter's sampler or
-    # the operator); the deck model's volume follows
-    pool.tracker.remove_liquid(d.count_sample_uL)
-    pool.tracker.commit()
-    now = wc.clock.now()
-    for kind, value, unit in (
-        ("pool_viable_per_mL", count.viable_per_mL, "cells/mL"),
-        ("pool_viability", count.viability_percent, "%"),
-        ("pool_volume", pool.tracker.get_used_volume(), "uL"),
-    ):
-        wc.store.add_measurement(
-            Measurement(
-                vessel_id=None,
-                kind=kind,
-                value=value,
-                unit=unit,
-                time=now,
-                source=wc.cell_counter.name,
-            )
+        # a harvest's plates wait in the incubator for their turn (a plate found in it
+        # during its enzyme time stays there: the incubation below takes it out)
+        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
+            await wc.fetch_plate(plate)
+        # one tip draws the medium off, another puts the PBS in, a third draws it off
+        await stage(
+            "drain",
+            group,
+            [s.remove_uL for s in group],
+            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL),
         )
-    wc.event("counted", wc.cell_counter.name, pool=d.pool_tube, **count.model_dump())
+        await stage(
+            "pbs",
+            group,
+            [s.pbs_uL for s in group],
+            lambda tip, s: add(wc, tip, pbs, wells[s.vessel], s.pbs_uL, flow, along_wall=True),
+        )
+        await stage(
+            "wash_out",
+            group,
+            [s.pbs_uL for s in group],
+            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL),
+        )
+        await _enzyme(wc, group, tips, enzyme, medium, wells, d)
+        once_event(
+            wc,
+            f"enzyme_added:{plate}",
+            "enzyme_added",
+            actor,
+            plate=plate,
+            vessels=[s.vessel for s in group],
+        )
+        await _incubate(wc, plate, group, d)
+        await _neutralise(wc, group, tips, medium, wells, d)
+        once_event(
+            wc,
+            f"enzyme_incubated:{plate}",
+            "enzyme_incubated",
+            actor,
+            plates=[plate],
+            minutes=d.enzyme_time_min,
+        )
+        await _check_exposure(wc, group, d)
+        async with Tip(wc, tips, f"pool:{plate}", [_pooled_uL(s) for s in group]) as tip:
+            for s in group:
+                well = wells[s.vessel]
+                async with unit(wc, f"mix:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:  # resuspend: pipette up and down over the surface
+                        await mix(wc, tip, well, MIX_CYCLES, MIX_SHARE)
+                async with unit(wc, f"pool:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        await remove(wc, tip, well, pool, 0.0)
+        once_event(
+            wc,
+            f"pooled:{plate}",
+            "pooled",
+            actor,
+            plate=plate,
+            vessels=[s.vessel for s in group],
+            pool=d.pool_tube,
+        )
+
+    async with unit(wc, f"count:{d.pool_tube}", []) as u:
+        if u.done:
+            _, kept = wc.journal.remembered(f"count:{d.pool_tube}")
+            return CountResult.model_validate(kept)
+        # the counter's cassette is filled from the pool tube (by the counter's sampler or
+        # the operator); the deck model's volume follows
+        pool.tracker.remove_liquid(d.count_sample_uL)
+        try:
+            count = await wc.cell_counter.count(d.pool_tube, d.count_sample_uL)
+        except BaseException:
+            pool.tracker.rollback()
+            raise
+        pool.tracker.commit()
+        now = wc.clock.now()
+
+        def record() -> None:
+            for kind, value, unit_ in (
+                ("pool_viable_per_mL", count.viable_per_mL, "cells/mL"),
+                ("pool_viability", count.viability_percent, "%"),
+                ("pool_volume", pool.tracker.get_used_volume(), "uL"),
+            ):
+                wc.store.add_measurement(
+                    Measurement(
+                        vessel_id=None,
+                        kind=kind,
+                        value=value,
+                        unit=unit_,
+                        time=now,
+                        source=wc.cell_counter.name,
+                    )
+                )
+            wc.event("counted", wc.cell_counter.name, pool=d.pool_tube, **count.model_dump())
+            wc.journal.remember(f"count:{d.pool_tube}", count.model_dump())
+
+        u.then(record)
     return count
+
+
+def once_event(wc: Workcell, key: str, kind: str, actor: str, **data: Any) -> None:
+    """An event recorded once per step, whatever happens to the step."""
+    if wc.journal.done(key):
+        return
+    with wc.store.transaction():
+        wc.event(kind, actor, **data)
+        wc.journal.mark_done(key, list(data.get("vessels", [])))
+
+
+def _enzyme_times(wc: Workcell, vessels: list[str]) -> dict[str, float]:
+    """How many seconds ago each vessel first got enzyme in this step (from its intent)."""
+    now = wc.clock.now()
+    out: dict[str, float] = {}
+    for a in wc.journal.actions():
+        if (
+            a.outcome != "done"
+            or a.action != "dispense"
+            or not (a.unit or "").startswith("enzyme:")
+        ):
+            continue
+        v = (a.unit or "").split(":", 1)[1]
+        if v in vessels and v not in out:
+            out[v] = (now - a.time).total_seconds()
+    return out
+
+
+def _neutralised(wc: Workcell, vessel: str) -> bool:
+    return wc.journal.done(f"neutralise:{vessel}")
+
+
+async def _enzyme(
+    wc: Workcell,
+    group: list[DetachStep],
+    tips: TipSupply,
+    enzyme: Container,
+    medium: Container,
+    wells: dict[str, Container],
+    d: DetachParams,
+) -> None:
+    """Enzyme into the vessels of one plate; never twice, never keeping others past the window.
+
+    Resumed with some vessels already in enzyme, the rest get theirs only if the first
+    ones stay within the enzyme window until all are neutralised; otherwise the first
+    ones are neutralised now (and, past the window, held) before the rest go on.
+    """
+    windows = DETACHMENT.windows
+    todo = [s for s in group if not wc.journal.done(f"enzyme:{s.vessel}")]
+    if not todo:
+        return
+    first = _enzyme_times(wc, [s.vessel for s in group])
+    waiting = [s for s in group if s.vessel in first and not _neutralised(wc, s.vessel)]
+    if waiting and wc.journal.resumed:
+        since = max(first[s.vessel] for s in waiting)  # the first vessel's time in enzyme
+        per_vessel_s = 2 * LIQUID_STEP_S
+        projected = (
+            since
+            + per_vessel_s * len(todo)
+            + d.enzyme_time_min * 60
+            + OVERHEAD_S
+            + per_vessel_s * len(group)
+        )
+        if projected > windows.enzyme_max_min * 60:
+            wc.journal.recovery(
+                "neutralised the vessels already in enzyme before the others get theirs",
+                f"waiting for the other {len(todo)} vessels would keep them in enzyme about "
+                f"{projected / 60:.0f} min, past the {windows.enzyme_max_min:g} min window",
+                [s.vessel for s in waiting],
+            )
+            await _neutralise(wc, waiting, tips, medium, wells, d)
+            await _check_exposure(wc, waiting, d)
+        else:
+            wc.journal.recovery(
+                f"enzyme into the {len(todo)} vessels that had none",
+                f"the vessels already in enzyme stay within the {windows.enzyme_max_min:g} "
+                f"min window (about {projected / 60:.0f} min until all are neutralised); no "
+                "vessel gets enzyme twice",
+                [s.vessel for s in todo],
+            )
+    async with Tip(wc, tips, f"enzyme:{group[0].plate}", [s.enzyme_uL for s in group]) as tip:
+        for s in todo:
+            async with unit(wc, f"enzyme:{s.vessel}", [s.vessel]) as u:
+                if not u.done:
+                    await add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL)
+
+
+LIQUID_STEP_S = 10.0  # about one aspirate or dispense of a millilitre on the STAR
+OVERHEAD_S = 180.0  # plates to the incubator and back, tips
+
+
+async def _incubate(wc: Workcell, plate: str, group: list[DetachStep], d: DetachParams) -> None:
+    """The enzyme at 37 C for its time, counted from its first addition, never past its window."""
+    if wc.journal.done(f"incubate:{plate}"):
+        return
+    waiting = [s for s in group if not _neutralised(wc, s.vessel)]
+    if not waiting:
+        wc.journal.mark_done(f"incubate:{plate}", [])
+        return
+    windows = DETACHMENT.windows
+    async with unit(wc, f"incubate_in:{plate}", []) as u:
+        if not u.done and not wc.in_slot(plate):
+            await wc.store_plate(plate)
+    ago = _enzyme_times(wc, [s.vessel for s in waiting])
+    now = wc.clock.now()
+    if wc.journal.resumed and ago:
+        # the enzyme's time counted from the last vessel's addition, capped so that the
+        # first stays within its window
+        wait = min(
+            d.enzyme_time_min * 60 - min(ago.values()),
+            windows.enzyme_max_min * 60 - OVERHEAD_S - max(ago.values()),
+        )
+    else:
+        wait = d.enzyme_time_min * 60
+    until = datetime.fromisoformat(
+        wc.journal.once(
+            f"enzyme_until:{plate}",
+            lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat(),
+        )
+    )
+    left = (until - wc.clock.now()).total_seconds()
+    if left > 0:  # no device is needed meanwhile: a scheduler may lend them out
+        await wc.devices_free_for(left, "enzyme")
+    async with unit(wc, f"incubate_out:{plate}", []) as u:
+        if not u.done and wc.in_incubator(plate):
+            await wc.fetch_plate(plate)
+    wc.journal.mark_done(f"incubate:{plate}", [])
+
+
+async def _neutralise(
+    wc: Workcell,
+    steps: list[DetachStep],
+    tips: TipSupply,
+    medium: Container,
+    wells: dict[str, Container],
+    d: DetachParams,
+) -> None:
+    for plate in dict.fromkeys(s.plate for s in steps):
+        group = [s for s in steps if s.plate == plate]
+        async with Tip(wc, tips, f"neutralise:{plate}", [s.medium_uL for s in group]) as tip:
+            for s in group:
+                async with unit(wc, f"neutralise:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        await add(
+                            wc,
+                            tip,
+                            medium,
+                            wells[s.vessel],
+                            s.medium_uL,
+                            d.medium_flow_uL_per_s,
+                            along_wall=True,
+                        )
+
+
+async def _check_exposure(wc: Workcell, steps: list[DetachStep], d: DetachParams) -> None:
+    """Past the enzyme window: the vessels are quarantined, named, and the operator decides."""
+    windows = DETACHMENT.windows
+    first = _enzyme_times(wc, [s.vessel for s in steps])
+    ends = _neutralise_times(wc, [s.vessel for s in steps])
+    over = {  # both are "seconds ago": exposure = enzyme's ago - neutralised's ago
+        v: ago - ends[v]
+        for v, ago in first.items()
+        if v in ends and ago - ends[v] > windows.enzyme_max_min * 60
+    }
+    if not over:
+        return
+    vessels = sorted(over)
+    worst = max(over.values()) / 60
+    reason = (
+        f"enzyme acted up to {worst:.1f} min on {', '.join(vessels)}, past its "
+        f"{windows.enzyme_max_min:g} min window (over-exposure): neutralised at once, "
+        "quarantined; decide whether they go on"
+    )
+    once_event(
+        wc,
+        f"over_exposure:{','.join(vessels)}",
+        "deviation",
+        "workcell",
+        message=reason,
+        vessels=vessels,
+        over_exposure_s=over,
+    )
+    quarantine(wc, vessels, "over-exposed to the detachment enzyme")
+    await hold(wc, f"over_exposure:{','.join(vessels)}", "over_exposure", reason, vessels)
+
+
+def _neutralise_times(wc: Workcell, vessels: list[str]) -> dict[str, float]:
+    """How many seconds ago each vessel's neutralising medium was in (its unit's end)."""
+    now = wc.clock.now()
+    out: dict[str, float] = {}
+    for r in wc.journal.rows():
+        if r["kind"] == "unit" and r["key"].startswith("neutralise:"):
+            v = r["key"].split(":", 1)[1]
+            if v in vessels:
+                out[v] = (now - r["time"]).total_seconds()
+    return out

@@ -13,9 +13,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
-from protocols.detachment import DetachParams, detach_and_pool, plan_detach
+from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, once_event, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
-from protocols.selection import active_vessels
+from protocols.recovery.resumable import unit
+from protocols.selection import active_vessels, targets_named
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
 from workcell.store import Measurement
@@ -47,7 +48,12 @@ class HarvestResult(BaseModel):
     finished: datetime
 
 
-async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
+class HarvestPlan(BaseModel):
+    vessels: list[str]
+    detach: DetachPlan
+
+
+def plan(wc: Workcell, params: HarvestParams) -> HarvestPlan:
     problems: list[str] = []
     targets = active_vessels(wc, params.plates, [], problems)
     d = params.detach
@@ -55,13 +61,28 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
     plan_tips(TipSupply.of(wc), detach.tip_groups, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
+    return HarvestPlan(vessels=[t.vessel for t in targets], detach=detach)
 
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
-    for plate in params.plates:
-        if wc.in_incubator(plate):
-            await wc.fetch_plate(plate)
-    try:
+
+async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
+    """Detach, pool and count the batch. Resumable (``protocols/recovery``)."""
+    hp = HarvestPlan.model_validate(
+        wc.journal.once(f"{NAME}:plan", lambda: plan(wc, params).model_dump(mode="json"))
+    )
+    targets = targets_named(wc, hp.vessels)
+    detach, d = hp.detach, params.detach
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    once_event(
+        wc,
+        f"{NAME}:protocol_started",
+        "protocol_started",
+        actor,
+        protocol=NAME,
+        params=params.model_dump(mode="json"),
+    )
+    try:  # each plate comes out of the incubator for its turn
         count = await detach_and_pool(wc, targets, detach, d, actor)
     except Exception as err:
         wc.event(
@@ -72,29 +93,42 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "harvested", wc.clock.now())
     volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
     total = count.viable_per_mL * volume_mL
     dose = total / params.patient_weight_kg
     reached = dose >= params.target_dose_cells_per_kg
     now = wc.clock.now()
-    for kind, value, unit in (
-        ("harvest_viable_cells", total, "cells"),
-        ("harvest_dose", dose, "cells/kg"),
-    ):
-        wc.store.add_measurement(
-            Measurement(vessel_id=None, kind=kind, value=value, unit=unit, time=now, source=actor)
-        )
-    wc.event(
-        "harvested",
-        actor,
-        vessels=[t.vessel for t in targets],
-        viable_cells=total,
-        viability_percent=count.viability_percent,
-        dose_cells_per_kg=dose,
-        decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
-        f"{params.target_dose_cells_per_kg:.3g}",
-    )
+    async with unit(wc, f"{NAME}:harvested", [t.vessel for t in targets]) as u:
+        if not u.done:
+
+            def record() -> None:
+                wc.store.set_state([t.vessel for t in targets], "harvested", now)
+                for kind, value, unit_ in (
+                    ("harvest_viable_cells", total, "cells"),
+                    ("harvest_dose", dose, "cells/kg"),
+                ):
+                    wc.store.add_measurement(
+                        Measurement(
+                            vessel_id=None,
+                            kind=kind,
+                            value=value,
+                            unit=unit_,
+                            time=now,
+                            source=actor,
+                        )
+                    )
+                wc.event(
+                    "harvested",
+                    actor,
+                    vessels=[t.vessel for t in targets],
+                    viable_cells=total,
+                    viability_percent=count.viability_percent,
+                    dose_cells_per_kg=dose,
+                    decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
+                    f"{params.target_dose_cells_per_kg:.3g}",
+                )
+
+            u.then(record)
     return HarvestResult(
         vessels=[t.vessel for t in targets],
         count=count,

@@ -9,23 +9,19 @@ go back after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocols.pipetting import (
-    TipSupply,
-    check_supplies,
-    discard_tip,
-    dispense_along_wall,
-    plan_tips,
-    transfer,
-    with_fresh_tip,
-)
+from protocols.pipetting import TipSupply, check_supplies, plan_tips
+from protocols.recovery.declarations import MEDIA_EXCHANGE
+from protocols.recovery.resumable import Tip, add, remove, unit
 from protocols.selection import Target, active_vessels
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
+from workcell.labware import growth_area_cm2
 from workcell.store import Measurement
 
 NAME = "media_exchange"
@@ -119,61 +115,65 @@ def _tip_groups(planned: list[PlannedExchange], policy: TipPolicy) -> list[list[
 
 
 async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> MediaExchangeResult:
-    p, targets = plan(wc, params)
-    lh = wc.liquid_handler
+    """Feed the vessels. Resumable: re-entered after an interruption, a vessel whose
+    medium was drawn off gets its fresh medium at once, and none twice."""
+    p = MediaExchangePlan.model_validate(
+        wc.journal.once(f"{NAME}:plan", lambda: plan(wc, params)[0].model_dump(mode="json"))
+    )
     tips = TipSupply.of(wc)
     medium = wc.container(params.medium_reservoir)
     waste = wc.container(params.waste)
-    wells = {t.vessel: t.well for t in targets}
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    wells = {x.vessel: wc.container(x.vessel) for x in p.vessels}
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    async with unit(wc, f"{NAME}:protocol_started", []) as u:
+        if not u.done:
+            u.then(
+                lambda: wc.event(
+                    "protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json")
+                )
+            )
     done: list[str] = []
+    per_vessel = params.tips is TipPolicy.PER_VESSEL
+
+    def residual(vessel: str) -> float:
+        return params.residual_uL_per_cm2 * growth_area_cm2(wells[vessel])  # type: ignore[arg-type]
+
     try:
         async with wc.plates_on_deck(list(dict.fromkeys(x.plate for x in p.vessels))):
             for plate in dict.fromkeys(x.plate for x in p.vessels):
                 group = [x for x in p.vessels if x.plate == plate]
-                per_vessel = params.tips is TipPolicy.PER_VESSEL
                 # spent medium out, then fresh in (a fresh tip each way)
-                if not per_vessel:
-                    await with_fresh_tip(lh, tips, [x.remove_uL for x in group])
-                for x in group:
-                    if per_vessel:
-                        await with_fresh_tip(lh, tips, [x.remove_uL])
-                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, tips)
-                    if per_vessel:
-                        await discard_tip(lh, tips)
-                if not per_vessel:
-                    await discard_tip(lh, tips)
-                    await with_fresh_tip(lh, tips, [x.add_uL for x in group])
-                for x in group:
-                    if per_vessel:
-                        await with_fresh_tip(lh, tips, [x.add_uL])
-                    await dispense_along_wall(
-                        lh,
-                        medium,
-                        wells[x.vessel],
-                        x.add_uL,
-                        tips,
-                        params.dispense_flow_uL_per_s,
-                    )
-                    if per_vessel:
-                        await discard_tip(lh, tips)
-                    done.append(x.vessel)
-                    wc.store.add_measurement(
-                        Measurement(
-                            vessel_id=x.vessel,
-                            kind="medium_exchanged",
-                            value=x.add_uL,
-                            unit="uL",
-                            time=wc.clock.now(),
-                            source=actor,
-                        )
-                    )
-                    wc.event(
-                        "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
-                    )
-                if not per_vessel:
-                    await discard_tip(lh, tips)
+                out_uL = [x.remove_uL for x in group]
+                async with Tip(wc, tips, f"remove:{plate}", out_uL) as shared:
+                    for x in group:
+                        async with unit(wc, f"remove:{x.vessel}", [x.vessel]) as u:
+                            if u.done:
+                                continue
+                            own_tip = Tip(wc, tips, f"remove:{x.vessel}", [x.remove_uL])
+                            async with own_tip as own:
+                                tip = own if per_vessel else shared
+                                await remove(wc, tip, wells[x.vessel], waste, residual(x.vessel))
+                in_uL = [x.add_uL for x in group]
+                async with Tip(wc, tips, f"add:{plate}", in_uL) as shared:
+                    for x in group:
+                        async with unit(wc, f"add:{x.vessel}", [x.vessel]) as u:
+                            if not u.done:
+                                _check_without_medium(wc, x.vessel)
+                                async with Tip(wc, tips, f"add:{x.vessel}", [x.add_uL]) as own:
+                                    tip = own if per_vessel else shared
+                                    await add(
+                                        wc,
+                                        tip,
+                                        medium,
+                                        wells[x.vessel],
+                                        x.add_uL,
+                                        params.dispense_flow_uL_per_s,
+                                        along_wall=True,
+                                    )
+                                u.then(_fed(wc, x, actor))
+                        done.append(x.vessel)
     except Exception as err:
         wc.event(
             "protocol_fault",
@@ -184,7 +184,9 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
             not_fed=[x.vessel for x in p.vessels if x.vessel not in done],
         )
         raise
-    wc.event("protocol_finished", actor, protocol=NAME, vessels=len(done))
+    async with unit(wc, f"{NAME}:protocol_finished", []) as u:
+        if not u.done:
+            u.then(lambda: wc.event("protocol_finished", actor, protocol=NAME, vessels=len(done)))
     return MediaExchangeResult(
         vessels=p.vessels,
         tips_used=p.tips,
@@ -195,3 +197,49 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
         started=started,
         finished=wc.clock.now(),
     )
+
+
+def _fed(wc: Workcell, x: PlannedExchange, actor: str) -> Callable[[], None]:
+    def write() -> None:
+        wc.store.add_measurement(
+            Measurement(
+                vessel_id=x.vessel,
+                kind="medium_exchanged",
+                value=x.add_uL,
+                unit="uL",
+                time=wc.clock.now(),
+                source=actor,
+            )
+        )
+        wc.event("fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL)
+
+    return write
+
+
+def _check_without_medium(wc: Workcell, vessel: str) -> None:
+    """Resumed with a vessel drained and not fed: past the window, a deviation names it."""
+    if not wc.journal.resumed:
+        return
+    drained = [
+        r["time"]
+        for r in wc.journal.rows()
+        if r["kind"] == "unit" and r["key"] == f"remove:{vessel}"
+    ]
+    if not drained:
+        return
+    minutes = (wc.clock.now() - drained[0]).total_seconds() / 60
+    window = MEDIA_EXCHANGE.windows.without_medium_max_min
+    wc.journal.recovery(
+        f"fresh medium into {vessel} at once",
+        f"its spent medium was drawn off {minutes:.0f} min ago, before the interruption",
+        [vessel],
+    )
+    if minutes > window:
+        wc.event(
+            "deviation",
+            "workcell",
+            vessel_id=vessel,
+            message=f"{vessel} stood {minutes:.0f} min under its residual without medium "
+            f"(window {window:g} min) after an interruption",
+            vessels=[vessel],
+        )

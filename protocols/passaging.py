@@ -13,14 +13,22 @@ decision is recorded either way.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols import seeding
-from protocols.detachment import DetachParams, detach_and_pool, plan_detach
+from protocols.detachment import (
+    DetachParams,
+    DetachPlan,
+    detach_and_pool,
+    once_event,
+    plan_detach,
+)
 from protocols.pipetting import TipSupply, dead_volume_uL, plan_tips
-from protocols.selection import active_vessels, well_of
+from protocols.recovery.resumable import unit
+from protocols.selection import Target, active_vessels, targets_named, well_of
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
@@ -75,7 +83,16 @@ def _free_wells(wc: Workcell, plates: list[str], problems: list[str]) -> list[tu
     return free
 
 
-async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> PassagingResult:
+class PassagingPlan(BaseModel):
+    """What a passage will work on, checked before anything moves."""
+
+    vessels: list[str]
+    free: list[tuple[str, str]]
+    areas: list[float]
+    detach: DetachPlan
+
+
+def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
     problems: list[str] = []
     targets = active_vessels(wc, [params.plate], [], problems)
     if params.plate in params.destination_plates:
@@ -95,40 +112,73 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
     )
     if problems:
         raise ProtocolRefused(NAME, problems)
+    return PassagingPlan(vessels=[t.vessel for t in targets], free=free, areas=areas, detach=detach)
 
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
-    was_in = wc.in_incubator(params.plate)
-    plate = await wc.fetch_plate(params.plate) if was_in else wc.plate(params.plate)
-    imaged = await wc.imager.confluence(plate, [t.vessel for t in targets])
-    measured = {t.vessel: 100 * imaged[t.vessel] for t in targets}
-    for vessel, value in measured.items():
-        wc.store.add_measurement(
-            Measurement(
-                vessel_id=vessel,
-                kind="confluence",
-                value=value / 100,
-                unit="fraction",
-                time=wc.clock.now(),
-                source=wc.imager.name,
-            )
-        )
-    mean = sum(measured.values()) / len(measured)
-    passage = mean >= params.confluence_threshold_percent
-    decision = (
-        f"passage: confluence {mean:.0f} % {'>=' if passage else '<'} "
-        f"{params.confluence_threshold_percent:.0f} %"
+
+async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> PassagingResult:
+    """Image, decide, and if confluent detach, count and seed the children.
+
+    Resumable (``protocols/recovery``): re-entered after an interruption it keeps its
+    plan, its recorded decision and its count, and finishes each vessel's stage
+    where it stopped.
+    """
+    pp = PassagingPlan.model_validate(
+        wc.journal.once(f"{NAME}:plan", lambda: plan(wc, params).model_dump(mode="json"))
     )
-    wc.event(
-        "decision",
+    targets = targets_named(wc, pp.vessels)
+    free, areas, detach, d = pp.free, pp.areas, pp.detach, params.detach
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    once_event(
+        wc,
+        f"{NAME}:protocol_started",
+        "protocol_started",
         actor,
-        plate=params.plate,
-        decision=decision,
-        passage=passage,
-        confluence_percent=measured,
+        protocol=NAME,
+        params=params.model_dump(mode="json"),
     )
+    was_in = bool(wc.journal.once(f"{NAME}:was_in", lambda: wc.in_incubator(params.plate)))
+    found, decided = wc.journal.remembered(f"{NAME}:decision")
+    if not found:
+        plate = (
+            await wc.fetch_plate(params.plate)
+            if wc.in_incubator(params.plate)
+            else wc.plate(params.plate)
+        )
+        imaged = await wc.imager.confluence(plate, [t.vessel for t in targets])
+        measured = {t.vessel: 100 * imaged[t.vessel] for t in targets}
+        mean = sum(measured.values()) / len(measured)
+        passage = mean >= params.confluence_threshold_percent
+        decision = (
+            f"passage: confluence {mean:.0f} % {'>=' if passage else '<'} "
+            f"{params.confluence_threshold_percent:.0f} %"
+        )
+        decided = {"measured": measured, "passage": passage, "decision": decision}
+        with wc.store.transaction():
+            for vessel, value in measured.items():
+                wc.store.add_measurement(
+                    Measurement(
+                        vessel_id=vessel,
+                        kind="confluence",
+                        value=value / 100,
+                        unit="fraction",
+                        time=wc.clock.now(),
+                        source=wc.imager.name,
+                    )
+                )
+            wc.event(
+                "decision",
+                actor,
+                plate=params.plate,
+                decision=decision,
+                passage=passage,
+                confluence_percent=measured,
+            )
+            wc.journal.remember(f"{NAME}:decision", decided)
+    measured, passage, decision = decided["measured"], decided["passage"], decided["decision"]
     if not passage:
-        if was_in:
+        if was_in and not wc.in_slot(params.plate):
             await wc.store_plate(params.plate)
         return PassagingResult(
             plate=params.plate,
@@ -138,6 +188,8 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             started=started,
             finished=wc.clock.now(),
         )
+    if wc.in_incubator(params.plate):  # resumed before the plate reached the deck
+        await wc.fetch_plate(params.plate)
 
     try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
@@ -151,52 +203,43 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "passaged", wc.clock.now())
+    async with unit(wc, f"{NAME}:passaged", [t.vessel for t in targets]) as u:
+        if not u.done:
+            u.then(
+                lambda: wc.store.set_state([t.vessel for t in targets], "passaged", wc.clock.now())
+            )
 
     pool = wc.container(d.pool_tube)
-    usable_uL = max(0.0, pool.tracker.get_used_volume() - dead_volume_uL(pool))
-    cells = count.viable_per_mL * usable_uL / 1000.0
-    per_vessel = [params.density_cells_per_cm2 * a for a in areas]
-    n = 0
-    while n < len(free) and sum(per_vessel[: n + 1]) <= cells:
-        n += 1
-    if params.max_child_vessels is not None:
-        n = min(n, params.max_child_vessels)
-    chosen = free[:n]
+    children_plan = wc.journal.once(
+        f"{NAME}:children", lambda: _children(wc, params, count, free, areas, targets)
+    )
+    n = len(children_plan["chosen"])
+    chosen = [tuple(c) for c in children_plan["chosen"]]
+    cells = children_plan["cells"]
     children: list[str] = []
     seeded_uL = 0.0
-    parent_passage = max(t.record.passage for t in targets)
     if n == 0:
-        wc.event(
+        once_event(
+            wc,
+            f"{NAME}:too_few",
             "deviation",
             actor,
             plate=params.plate,
             message=f"{cells:,.0f} viable cells are too few to seed one vessel",
         )
     else:
-        sp = seeding.SeedingParams(
-            suspension=seeding.Suspension(
-                tube=d.pool_tube,
-                volume_mL=pool.tracker.get_used_volume() / 1000,
-                viable_cells_per_mL=count.viable_per_mL,
-                viability_percent=max(50.0, count.viability_percent),
-                passage=parent_passage + 1,
-                lot=f"passage of {params.plate}",
-            ),
-            plates=list(dict.fromkeys(p for p, _ in chosen)),
-            wells=[],
-            density_cells_per_cm2=params.density_cells_per_cm2,
-            medium_mL_per_cm2=params.medium_mL_per_cm2,
-            medium_reservoir=d.medium_reservoir,
-        )
-        result = await _seed_wells(wc, sp, chosen, actor, [t.vessel for t in targets])
+        sp = seeding.SeedingParams.model_validate(children_plan["params"])
+        result = await _seed_wells(wc, sp, chosen, actor, [t.vessel for t in targets])  # type: ignore[arg-type]
         children = [v.vessel for v in result.vessels]
         seeded_uL = result.reagents_uL.get(d.pool_tube, 0.0)
         for plate_name in sp.plates:
-            await wc.store_plate(plate_name)
+            if not wc.in_slot(plate_name):
+                await wc.store_plate(plate_name)
     surplus = count.viable_per_mL * (pool.tracker.get_used_volume()) / 1000.0
     if surplus > 0:
-        wc.event(
+        once_event(
+            wc,
+            f"{NAME}:surplus",
             "surplus",
             actor,
             pool=d.pool_tube,
@@ -204,7 +247,14 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             message="cells left in the pool after seeding (for banking or discard)",
         )
     finished = wc.clock.now()
-    wc.event("protocol_finished", actor, protocol=NAME, children=children)
+    once_event(
+        wc,
+        f"{NAME}:protocol_finished",
+        "protocol_finished",
+        actor,
+        protocol=NAME,
+        children=children,
+    )
     return PassagingResult(
         plate=params.plate,
         confluence_percent=measured,
@@ -221,6 +271,45 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
     )
 
 
+def _children(
+    wc: Workcell,
+    params: PassagingParams,
+    count: CountResult,
+    free: list[tuple[str, str]],
+    areas: list[float],
+    targets: list[Target],
+) -> dict[str, Any]:
+    """How many children the count implies, where, and the seeding that makes them."""
+    d = params.detach
+    pool = wc.container(d.pool_tube)
+    usable_uL = max(0.0, pool.tracker.get_used_volume() - dead_volume_uL(pool))
+    cells = count.viable_per_mL * usable_uL / 1000.0
+    per_vessel = [params.density_cells_per_cm2 * a for a in areas]
+    n = 0
+    while n < len(free) and sum(per_vessel[: n + 1]) <= cells:
+        n += 1
+    if params.max_child_vessels is not None:
+        n = min(n, params.max_child_vessels)
+    chosen = free[:n]
+    parent_passage = max(t.record.passage for t in targets)
+    sp = seeding.SeedingParams(
+        suspension=seeding.Suspension(
+            tube=d.pool_tube,
+            volume_mL=max(pool.tracker.get_used_volume() / 1000, 1e-3),
+            viable_cells_per_mL=min(max(count.viable_per_mL, 1e4), 1e8),
+            viability_percent=max(50.0, count.viability_percent),
+            passage=parent_passage + 1,
+            lot=f"passage of {params.plate}",
+        ),
+        plates=list(dict.fromkeys(p for p, _ in chosen)) or [params.plate],
+        wells=[],
+        density_cells_per_cm2=params.density_cells_per_cm2,
+        medium_mL_per_cm2=params.medium_mL_per_cm2,
+        medium_reservoir=d.medium_reservoir,
+    )
+    return {"chosen": chosen, "cells": cells, "params": sp.model_dump(mode="json")}
+
+
 async def _seed_wells(
     wc: Workcell,
     sp: seeding.SeedingParams,
@@ -228,5 +317,10 @@ async def _seed_wells(
     actor: str,
     parents: list[str],
 ) -> seeding.SeedingResult:
-    plan = seeding.plan(wc, sp, loaded=True, only=chosen)
+    plan = seeding.SeedingPlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:seeding_plan",
+            lambda: seeding.plan(wc, sp, loaded=True, only=chosen).model_dump(mode="json"),
+        )
+    )
     return await seeding.seed(wc, plan, sp, actor, parents)

@@ -29,8 +29,10 @@ from protocols.campaign.engine import (
 )
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
-from workcell.errors import WorkcellError
+from workcell.errors import DeviceError, HeldForOperator, WorkcellError
 from workcell.store import STORE_FILE, Store
+
+HELD = 3  # the exit code of a run stopped at a hold point (a device fault, a closed window)
 
 
 def new_run_dir() -> Path:
@@ -95,6 +97,13 @@ def run_campaign_cli(
                 summary = asyncio.run(_engine_only(cfg, folder, params, show))
             else:
                 summary = _as_flow(config_path, folder, params, auto_approve, show, out.print)
+        except (DeviceError, HeldForOperator) as e:
+            err.print(
+                f"[bold red]held for the operator:[/] {e}\nThe step is recorded as held; "
+                f"check the device and the vessels, then run the same command to resume "
+                f"(run folder {folder})."
+            )
+            return HELD
         except WorkcellError as e:
             err.print(f"[bold red]error:[/] {e}")
             return 2
