@@ -21,7 +21,9 @@ Scenarios, each from a template run folder prepared once (``benchmarks/kill.py``
 
 Every run is judged from the lab's own physical log against an uninterrupted run
 from the same template: reagent additions per vessel (a reagent added twice is a
-double addition), enzyme exposure against the declared window (15 min) and, after
+double addition), the enzyme's time from the last vessel's enzyme to the start of
+its neutralisation against its window (its set time plus the overrun
+``protocols/campaign/windows.py`` allows: 8 min) and, after
 a long outage, the time from the controller's return to neutralisation against
 the stated recovery time (5 min), time out of the incubator, vessels lost, viable
 cells against the uninterrupted run, whether the batch record verifies, and
@@ -57,6 +59,7 @@ from benchmarks.kill import (  # noqa: E402
     run_point,
 )
 from protocols.campaign.engine import CampaignParams  # noqa: E402
+from protocols.detachment import DetachParams, enzyme_window_min  # noqa: E402
 from protocols.recovery.declarations import WINDOWS  # noqa: E402
 from workcell.store import STORE_FILE, Store  # noqa: E402
 
@@ -65,24 +68,20 @@ LONG_OUTAGE_S = 1800.0
 SEGMENT_STEPS = 3  # the campaign's passage step and the two after it
 
 
+ENZYME_WINDOW_S = enzyme_window_min(DetachParams()) * 60
+
+
 def judge_point(got: Outcome, ref: Outcome, outage_s: float) -> dict[str, Any]:
     doubles = judge.double_additions(got.log, ref.log)
-    window = WINDOWS.enzyme_max_min * 60
-    over = max([0.0, *(e - window for e in got.exposure_s.values())])
-    # after a closed window: from the controller's return to each over-exposed vessel's
-    # neutralisation (the lab's log), against the stated recovery time
+    # the enzyme's window: from the last vessel's enzyme to the neutralisation's start
+    over = max([0.0, *(end - last - ENZYME_WINDOW_S for last, end in got.enzyme_waits)])
+    # after a closed window: from the controller's return to the neutralisation's start
+    # (the lab's log), against the stated recovery time
     delay = 0.0
     if got.resumed_at_t is not None and over > 0:
-        for v, e in got.exposure_s.items():
-            if e > window:
-                start = next(
-                    r["t"]
-                    for r in got.log
-                    if r["action"] == "dispense"
-                    and r["detail"]["target"] == v
-                    and r["detail"].get("enzyme", 0) > 0.5
-                )
-                delay = max(delay, start + e - got.resumed_at_t)
+        for last, end in got.enzyme_waits:
+            if end - last > ENZYME_WINDOW_S:
+                delay = max(delay, end - max(got.resumed_at_t, last))
     named = any(i.get("vessels") for i in got.interruptions)
     return {
         "label": got.label,
@@ -91,6 +90,7 @@ def judge_point(got: Outcome, ref: Outcome, outage_s: float) -> dict[str, Any]:
         "over_exposure_s": over,
         "recovery_delay_s": delay,
         "exposure_max_s": max(got.exposure_s.values(), default=0.0),
+        "enzyme_wait_max_s": max([0.0, *(end - last for last, end in got.enzyme_waits)]),
         "out_max_s": max(got.out_s.values(), default=0.0),
         "out_ref_s": max(ref.out_s.values(), default=0.0),
         "lost": lost_vessels(got, ref),
@@ -136,7 +136,7 @@ def scenario(
 
 
 def _bad(r: dict[str, Any]) -> list[str]:
-    window_ok = r["outage_s"] > WINDOWS.enzyme_max_min * 60 or r["over_exposure_s"] == 0
+    window_ok = r["outage_s"] > ENZYME_WINDOW_S or r["over_exposure_s"] == 0
     problems = []
     if r["doubles"]:
         problems.append(f"double additions {r['doubles']}")

@@ -135,6 +135,39 @@ def enzyme_exposure(log: list[dict[str, Any]]) -> dict[str, float]:
     return {v: end.get(v, last_t) - t0 for v, t0 in start.items()}
 
 
+def enzyme_waits(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Each detachment batch's (last enzyme dispense, first neutralising dispense) times.
+
+    The campaign's enzyme window (``protocols/campaign/windows.py``) runs from the last
+    vessel's enzyme to the start of the neutralisation: no sooner than the enzyme's set
+    time, no later than that plus its overrun. A batch never neutralised ends at the
+    last entry of the log.
+    """
+    out: list[tuple[float, float]] = []
+    last_enzyme: float | None = None
+    in_enzyme: set[str] = set()
+    for r in log:
+        if r["action"] != "dispense" or "_well_" not in r["detail"]["target"]:
+            continue
+        d = r["detail"]
+        v = d["target"]
+        if float(d.get("enzyme", 0.0)) > 0.5:
+            last_enzyme = r["t"]
+            in_enzyme.add(v)
+        elif (
+            last_enzyme is not None
+            and v in in_enzyme
+            and float(d.get("enzyme", 0.0)) == 0.0
+            and [x for x in d.get("sources", []) if x != v]
+        ):
+            out.append((last_enzyme, r["t"]))
+            last_enzyme = None
+            in_enzyme = set()
+    if last_enzyme is not None and log:
+        out.append((last_enzyme, log[-1]["t"]))
+    return out
+
+
 def out_of_incubator(log: list[dict[str, Any]]) -> dict[str, float]:
     """Per plate, the longest time (s) between leaving an incubator slot and re-entering one."""
     left: dict[str, float] = {}

@@ -338,6 +338,7 @@ class Outcome:
     label: str
     log: list[dict[str, Any]]
     exposure_s: dict[str, float]
+    enzyme_waits: list[tuple[float, float]]
     out_s: dict[str, float]
     vessels: dict[str, str]
     cells: float
@@ -405,6 +406,7 @@ def examine(
         label=label,
         log=log,
         exposure_s=judge.enzyme_exposure(log),
+        enzyme_waits=judge.enzyme_waits(log),
         out_s=judge.out_of_incubator(log),
         vessels=vessels,
         cells=cells,

@@ -1,11 +1,9 @@
 """Detach and pool: the half of passaging and harvest that is the same.
 
-Bench version, plate by plate: aspirate the medium (leaving a wet residual), wash
-with PBS and aspirate it, add the detachment enzyme, incubate at 37 C for the set
-time, neutralise with medium, resuspend each well by pipetting and pool it into a
-tube; then count a sample of the pool. One plate at a time, so no plate's cells
-wait in enzyme while another plate is washed (the enzyme's window,
-``protocols/recovery/declarations.py``). How many cells lift, and how many the
+Bench version, per plate: aspirate the medium (leaving a wet residual), wash with
+PBS and aspirate it, add the detachment enzyme, incubate at 37 C for the set time,
+neutralise with medium, resuspend each well by pipetting and pool everything into
+a tube, then count a sample of the pool. How many cells lift, and how many the
 enzyme kills, the culture model decides from the incubation time.
 """
 
@@ -16,11 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pylabrobot.resources import Container
 
 from devices.cell_counter import CountResult
 from protocols.pipetting import TipSupply, check_supplies
-from protocols.recovery.declarations import DETACHMENT
 from protocols.recovery.holds import hold, quarantine
 from protocols.recovery.resumable import Tip, add, mix, remove, unit
 from protocols.selection import Target
@@ -121,20 +117,21 @@ def _pooled_uL(s: DetachStep) -> float:
 
 
 def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
-    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in;
-    neutralising medium in; mixing and pooling (the plates are done one at a time)."""
-    groups: list[list[float]] = []
-    for plate in dict.fromkeys(s.plate for s in steps):
+    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in (before the
+    incubation); neutralising medium in; mixing and pooling (after it)."""
+    plates = list(dict.fromkeys(s.plate for s in steps))
+    before: list[list[float]] = []
+    after: list[list[float]] = []
+    for plate in plates:
         g = [s for s in steps if s.plate == plate]
-        groups += [
+        before += [
             [s.remove_uL for s in g],
             [s.pbs_uL for s in g],
             [s.pbs_uL for s in g],
             [s.enzyme_uL for s in g],
-            [s.medium_uL for s in g],
-            [_pooled_uL(s) for s in g],
         ]
-    return groups
+        after += [[s.medium_uL for s in g], [_pooled_uL(s) for s in g]]
+    return before + after
 
 
 async def detach_and_pool(
@@ -143,8 +140,10 @@ async def detach_and_pool(
     """Carry out the plan; the plates are on the deck. Returns the count of the pool.
 
     Resumable (``protocols/recovery``): re-entered after an interruption, each
-    vessel's stages that are done are skipped, the one in progress is finished, and
-    the enzyme's time is counted from its first addition, within its window.
+    vessel's stages that are done are skipped, the one in progress is finished, no
+    vessel gets a reagent twice, and the enzyme's time is counted from its last
+    addition; past its window the vessels are neutralised at once, quarantined,
+    named in a deviation, and held for the operator.
     """
     tips = TipSupply.of(wc)
     wells = {t.vessel: t.well for t in targets}
@@ -168,12 +167,8 @@ async def detach_and_pool(
                     if not u.done:
                         await work(tip, s)
 
-    for plate in plates:  # plate by plate, so no plate waits in enzyme for another
+    for plate in plates:
         group = [s for s in plan.steps if s.plate == plate]
-        # a harvest's plates wait in the incubator for their turn (a plate found in it
-        # during its enzyme time stays there: the incubation below takes it out)
-        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
-            await wc.fetch_plate(plate)
         # one tip draws the medium off, another puts the PBS in, a third draws it off
         await stage(
             "drain",
@@ -193,7 +188,22 @@ async def detach_and_pool(
             [s.pbs_uL for s in group],
             lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL),
         )
-        await _enzyme(wc, group, tips, enzyme, medium, wells, d)
+        if wc.journal.resumed and _enzyme_ago(wc, [s.vessel for s in plan.steps]):
+            todo = [s.vessel for s in group if not wc.journal.done(f"enzyme:{s.vessel}")]
+            if todo:
+                wc.journal.recovery(
+                    f"enzyme into the {len(todo)} vessels that had none",
+                    "the interruption came while the enzyme went in; a vessel that had it "
+                    "(or, by its liquid level, may have had it) gets none again, and the "
+                    "enzyme's time is counted from the last addition",
+                    todo,
+                )
+        await stage(
+            "enzyme",
+            group,
+            [s.enzyme_uL for s in group],
+            lambda tip, s: add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL),
+        )
         once_event(
             wc,
             f"enzyme_added:{plate}",
@@ -202,17 +212,25 @@ async def detach_and_pool(
             plate=plate,
             vessels=[s.vessel for s in group],
         )
-        await _incubate(wc, plate, group, d)
-        await _neutralise(wc, group, tips, medium, wells, d)
-        once_event(
-            wc,
-            f"enzyme_incubated:{plate}",
-            "enzyme_incubated",
-            actor,
-            plates=[plate],
-            minutes=d.enzyme_time_min,
+
+    await _incubate(wc, plates, plan, d)
+    once_event(
+        wc, "enzyme_incubated", "enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min
+    )
+    await _check_window(wc, plan, d)
+
+    for plate in plates:
+        group = [s for s in plan.steps if s.plate == plate]
+        await stage(
+            "neutralise",
+            group,
+            [s.medium_uL for s in group],
+            lambda tip, s: add(wc, tip, medium, wells[s.vessel], s.medium_uL, flow, along_wall=True),
         )
-        await _check_exposure(wc, group, d)
+    # over-exposed vessels, now neutralised and safe: the operator decides before pooling
+    await _hold_if_over_exposed(wc, plan)
+    for plate in plates:
+        group = [s for s in plan.steps if s.plate == plate]
         async with Tip(wc, tips, f"pool:{plate}", [_pooled_uL(s) for s in group]) as tip:
             for s in group:
                 well = wells[s.vessel]
@@ -279,8 +297,16 @@ def once_event(wc: Workcell, key: str, kind: str, actor: str, **data: Any) -> No
         wc.journal.mark_done(key, list(data.get("vessels", [])))
 
 
-def _enzyme_times(wc: Workcell, vessels: list[str]) -> dict[str, float]:
-    """How many seconds ago each vessel first got enzyme in this step (from its intent)."""
+def enzyme_window_min(d: DetachParams) -> float:
+    """The longest the enzyme may act: from the last vessel's enzyme to the neutralisation,
+    its set time plus the overrun the campaign's windows allow (``windows.py``)."""
+    from protocols.campaign.windows import WindowParams  # windows imports the engine
+
+    return d.enzyme_time_min + WindowParams().enzyme_over_min
+
+
+def _enzyme_ago(wc: Workcell, vessels: list[str]) -> dict[str, float]:
+    """How many seconds ago each vessel got its enzyme in this step (from its intent)."""
     now = wc.clock.now()
     out: dict[str, float] = {}
     for a in wc.journal.actions():
@@ -296,171 +322,65 @@ def _enzyme_times(wc: Workcell, vessels: list[str]) -> dict[str, float]:
     return out
 
 
-def _neutralised(wc: Workcell, vessel: str) -> bool:
-    return wc.journal.done(f"neutralise:{vessel}")
-
-
-async def _enzyme(
-    wc: Workcell,
-    group: list[DetachStep],
-    tips: TipSupply,
-    enzyme: Container,
-    medium: Container,
-    wells: dict[str, Container],
-    d: DetachParams,
-) -> None:
-    """Enzyme into the vessels of one plate; never twice, never keeping others past the window.
-
-    Resumed with some vessels already in enzyme, the rest get theirs only if the first
-    ones stay within the enzyme window until all are neutralised; otherwise the first
-    ones are neutralised now (and, past the window, held) before the rest go on.
-    """
-    windows = DETACHMENT.windows
-    todo = [s for s in group if not wc.journal.done(f"enzyme:{s.vessel}")]
-    if not todo:
+async def _incubate(wc: Workcell, plates: list[str], plan: DetachPlan, d: DetachParams) -> None:
+    """The enzyme at 37 C for its time; resumed, counted from its last addition."""
+    if wc.journal.done("incubate"):
         return
-    first = _enzyme_times(wc, [s.vessel for s in group])
-    waiting = [s for s in group if s.vessel in first and not _neutralised(wc, s.vessel)]
-    if waiting and wc.journal.resumed:
-        since = max(first[s.vessel] for s in waiting)  # the first vessel's time in enzyme
-        per_vessel_s = 2 * LIQUID_STEP_S
-        projected = (
-            since
-            + per_vessel_s * len(todo)
-            + d.enzyme_time_min * 60
-            + OVERHEAD_S
-            + per_vessel_s * len(group)
-        )
-        if projected > windows.enzyme_max_min * 60:
-            wc.journal.recovery(
-                "neutralised the vessels already in enzyme before the others get theirs",
-                f"waiting for the other {len(todo)} vessels would keep them in enzyme about "
-                f"{projected / 60:.0f} min, past the {windows.enzyme_max_min:g} min window",
-                [s.vessel for s in waiting],
-            )
-            await _neutralise(wc, waiting, tips, medium, wells, d)
-            await _check_exposure(wc, waiting, d)
-        else:
-            wc.journal.recovery(
-                f"enzyme into the {len(todo)} vessels that had none",
-                f"the vessels already in enzyme stay within the {windows.enzyme_max_min:g} "
-                f"min window (about {projected / 60:.0f} min until all are neutralised); no "
-                "vessel gets enzyme twice",
-                [s.vessel for s in todo],
-            )
-    async with Tip(wc, tips, f"enzyme:{group[0].plate}", [s.enzyme_uL for s in group]) as tip:
-        for s in todo:
-            async with unit(wc, f"enzyme:{s.vessel}", [s.vessel]) as u:
-                if not u.done:
-                    await add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL)
-
-
-LIQUID_STEP_S = 10.0  # about one aspirate or dispense of a millilitre on the STAR
-OVERHEAD_S = 180.0  # plates to the incubator and back, tips
-
-
-async def _incubate(wc: Workcell, plate: str, group: list[DetachStep], d: DetachParams) -> None:
-    """The enzyme at 37 C for its time, counted from its first addition, never past its window."""
-    if wc.journal.done(f"incubate:{plate}"):
-        return
-    waiting = [s for s in group if not _neutralised(wc, s.vessel)]
-    if not waiting:
-        wc.journal.mark_done(f"incubate:{plate}", [])
-        return
-    windows = DETACHMENT.windows
-    async with unit(wc, f"incubate_in:{plate}", []) as u:
-        if not u.done and not wc.in_slot(plate):
-            await wc.store_plate(plate)
-    ago = _enzyme_times(wc, [s.vessel for s in waiting])
+    for plate in plates:
+        async with unit(wc, f"incubate_in:{plate}", []) as u:
+            if not u.done and not wc.in_slot(plate):
+                await wc.store_plate(plate)
     now = wc.clock.now()
+    ago = _enzyme_ago(wc, [s.vessel for s in plan.steps])
     if wc.journal.resumed and ago:
-        # the enzyme's time counted from the last vessel's addition, capped so that the
-        # first stays within its window
-        wait = min(
-            d.enzyme_time_min * 60 - min(ago.values()),
-            windows.enzyme_max_min * 60 - OVERHEAD_S - max(ago.values()),
-        )
+        wait = d.enzyme_time_min * 60 - min(ago.values())
     else:
         wait = d.enzyme_time_min * 60
     until = datetime.fromisoformat(
         wc.journal.once(
-            f"enzyme_until:{plate}",
-            lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat(),
+            "enzyme_until", lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat()
         )
     )
     left = (until - wc.clock.now()).total_seconds()
     if left > 0:  # no device is needed meanwhile: a scheduler may lend them out
         await wc.devices_free_for(left, "enzyme")
-    async with unit(wc, f"incubate_out:{plate}", []) as u:
-        if not u.done and wc.in_incubator(plate):
-            await wc.fetch_plate(plate)
-    wc.journal.mark_done(f"incubate:{plate}", [])
+    for plate in plates:
+        async with unit(wc, f"incubate_out:{plate}", []) as u:
+            if not u.done and wc.in_incubator(plate):
+                await wc.fetch_plate(plate)
+    wc.journal.mark_done("incubate", [])
 
 
-async def _neutralise(
-    wc: Workcell,
-    steps: list[DetachStep],
-    tips: TipSupply,
-    medium: Container,
-    wells: dict[str, Container],
-    d: DetachParams,
-) -> None:
-    for plate in dict.fromkeys(s.plate for s in steps):
-        group = [s for s in steps if s.plate == plate]
-        async with Tip(wc, tips, f"neutralise:{plate}", [s.medium_uL for s in group]) as tip:
-            for s in group:
-                async with unit(wc, f"neutralise:{s.vessel}", [s.vessel]) as u:
-                    if not u.done:
-                        await add(
-                            wc,
-                            tip,
-                            medium,
-                            wells[s.vessel],
-                            s.medium_uL,
-                            d.medium_flow_uL_per_s,
-                            along_wall=True,
-                        )
-
-
-async def _check_exposure(wc: Workcell, steps: list[DetachStep], d: DetachParams) -> None:
-    """Past the enzyme window: the vessels are quarantined, named, and the operator decides."""
-    windows = DETACHMENT.windows
-    first = _enzyme_times(wc, [s.vessel for s in steps])
-    ends = _neutralise_times(wc, [s.vessel for s in steps])
-    over = {  # both are "seconds ago": exposure = enzyme's ago - neutralised's ago
-        v: ago - ends[v]
-        for v, ago in first.items()
-        if v in ends and ago - ends[v] > windows.enzyme_max_min * 60
-    }
-    if not over:
+async def _check_window(wc: Workcell, plan: DetachPlan, d: DetachParams) -> None:
+    """Resumed past the enzyme's window: a deviation naming the vessels and quarantine now;
+    they are neutralised at once (next), and the operator decides once they are safe."""
+    if not wc.journal.resumed or wc.journal.done("enzyme_window"):
         return
-    vessels = sorted(over)
-    worst = max(over.values()) / 60
+    vessels = [s.vessel for s in plan.steps if not wc.journal.done(f"neutralise:{s.vessel}")]
+    ago = _enzyme_ago(wc, vessels)
+    limit = enzyme_window_min(d) * 60
+    if not ago or min(ago.values()) <= limit:
+        wc.journal.mark_done("enzyme_window", [])
+        return
+    over = sorted(ago)
+    worst = max(ago.values()) / 60
     reason = (
-        f"enzyme acted up to {worst:.1f} min on {', '.join(vessels)}, past its "
-        f"{windows.enzyme_max_min:g} min window (over-exposure): neutralised at once, "
-        "quarantined; decide whether they go on"
+        f"the enzyme acted {min(ago.values()) / 60:.1f} min (up to {worst:.1f} min) on "
+        f"{', '.join(over)} before the controller was back, past its window of "
+        f"{enzyme_window_min(d):g} min (over-exposure): neutralised at once and quarantined; "
+        "decide whether they go on"
     )
-    once_event(
-        wc,
-        f"over_exposure:{','.join(vessels)}",
-        "deviation",
-        "workcell",
-        message=reason,
-        vessels=vessels,
-        over_exposure_s=over,
-    )
-    quarantine(wc, vessels, "over-exposed to the detachment enzyme")
-    await hold(wc, f"over_exposure:{','.join(vessels)}", "over_exposure", reason, vessels)
+    with wc.store.transaction():
+        wc.event(
+            "deviation", "workcell", message=reason, vessels=over, over_exposure=True, enzyme_s=ago
+        )
+        wc.journal.remember("over_exposed", {"vessels": over, "reason": reason})
+        wc.journal.mark_done("enzyme_window", over)
+    quarantine(wc, over, "over-exposed to the detachment enzyme")
 
 
-def _neutralise_times(wc: Workcell, vessels: list[str]) -> dict[str, float]:
-    """How many seconds ago each vessel's neutralising medium was in (its unit's end)."""
-    now = wc.clock.now()
-    out: dict[str, float] = {}
-    for r in wc.journal.rows():
-        if r["kind"] == "unit" and r["key"].startswith("neutralise:"):
-            v = r["key"].split(":", 1)[1]
-            if v in vessels:
-                out[v] = (now - r["time"]).total_seconds()
-    return out
+async def _hold_if_over_exposed(wc: Workcell, plan: DetachPlan) -> None:
+    """The over-exposed vessels are neutralised and pooled: the operator decides, once."""
+    found, over = wc.journal.remembered("over_exposed")
+    if found:
+        await hold(wc, "over_exposure", "over_exposure", over["reason"], over["vessels"])

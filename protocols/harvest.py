@@ -82,7 +82,10 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         protocol=NAME,
         params=params.model_dump(mode="json"),
     )
-    try:  # each plate comes out of the incubator for its turn
+    for plate in params.plates:  # (a plate already in its enzyme incubation stays there)
+        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
+            await wc.fetch_plate(plate)
+    try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
     except Exception as err:
         wc.event(

@@ -10,10 +10,14 @@ controller stopped in it (a crash, a power cut, a device fault):
 * ``HOLD``: stop for the operator (what no device can settle, or a time window
   that closed).
 
-and the time windows the biology imposes: how long the detachment enzyme acts
-(the protocol's ``enzyme_time_min``), the longest it may act before it is
-neutralised, the longest a culture may sit under its wet residual without medium,
-and the longest a plate may stay out of the incubator. The execution code
+and the time windows the biology imposes. The enzyme's and the incubator's are the
+campaign's own (``protocols/campaign/windows.py``, which the scheduler plans with
+and the audit checks): the enzyme is neutralised no later than its set time
+(``enzyme_time_min``) plus ``enzyme_over_min`` after the last vessel got it, and a
+plate stays out of the incubator at most ``max_out_of_incubator_min``. Declared
+here: the longest a culture may sit under its wet residual without medium, and the
+time within which a closed window is acted on once the controller is back. The
+execution code
 (``protocols/seeding.py``, ``media_exchange.py``, ``detachment.py``, ``passaging.py``,
 ``harvest.py``) marks each stage's units of work with these names, and
 ``docs/crash-recovery.md`` lists the table.
@@ -43,22 +47,14 @@ class Stage(BaseModel):
 
 
 class Windows(BaseModel):
-    """Time limits of the biology, in minutes."""
+    """Time limits of recovery that the campaign's windows do not already set, in minutes."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enzyme_max_min: float = Field(
-        default=15.0,
-        description="longest the detachment enzyme may act before it is neutralised; past "
-        "it, cells are damaged (over-exposure): neutralise at once, quarantine, hold",
-    )
     without_medium_max_min: float = Field(
         default=20.0,
         description="longest a monolayer may sit under its wet residual (medium or PBS "
         "drawn off) before fresh liquid must go on",
-    )
-    out_of_incubator_max_min: float = Field(
-        default=60.0, description="longest a culture plate may stay out of the incubator"
     )
     recovery_max_min: float = Field(
         default=5.0,
@@ -84,7 +80,8 @@ _PLATES_BACK = Stage(
     name="return",
     policy=Policy.COMPENSATE,
     recovery="a culture plate found on the deck or on a transfer station is put back in "
-    "the incubator; past the out-of-incubator window, a deviation names its vessels",
+    "the incubator; past the out-of-incubator window (windows.py), a deviation names its "
+    "vessels",
 )
 
 SEEDING = Declaration(
@@ -159,16 +156,17 @@ DETACHMENT = Declaration(
             policy=Policy.COMPENSATE,
             adds="enzyme",
             recovery="enzyme is never added again to a vessel that had it (or may have had "
-            "it: the liquid level decides); a vessel without it gets it only if the "
-            "vessels already in enzyme stay inside the enzyme window",
+            "it: the liquid level decides); a vessel without it gets it, and the enzyme's "
+            "time then counts from that last addition",
         ),
         Stage(
             name="incubate",
             policy=Policy.COMPENSATE,
-            recovery="the enzyme acts for its time counted from its first addition, never "
-            "past the enzyme window: window open, the rest of the time (or none) then "
-            "neutralise; window closed, neutralise at once, quarantine the vessels, record "
-            "the over-exposure naming them, and hold for the operator",
+            recovery="the enzyme acts for its time counted from its last addition: window "
+            "open, the rest of the time (or none) then neutralise; window closed (past its "
+            "time plus the overrun windows.py allows), neutralise at once, quarantine the "
+            "vessels, record the over-exposure naming them, and hold for the operator "
+            "before they are pooled",
         ),
         Stage(
             name="neutralise",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from protocols.recovery.declarations import WINDOWS
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.journal import StepInfo
@@ -64,6 +63,9 @@ async def return_plates(wc: Workcell) -> list[str]:
             continue
         if not out:
             continue
+        from protocols.campaign.windows import WindowParams  # windows imports the engine
+
+        window = WindowParams().max_out_of_incubator_min
         minutes = _minutes_out(wc, plate)
         vessels = [v.id for v in wc.store.vessels(state="active") if v.plate == plate]
         await wc.store_plate(plate)
@@ -72,12 +74,12 @@ async def return_plates(wc: Workcell) -> list[str]:
             f"found out of the incubator after the interruption ({minutes:.0f} min out)",
             vessels,
         )
-        if minutes > WINDOWS.out_of_incubator_max_min:
+        if minutes > window:
             wc.event(
                 "deviation",
                 "workcell",
                 message=f"{plate} was out of the incubator {minutes:.0f} min (window "
-                f"{WINDOWS.out_of_incubator_max_min:g} min) after an interruption",
+                f"{window:g} min) after an interruption",
                 vessels=vessels,
             )
         back.append(plate)

@@ -29,11 +29,11 @@ from workcell import labware, ot_labware
 from workcell.assembly.config import (
     SIMULATED_DRIVERS,
     IncubatorBase,
-    SimulatedOT2,
     SimulatedCellCounter,
     SimulatedImager,
     SimulatedIncubator,
     SimulatedLiquidHandler,
+    SimulatedOT2,
     SimulatedSerialCellCounter,
     SimulatedSerialIncubator,
     WorkcellConfig,
