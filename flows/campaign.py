@@ -19,12 +19,19 @@ campaign days, it *hands over*: it schedules a new run of its deployment, with t
 same parameters, for when the wait ends, and ends. So no process lives through a
 multi-week campaign, and Prefect's per-run memory stays bounded. A run started
 from the command line (no deployment) pauses in its process and never hands over.
+
+Each step's end anchors the record's head; the flow publishes it as the run's
+``record-head-...`` artifact. After a harvest, a run from a deployment starts the
+workcell's release deployment on the run folder (once per batch): the release
+waits, suspended, for the QC results and the signatures (``flows.release``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 from uuid import UUID, uuid4
 
@@ -35,12 +42,14 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.context import FlowRunContext
+from prefect.deployments import arun_deployment
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.states import Scheduled
 from pydantic import Field
 
 from flows.placement import open_run
-from flows.steps import as_task, publish_vessels, resolve
+from flows.release import FLOW_NAME as RELEASE_FLOW
+from flows.steps import as_task, publish_head, publish_vessels, resolve
 from protocols.campaign.engine import (
     DAY_S,
     Action,
@@ -53,6 +62,7 @@ from protocols.campaign.engine import (
     auto_approve,
     summary_rows,
 )
+from workcell.assembly.config import WorkcellConfig
 from workcell.clock import SimClock
 from workcell.errors import WorkcellError
 
@@ -126,8 +136,14 @@ async def campaign(
     hand_over_wait_h: Annotated[
         float, Field(ge=0.1, le=240, description="a longer wall-clock wait ends the run")
     ] = 1.0,
+    release_deployment: str | None = None,
 ) -> CampaignSummary:
-    """From a thawed vial to the target dose; resumes from the run folder if it was stopped."""
+    """From a thawed vial to the target dose; resumes from the run folder if it was stopped.
+
+    After a harvest, a run from a deployment hands the batch to the release flow's
+    deployment (``release_deployment``, default the workcell's ``release``
+    deployment), which waits for the QC results and the signatures.
+    """
     params = params or CampaignParams()
     cfg, folder = resolve(config, run_dir)
     if auto_approve_dry_run and not cfg.simulated:
@@ -149,7 +165,8 @@ async def campaign(
             listener(percent, text)
 
     async with open_run(cfg, folder) as session:
-        engine = CampaignEngine(session, params, ask, run_step=as_task, progress=progress)
+        run_step = functools.partial(as_task, folder=folder)
+        engine = CampaignEngine(session, params, ask, run_step=run_step, progress=progress)
         rule = _hand_over_rule(days_per_run, hand_over_wait_h, cfg.clock.kind == "simulated")
         summary = await engine.run(hand_over=rule if deployed else None)
         if engine.handed_over_at_s is not None:
@@ -170,7 +187,38 @@ async def campaign(
             key="batch-summary",
             description="batch summary",
         )
+        batch = session.wc.store.record.record_id()
+    await publish_head(folder)
+    if summary.outcome.startswith("harvested"):
+        await hand_over_to_release(folder, cfg, batch, release_deployment if deployed else "")
     return summary
+
+
+async def hand_over_to_release(
+    folder: Path, cfg: WorkcellConfig, batch: str, name: str | None
+) -> None:
+    """Start the release flow on the harvested batch, once per batch (it runs on,
+    suspended, for weeks). ``name`` "" means no deployment to start (a CLI run)."""
+    log = get_run_logger()
+    if name == "":
+        log.info("harvested: release the batch with `workcell release status %s`", folder)
+        return
+    if name is None:
+        from flows.facility.deploy import RELEASE, deployment_name
+
+        name = f"{RELEASE_FLOW}/{deployment_name(RELEASE, cfg)}"
+    try:
+        run = await arun_deployment(
+            name,
+            parameters={"run_dir": str(folder.resolve())},
+            timeout=0,
+            as_subflow=False,
+            idempotency_key=f"release-{batch}",
+        )
+    except Exception as e:  # the harvest stands; the release can be started by hand
+        log.error("harvested, but the release flow %s could not be started: %s", name, e)
+        return
+    log.info("harvested: the release flow %s (run %s) waits for QC results", name, run.id)
 
 
 def summary_markdown(s: CampaignSummary) -> str:

@@ -2,10 +2,10 @@
 
 ``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow,
 named for the operation and the workcell (``seed @ sim-workcell``, ...,
-``campaign @ sim-workcell``), each with the config and the run folder as default
-parameters, so an operator in the UI fills in only the protocol's form. The
-serving process runs the flow runs itself, on this machine, next to the
-instruments. A facility of several workcells uses ``workcell worker`` instead
+``campaign @ sim-workcell``, ``release @ sim-workcell``), each with the config and
+the run folder as default parameters, so an operator in the UI fills in only the
+protocol's form. The serving process runs the flow runs itself, on this machine,
+next to the instruments. A facility of several workcells uses ``workcell worker`` instead
 (``flows.facility``): a work pool per workcell, and runs that survive a restart.
 """
 

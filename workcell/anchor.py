@@ -1,0 +1,88 @@
+"""The record's head, anchored outside the store.
+
+A hash chain shows that no entry was edited in place, but not that entries were
+removed from the end, that the whole record was deleted, or that the store was
+swapped for an older copy: a chain of 0 entries is perfectly consistent. So at
+every commit point that matters (a step's end, a QC result, a signature, the
+harvest) the head of the record -- how many entries and the hash of the last one
+-- is appended to ``record.head`` beside the store, and the flows publish it as a
+Prefect artifact (a copy on another machine). ``verify`` then asks, for every
+anchor, that the record still has that many entries and that the anchored entry
+still has that hash: a truncated, emptied, rewritten or deleted record no longer
+matches what was anchored before.
+
+Whoever can replace the store *and* the head file beside it with an older pair
+(a replay) is caught only by an anchor they cannot reach: the Prefect artifact,
+or a head a reviewer copied (``workcell record verify --anchor N:HASH``).
+
+The file is JSON lines, appended and fsync'd: one line per anchor, never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workcell.errors import WorkcellError
+
+HEAD_FILE = "record.head"  # beside the store in a run folder
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+class Anchor(BaseModel):
+    """The record's head at one commit point."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: int = Field(ge=0, description="entries in the record")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of the last entry")
+    utc: datetime
+    reason: str = ""
+
+
+def head_file(store_file: Path | str) -> Path:
+    """Where the anchors of a store live: ``record.head`` in the same folder."""
+    return Path(store_file).with_name(HEAD_FILE)
+
+
+def append(path: Path, entries: int, hash_: str, reason: str) -> Anchor:
+    """Append one anchor and make it durable before returning."""
+    anchor = Anchor(entries=entries, hash=hash_, utc=datetime.now(UTC), reason=reason)
+    line = anchor.model_dump_json() + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return anchor
+
+
+def read(path: Path) -> list[Anchor]:
+    """Every anchor in a head file, oldest first; a line that does not parse is an error."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Anchor.model_validate_json(line))
+        except ValidationError as e:
+            raise WorkcellError(f"{path} line {n} is not an anchor: {e.errors()[0]['msg']}") from e
+    return out
+
+
+def parse(text: str, reason: str = "given on the command line") -> Anchor:
+    """An anchor written as ``ENTRIES:HASH`` (as the report and the artifact show it)."""
+    entries, _, hash_ = text.strip().partition(":")
+    if not entries.isdigit() or not _HASH.fullmatch(hash_):
+        raise WorkcellError(f"{text!r} is not an anchor: expected ENTRIES:HASH (64 hex digits)")
+    return Anchor(entries=int(entries), hash=hash_, utc=datetime.now(UTC), reason=reason)
+
+
+def to_json(anchor: Anchor) -> dict[str, object]:
+    return json.loads(anchor.model_dump_json())
