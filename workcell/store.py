@@ -450,8 +450,8 @@ class Store:
                     break
                 if have != want[i][0]:
                     problems.append(
-                        f"{table}: row {rowid} differs from record entry {want[i][1]} "
-                        f"(table {_short(have)} vs record {_short(want[i][0])})"
+                        f"{table}: row {rowid} differs from record entry {want[i][1]}: "
+                        + _diff(table, have, want[i][0])
                     )
                     break
         return problems
@@ -518,9 +518,25 @@ def _rows_of(e: Entry) -> list[tuple[str, tuple[Any, ...]]]:
     return []
 
 
-def _short(row: tuple[Any, ...]) -> str:
-    text = ", ".join(str(x) for x in row)
-    return text if len(text) <= 160 else text[:157] + "..."
+def _diff(table: str, have: tuple[Any, ...], want: tuple[Any, ...]) -> str:
+    """Which columns (and, for JSON data, which keys) differ: table's value vs the record's."""
+    if len(have) != len(want):
+        return f"the row cannot be read ({_clip(str(have))})"
+    out = []
+    for column, a, b in zip(COLUMNS[table], have, want, strict=True):
+        if a == b:
+            continue
+        if column == "data":
+            da, db = json.loads(a), json.loads(b)
+            keys = sorted(k for k in set(da) | set(db) if da.get(k) != db.get(k))
+            out += [f"data.{k} {_clip(repr(da.get(k)))} vs {_clip(repr(db.get(k)))}" for k in keys]
+        else:
+            out.append(f"{column} {_clip(repr(a))} vs {_clip(repr(b))}")
+    return "; ".join(out) + " (table vs record)"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

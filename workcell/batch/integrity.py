@@ -94,8 +94,11 @@ def verify_store(
                     "the record cannot be checked for removed entries"
                 )
         for source, anchors in sources:
-            for bad in check_anchors(store.record, anchors, source):
-                problems.append(f"at entry {bad.first_bad}: {bad.problem}")
+            disagree = check_anchors(store.record, anchors, source)
+            if disagree:  # the first says where; the rest only how many
+                first = disagree[0]
+                more = f" (and {len(disagree) - 1} later anchors)" if len(disagree) > 1 else ""
+                problems.append(f"at entry {first.first_bad}: {first.problem}{more}")
         if chain.ok:  # rebuilding from a broken chain would only repeat its problem
             problems += store.derived_mismatches()
             problems += check_signatures(store, registry)
