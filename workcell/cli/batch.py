@@ -81,8 +81,16 @@ def _registry(users: Path | None) -> Any:
     return UserRegistry(users)
 
 
-def _secret(user: str) -> str:
-    return str(typer.prompt(f"secret for {user}", hide_input=True))
+def _secret(user: str, prompt: str = "secret for") -> str:
+    """A secret typed at the terminal (not echoed), or one line of standard input (scripts)."""
+    import sys
+
+    if sys.stdin.isatty():
+        return str(typer.prompt(f"{prompt} {user}", hide_input=True))
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise WorkcellError(f"no {prompt} {user} on standard input")
+    return line.rstrip("\r\n")
 
 
 def _open_for_writing(run_dir: Path) -> Store:
@@ -179,8 +187,8 @@ def users_add(
         raise WorkcellError(f"unknown role {bad[0]!r}: roles are {', '.join(ROLES)}")
     registry = _registry(users)
     endorser = registry.authenticate(by, _secret(by)) if by else None
-    secret = str(typer.prompt(f"new secret for {user_id}", hide_input=True))
-    again = str(typer.prompt("again", hide_input=True))
+    secret = _secret(user_id, "new secret for")
+    again = _secret(user_id, "the new secret again for")
     if secret != again:
         raise WorkcellError("the two secrets differ: nothing added")
     user = registry.add(user_id, name, role, secret, endorser)  # type: ignore[arg-type]
