@@ -431,7 +431,22 @@ def test_names_and_ids_are_one_spelling_and_users_are_endorsed(registry: UserReg
     with pytest.raises(WorkcellError, match="not a QA user"):
         registry.add("n.new", "N. New", ["qa"], "some secret 1", op, 2**14)
     assert registry.problems() == []
+    registry.change_secret("o.operator", SECRETS["o.operator"], "a new secret 2", 2**14)
+    with pytest.raises(WorkcellError, match="wrong secret"):
+        registry.authenticate("o.operator", SECRETS["o.operator"])
+    assert (
+        registry.authenticate("o.operator", "a new secret 2").user.public_key == op.user.public_key
+    )
+    registry.set_active("o.operator", False, lead)
+    with pytest.raises(WorkcellError, match="deactivated"):
+        registry.authenticate("o.operator", "a new secret 2")
+    assert registry.problems() == []
     data = json.loads(registry.path.read_text())
+    forged = dict(data["users"][2], id="x.forged", name="X", endorsed_by="x.other")
+    data["users"].append(forged)  # an account added by hand, "endorsed" by nobody real
+    registry.path.write_text(json.dumps(data))
+    assert registry.problems() == ["user 'x.forged' was not endorsed by a QA user of the registry"]
+    data["users"].pop()
     data["users"][1]["roles"] = ["operator", "qa"]  # a role granted by editing the file
     registry.path.write_text(json.dumps(data))
     assert registry.problems() == ["user 'o.operator' was changed after 'qa.lead' endorsed it"]

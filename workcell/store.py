@@ -176,7 +176,21 @@ class Store:
         self.record = BatchRecord(self._db, create=not read_only)
 
     def close(self) -> None:
+        """Close, anchoring first whatever was written since the last anchor (a dry-run,
+        a tool that wrote without a session): no store is left with an unanchored tail."""
+        if not self.read_only and self.head_file is not None and not self._depth:
+            try:
+                last = self._last_anchor()
+                if self.record.head()[0] > (last.entries if last else 0):
+                    self.anchor("store closed")
+            except (sqlite3.Error, WorkcellError):
+                pass  # a damaged store is verify's to report, not close's
         self._db.close()
+
+    def _last_anchor(self) -> anchor.Anchor | None:
+        path = self.head_file
+        anchors = anchor.read(path) if path is not None and path.is_file() else []
+        return anchors[-1] if anchors else None
 
     @property
     def head_file(self) -> Path | None:
@@ -195,7 +209,12 @@ class Store:
         if path is None or self.read_only or not reasons:
             return
         entries, hash_ = self.record.head()
-        if entries:
+        last = self._last_anchor()
+        if last is not None and (
+            last.entries > entries or self.record.hash_at(last.entries) != last.hash
+        ):
+            return  # the record no longer holds what was anchored: never bless that
+        if entries and (last is None or last.entries != entries):
             anchor.append(path, entries, hash_, "; ".join(dict.fromkeys(reasons)))
 
     @contextlib.contextmanager

@@ -11,10 +11,14 @@ the user id and the secret, and a verifier needs only the public key.
 The registry is a JSON file (``WORKCELL_USERS``, default
 ``~/.config/msc-workcell/users.json``) written whole and atomically. Its first
 user is a QA user who endorses themself; every later user is endorsed (signed)
-by a QA user who authenticated to add them, so an account slipped into the file
-by hand fails ``problems()``. Keeping the file where only the facility's account
-administration can write it, locking accounts after failed attempts and
-periodic password changes are the deployment's job (docs/part11.md).
+by a QA user who authenticated to add (or later deactivate) them, each
+endorsement leading back to the first user's key, so an account slipped into the
+file by hand, or a role granted by editing it, fails ``problems()``. A user who
+lost their secret is deactivated (``set_active``), a secret is changed with
+``change_secret`` (the key, and so every signature made, stays). Keeping the
+file where only account administration can write it, pinning the first user's
+key, locking accounts after failed attempts and ageing secrets are the
+deployment's job (docs/part11.md).
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ class User(BaseModel):
     wrapped_key: str = Field(description="nonce + AES-GCM of the ed25519 private key")
     added_by: str
     added_utc: datetime
-    endorsement: str = Field(description="added_by's ed25519 signature over the identity")
+    endorsed_by: str = Field(description="the QA user who last signed this identity")
+    endorsement: str = Field(description="endorsed_by's ed25519 signature over the identity")
 
     def identity(self) -> bytes:
         """What an endorsement signs: who this is, what they may do, their key."""
@@ -132,6 +137,7 @@ class User(BaseModel):
             "public_key": self.public_key,
             "added_by": self.added_by,
             "added_utc": self.added_utc.isoformat(),
+            "endorsed_by": self.endorsed_by,
         }
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
@@ -250,6 +256,7 @@ class UserRegistry:
             wrapped_key=_b64(wrapped),
             added_by=by.user.id if by is not None else user_id,
             added_utc=datetime.now(UTC).replace(microsecond=0),
+            endorsed_by=by.user.id if by is not None else user_id,
             endorsement="",
         )
         signer = by if by is not None else Unlocked(user, key)
@@ -268,15 +275,66 @@ class UserRegistry:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
+    def _qa(self, by: Unlocked) -> None:
+        current = self.get(by.user.id)
+        if current is None or "qa" not in current.roles or not current.active:
+            raise WorkcellError(f"{by.user.id!r} is not an active QA user of this registry")
+
+    def set_active(self, user_id: str, active: bool, by: Unlocked) -> User:
+        """Deactivate (a lost secret, a person who left) or reactivate a user; a QA user
+        signs the change. Signatures made before stay valid."""
+        self._qa(by)
+        data = self._load()
+        user = next((u for u in data.users if u.id == user_id), None)
+        if user is None:
+            raise WorkcellError(f"no user {user_id!r} in {self.path}")
+        user.active = active
+        user.endorsed_by = by.user.id
+        user.endorsement = by.sign(user.identity())
+        self._save(data)
+        return user
+
+    def change_secret(self, user_id: str, old: str, new: str, kdf_n: int = SCRYPT_N) -> None:
+        """A new secret for the same key (signatures made before stay valid)."""
+        unlocked = self.authenticate(user_id, old)
+        if len(new) < SECRET_MIN:
+            raise WorkcellError(f"a secret has at least {SECRET_MIN} characters")
+        data = self._load()
+        user = next(u for u in data.users if u.id == user_id)
+        kdf = Kdf(n=kdf_n, salt=_b64(os.urandom(16)))
+        derived = kdf.derive(new)
+        nonce = os.urandom(12)
+        raw = unlocked._key.private_bytes_raw()
+        user.kdf = kdf
+        user.verifier = _b64(derived[:32])
+        user.wrapped_key = _b64(nonce + AESGCM(derived[32:]).encrypt(nonce, raw, user.id.encode()))
+        self._save(data)
+
     def problems(self) -> list[str]:
-        """Users whose endorsement does not hold: added by hand, or edited since."""
+        """Users whose endorsement does not hold: added by hand, or edited since. Every
+        endorsement leads, QA user by QA user, back to the registry's first user."""
+        users = self.users()
+        by_id = {u.id: u for u in users}
+        root = users[0].id if users else None  # the trust anchor: the first user's key
+
+        def trusted(uid: str, seen: frozenset[str]) -> bool:
+            u = by_id.get(uid)
+            if u is None or uid in seen or "qa" not in u.roles:
+                return False
+            if uid == root:
+                return True
+            e = by_id.get(u.endorsed_by)
+            return (
+                e is not None
+                and trusted(e.id, seen | {uid})
+                and e.verify(u.identity(), _unb64(u.endorsement))
+            )
+
         out = []
-        seen: dict[str, User] = {}
-        for i, u in enumerate(self.users()):
-            endorser = u if u.added_by == u.id and i == 0 else seen.get(u.added_by)
-            if endorser is None or "qa" not in endorser.roles:
-                out.append(f"user {u.id!r} was not added by a QA user of the registry")
+        for u in users:
+            endorser = by_id.get(u.endorsed_by)
+            if endorser is None or not trusted(endorser.id, frozenset()):
+                out.append(f"user {u.id!r} was not endorsed by a QA user of the registry")
             elif not endorser.verify(u.identity(), _unb64(u.endorsement)):
-                out.append(f"user {u.id!r} was changed after {u.added_by!r} endorsed it")
-            seen[u.id] = u
+                out.append(f"user {u.id!r} was changed after {u.endorsed_by!r} endorsed it")
         return out

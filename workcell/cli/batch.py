@@ -195,6 +195,36 @@ def users_add(
     out.print(f"added {user.id} ({user.name}): {', '.join(user.roles)}; registry {registry.path}")
 
 
+@users_app.command("disable")
+@one_line_errors
+def users_disable(
+    user_id: Annotated[str, typer.Argument(help="the user to deactivate")],
+    by: Annotated[str, typer.Option("--by", help="the QA user deactivating them")],
+    enable: Annotated[bool, typer.Option("--enable", help="reactivate instead")] = False,
+    users: UsersOpt = None,
+) -> None:
+    """Deactivate a user (a lost secret, a person who left): they can no longer sign."""
+    registry = _registry(users)
+    qa = registry.authenticate(by, _secret(by))
+    user = registry.set_active(user_id, enable, qa)
+    out.print(f"{user.id} is {'active' if user.active else 'deactivated'} (by {by})")
+
+
+@users_app.command("passwd")
+@one_line_errors
+def users_passwd(
+    user_id: Annotated[str, typer.Argument(help="your user id")], users: UsersOpt = None
+) -> None:
+    """Change your secret (your key stays: signatures you made stay valid)."""
+    registry = _registry(users)
+    old = _secret(user_id)
+    new = _secret(user_id, "new secret for")
+    if new != _secret(user_id, "the new secret again for"):
+        raise WorkcellError("the two new secrets differ: nothing changed")
+    registry.change_secret(user_id, old, new)
+    out.print(f"secret of {user_id} changed")
+
+
 @users_app.command("list")
 @one_line_errors
 def users_list(users: UsersOpt = None) -> None:
