@@ -184,7 +184,8 @@ def resume_waiting(run_dir: Path) -> list[UUID]:
         for fr in runs:
             params: dict[str, Any] = fr.parameters or {}
             if params.get("run_dir") and Path(str(params["run_dir"])).resolve() == target:
-                run_input = {} if fr.state and fr.state.state_details.run_input_keyset else None
+                keyset = fr.state.state_details.run_input_keyset if fr.state else None
+                run_input: dict[str, Any] | None = {} if keyset else None
                 client.resume_flow_run(fr.id, run_input=run_input)
                 resumed.append(fr.id)
     return resumed

@@ -132,7 +132,7 @@ def read_head_artifact(folder: Path) -> tuple[str, list[Anchor]]:
         )
     anchors = []
     for a in sorted(found, key=lambda a: a.created or datetime.min):
-        rows = json.loads(a.data) if isinstance(a.data, str) else a.data
+        rows: Any = json.loads(a.data) if isinstance(a.data, str) else a.data
         for row in rows or []:
             anchors.append(
                 Anchor(

@@ -29,6 +29,7 @@ from protocols.campaign.engine import (
 )
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
+from workcell.batch.integrity import refuse_damaged
 from workcell.errors import WorkcellError
 from workcell.store import STORE_FILE, Store
 
@@ -69,6 +70,11 @@ def run_campaign_cli(
             err.print(f"[bold red]error:[/] {e}")
             return 2
     folder = run_dir or new_run_dir()
+    try:  # before Prefect starts: a damaged run folder is refused in one line
+        refuse_damaged(folder / STORE_FILE)
+    except WorkcellError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
 
     out.print(f"expansion campaign on {cfg.name!r}, run folder {folder}")
     out.print(
