@@ -73,8 +73,8 @@ def _enter_form(folder: Path, registry: UserRegistry, form: QCForm, ref: str) ->
     if not form.results:
         return "resumed without results in the form"
     user = registry.get(form.analyst)
-    if user is None or not {"analyst", "qa"} & set(user.roles):
-        return f"form refused: {form.analyst!r} is not an analyst or QA user of the registry"
+    if user is None or not user.active or not {"analyst", "qa"} & set(user.roles):
+        return f"form refused: {form.analyst!r} is not an active analyst or QA user"
     path = folder / STORE_FILE
     refuse_damaged(path)
     store = Store(path)

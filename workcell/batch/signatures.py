@@ -135,7 +135,7 @@ def check_signatures(store: Store, registry: UserRegistry | None) -> list[str]:
         who = f"signature at entry {s.seq} ({st.user_id}, {st.meaning})"
         user = users.get(st.user_id)
         if registry is not None and user is None:
-            problems.append(f"{who}: {st.user_id!r} is not in the user registry")
+            problems.append(f"{who}: {st.user_id!r} is not in the user registry {registry.path}")
         elif user is not None and user.public_key != st.public_key:
             problems.append(f"{who}: not made with {st.user_id!r}'s key in the user registry")
         if not _verify(st.public_key, st.payload(), s.signature):

@@ -147,6 +147,8 @@ def record_verify(
     from workcell import anchor as anchors
     from workcell.batch.integrity import verify_run
 
+    if not run_dir.is_dir():
+        raise WorkcellError(f"no run folder {run_dir}")
     external = [(f"--anchor {a}", [anchors.parse(a)]) for a in anchor or []]
     if prefect:
         from flows.steps import read_head_artifact
