@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ from uuid import UUID
 import pytest
 
 from tests.campaign_helpers import child_env, quick_config
+from workcell.anchor import HEAD_FILE
 from workcell.batch.release import Stage, release_state
 from workcell.batch.users import UserRegistry
 from workcell.store import STORE_FILE, Store
@@ -296,6 +299,13 @@ def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
         harvest = store.events("harvested")[-1].time
     finally:
         store.close()
+    old = server["home"] / "old-copy"  # the store and its head as they are at harvest
+    old.mkdir()
+    src, dst = sqlite3.connect(run_dir / STORE_FILE), sqlite3.connect(old / STORE_FILE)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    shutil.copy(run_dir / HEAD_FILE, old / HEAD_FILE)
     day = 86400.0
     early = {"reported_at": _at(harvest, 1 * day)}
     form = {
@@ -393,14 +403,16 @@ def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
         ]
     finally:
         store.close()
-    proc = subprocess.run(
-        [WORKCELL, "record", "verify", str(run_dir), "--prefect"],
-        env=server["env"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    verify = [WORKCELL, "record", "verify", str(run_dir), "--prefect"]
+    proc = subprocess.run(verify, env=server["env"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "record intact" in proc.stdout, proc.stdout + proc.stderr
+    for name in (STORE_FILE, HEAD_FILE):  # replay: the harvest-day pair put back in place
+        shutil.copy(old / name, run_dir / name)
+    for stale in ("-wal", "-shm"):
+        (run_dir / (STORE_FILE + stale)).unlink(missing_ok=True)
+    proc = subprocess.run(verify, env=server["env"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Prefect artifact record-head-" in proc.stderr and "older copy" in proc.stderr
 
 
 def _at(t: Any, seconds: float) -> str:

@@ -52,8 +52,9 @@ def head_file(store_file: Path | str) -> Path:
 
 def append(path: Path, entries: int, hash_: str, reason: str) -> Anchor:
     """Append one anchor and make it durable before returning."""
-    anchor = Anchor(entries=entries, hash=hash_, utc=datetime.now(UTC), reason=reason)
+    anchor = Anchor(entries=entries, hash=hash_, utc=datetime.now(UTC), reason=reason[:500])
     line = anchor.model_dump_json() + "\n"
+    _drop_torn_tail(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode())
@@ -63,15 +64,61 @@ def append(path: Path, entries: int, hash_: str, reason: str) -> Anchor:
     return anchor
 
 
+TAIL_BYTES = 8192  # more than one anchor line (reasons are kept short)
+
+
+def _tail(path: Path) -> tuple[int, bytes]:
+    """(offset, bytes) of the end of a file: enough for its last anchor line."""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - TAIL_BYTES)
+        f.seek(start)
+        return start, f.read()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an anchor line a crash left unfinished (after the last newline), if any."""
+    if not path.is_file():
+        return
+    start, data = _tail(path)
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n")
+        with path.open("r+b") as f:
+            f.truncate(start + cut + 1 if cut >= 0 else start)
+
+
+def last(path: Path) -> Anchor | None:
+    """The newest anchor, reading only the end of the file."""
+    if not path.is_file():
+        return None
+    start, data = _tail(path)
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if start:
+        lines = lines[1:]  # the first may be cut
+    complete = lines[:-1]  # the text after the last newline is unfinished or empty
+    for line in reversed(complete):
+        if line.strip():
+            try:
+                return Anchor.model_validate_json(line)
+            except ValidationError as e:
+                raise WorkcellError(f"the last anchor in {path} does not parse") from e
+    return read(path)[-1] if start and path.stat().st_size > TAIL_BYTES else None
+
+
 def read(path: Path) -> list[Anchor]:
-    """Every anchor in a head file, oldest first; a line that does not parse is an error."""
+    """Every anchor in a head file, oldest first; a line that does not parse is an error,
+    except a last line cut short by a crash while it was written (it ends in no newline)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             out.append(Anchor.model_validate_json(line))
         except ValidationError as e:
+            if n == len(lines):  # no newline after it: the write was interrupted
+                break
             raise WorkcellError(f"{path} line {n} is not an anchor: {e.errors()[0]['msg']}") from e
     return out
 

@@ -188,9 +188,7 @@ class Store:
         self._db.close()
 
     def _last_anchor(self) -> anchor.Anchor | None:
-        path = self.head_file
-        anchors = anchor.read(path) if path is not None and path.is_file() else []
-        return anchors[-1] if anchors else None
+        return anchor.last(self.head_file) if self.head_file is not None else None
 
     @property
     def head_file(self) -> Path | None:

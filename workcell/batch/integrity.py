@@ -154,9 +154,9 @@ def refuse_damaged(store_file: Path) -> None:
     check); the full one is ``verify_run``.
     """
     head = anchor.head_file(store_file)
-    anchors = anchor.read(head) if head.is_file() else []
+    newest = anchor.last(head)
     exists = store_file.is_file() and store_file.stat().st_size > 0
-    if not anchors:
+    if newest is None:
         if exists:
             store = Store(store_file, read_only=True)
             try:
@@ -169,7 +169,7 @@ def refuse_damaged(store_file: Path) -> None:
                     f"({head.name} is missing): restore it, or verify the run first"
                 )
         return
-    last = anchors[-1]
+    last = newest
     where = f"{store_file.parent}: {head.name} says the record held {last.entries} entries"
     if not exists:
         raise WorkcellError(f"{where}, but the store is missing or empty: refusing to start")
