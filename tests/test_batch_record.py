@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -480,6 +481,13 @@ def test_qc_results_are_validated_and_entered_whole(batch: Path, registry: UserR
         assert store.record.head() == before  # nothing of the file went in
         status = {c.name: c.status for c in evaluate(store)}
         assert status["endotoxin"] is Status.MISSING
+        assert release_state(store, registry).stage is Stage.WAITING_QC
+        late = parse_results(
+            {"test": "sterility", "result": "positive", "reported_at": _days(harvest, 15)}
+        )
+        enter_results(store, late, "a.analyst", "test", False)
+        state = release_state(store, registry)
+        assert state.stage is Stage.BLOCKED and "sterility fail" in state.reason
     finally:
         store.close()
     qc = batch.parent / "qc.json"
@@ -602,3 +610,7 @@ def test_enter_results_refuses_before_harvest(tmp_path: Path) -> None:
             enter_results(store, parse_results({"test": "endotoxin", "value": 0.1}), "x", "t", True)
     finally:
         store.close()
+
+
+def _days(t: datetime, days: float) -> str:
+    return (t + timedelta(days=days)).isoformat()

@@ -64,6 +64,7 @@ class Criterion(BaseModel):
     requirement: str
     result: str
     status: Status
+    from_qc: bool = False  # a QC lab's result (may arrive late), not the record's own
 
 
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
@@ -220,10 +221,24 @@ def evaluate(store: Store, spec: ReleaseSpec | None = None) -> list[Criterion]:
         target = started[0].data.get("params", {}).get("target_dose_cells_per_kg")
     out: list[Criterion] = []
 
-    def add(name: str, requirement: str, value: float | str | None, ok: bool | None) -> None:
+    def add(
+        name: str,
+        requirement: str,
+        value: float | str | None,
+        ok: bool | None,
+        from_qc: bool = True,
+    ) -> None:
         status = Status.MISSING if ok is None else (Status.PASS if ok else Status.FAIL)
         shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else value)
-        out.append(Criterion(name=name, requirement=requirement, result=str(shown), status=status))
+        out.append(
+            Criterion(
+                name=name,
+                requirement=requirement,
+                result=str(shown),
+                status=status,
+                from_qc=from_qc,
+            )
+        )
 
     v = h["viability_percent"] if h else None
     add(
@@ -231,6 +246,7 @@ def evaluate(store: Store, spec: ReleaseSpec | None = None) -> list[Criterion]:
         f">= {spec.viability_min_percent:g} %",
         v,
         None if v is None else v >= spec.viability_min_percent,
+        from_qc=False,
     )
     markers = qc["flow_cytometry"].markers_percent if "flow_cytometry" in qc else {}
     for m in POSITIVE_MARKERS:
@@ -267,6 +283,7 @@ def evaluate(store: Store, spec: ReleaseSpec | None = None) -> list[Criterion]:
         f">= {target:.3g} cells/kg" if target else ">= target (unknown)",
         dose,
         None if dose is None or target is None else dose >= target,
+        from_qc=False,
     )
     passages = [x.passage for x in store.vessels() if h and x.id in h.get("vessels", [])]
     p = max(passages) if passages else None
@@ -275,6 +292,7 @@ def evaluate(store: Store, spec: ReleaseSpec | None = None) -> list[Criterion]:
         f"<= P{spec.passage_limit}",
         None if p is None else f"P{p}",
         None if p is None else p <= spec.passage_limit,
+        from_qc=False,
     )
     return out
 
@@ -300,9 +318,6 @@ class ReleaseState(BaseModel):
         return self.stage is Stage.RELEASED
 
 
-QC_CRITERIA_PREFIXES = ("CD", "HLA", "sterility", "mycoplasma", "endotoxin")
-
-
 def release_state(
     store: Store, registry: UserRegistry | None, spec: ReleaseSpec | None = None
 ) -> ReleaseState:
@@ -324,7 +339,7 @@ def release_state(
     if failed:
         return state(Stage.BLOCKED, "; ".join(f"{c.name} fail ({c.result})" for c in failed))
     missing = [c for c in criteria if c.status is Status.MISSING]
-    not_qc = [c for c in missing if not c.name.startswith(QC_CRITERIA_PREFIXES)]
+    not_qc = [c for c in missing if not c.from_qc]
     if not_qc:
         return state(Stage.BLOCKED, "; ".join(f"{c.name} missing" for c in not_qc))
     if missing:
