@@ -214,12 +214,32 @@ def _truncate_consistently(run_dir: Path) -> None:
     )
 
 
+def _free_pages(data: bytes, page: int) -> set[int]:
+    """The pages on SQLite's freelist (their content is not the record's)."""
+    free, trunk = set(), int.from_bytes(data[32:36], "big")
+    while trunk:
+        at = (trunk - 1) * page
+        count = int.from_bytes(data[at + 4 : at + 8], "big")
+        free.add(trunk)
+        free |= {
+            int.from_bytes(data[at + 8 + 4 * i : at + 12 + 4 * i], "big") for i in range(count)
+        }
+        trunk = int.from_bytes(data[at : at + 4], "big")
+    return free
+
+
 def _garbage(run_dir: Path) -> None:
+    """8 KiB of random bytes over two pages in use in the middle of the file."""
     path = run_dir / STORE_FILE
-    size = path.stat().st_size
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    free = _free_pages(data, page)
+    n = len(data) // page // 2 + 1  # pages count from 1
+    while n in free or n + 1 in free:
+        n += 1
     with path.open("r+b") as f:
-        f.seek(size // 2 // 4096 * 4096)
-        f.write(os.urandom(8192))
+        f.seek((n - 1) * page)
+        f.write(os.urandom(2 * page))
 
 
 def _edit_signed_entry(run_dir: Path) -> None:

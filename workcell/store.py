@@ -426,6 +426,24 @@ class Store:
         pragma = "quick_check" if quick else "integrity_check"
         return [str(r[0]) for r in self._db.execute(f"PRAGMA {pragma}")]
 
+    def unreadable_tables(self) -> list[str]:
+        """Where a damaged file is: each table (and its indexes) that cannot be read through."""
+        out = []
+        try:
+            names = sorted(self.tables())
+        except sqlite3.DatabaseError:
+            return ["the schema (sqlite_master)"]
+        for name in names:
+            try:
+                self._db.execute(f'SELECT * FROM "{name}"').fetchall()
+                for (index,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (name,)
+                ).fetchall():
+                    self._db.execute(f'SELECT count(*) FROM "{name}" INDEXED BY "{index}"')
+            except sqlite3.DatabaseError:
+                out.append(name)
+        return out
+
     def tables(self) -> set[str]:
         rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {str(r[0]) for r in rows}

@@ -103,7 +103,9 @@ def verify_store(
             problems += store.derived_mismatches()
             problems += check_signatures(store, registry)
     except sqlite3.DatabaseError as e:
-        problems.append(f"the store cannot be read: {e}")
+        damaged = store.unreadable_tables()
+        where = f" (unreadable: {', '.join(damaged)})" if damaged else ""
+        problems.append(f"the store cannot be read: {e}{where}")
         return Integrity(ok=False, problems=problems)
     except WorkcellError as e:
         problems.append(str(e))
