@@ -177,7 +177,13 @@ class UserRegistry:
             return _File()
         try:
             return _File.model_validate_json(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValidationError, ValueError) as e:
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise WorkcellError(
+                f"the user registry {self.path} is not valid: {where}: {first['msg']}"
+            ) from e
+        except (OSError, ValueError) as e:
             raise WorkcellError(f"the user registry {self.path} cannot be read: {e}") from e
 
     def users(self) -> list[User]:

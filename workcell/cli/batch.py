@@ -232,6 +232,12 @@ def users_passwd(
 def users_list(users: UsersOpt = None) -> None:
     """Every user: id, name, roles, who added them; and whether the registry checks out."""
     registry = _registry(users)
+    if not registry.path.exists():
+        out.print(
+            f"no user registry at {registry.path} yet: the first user, a QA user, is added "
+            "with `workcell users add ID --name NAME --role qa`"
+        )
+        return
     table = Table("user id", "name", "roles", "active", "added by", "added (UTC)")
     for u in registry.users():
         table.add_row(
