@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ from workcell.batch.users import UserRegistry, normalise_name
 from workcell.cli.app import app
 from workcell.errors import WorkcellError
 from workcell.record import GENESIS, entry_hash
-from workcell.store import STORE_FILE, Store
+from workcell.store import STORE_FILE, Event, Store
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -634,3 +634,27 @@ def test_enter_results_refuses_before_harvest(tmp_path: Path) -> None:
 
 def _days(t: datetime, days: float) -> str:
     return (t + timedelta(days=days)).isoformat()
+
+
+def test_a_crash_before_the_first_anchor_or_mid_anchor_is_not_damage(tmp_path: Path) -> None:
+    """A new store is anchored empty; entries written before a crash, or an anchor line cut
+    short, do not stop the next session; a store whose anchor file was removed does."""
+    from workcell.batch.integrity import refuse_damaged
+
+    path = tmp_path / STORE_FILE
+    store = Store(path)
+    store.add_event(Event(time=datetime.now(UTC), kind="noted", actor="t"))
+    store._db.close()  # killed: no anchor since the one of the empty store
+    head = path.with_suffix(".head")
+    assert [a.entries for a in anchor.read(head)] == [0]
+    refuse_damaged(path)
+    with head.open("a") as f:
+        f.write('{"entries": 1, "ha')  # killed while writing an anchor
+    refuse_damaged(path)
+    store = Store(path)
+    store.anchor("step end")  # the torn line is cut, the new one follows
+    store.close()
+    assert [a.entries for a in anchor.read(head)] == [0, 1]
+    head.unlink()
+    with pytest.raises(WorkcellError, match="no anchor beside it"):
+        refuse_damaged(path)

@@ -5,7 +5,7 @@ removed from the end, that the whole record was deleted, or that the store was
 swapped for an older copy: a chain of 0 entries is perfectly consistent. So at
 every commit point that matters (a step's end, a QC result, a signature, the
 harvest) the head of the record -- how many entries and the hash of the last one
--- is appended to ``record.head`` beside the store, and the flows publish it as a
+-- is appended to ``workcell.head`` beside the store, and the flows publish it as a
 Prefect artifact (a copy on another machine). ``verify`` then asks, for every
 anchor, that the record still has that many entries and that the anchored entry
 still has that hash: a truncated, emptied, rewritten or deleted record no longer
@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workcell.errors import WorkcellError
 
-HEAD_FILE = "record.head"  # beside the store in a run folder
+HEAD_SUFFIX = ".head"  # workcell.db -> workcell.head, beside it
+HEAD_FILE = "workcell.head"  # the anchors of a run folder's store (workcell.db)
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -46,8 +47,9 @@ class Anchor(BaseModel):
 
 
 def head_file(store_file: Path | str) -> Path:
-    """Where the anchors of a store live: ``record.head`` in the same folder."""
-    return Path(store_file).with_name(HEAD_FILE)
+    """Where the anchors of a store live: beside it, named after it (``workcell.head``),
+    so two stores in one folder never share one."""
+    return Path(store_file).with_suffix(HEAD_SUFFIX)
 
 
 def append(path: Path, entries: int, hash_: str, reason: str) -> Anchor:

@@ -97,7 +97,10 @@ class BatchRecord:
         return self._head()
 
     def hash_at(self, seq: int) -> str | None:
-        """The stored hash of entry ``seq`` (None if there is no such entry)."""
+        """The stored hash of entry ``seq`` (None if there is no such entry; entry 0 is
+        the empty record's head, ``GENESIS``)."""
+        if seq == 0:
+            return GENESIS
         row = self._db.execute("SELECT hash FROM record WHERE seq = ?", (seq,)).fetchone()
         return str(row[0]) if row else None
 

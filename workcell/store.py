@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from workcell import anchor
 from workcell.errors import WorkcellError
-from workcell.record import BatchRecord, Entry
+from workcell.record import GENESIS, BatchRecord, Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vessels (
@@ -174,6 +174,11 @@ class Store:
                 self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(SCHEMA + DERIVED_TRIGGERS)
         self.record = BatchRecord(self._db, create=not read_only)
+        head = self.head_file
+        if not read_only and head is not None and not head.exists() and not self.record.head()[0]:
+            # a new record: anchored empty, so a store with entries and no anchor file
+            # means the file was removed, while a crash before the first step is fine
+            anchor.append(head, 0, GENESIS, "store created")
 
     def close(self) -> None:
         """Close, anchoring first whatever was written since the last anchor (a dry-run,

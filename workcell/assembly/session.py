@@ -12,7 +12,7 @@ store's checkpoint is the one this session last wrote; if another run has moved
 the workcell on since, the session rebuilds its workcell from that checkpoint
 before it starts, so no run works from a stale picture of the deck.
 
-A session refuses a run folder whose anchor (``record.head``) says it held a
+A session refuses a run folder whose anchor (``workcell.head``) says it held a
 record that is no longer there, cut short or replaced; each step's end anchors
 the record's head again.
 

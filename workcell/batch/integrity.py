@@ -172,6 +172,8 @@ def refuse_damaged(store_file: Path) -> None:
                 )
         return
     last = newest
+    if last.entries == 0 and not exists:
+        return  # a store created and never written: nothing was lost
     where = f"{store_file.parent}: {head.name} says the record held {last.entries} entries"
     if not exists:
         raise WorkcellError(f"{where}, but the store is missing or empty: refusing to start")
