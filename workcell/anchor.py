@@ -20,7 +20,7 @@ The file is JSON lines, appended and fsync'd: one line per anchor, never rewritt
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
 import re
 from datetime import UTC, datetime
@@ -53,16 +53,27 @@ def head_file(store_file: Path | str) -> Path:
 
 
 def append(path: Path, entries: int, hash_: str, reason: str) -> Anchor:
-    """Append one anchor and make it durable before returning."""
+    """Append one anchor and make it durable before returning.
+
+    Writers (a campaign, a CLI signing, a store closed elsewhere) take the file's
+    lock, so none sees another's line half written; a line a crash left unfinished
+    is cut first.
+    """
     anchor = Anchor(entries=entries, hash=hash_, utc=datetime.now(UTC), reason=reason[:500])
-    line = anchor.model_dump_json() + "\n"
-    _drop_torn_tail(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    line = (anchor.model_dump_json() + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line.encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line
+            start = max(0, size - TAIL_BYTES)
+            tail = os.pread(fd, size - start, start)
+            cut = tail.rfind(b"\n")
+            os.ftruncate(fd, start + cut + 1 if cut >= 0 else start)
+        os.write(fd, line)
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
     return anchor
 
 
@@ -76,17 +87,6 @@ def _tail(path: Path) -> tuple[int, bytes]:
         start = max(0, size - TAIL_BYTES)
         f.seek(start)
         return start, f.read()
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut an anchor line a crash left unfinished (after the last newline), if any."""
-    if not path.is_file():
-        return
-    start, data = _tail(path)
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n")
-        with path.open("r+b") as f:
-            f.truncate(start + cut + 1 if cut >= 0 else start)
 
 
 def last(path: Path) -> Anchor | None:
@@ -131,7 +131,3 @@ def parse(text: str, reason: str = "given on the command line") -> Anchor:
     if not entries.isdigit() or not _HASH.fullmatch(hash_):
         raise WorkcellError(f"{text!r} is not an anchor: expected ENTRIES:HASH (64 hex digits)")
     return Anchor(entries=int(entries), hash=hash_, utc=datetime.now(UTC), reason=reason)
-
-
-def to_json(anchor: Anchor) -> dict[str, object]:
-    return json.loads(anchor.model_dump_json())

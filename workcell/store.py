@@ -161,6 +161,7 @@ class Store:
         self.read_only = read_only
         self._depth = 0
         self._pending_anchor: list[str] = []
+        self._wrote = False  # this connection committed something (close anchors it)
         if read_only:
             self._db = _connect_read_only(Path(self.path))
         else:
@@ -181,9 +182,10 @@ class Store:
             anchor.append(head, 0, GENESIS, "store created")
 
     def close(self) -> None:
-        """Close, anchoring first whatever was written since the last anchor (a dry-run,
-        a tool that wrote without a session): no store is left with an unanchored tail."""
-        if not self.read_only and self.head_file is not None and not self._depth:
+        """Close, anchoring first whatever this connection wrote since the last anchor (a
+        dry-run, a tool that wrote without a session): no store is left with an
+        unanchored tail, and a process that only looked writes nothing."""
+        if self._wrote and self.head_file is not None and not self._depth:
             try:
                 last = self._last_anchor()
                 if self.record.head()[0] > (last.entries if last else 0):
@@ -236,6 +238,7 @@ class Store:
         try:
             yield
             self._db.commit()
+            self._wrote = True
         except BaseException:
             self._db.rollback()
             self._pending_anchor.clear()
