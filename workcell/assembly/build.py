@@ -22,7 +22,7 @@ from devices.incubator import CheckedCytomatBackend, IncubatorMonitor
 from simulators.chamber import Chamber
 from simulators.culture import CultureModel, CultureParameters
 from simulators.world import SimWorld
-from workcell import labware, ot_labware
+from workcell import labware, ot_labware, plr_geometry
 from workcell.actions import ActionLog
 from workcell.assembly.config import (
     SIMULATED_DRIVERS,
@@ -75,6 +75,7 @@ def _build_deck(config: WorkcellConfig) -> Deck:
 
 def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") -> Workcell:
     """Assemble a workcell from its config. Devices are connected by ``Workcell.setup``."""
+    plr_geometry.install()
     set_tip_tracking(True)
     set_volume_tracking(True)
     clock: Clock = (
