@@ -140,7 +140,14 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
 
                 assert world is not None
                 backend = SimulatedImagerBackend(
-                    name, world.culture, clock, log, _rng(seed, name), dev.optics
+                    name,
+                    world.culture,
+                    clock,
+                    log,
+                    _rng(seed, name),
+                    dev.optics,
+                    fidelity=dev.fidelity.mode,
+                    error=_error_table(dev),
                 )
                 imager = ConfluenceImager(
                     Imager(name, 0, 0, 0, backend=backend), dev.fields_per_well, dev.estimator
@@ -194,6 +201,16 @@ def _ot2_backend(
     server = OT2ApiServer(robot).start()
     world.http_simulators.append(server)
     return CheckedOT2Backend(name, str(server.host), int(server.port), pipettes)
+
+
+def _error_table(dev: SimulatedImager) -> Any:
+    """The fast imaging path's error table: the config's, or the shipped measurement."""
+    if dev.fidelity.error is not None:
+        return dev.fidelity.error
+    from simulators.confluence_error import EstimatorError
+    from simulators.estimator_error_data import MEASURED
+
+    return EstimatorError.model_validate(MEASURED)
 
 
 def _counter_backend(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
+from simulators.confluence_error import EstimatorError
 from simulators.serial_port import FaultRates
 from workcell import labware, ot_labware
 from workcell.errors import ConfigError
@@ -385,6 +386,24 @@ class SerialCellCounter(Strict):
     port: str = Field(min_length=1)
 
 
+class ImagingFidelity(Strict):
+    """How a simulated imager arrives at confluence, chosen per run.
+
+    ``rendered`` draws brightfield fields from the culture model and measures them
+    with the real estimator (what checks the estimator; ~20 ms a field). ``fast``
+    skips the pixels: each field's estimate is the true confluence plus an error
+    drawn from the estimator's error measured on rendered fields
+    (``simulators/confluence_error.py``).
+    """
+
+    mode: Literal["rendered", "fast"] = "rendered"
+    error: EstimatorError | None = Field(
+        default=None,
+        description="the fast path's error table (default: the one measured with the "
+        "default optics and estimator, simulators/estimator_error_data.py)",
+    )
+
+
 class SimulatedImager(Strict):
     """Renders brightfield fields from the culture model; the real estimator measures them."""
 
@@ -393,6 +412,18 @@ class SimulatedImager(Strict):
     fields_per_well: int = Field(default=4, ge=1, le=64)
     optics: FieldOptics = Field(default_factory=FieldOptics)
     estimator: EstimatorParams = Field(default_factory=EstimatorParams)
+    fidelity: ImagingFidelity = Field(default_factory=ImagingFidelity)
+
+    @model_validator(mode="after")
+    def _fast_path_measured(self) -> SimulatedImager:
+        custom = self.optics != FieldOptics() or self.estimator != EstimatorParams()
+        if self.fidelity.mode == "fast" and self.fidelity.error is None and custom:
+            raise ValueError(
+                "fidelity: the fast path's shipped error table was measured with the default "
+                "optics and estimator; measure one for these (python -m "
+                "simulators.confluence_error) and give it as fidelity.error"
+            )
+        return self
 
 
 LiquidHandlerConfig = Annotated[
