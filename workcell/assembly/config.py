@@ -462,6 +462,48 @@ class ClockConfig(Strict):
     start: datetime | None = Field(default=None, description="simulated start time (UTC)")
 
 
+class HotelConfig(Strict):
+    """Empty culture vessels waiting in a plate hotel or stacker (a BenchCel, a Cytomat hotel).
+
+    ``stock`` counts the empty vessels loaded, per PyLabRobot labware definition
+    (a 6-well plate, a single-well SBS plate such as the Nunc OmniTray,
+    ``thermo_nunc_1_troughplate_90000uL_Fb_omnitray``, ...). Vessels drawn from it
+    are created as that labware; an operator refills it (a housekeeping chore).
+    """
+
+    name: str = Field(default="hotel", min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    stock: dict[str, int] = Field(min_length=1, description="empty vessels per labware")
+
+    @field_validator("stock")
+    @classmethod
+    def _plates(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, count in v.items():
+            if not labware.is_plate(name):
+                raise ValueError(f"{name!r} is not a PyLabRobot plate definition")
+            if not 0 <= count <= 100_000:
+                raise ValueError(f"{name!r}: {count} vessels is not a count between 0 and 100000")
+        return v
+
+
+class WorkingPosition(Strict):
+    """An empty carrier site on the deck where a vessel sits while it is worked on."""
+
+    carrier: str = Field(min_length=1)
+    site: int = Field(ge=0)
+
+
+class InventoryConfig(Strict):
+    """Culture vessels as inventory, not deck sites.
+
+    Vessels are drawn empty from the hotel, live in the incubators between
+    operations (capacity: the incubators' racks) and visit the deck's working
+    positions for each operation.
+    """
+
+    hotel: HotelConfig
+    working_positions: list[WorkingPosition] = Field(min_length=1)
+
+
 class WorkcellConfig(Strict):
     """A whole workcell: devices, deck, clock and (for dry-runs) the culture model."""
 
@@ -475,6 +517,36 @@ class WorkcellConfig(Strict):
         description="devices this workcell shares with others in the facility: device name "
         "-> the facility-wide name every sharing workcell gives it (one user at a time)",
     )
+    inventory: InventoryConfig | None = Field(
+        default=None, description="culture vessels from a hotel, kept in the incubators"
+    )
+
+    @model_validator(mode="after")
+    def _working_positions_free(self) -> WorkcellConfig:
+        if self.inventory is None:
+            return self
+        carriers = {c.name: c for c in self.deck.carriers}
+        seen: set[tuple[str, int]] = set()
+        for i, pos in enumerate(self.inventory.working_positions):
+            where = f"inventory.working_positions.{i}"
+            carrier = carriers.get(pos.carrier)
+            if carrier is None:
+                raise ValueError(f"{where}: no carrier {pos.carrier!r} on the deck")
+            n_sites = len(labware.make("carrier", carrier.type, "probe").sites)
+            if pos.site >= n_sites:
+                raise ValueError(
+                    f"{where}: carrier {pos.carrier!r} has sites 0-{n_sites - 1}, not {pos.site}"
+                )
+            taken = [s.name for s in carrier.sites if s.site == pos.site]
+            if taken:
+                raise ValueError(
+                    f"{where}: carrier {pos.carrier!r} site {pos.site} holds {taken[0]!r}; "
+                    "a working position must be an empty site"
+                )
+            if (pos.carrier, pos.site) in seen:
+                raise ValueError(f"{where}: {pos.carrier!r} site {pos.site} is listed twice")
+            seen.add((pos.carrier, pos.site))
+        return self
 
     @model_validator(mode="after")
     def _devices_consistent(self) -> WorkcellConfig:
