@@ -53,6 +53,7 @@ from protocols.campaign.engine import (
     auto_approve,
     summary_rows,
 )
+from protocols.campaign.plan import CapacityPlan, plan_rows
 from workcell.clock import SimClock
 from workcell.errors import WorkcellError
 
@@ -150,6 +151,13 @@ async def campaign(
 
     async with open_run(cfg, folder) as session:
         engine = CampaignEngine(session, params, ask, run_step=as_task, progress=progress)
+        plan = engine.prepare()  # refuses, before any device moves, a dose that cannot fit
+        if plan is not None:
+            await acreate_markdown_artifact(
+                markdown=plan_markdown(plan),
+                key="capacity-plan",
+                description="capacity plan, made before seeding",
+            )
         rule = _hand_over_rule(days_per_run, hand_over_wait_h, cfg.clock.kind == "simulated")
         summary = await engine.run(hand_over=rule if deployed else None)
         if engine.handed_over_at_s is not None:
@@ -171,6 +179,11 @@ async def campaign(
             description="batch summary",
         )
     return summary
+
+
+def plan_markdown(plan: CapacityPlan) -> str:
+    rows = plan_rows(plan)
+    return "# Capacity plan\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def summary_markdown(s: CampaignSummary) -> str:

@@ -565,6 +565,11 @@ class CampaignEngine:
                     + f"; it expects to reach ~{self.plan.reachable_cells:.3g} cells",
                 )
 
+    def prepare(self) -> CapacityPlan | None:
+        """Plan (or load the plan of a resumed campaign); refuses a dose that cannot fit."""
+        self._start()
+        return self.plan
+
     async def run(self, hand_over: HandOver | None = None) -> CampaignSummary:
         """Until the campaign finishes, or until ``hand_over`` says to stop at a wait.
 
@@ -772,6 +777,13 @@ class CampaignEngine:
             f"day {v.now_s / DAY_S:.1f}: {len(v.plates)} plates, "
             f"~{estimate:.3g} of {self.params.target_cells:.3g} cells"
         )
+        if self.plan is not None:  # progress against the plan
+            made = sum(v.made.values())
+            text = (
+                f"day {v.now_s / DAY_S:.1f} of ~{self.plan.days:.0f} planned: "
+                f"{made} of {self.plan.vessels} planned vessels, {len(v.plates)} in culture, "
+                f"~{estimate:.3g} of {self.params.target_cells:.3g} cells"
+            )
         maybe = self.progress(min(99.0, 100.0 * share), text)
         if maybe is not None:
             await maybe
