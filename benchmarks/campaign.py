@@ -3,6 +3,13 @@
     .venv/bin/python benchmarks/campaign.py                 # all three sizes, as Prefect flows
     .venv/bin/python benchmarks/campaign.py --vessels 48    # one size
     .venv/bin/python benchmarks/campaign.py --without-prefect
+    .venv/bin/python benchmarks/campaign.py --clinical [--rendered]  # the 70 kg dose
+
+``--clinical`` runs the 70 kg campaign (examples/campaign-70kg.json) on the clinical
+workcell (configs/clinical.yaml: OmniTrays from a hotel, 210 incubator slots) and
+prints simulated days to the dose, passages, vessels, incubator slots at the peak,
+litres of medium, tips, device busy hours per simulated day, wall seconds and peak
+RSS; ``--rendered`` uses the rendered imaging path instead of the fast one.
 
 Each size runs in a fresh process (so peak RSS is its own) and prints: wall
 seconds, peak RSS, simulated seconds per wall second, device actions per second,
@@ -145,6 +152,106 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
     }
 
 
+def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
+    """The 70 kg campaign from one vial on the clinical workcell; figures from its store."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import yaml
+
+    from protocols.campaign.engine import CampaignEngine, CampaignParams, auto_approve
+    from workcell.assembly.config import DEFAULT_CONFIG, load_config
+    from workcell.assembly.session import open_session
+    from workcell.store import STORE_FILE, Store
+
+    root = Path(__file__).resolve().parent.parent
+    params = CampaignParams.model_validate_json((root / "examples/campaign-70kg.json").read_text())
+    folder = Path(tempfile.mkdtemp(prefix="bench-70kg-"))
+    data = yaml.safe_load((DEFAULT_CONFIG.parent / "clinical.yaml").read_text())
+    data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
+    if rendered:
+        data["devices"]["imager"]["fidelity"] = {"mode": "rendered"}
+    cfg_path = folder / "workcell.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    run_dir = folder / "run"
+    t0 = time.perf_counter()
+    if with_prefect:
+        from flows.campaign import campaign
+
+        summary = asyncio.run(
+            campaign(
+                params=params, config=str(cfg_path), run_dir=str(run_dir), auto_approve_dry_run=True
+            )
+        )
+    else:
+
+        async def go() -> Any:
+            async with open_session(load_config(cfg_path), run_dir) as s:
+                return await CampaignEngine(s, params, auto_approve()).run()
+
+        summary = asyncio.run(go())
+    wall = time.perf_counter() - t0
+    store = Store(run_dir / STORE_FILE)
+    try:
+        figures = clinical_figures(store)
+    finally:
+        store.close()
+    return {
+        **figures,
+        "imaging": "rendered" if rendered else "fast",
+        "prefect": with_prefect,
+        "outcome": summary.outcome,
+        "viable_cells": summary.viable_cells,
+        "viability_percent": summary.viability_percent,
+        "days": summary.days,
+        "passages": summary.passages,
+        "wall_s": wall,
+        "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def clinical_figures(store: Any) -> dict[str, Any]:
+    """Vessels, slots at the peak, medium, tips and device busy time, from the record alone."""
+    started = store.events("campaign_started")[0].time
+    where: dict[str, str] = {}
+    peak = 0
+    for e in store.events():  # where each plate is, event by event; discarded ones leave
+        if e.kind == "plate_moved":
+            where[e.data["plate"]] = e.data["location"]
+        elif e.kind == "vessel_discarded":
+            where.pop(e.data["plate"], None)
+        else:
+            continue
+        peak = max(peak, sum(1 for loc in where.values() if _in_slot(loc)))
+    drawn = store.events("vessel_drawn")
+    returned = store.events("vessel_returned")
+    medium_uL = sum(
+        e.data["volume_uL"] for e in store.events("load") if e.data["container"] == "medium"
+    )
+    actions = store.record.entries("device")
+    tips = sum(1 for a in actions if a.kind == "pick_up_tip")
+    busy_s = 0.0
+    steps = {e.data["step"]: e.time for e in store.events("step_started")}
+    for e in store.events("step_finished"):
+        name = e.data["step"]
+        if not name.startswith("wait") and name in steps:
+            busy_s += (e.time - steps[name]).total_seconds()
+    last = store.events()[-1].time
+    days = (last - started).total_seconds() / 86400
+    return {
+        "vessels": len(drawn) - len(returned),
+        "slots_at_peak": peak,
+        "medium_L": medium_uL / 1e6,
+        "tips": tips,
+        "busy_h_per_day": busy_s / 3600 / max(days, 1e-9),
+        "device_actions": len(actions),
+    }
+
+
+def _in_slot(location: str) -> bool:
+    """An incubator slot (``incubator:<site>``), not the deck or a transfer station."""
+    return ":" in location and not location.startswith("deck") and "transfer" not in location
+
+
 def _peak_rss_mib(pid: int) -> float:
     """A live process's peak resident memory (VmHWM), in MiB."""
     try:
@@ -162,7 +269,33 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=28.0)
     ap.add_argument("--without-prefect", action="store_true", help="the engine alone")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--clinical", action="store_true", help="the 70 kg dose from one vial")
+    ap.add_argument("--rendered", action="store_true", help="rendered imaging (with --clinical)")
     args = ap.parse_args()
+    if args.clinical:
+        r = run_clinical(args.rendered, not args.without_prefect)
+        print(
+            f"70 kg campaign, {r['imaging']} imaging, "
+            f"{'Prefect flow' if r['prefect'] else 'engine alone'}"
+        )
+        for k in (
+            "outcome",
+            "viable_cells",
+            "viability_percent",
+            "days",
+            "passages",
+            "vessels",
+            "slots_at_peak",
+            "medium_L",
+            "tips",
+            "busy_h_per_day",
+            "device_actions",
+            "wall_s",
+            "peak_rss_MiB",
+        ):
+            v = r[k]
+            print(f"  {k:18} {v:.4g}" if isinstance(v, float) else f"  {k:18} {v}")
+        return
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.days, not args.without_prefect)))
         return

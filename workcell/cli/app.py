@@ -279,14 +279,25 @@ def plan(
 @app.command()
 def demo(
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default: a new one)")] = None,
+    clinical: Annotated[
+        bool,
+        typer.Option(
+            "--clinical",
+            help="the 70 kg dose from one vial on the clinical workcell (OmniTrays from a hotel)",
+        ),
+    ] = False,
 ) -> None:
     """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
     from protocols.campaign.engine import CampaignParams
     from workcell.cli.campaign import run_campaign_cli
 
-    code = run_campaign_cli(
-        load_config(None), DEFAULT_CONFIG, run_dir, CampaignParams(), True, out, err
-    )
+    path, params = DEFAULT_CONFIG, CampaignParams()
+    if clinical:
+        path = DEFAULT_CONFIG.parent / "clinical.yaml"
+        params = CampaignParams.model_validate_json(
+            (DEFAULT_CONFIG.parent / "campaign-70kg.json").read_text()
+        )
+    code = run_campaign_cli(load_config(path), path, run_dir, params, True, out, err)
     raise typer.Exit(code=code)
 
 
