@@ -238,7 +238,35 @@ class Store:
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
-        return [self._record(r) for r in rows]
+        parents: dict[str, list[str]] = {}
+        for child, parent in self._db.execute(
+            "SELECT child_id, parent_id FROM lineage ORDER BY parent_id"
+        ).fetchall():
+            parents.setdefault(child, []).append(parent)
+        return [
+            VesselRecord.model_validate({**dict(r), "parents": parents.get(r["id"], [])})
+            for r in rows
+        ]
+
+    def last_event_times(self, kind: str) -> dict[str, datetime]:
+        """Per vessel, the time of its latest event of ``kind`` (one query, not every event)."""
+        rows = self._db.execute(
+            "SELECT vessel_id, MAX(time) FROM events WHERE kind = ? AND vessel_id IS NOT NULL"
+            " GROUP BY vessel_id",
+            (kind,),
+        ).fetchall()
+        return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
+
+    def last_measurements(self, kind: str) -> dict[str, Measurement]:
+        """Per vessel, its latest measurement of ``kind`` (by time, then order of writing)."""
+        rows = self._db.execute(
+            "SELECT m.vessel_id, m.kind, m.value, m.unit, m.time, m.source FROM measurements m"
+            " JOIN (SELECT vessel_id, MAX(time) AS t FROM measurements"
+            "       WHERE kind = ? AND vessel_id IS NOT NULL GROUP BY vessel_id) x"
+            " ON m.vessel_id = x.vessel_id AND m.time = x.t WHERE m.kind = ? ORDER BY m.id",
+            (kind, kind),
+        ).fetchall()
+        return {r["vessel_id"]: Measurement.model_validate(dict(r)) for r in rows}
 
     def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
         with self._tx():

@@ -218,14 +218,11 @@ def view(store: Store, now: datetime) -> CampaignView:
     t0 = started[0].time if started else now
     vessels = store.vessels()
     active = [v for v in vessels if v.state == "active"]
-    fed: dict[str, float] = {}
-    for e in store.events("fed"):
-        if e.vessel_id:
-            fed[e.vessel_id] = max(fed.get(e.vessel_id, 0.0), _s(e.time, t0))
-    conf: dict[str, tuple[float, float]] = {}
-    for m in store.measurements(kind="confluence"):
-        if m.vessel_id:
-            conf[m.vessel_id] = (_s(m.time, t0), m.value)
+    fed = {vessel: _s(t, t0) for vessel, t in store.last_event_times("fed").items()}
+    conf = {
+        vessel: (_s(m.time, t0), m.value)
+        for vessel, m in store.last_measurements("confluence").items()
+    }
     seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
     pd = lineage.population_doublings(store) if active else {}
     plates: dict[str, list] = {}

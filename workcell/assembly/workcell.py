@@ -80,6 +80,7 @@ class Workcell:
         # Set by a scheduler that shares the devices between campaigns (see
         # ``devices_free_for``); None: this workcell runs one thing at a time.
         self.devices_free_hook: Callable[[float, str], Awaitable[None]] | None = None
+        self._found: dict[str, Resource] = {}
         self.inventory = (
             VesselInventory(config.inventory, deck) if config.inventory is not None else None
         )
@@ -101,12 +102,22 @@ class Workcell:
     # --- resources -------------------------------------------------------------------
 
     def resource(self, name: str) -> Resource:
-        """A resource on the deck or in an incubator, with an error that says what exists."""
-        for root in (self.deck, *self.incubators.values()):
+        """A resource on the deck or in an incubator, with an error that says what exists.
+
+        Found resources are remembered by name while they stay in the workcell: a
+        search walks every site of every rack, and protocols ask thousands of times.
+        """
+        roots = (self.deck, *self.incubators.values())
+        known = self._found.get(name)
+        if known is not None and known.name == name and any(known.get_root() is r for r in roots):
+            return known
+        for root in roots:
             try:
-                return root.get_resource(name)
+                found = root.get_resource(name)
             except ResourceNotFoundError:
                 continue
+            self._found[name] = found
+            return found
         known = sorted(s.name for s in self.config.deck.sites())
         raise WorkcellError(f"no resource {name!r} in the workcell; deck has: {', '.join(known)}")
 
