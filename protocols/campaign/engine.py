@@ -51,6 +51,9 @@ DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time
 # may land a microsecond short of it. Anything due within this many seconds is due.
 DUE_SLACK_S = 1.0
+# With vessels from a hotel, imaging and feeding go in rounds: a vessel due within this
+# share of a day (imaging: of its interval) joins the round of one that is due now.
+GROUP_SHARE = 0.25
 
 
 class CampaignParams(BaseModel):
@@ -313,6 +316,11 @@ def decide(
     image_due = [
         x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - DUE_SLACK_S
     ]
+    if image_due and plan is not None:  # a line images in rounds: those due within hours too
+        early = GROUP_SHARE * p.image_every_days * DAY_S
+        image_due = [
+            x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - early
+        ]
     if image_due:
         return Decision(actions=[Action(kind=Kind.IMAGE, plates=[x.plate for x in image_due])])
 
@@ -424,13 +432,19 @@ def _decide_planned(
         )
         break  # one passage per decision: the next sees its children
     passaged = {a.plates[0] for a in actions}
+    interval = p.feed_every_days * DAY_S
     feed_due = [
         x.plate
         for x in v.plates
-        if x.plate not in passaged
-        and v.now_s - x.last_fed_s >= p.feed_every_days * DAY_S - DUE_SLACK_S
+        if x.plate not in passaged and v.now_s - x.last_fed_s >= interval - DUE_SLACK_S
     ]
-    if feed_due:
+    if feed_due:  # a line feeds in rounds: those due within hours are fed with them
+        feed_due = [
+            x.plate
+            for x in v.plates
+            if x.plate not in passaged
+            and v.now_s - x.last_fed_s >= (1 - GROUP_SHARE / p.feed_every_days) * interval
+        ]
         actions.append(Action(kind=Kind.FEED, plates=feed_due))
     if actions:
         return Decision(actions=actions)
