@@ -90,6 +90,8 @@ class Timers:
         self._outer = 0  # timed calls open now, of any label
         self._outer_t0 = 0.0
         self.outer_s = 0.0  # wall seconds inside any timed call (nesting counted once)
+        self._outer_cpu0 = 0.0
+        self.outer_cpu_s = 0.0  # the same in CPU seconds of this process
 
     @contextmanager
     def timing(self, label: str, outer: bool = True) -> Iterator[None]:
@@ -100,6 +102,7 @@ class Timers:
         t0 = time.perf_counter()
         if step and self._outer == 1:
             self._outer_t0 = t0
+            self._outer_cpu0 = time.process_time()
         try:
             yield
         finally:
@@ -110,6 +113,7 @@ class Timers:
                 self.calls[label].append(now - t0)
             if step and self._outer == 0:
                 self.outer_s += now - self._outer_t0
+                self.outer_cpu_s += time.process_time() - self._outer_cpu0
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
         original = getattr(owner, name)
