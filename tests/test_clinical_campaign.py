@@ -78,7 +78,7 @@ def test_harvest_in_batches_adds_up_to_the_dose(record: Path) -> None:
         assert h.data["viable_cells"] == pytest.approx(sum(p.data["viable_cells"] for p in parts))
         assert h.data["viable_cells"] >= 20 * 2e6 and h.data["viability_percent"] >= 70
         assert max(v.passage for v in store.vessels()) <= PARAMS.passage_limit
-        # chores at scale were done and recorded: top-ups, waste, tip racks
-        assert store.events("load") and store.events("emptied") and store.events("tips_replaced")
+        # chores at scale were done and recorded: reagents topped up, waste emptied
+        assert [e for e in store.events("load") if e.actor != "config"] and store.events("emptied")
     finally:
         store.close()
