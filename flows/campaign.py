@@ -165,7 +165,13 @@ async def campaign(
             note = await _continue_later(session.wc.clock, started, engine.handed_over_at_s)
             await aupdate_progress_artifact(progress_id, 100.0, description=note)
             return summary.model_copy(update={"outcome": f"unfinished: {note}"})
-        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome)
+        against = (
+            ""
+            if plan is None
+            else f" on day {summary.days:.1f} of ~{plan.days:.0f} planned, "
+            f"{summary.vessels} of {plan.vessels} planned vessels"
+        )
+        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome + against)
         for listener in progress_listeners:
             listener(100.0, summary.outcome)
         await publish_vessels(session.wc.store, str(folder))
