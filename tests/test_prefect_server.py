@@ -247,5 +247,6 @@ def test_the_ui_shows_the_capacity_plan_before_seeding_and_progress_against_it(
     plan, progress, runs = _client_call(server["url"], go)
     assert "Capacity plan" in plan.data and "incubator slots at peak" in plan.data
     seeding = [r for r in runs if r.name.endswith(" seed") and r.start_time is not None]
+    assert len(runs) > 10, [r.name for r in runs]
     assert seeding and plan.created < min(r.start_time for r in seeding)
     assert any("planned vessels" in (a.description or "") for a in progress)

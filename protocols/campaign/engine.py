@@ -296,7 +296,8 @@ def decide(
     if v.finished:
         return Decision(actions=[], finished=True)
     if v.started_at is None or (not v.plates and not v.used_plates):
-        return Decision(actions=[Action(kind=Kind.SEED, plates=p.initial_plates)])
+        first = [] if plan is not None else p.initial_plates  # planned: drawn from the hotel
+        return Decision(actions=[Action(kind=Kind.SEED, plates=first)])
     if not v.plates:
         return _hold(Kind.STOP, [], "no vessel is left in culture")
     if v.last_viability is not None and v.last_viability < p.viability_floor_percent:
