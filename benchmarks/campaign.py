@@ -49,6 +49,9 @@ OPERATIONS = {
     "vessel fetches": ("workcell.assembly.workcell:Workcell", "fetch_plate"),
     "hotel": ("workcell.assembly.workcell:Workcell", "draw_vessels"),
     "discard": ("workcell.assembly.workcell:Workcell", "discard_vessel"),
+    # simulator code wherever it runs: the culture model catching up (after a wait,
+    # at a checkpoint) is the simulated lab's work, not orchestration
+    "culture model": ("simulators.culture:CultureModel", "sync"),
 }
 STORE_WRITES = (
     "add_event",
@@ -279,6 +282,10 @@ def start_prefect() -> float:
     the Prefect server's start", and the server starts once per process.
     """
     from prefect import flow
+
+    from flows.ephemeral import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
+
+    os.environ.setdefault(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))  # a busy machine starts slowly
 
     @flow(name="warm-up")
     def warm_up() -> None:
