@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -87,6 +88,9 @@ def instrument() -> Timers:
     return timers
 
 
+stack = contextlib.ExitStack()  # the temporary Prefect server, stopped when the process ends
+
+
 def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -104,7 +108,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
     if with_prefect:
         from flows.campaign import campaign
 
-        prefect_start = start_prefect()
+        prefect_start = start_prefect(stack)
         t_start, c_start = time.perf_counter(), time.process_time()
         summary = asyncio.run(
             campaign(
@@ -186,7 +190,7 @@ def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
     cfg_path = folder / "workcell.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
     run_dir = folder / "run"
-    prefect_start = start_prefect() if with_prefect else 0.0
+    prefect_start = start_prefect(stack) if with_prefect else 0.0
     t0, c0 = time.perf_counter(), time.process_time()
     if with_prefect:
         from flows.campaign import campaign
@@ -275,25 +279,23 @@ def _in_slot(location: str) -> bool:
     return ":" in location and not location.startswith("deck") and "transfer" not in location
 
 
-def start_prefect() -> float:
-    """Start the ephemeral Prefect server with a trivial flow; its wall seconds.
+def start_prefect(stack: contextlib.ExitStack) -> float:
+    """Start the temporary Prefect server (as `make demo` does); its wall seconds.
 
     Timed apart from the campaign: the targets are the campaign's wall time "plus
-    the Prefect server's start", and the server starts once per process.
+    the Prefect server's start", and the server starts once per process. The
+    server stops when ``stack`` closes.
     """
-    from prefect import flow
-
-    from flows.ephemeral import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
-
-    os.environ.setdefault(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))  # a busy machine starts slowly
-
-    @flow(name="warm-up")
-    def warm_up() -> None:
-        return None
+    from flows.ephemeral import prefect_api
 
     t0 = time.perf_counter()
-    warm_up()
+    stack.enter_context(prefect_api(lambda text: None))
     return time.perf_counter() - t0
+
+
+def _in_slot(location: str) -> bool:
+    """An incubator slot (``incubator:<site>``), not the deck or a transfer station."""
+    return ":" in location and not location.startswith("deck") and "transfer" not in location
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -317,7 +319,8 @@ def main() -> None:
     ap.add_argument("--rendered", action="store_true", help="rendered imaging (default: fast)")
     args = ap.parse_args()
     if args.clinical:
-        r = run_clinical(args.rendered, not args.without_prefect)
+        with stack:
+            r = run_clinical(args.rendered, not args.without_prefect)
         print(
             f"70 kg campaign, {r['imaging']} imaging, "
             f"{'Prefect flow' if r['prefect'] else 'engine alone'}"
@@ -355,7 +358,9 @@ def main() -> None:
         return
     if args.one is not None:
         imaging = "rendered" if args.rendered else "fast"
-        print(json.dumps(run_one(args.one, args.days, not args.without_prefect, imaging)))
+        with stack:
+            result = run_one(args.one, args.days, not args.without_prefect, imaging)
+        print(json.dumps(result))
         return
     rows = []
     for n in args.vessels:
