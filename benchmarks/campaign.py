@@ -293,11 +293,6 @@ def start_prefect(stack: contextlib.ExitStack) -> float:
     return time.perf_counter() - t0
 
 
-def _in_slot(location: str) -> bool:
-    """An incubator slot (``incubator:<site>``), not the deck or a transfer station."""
-    return ":" in location and not location.startswith("deck") and "transfer" not in location
-
-
 def _peak_rss_mib(pid: int) -> float:
     """A live process's peak resident memory (VmHWM), in MiB."""
     try:
