@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 );
 CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
 CREATE INDEX IF NOT EXISTS events_vessel ON events(vessel_id, time);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, vessel_id, time);
+CREATE INDEX IF NOT EXISTS measurements_kind ON measurements(kind, vessel_id, time);
 """
 
 
@@ -239,14 +241,20 @@ class Store:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
         parents: dict[str, list[str]] = {}
-        for child, parent in self._db.execute(
-            "SELECT child_id, parent_id FROM lineage ORDER BY parent_id"
-        ).fetchall():
+        lineage_sql = "SELECT child_id, parent_id FROM lineage"
+        if state is not None:
+            lineage_sql += " WHERE child_id IN (SELECT id FROM vessels WHERE state = ?)"
+        for child, parent in self._db.execute(lineage_sql + " ORDER BY parent_id", args).fetchall():
             parents.setdefault(child, []).append(parent)
         return [
             VesselRecord.model_validate({**dict(r), "parents": parents.get(r["id"], [])})
             for r in rows
         ]
+
+    def plates_and_passages(self) -> list[tuple[str, int]]:
+        """(plate, passage) of every vessel: what a campaign decision needs, cheaply."""
+        rows = self._db.execute("SELECT plate, passage FROM vessels").fetchall()
+        return [(r[0], int(r[1])) for r in rows]
 
     def last_event_times(self, kind: str) -> dict[str, datetime]:
         """Per vessel, the time of its latest event of ``kind`` (one query, not every event)."""
@@ -257,16 +265,17 @@ class Store:
         ).fetchall()
         return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
 
-    def last_measurements(self, kind: str) -> dict[str, Measurement]:
-        """Per vessel, its latest measurement of ``kind`` (by time, then order of writing)."""
+    def last_values(self, kind: str) -> dict[str, tuple[datetime, float]]:
+        """Per vessel, (time, value) of its latest measurement of ``kind``, in one query.
+
+        SQLite takes the bare column ``value`` from the row holding ``MAX(time)``.
+        """
         rows = self._db.execute(
-            "SELECT m.vessel_id, m.kind, m.value, m.unit, m.time, m.source FROM measurements m"
-            " JOIN (SELECT vessel_id, MAX(time) AS t FROM measurements"
-            "       WHERE kind = ? AND vessel_id IS NOT NULL GROUP BY vessel_id) x"
-            " ON m.vessel_id = x.vessel_id AND m.time = x.t WHERE m.kind = ? ORDER BY m.id",
-            (kind, kind),
+            "SELECT vessel_id, MAX(time), value FROM measurements"
+            " WHERE kind = ? AND vessel_id IS NOT NULL GROUP BY vessel_id",
+            (kind,),
         ).fetchall()
-        return {r["vessel_id"]: Measurement.model_validate(dict(r)) for r in rows}
+        return {r[0]: (datetime.fromisoformat(r[1]), float(r[2])) for r in rows}
 
     def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
         with self._tx():

@@ -219,12 +219,11 @@ def _s(t: datetime, t0: datetime) -> float:
 def view(store: Store, now: datetime) -> CampaignView:
     started = store.events("campaign_started")
     t0 = started[0].time if started else now
-    vessels = store.vessels()
-    active = [v for v in vessels if v.state == "active"]
+    places = store.plates_and_passages()  # every vessel's plate and passage, without records
+    active = store.vessels(state="active")
     fed = {vessel: _s(t, t0) for vessel, t in store.last_event_times("fed").items()}
     conf = {
-        vessel: (_s(m.time, t0), m.value)
-        for vessel, m in store.last_measurements("confluence").items()
+        vessel: (_s(t, t0), value) for vessel, (t, value) in store.last_values("confluence").items()
     }
     seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
     pd = lineage.population_doublings(store) if active else {}
@@ -261,11 +260,8 @@ def view(store: Store, now: datetime) -> CampaignView:
         plates=sorted(states, key=lambda p: p.plate),
         finished=bool(store.events("campaign_finished")),
         last_viability=viab[-1].value if viab else None,
-        used_plates={v.plate for v in vessels},
-        made={
-            n: len({v.plate for v in vessels if v.passage == n})
-            for n in {v.passage for v in vessels}
-        },
+        used_plates={plate for plate, _ in places},
+        made={n: len({plate for plate, m in places if m == n}) for n in {m for _, m in places}},
     )
 
 
