@@ -36,7 +36,7 @@ from simulators.brightfield import FieldOptics, capture_field
 from simulators.culture import CultureParameters
 
 CONFLUENCE_GRID = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0]
-PD_GRID = [0.0, 10.0, 20.0, 30.0, 40.0]
+PD_GRID = [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 40.0]
 
 
 class EstimatorError(BaseModel):
@@ -122,7 +122,7 @@ def rendered_estimates(
 
 
 def measure(
-    fields_per_point: int = 24,
+    fields_per_point: int = 16,
     optics: FieldOptics | None = None,
     estimator: EstimatorParams | None = None,
     seed: int = 2026,
