@@ -812,9 +812,13 @@ def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
         else CultureParameters(**wc.config.culture.overrides)
     )
     s = p.suspension
+    from protocols.pipetting import dead_volume_uL
+
+    tube = wc.container(s.tube)  # what the tube's dead volume keeps cannot be seeded
+    usable_mL = max(0.0, s.volume_mL - dead_volume_uL(tube) / 1000)
     return make_plan(
         culture=culture,
-        vial_cells=s.volume_mL * s.viable_cells_per_mL,
+        vial_cells=usable_mL * s.viable_cells_per_mL,
         vial_passage=s.passage,
         vial_pd=s.population_doublings,
         target_cells=p.target_cells,

@@ -198,6 +198,8 @@ def make_plan(
     for k, area in enumerate(areas):
         days_k, per_cm2 = growth(pd)  # later phases start older: the model's senescence
         vessels = max(1, math.ceil(area / vessel_area_cm2 - 1e-9))
+        if k == 0:  # no more first vessels than the vial can seed at the density
+            vessels = min(vessels, max(1, int(first_area_max // vessel_area_cm2)))
         planned = vessels * vessel_area_cm2 if k < n - 1 else area
         feeds = int(days_k // feed_every_days) if math.isfinite(days_k) else 0
         phases.append(
