@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -140,13 +141,32 @@ class Event(BaseModel):
 STORE_FILE = "workcell.db"  # the store's file in a run folder
 
 
-def store_path(run_dir: Path | str | None) -> str:
-    """The store of a run folder (created if need be), or ``:memory:`` without one."""
+def store_path(run_dir: Path | str | None, new: bool = False) -> str:
+    """The store of a run folder (created if need be), or ``:memory:`` without one.
+
+    ``new``: the caller starts a new record (a dry-run, the growth demo) and must not
+    write into a folder that already holds one (a campaign's batch record).
+    """
     if run_dir is None:
         return ":memory:"
     folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / STORE_FILE)
+    if folder.exists() and not folder.is_dir():
+        raise WorkcellError(f"run folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WorkcellError(f"cannot make run folder {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkcellError(f"run folder {folder} is not writable")
+    path = folder / STORE_FILE
+    if new and path.exists():
+        raise WorkcellError(
+            f"run folder {folder} already holds a batch record ({path}); "
+            "a dry-run starts a new record: give it a new folder"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise WorkcellError(f"the batch record {path} is not writable")
+    return str(path)
 
 
 # another process's step may hold the write lock for the whole of its step
@@ -168,12 +188,16 @@ class Store:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self._db.row_factory = sqlite3.Row
-        if not read_only:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(SCHEMA + DERIVED_TRIGGERS)
-        self.record = BatchRecord(self._db, create=not read_only)
+        try:
+            if not read_only:
+                self._db.execute("PRAGMA foreign_keys = ON")
+                if self.path != ":memory:":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.executescript(SCHEMA + DERIVED_TRIGGERS)
+            self.record = BatchRecord(self._db, create=not read_only)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise WorkcellError(f"{self.path} is not a usable workcell store: {err}") from None
         head = self.head_file
         if not read_only and head is not None and not head.exists() and not self.record.head()[0]:
             # a new record: anchored empty, so a store with entries and no anchor file

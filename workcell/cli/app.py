@@ -1,30 +1,99 @@
 """The ``workcell`` command line: dry-runs, the demo, config checks.
 
 Every error a user can cause (a bad config field, a parameter out of range, a
-volume a vessel cannot hold) ends as one clear message on stderr and exit code 2,
-before any device moves.
+volume a vessel cannot hold, a path that cannot be written) ends as one clear
+message on stderr and exit code 2, before any device moves; a fault ends with
+exit code 1. No command ends in a traceback: ``GuardedGroup`` is the click group
+behind the command, and every sub-command (and sub-group: ``record``,
+``release``) runs inside its ``invoke``, so one place decides how an error ends:
+exit 2 for bad input (a ``WorkcellError``: config, parameters, a refused plan; a
+pydantic ``ValidationError``; a path that cannot be read or written; a file that
+is not a workcell store), exit 1 for a fault (anything else, named by its type).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from workcell.assembly.config import DEFAULT_CONFIG, load_config
 from workcell.cli.batch import UsersOpt, record_app, release_app, users_app
-from workcell.errors import WorkcellError
+from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.store import store_path
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(width=max(120, Console().width))
 err = Console(stderr=True, soft_wrap=True)
 
+# typer vendors its own click; the installed click's exceptions pass through as well
+_CLICK: tuple[type[BaseException], ...] = (click.exceptions.Exit, click.ClickException, click.Abort)
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    TyperException,
+    KeyboardInterrupt,
+    *_CLICK,
+)
+BAD_INPUT = 2
+FAULT = 1
+MAX_MESSAGE = 2000
+
+
+def _exit_with(message: str, code: int) -> typer.Exit:
+    """Print ``message`` as the command's error and return the Exit to raise."""
+    text = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " ..."
+    err.print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
+    return typer.Exit(code=code)
+
+
+def _validation(error: ValidationError) -> str:
+    lines = [
+        f"  {'.'.join(str(p) for p in e['loc'])[:120] or '(top level)'}: {e['msg'][:300]}"
+        for e in error.errors()[:20]
+    ]
+    return f"invalid {error.title} input:\n" + "\n".join(lines)
+
+
+def classify(error: BaseException) -> tuple[str, int]:
+    """The message and exit code for an error that reached the command line."""
+    if isinstance(error, ProtocolRefused | WorkcellError):
+        return str(error), BAD_INPUT
+    if isinstance(error, ValidationError):
+        return _validation(error), BAD_INPUT
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({error.reason} at byte {error.start})", BAD_INPUT
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        return f"cannot use{where}: {error.strerror or error}", BAD_INPUT
+    if isinstance(error, sqlite3.DatabaseError):
+        return f"the run folder's store cannot be used: {error}", BAD_INPUT
+    return f"failed: {type(error).__name__}: {error}", FAULT
+
+
+class GuardedGroup(TyperGroup):
+    """A typer group whose commands end every error as a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
+            message, code = classify(e)
+            raise _exit_with(message, code) from None
+
+
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=__doc__)
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="workcell config YAML", show_default=True)
 ]
@@ -39,11 +108,23 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _writable_output(path: Path) -> None:
+    """Refuse an output file whose folder is missing, or that is a folder, before any work."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise WorkcellError(f"cannot write {path}: the folder {folder} does not exist")
+    if path.is_dir():
+        raise WorkcellError(f"cannot write {path}: it is a folder")
+
+
 @app.command("check-config")
 def check_config(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Validate a workcell config and list its devices and deck."""
+    """Validate a workcell config (all that building it checks, no device touched)."""
+    from workcell.assembly.build import check_buildable
+
     try:
         cfg = load_config(config)
+        check_buildable(cfg)
     except WorkcellError as e:
         raise _fail(e) from None
     out.print(f"{config}: valid workcell config {cfg.name!r}")
@@ -78,7 +159,8 @@ def dry_run_cmd(
     try:
         cfg = load_config(config)
         model = load_params(protocol, params)
-        report, wc = asyncio.run(dry_run(cfg, protocol, model, store_path(run_dir), culture_days))
+        path = store_path(run_dir, new=True)
+        report, wc = asyncio.run(dry_run(cfg, protocol, model, path, culture_days))
     except WorkcellError as e:
         raise _fail(e) from None
     except Exception as e:  # a device or resource error the plan did not foresee
@@ -94,12 +176,17 @@ def _print_report(protocol: str, workcell: str, report: Any) -> None:
     prelude = (
         f" after {report.prelude_days:g} simulated days of culture" if report.prelude_days else ""
     )
-    out.print(f"[bold]dry-run of {protocol}[/] on {workcell!r}{prelude}: done, nothing failed")
+    res = report.result
+    outcome = (
+        f"done, with a deviation: {res['deviation']}"
+        if res.get("deviation")
+        else "done, nothing failed"
+    )
+    out.print(f"[bold]dry-run of {protocol}[/] on {workcell!r}{prelude}: {outcome}")
     steps = Table("device: action", "count", title="Steps")
     for k, n in report.steps.items():
         steps.add_row(k, str(n))
     out.print(steps)
-    res = report.result
     reagents = Table("container", "volume (mL)", title="Reagents used")
     for name, ul in res.get("reagents_uL", {}).items():
         reagents.add_row(name, f"{ul / 1000:.3f}")
@@ -145,12 +232,13 @@ def export_opentrons(
     from protocols.export.opentrons import export, write
 
     try:
+        _writable_output(output)
         cfg = load_config(config)
         model = load_params(protocol, params)
         result = asyncio.run(export(cfg, protocol, model, culture_days))
+        write(result, output)
     except WorkcellError as e:
         raise _fail(e) from None
-    write(result, output)
     moved = sum(v for k, v in result.volumes_uL.items() if k.startswith("aspirate"))
     out.print(f"wrote {output}: {result.tips} tips, {moved / 1000:.2f} mL aspirated in all")
 
@@ -188,7 +276,7 @@ def grow(
 
     try:
         cfg = load_config(config)
-        result = asyncio.run(run_demo(cfg, days, store_path(run_dir), on_day=add))
+        result = asyncio.run(run_demo(cfg, days, store_path(run_dir, new=True), on_day=add))
     except WorkcellError as e:
         raise _fail(e) from None
     s = result.seeding
@@ -289,7 +377,10 @@ def _open_store(run_dir: Path) -> Any:
     path = run_dir / STORE_FILE
     if not path.is_file():
         raise _fail(WorkcellError(f"no batch record in {run_dir} (expected {path})"))
-    return Store(path, read_only=True)
+    try:
+        return Store(path, read_only=True)
+    except WorkcellError as e:
+        raise _fail(e) from None
 
 
 @app.command()
@@ -316,6 +407,10 @@ def report(
     from protocols.campaign.report import write_report
     from workcell.batch.users import UserRegistry
 
+    try:
+        _writable_output(output)
+    except WorkcellError as e:
+        raise _fail(e) from None
     _open_store(run_dir).close()
     write_report(run_dir, output, registry=UserRegistry(users))
     out.print(f"wrote {output}")

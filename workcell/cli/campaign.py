@@ -31,7 +31,7 @@ from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
 from workcell.batch.integrity import refuse_damaged
 from workcell.errors import WorkcellError
-from workcell.store import STORE_FILE, Store
+from workcell.store import STORE_FILE, Store, store_path
 
 
 def new_run_dir() -> Path:
@@ -70,7 +70,9 @@ def run_campaign_cli(
             err.print(f"[bold red]error:[/] {e}")
             return 2
     folder = run_dir or new_run_dir()
-    try:  # before Prefect starts: a damaged run folder is refused in one line
+    try:  # before Prefect starts: a folder that cannot hold the record, or a damaged
+        # run folder, is refused in one line
+        store_path(folder)
         refuse_damaged(folder / STORE_FILE)
     except WorkcellError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
