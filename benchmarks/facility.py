@@ -7,9 +7,9 @@
 For each N a fresh facility (a throw-away PostgreSQL cluster, one Prefect server
 on it) and N workcells, each with its own worker, work pool and deployments, each
 pair of workcells sharing one cell counter (a global concurrency limit). Every
-workcell runs the
-same small campaign from its deployment at once (accelerated clock: about 7
-simulated days, ~18 steps, one vessel, auto-approved, imaging in-process). While
+workcell runs the same small campaign from its deployment at once (accelerated
+clock: about 7 simulated days, ~18 steps, one vessel, auto-approved, imaging
+in-process). While
 they run, a probe moves throw-away flow runs through Pending -> Running ->
 Completed and times each state change as a client sees it. Printed per N:
 
