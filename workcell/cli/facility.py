@@ -90,7 +90,8 @@ def facility_up(
     out.print(f"Prefect server on PostgreSQL: {server.api_url} (UI: http://127.0.0.1:{port})")
     out.print(f"for each workcell:  PREFECT_API_URL={server.api_url} workcell worker --config ...")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C, or a service manager's stop
+        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
             if server.proc is None or server.proc.poll() is not None:
