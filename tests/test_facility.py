@@ -121,6 +121,19 @@ async def _scenario(f: dict[str, Any], client: Any) -> dict[str, Any]:
         )
     }
     camp_a, camp_b = home / "campaign-a", home / "campaign-b"
+    seeds = {
+        n: await client.create_flow_run_from_deployment(
+            deps["seed", n].id, parameters={"params": SEED}
+        )
+        for n in WORKCELLS
+    }
+    b = await client.create_flow_run_from_deployment(
+        deps["campaign", "workcell-b"].id,
+        parameters={"params": TINY, "run_dir": str(camp_b), "operator_timeout_s": 600},
+    )
+    # A's seed lands before its campaign starts: the kill below is meant for the campaign
+    # (a seed killed mid-run would rightly stay Crashed for the operator)
+    await _until(client, seeds["workcell-a"].id, {"Completed"})
     await client.create_flow_run_from_deployment(
         deps["campaign", "workcell-a"].id,
         parameters={
@@ -130,16 +143,6 @@ async def _scenario(f: dict[str, Any], client: Any) -> dict[str, Any]:
             "days_per_run": 4,
         },
     )
-    b = await client.create_flow_run_from_deployment(
-        deps["campaign", "workcell-b"].id,
-        parameters={"params": TINY, "run_dir": str(camp_b), "operator_timeout_s": 600},
-    )
-    seeds = {
-        n: await client.create_flow_run_from_deployment(
-            deps["seed", n].id, parameters={"params": SEED}
-        )
-        for n in WORKCELLS
-    }
 
     # A: kill the worker while a campaign run is mid-way, then start it again
     deadline = time.monotonic() + 240
