@@ -81,13 +81,15 @@ def _steps_done(run_dir: Path) -> int:
         store.close()
 
 
-async def _deployment(client: Any, flow: str, name: str, timeout: float = 120) -> Any:
+async def _deployment(client: Any, flow: str, name: str, log: Path, timeout: float = 300) -> Any:
+    """A worker registers its deployments once it has started (slow on a busy machine)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await client.read_deployment_by_name(f"{flow}/{name}")
         except Exception:
-            assert time.monotonic() < deadline, f"no deployment {name!r}"
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else "(no log)"
+            assert time.monotonic() < deadline, f"no deployment {name!r}; worker log:\n{tail}"
             await asyncio.sleep(0.5)
 
 
@@ -112,7 +114,7 @@ async def _campaign_runs(client: Any, deployment_id: UUID) -> list[Any]:
 async def _scenario(f: dict[str, Any], client: Any) -> dict[str, Any]:
     home: Path = f["home"]
     deps = {
-        (op, n): await _deployment(client, flow, f"{op} @ {n}")
+        (op, n): await _deployment(client, flow, f"{op} @ {n}", home / f"worker-{n}.log")
         for n in WORKCELLS
         for op, flow in (
             ("campaign", "expansion-campaign"),
