@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
+from protocols.checks import DeckNames
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
 from protocols.selection import active_vessels
@@ -26,7 +27,7 @@ NAME = "harvest"
 class HarvestParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    plates: list[str] = Field(min_length=1, description="the batch's plates")
+    plates: DeckNames = Field(min_length=1, description="the batch's plates")
     patient_weight_kg: float = Field(default=70.0, ge=1, le=250)
     target_dose_cells_per_kg: float = Field(default=2.0e6, ge=1e4, le=1e8)
     detach: DetachParams = Field(default_factory=DetachParams)

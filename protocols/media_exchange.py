@@ -2,9 +2,11 @@
 
 Bench version: for each vessel, aspirate the spent medium down to a residual that
 keeps the monolayer wet, then run fresh medium slowly down the wall of the well.
-Tips are changed per vessel (the safe default: no carry-over between cultures) or
-per plate, as the parameters say. The plates come out of the incubator for it and
-go back after.
+Spent medium leaves each vessel with a tip of its own, taken near the wall and
+slowly, and discarded from above the waste (a tip that discarded into waste never
+enters another culture). Fresh medium goes in with a fresh tip per vessel (the safe
+default: no carry-over between cultures) or one per plate, as the parameters say.
+The plates come out of the incubator for it and go back after.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.checks import DeckName, DeckNames, Role, WellNames, check_roles
 from protocols.pipetting import (
     TipSupply,
     check_supplies,
     discard_tip,
     dispense_along_wall,
     plan_tips,
-    transfer,
+    removal_groups,
+    remove_to_waste,
     with_fresh_tip,
 )
 from protocols.selection import Target, active_vessels
@@ -39,16 +43,16 @@ class TipPolicy(StrEnum):
 class MediaExchangeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    plates: list[str] = Field(min_length=1, description="plates whose vessels are fed")
-    wells: list[str] = Field(default_factory=list, description="wells to feed (empty: all)")
+    plates: DeckNames = Field(min_length=1, description="plates whose vessels are fed")
+    wells: WellNames = Field(default_factory=list, description="wells to feed (empty: all)")
     medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
     residual_uL_per_cm2: float = Field(
         default=10.0, ge=5.0, le=100.0, description="left on the cells so they never dry"
     )
     dispense_flow_uL_per_s: float = Field(default=100.0, ge=20, le=500)
     tips: TipPolicy = TipPolicy.PER_VESSEL
-    medium_reservoir: str = "medium"
-    waste: str = "waste"
+    medium_reservoir: DeckName = "medium"
+    waste: DeckName = "waste"
 
 
 class PlannedExchange(BaseModel):
@@ -74,6 +78,7 @@ class MediaExchangeResult(BaseModel):
 def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, list[Target]]:
     problems: list[str] = []
     targets = active_vessels(wc, params.plates, params.wells, problems)
+    check_roles(wc, [(params.medium_reservoir, Role.MEDIUM), (params.waste, Role.WASTE)], problems)
     planned = []
     for t in targets:
         residual = params.residual_uL_per_cm2 * t.area_cm2
@@ -108,13 +113,17 @@ def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, 
 
 
 def _tip_groups(planned: list[PlannedExchange], policy: TipPolicy) -> list[list[float]]:
-    """What each tip moves: spent medium out, fresh in; per vessel, or per plate each way."""
-    if policy is TipPolicy.PER_VESSEL:
-        return [g for x in planned for g in ([x.remove_uL], [x.add_uL])]
-    groups = []
+    """What each tip moves, in the order ``run`` takes them: per plate, a tip per vessel
+    for its spent medium; then fresh medium, a tip per vessel or one for the plate."""
+    groups: list[list[float]] = []
     for plate in dict.fromkeys(x.plate for x in planned):
         group = [x for x in planned if x.plate == plate]
-        groups += [[x.remove_uL for x in group], [x.add_uL for x in group]]
+        groups += removal_groups([x.remove_uL for x in group])
+        adding = [x.add_uL for x in group if x.add_uL > 0]
+        if policy is TipPolicy.PER_VESSEL:
+            groups += [[v] for v in adding]
+        elif adding:
+            groups.append(adding)
     return groups
 
 
@@ -133,20 +142,16 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
             for plate in dict.fromkeys(x.plate for x in p.vessels):
                 group = [x for x in p.vessels if x.plate == plate]
                 per_vessel = params.tips is TipPolicy.PER_VESSEL
-                # spent medium out, then fresh in (a fresh tip each way)
-                if not per_vessel:
-                    await with_fresh_tip(lh, tips, [x.remove_uL for x in group])
+                # spent medium out, a tip per vessel; then fresh in
                 for x in group:
-                    if per_vessel:
-                        await with_fresh_tip(lh, tips, [x.remove_uL])
-                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, tips)
-                    if per_vessel:
-                        await discard_tip(lh, tips)
-                if not per_vessel:
-                    await discard_tip(lh, tips)
-                    await with_fresh_tip(lh, tips, [x.add_uL for x in group])
+                    await remove_to_waste(lh, tips, wells[x.vessel], waste, x.remove_uL)
+                adding = [x.add_uL for x in group if x.add_uL > 0]
+                shared = not per_vessel and bool(adding)
+                if shared:
+                    await with_fresh_tip(lh, tips, adding)
                 for x in group:
-                    if per_vessel:
+                    fresh = per_vessel and x.add_uL > 0
+                    if fresh:
                         await with_fresh_tip(lh, tips, [x.add_uL])
                     await dispense_along_wall(
                         lh,
@@ -156,7 +161,7 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                         tips,
                         params.dispense_flow_uL_per_s,
                     )
-                    if per_vessel:
+                    if fresh:
                         await discard_tip(lh, tips)
                     done.append(x.vessel)
                     wc.store.add_measurement(
@@ -172,7 +177,7 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                     wc.event(
                         "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
                     )
-                if not per_vessel:
+                if shared:
                     await discard_tip(lh, tips)
     except Exception as err:
         wc.event(

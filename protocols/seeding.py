@@ -13,13 +13,16 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from pylabrobot.resources import Container
 
+from protocols.checks import DeckName, DeckNames, Role, Text, WellNames, check_roles, distinct
 from protocols.pipetting import (
     MIN_VOLUME_UL,
     TipSupply,
     dead_volume_uL,
     discard_tip,
     plan_tips,
+    suspension_group,
     transfer,
+    transfer_suspension,
     usable_uL,
     with_fresh_tip,
 )
@@ -38,7 +41,7 @@ class Suspension(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tube: str = Field(default="cell_suspension", description="deck tube holding the suspension")
+    tube: DeckName = Field(default="cell_suspension", description="deck tube with the suspension")
     volume_mL: float = Field(gt=0, le=50, description="volume loaded into the tube")
     viable_cells_per_mL: float = Field(ge=1e4, le=1e8, description="from the last count")
     viability_percent: float = Field(default=95.0, ge=50, le=100)
@@ -46,7 +49,7 @@ class Suspension(BaseModel):
     population_doublings: float = Field(
         default=0.0, ge=0, le=60, description="cumulative PD of these cells so far"
     )
-    lot: str = Field(default="MSC-LOT-001", min_length=1, description="donor/vial lot id")
+    lot: Text = Field(default="MSC-LOT-001", description="donor/vial lot id")
     donor: str | None = Field(
         default=None,
         min_length=1,
@@ -62,13 +65,13 @@ class SeedingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suspension: Suspension
-    plates: list[str] = Field(min_length=1, description="deck plates to seed")
-    wells: list[str] = Field(
+    plates: DeckNames = Field(min_length=1, description="deck plates to seed")
+    wells: WellNames = Field(
         default_factory=list, description="wells to seed on every plate (empty: all wells)"
     )
     density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
     medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=2.0)
-    medium_reservoir: str = Field(default="medium")
+    medium_reservoir: DeckName = Field(default="medium")
 
 
 class PlannedVessel(BaseModel):
@@ -121,11 +124,20 @@ def plan(
     problems: list[str] = []
     conc_per_uL = params.suspension.viable_cells_per_mL / 1000.0
     vessels: list[PlannedVessel] = []
-    for plate_name in params.plates:
+    distinct(params.plates, "plate", problems)
+    check_roles(
+        wc,
+        [(params.suspension.tube, Role.SUSPENSION), (params.medium_reservoir, Role.MEDIUM)],
+        problems,
+    )
+    for plate_name in dict.fromkeys(params.plates):
         try:
             plate = wc.plate(plate_name)
         except WorkcellError as err:
             problems.append(str(err))
+            continue
+        if wc.in_incubator(plate_name):
+            problems.append(f"plate {plate_name!r} is in the incubator, not on the deck")
             continue
         if only is not None:
             idents = [w for p, w in only if p == plate_name]
@@ -135,6 +147,9 @@ def plan(
             well = well_of(plate, ident)
             if well is None:
                 problems.append(f"plate {plate_name!r} has no well {ident!r}")
+                continue
+            if any(v.vessel == well.name for v in vessels):
+                problems.append(f"well {ident!r} of plate {plate_name!r} is named more than once")
                 continue
             area = growth_area_cm2(well)
             cells = params.density_cells_per_cm2 * area
@@ -192,10 +207,11 @@ def plan(
 
 
 def _tip_groups(vessels: list[PlannedVessel]) -> list[list[float]]:
-    """What each tip moves: one per plate for the medium, one per vessel for the cells."""
-    plates = dict.fromkeys(v.plate for v in vessels)
-    medium = [[v.medium_uL for v in vessels if v.plate == p] for p in plates]
-    return medium + [[v.suspension_uL] for v in vessels]
+    """What each tip moves, in the order ``seed`` takes them: one per plate for the
+    medium, then one per vessel for its cells (mixing the tube before each aspirate)."""
+    plates = dict.fromkeys(v.plate for v in vessels if v.medium_uL > 0)
+    medium = [[v.medium_uL for v in vessels if v.plate == p and v.medium_uL > 0] for p in plates]
+    return medium + [suspension_group(v.suspension_uL) for v in vessels if v.suspension_uL > 0]
 
 
 def _check_source(
@@ -267,8 +283,8 @@ async def seed(
     with_medium: list[str] = []
     seeded: list[SeededVessel] = []
     try:
-        for plate in dict.fromkeys(v.plate for v in p.vessels):
-            group = [v for v in p.vessels if v.plate == plate]
+        for plate in dict.fromkeys(v.plate for v in p.vessels if v.medium_uL > 0):
+            group = [v for v in p.vessels if v.plate == plate and v.medium_uL > 0]
             await with_fresh_tip(lh, tips, [v.medium_uL for v in group])
             for v in group:
                 await transfer(lh, medium, _target(wc, v), v.medium_uL, tips)
@@ -277,8 +293,8 @@ async def seed(
         for v in p.vessels:
             target = _target(wc, v)
             before = _viable(wc, v.vessel)
-            await with_fresh_tip(lh, tips, [v.suspension_uL])
-            await transfer(lh, tube, target, v.suspension_uL, tips)
+            await with_fresh_tip(lh, tips, suspension_group(v.suspension_uL))
+            await transfer_suspension(lh, tips, tube, target, v.suspension_uL)
             await discard_tip(lh, tips)
             after = _viable(wc, v.vessel)
             done = SeededVessel(
