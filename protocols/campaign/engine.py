@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
+from protocols.checks import MAX_NAME, DeckName, DeckNames, WellNames
 from protocols.detachment import DetachParams
 from simulators.culture import CultureParameters
 from workcell.assembly.session import Session
@@ -67,11 +68,12 @@ class CampaignParams(BaseModel):
         ),
         description="the thawed vial, counted",
     )
-    initial_plates: list[str] = Field(default_factory=lambda: ["plate_1"], min_length=1)
-    initial_wells: list[str] = Field(
+    initial_plates: DeckNames = Field(default_factory=lambda: ["plate_1"], min_length=1)
+    initial_wells: WellNames = Field(
         default_factory=list, description="wells seeded on each initial plate (empty: all)"
     )
     vessel_labware: str = Field(
+        max_length=200,
         default="cor_cos_6_wellplate_16800uL_Fb",
         description="the culture plates the campaign seeds and passages into",
     )
@@ -99,7 +101,7 @@ class CampaignParams(BaseModel):
     monitor_every_min: float = Field(
         default=60, ge=1, le=1440, description="incubator climate checks while waiting"
     )
-    harvest_pool: str = Field(
+    harvest_pool: DeckName = Field(
         default="harvest_pool", description="where the whole batch is pooled at harvest"
     )
 
@@ -367,9 +369,9 @@ StepRunner = Callable[[str, Callable[[], Awaitable[object]]], Awaitable[object]]
 class OperatorDecision(BaseModel):
     """An operator's answer at a hold point (before harvest, on a deviation)."""
 
-    operator: str = Field(min_length=1, description="who decides")
+    operator: str = Field(min_length=1, max_length=MAX_NAME, description="who decides")
     decision: Literal["approve", "abort"] = "approve"
-    comment: str = ""
+    comment: str = Field(default="", max_length=2000)
 
 
 Ask = Callable[[Action], Awaitable[OperatorDecision]]
