@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from flows.steps import publish_vessels
+from flows.artifacts import publish_vessels
 from protocols.campaign.engine import DAY_S
 from protocols.campaign.floor import CampaignSpec, Floor, FloorParams, FloorResult
 from protocols.campaign.gantt import plan_markdown

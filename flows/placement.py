@@ -55,6 +55,7 @@ async def open_run(cfg: WorkcellConfig, folder: Path) -> AsyncIterator[Session]:
                 "prefect",
                 flow_run=str(fr.id),
                 name=fr.name,
+                flow=ctx.flow.name if ctx.flow else "",
                 deployment=str(fr.deployment_id) if fr.deployment_id else None,
                 work_pool=pool,
                 workcell=cfg.name,

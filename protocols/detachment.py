@@ -23,6 +23,7 @@ from protocols.pipetting import (
     with_fresh_tip,
 )
 from protocols.selection import Target
+from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.store import Measurement
 
@@ -34,22 +35,77 @@ MIX_SHARE = 0.8
 class DetachParams(BaseModel):
     """Wash, enzyme, neutralisation and pooling: shared by passaging and harvest."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Detachment")
 
-    wash_pbs_mL_per_cm2: float = Field(default=0.1, ge=0.02, le=0.5)
-    enzyme_mL_per_cm2: float = Field(default=0.05, ge=0.01, le=0.3)
-    enzyme_time_min: float = Field(default=5.0, ge=2, le=15)
-    neutralise_ratio: float = Field(
-        default=2.0, ge=1, le=5, description="volumes of medium per volume of enzyme"
+    wash_pbs_mL_per_cm2: float = Field(
+        default=0.1, ge=0.02, le=0.5, title="PBS wash (mL/cm²)", description="PBS per wash"
     )
-    residual_uL_per_cm2: float = Field(default=10.0, ge=5, le=100)
-    count_sample_uL: float = Field(default=20.0, ge=10, le=200)
-    medium_flow_uL_per_s: float = Field(default=100.0, ge=20, le=500)
-    pbs_reservoir: str = "pbs"
-    enzyme_reservoir: str = "enzyme"
-    medium_reservoir: str = "medium"
-    waste: str = "waste"
-    pool_tube: str = "pool_tube"
+    enzyme_mL_per_cm2: float = Field(
+        default=0.05,
+        ge=0.01,
+        le=0.3,
+        title="Enzyme (mL/cm²)",
+        description="detachment enzyme (e.g. TrypLE) per cm² of growth area",
+    )
+    enzyme_time_min: float = Field(
+        default=5.0,
+        ge=2,
+        le=15,
+        title="Enzyme time (min)",
+        description="incubation at 37 °C; longer lifts more cells and kills more",
+    )
+    neutralise_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        le=5,
+        title="Neutralising medium (× enzyme volume)",
+        description="volumes of medium added per volume of enzyme",
+    )
+    residual_uL_per_cm2: float = Field(
+        default=10.0,
+        ge=5,
+        le=100,
+        title="Residual (µL/cm²)",
+        description="liquid left on the cells after aspirating",
+    )
+    count_sample_uL: float = Field(
+        default=20.0,
+        ge=10,
+        le=200,
+        title="Count sample (µL)",
+        description="taken from the pool for the cell counter",
+    )
+    medium_flow_uL_per_s: float = Field(
+        default=100.0,
+        ge=20,
+        le=500,
+        title="Dispense flow (µL/s)",
+        description="how fast PBS and medium run down the well wall",
+    )
+    pbs_reservoir: str = Field(
+        default="pbs", title="PBS reservoir", json_schema_extra=choice(Choice.PBS)
+    )
+    enzyme_reservoir: str = Field(
+        default="enzyme", title="Enzyme reservoir", json_schema_extra=choice(Choice.ENZYME)
+    )
+    medium_reservoir: str = Field(
+        default="medium",
+        title="Medium reservoir",
+        description="neutralises the enzyme",
+        json_schema_extra=choice(Choice.MEDIUM),
+    )
+    waste: str = Field(
+        default="waste",
+        title="Waste",
+        description="trough for spent medium and PBS",
+        json_schema_extra=choice(Choice.WASTE),
+    )
+    pool_tube: str = Field(
+        default="pool_tube",
+        title="Pool",
+        description="empty tube (or trough) the detached cells are pooled in",
+        json_schema_extra=choice(Choice.POOL),
+    )
 
 
 class DetachStep(BaseModel):

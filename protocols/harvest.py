@@ -16,6 +16,7 @@ from devices.cell_counter import CountResult
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
 from protocols.selection import active_vessels
+from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
 from workcell.store import Measurement
@@ -24,12 +25,31 @@ NAME = "harvest"
 
 
 class HarvestParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The batch's plates, and the dose they are for."""
 
-    plates: list[str] = Field(min_length=1, description="the batch's plates")
-    patient_weight_kg: float = Field(default=70.0, ge=1, le=250)
-    target_dose_cells_per_kg: float = Field(default=2.0e6, ge=1e4, le=1e8)
-    detach: DetachParams = Field(default_factory=DetachParams)
+    model_config = ConfigDict(extra="forbid", title="Harvest")
+
+    plates: list[str] = Field(
+        min_length=1,
+        title="Plates",
+        description="the batch's plates: every vessel on them is detached and pooled",
+        json_schema_extra=choice(Choice.PLATE),
+    )
+    patient_weight_kg: float = Field(
+        default=70.0, ge=1, le=250, title="Patient weight (kg)", description="for the dose"
+    )
+    target_dose_cells_per_kg: float = Field(
+        default=2.0e6,
+        ge=1e4,
+        le=1e8,
+        title="Target dose (cells/kg)",
+        description="viable cells per kg of body weight, e.g. 2000000",
+    )
+    detach: DetachParams = Field(
+        default_factory=DetachParams,
+        title="Detachment",
+        description="wash, enzyme, neutralisation and pooling",
+    )
 
 
 class HarvestResult(BaseModel):

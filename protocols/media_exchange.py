@@ -24,6 +24,7 @@ from protocols.pipetting import (
     with_fresh_tip,
 )
 from protocols.selection import Target, active_vessels
+from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
 from workcell.store import Measurement
@@ -37,18 +38,60 @@ class TipPolicy(StrEnum):
 
 
 class MediaExchangeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Which vessels are fed, and how."""
 
-    plates: list[str] = Field(min_length=1, description="plates whose vessels are fed")
-    wells: list[str] = Field(default_factory=list, description="wells to feed (empty: all)")
-    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
-    residual_uL_per_cm2: float = Field(
-        default=10.0, ge=5.0, le=100.0, description="left on the cells so they never dry"
+    model_config = ConfigDict(extra="forbid", title="Feed (media exchange)")
+
+    plates: list[str] = Field(
+        min_length=1,
+        title="Plates",
+        description="plates whose vessels are fed (they come out of the incubator and go back)",
+        json_schema_extra=choice(Choice.PLATE),
     )
-    dispense_flow_uL_per_s: float = Field(default=100.0, ge=20, le=500)
-    tips: TipPolicy = TipPolicy.PER_VESSEL
-    medium_reservoir: str = "medium"
-    waste: str = "waste"
+    wells: list[str] = Field(
+        default_factory=list,
+        title="Wells",
+        description="wells to feed on every plate; empty: every vessel of the plates",
+        json_schema_extra=choice(Choice.WELL),
+    )
+    medium_mL_per_cm2: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=1.0,
+        title="Medium (mL/cm²)",
+        description="fresh medium per cm² of growth area after the exchange",
+    )
+    residual_uL_per_cm2: float = Field(
+        default=10.0,
+        ge=5.0,
+        le=100.0,
+        title="Residual (µL/cm²)",
+        description="spent medium left on the cells so they never dry",
+    )
+    dispense_flow_uL_per_s: float = Field(
+        default=100.0,
+        ge=20,
+        le=500,
+        title="Dispense flow (µL/s)",
+        description="how fast fresh medium runs down the well wall (slow spares the cells)",
+    )
+    tips: TipPolicy = Field(
+        default=TipPolicy.PER_VESSEL,
+        title="Tips",
+        description="a fresh tip per vessel (no carry-over between cultures) or per plate",
+    )
+    medium_reservoir: str = Field(
+        default="medium",
+        title="Medium reservoir",
+        description="reservoir of fresh, pre-warmed medium",
+        json_schema_extra=choice(Choice.MEDIUM),
+    )
+    waste: str = Field(
+        default="waste",
+        title="Waste",
+        description="trough the spent medium goes to",
+        json_schema_extra=choice(Choice.WASTE),
+    )
 
 
 class PlannedExchange(BaseModel):

@@ -13,6 +13,7 @@ decision is recorded either way.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,7 @@ from protocols import seeding
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, dead_volume_uL, plan_tips
 from protocols.selection import active_vessels, well_of
+from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
@@ -30,15 +32,55 @@ NAME = "passaging"
 
 
 class PassagingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Which plate to passage, and into which plates."""
 
-    plate: str = Field(description="plate whose vessels are passaged together")
-    confluence_threshold_percent: float = Field(default=80.0, ge=10, le=100)
-    destination_plates: list[str] = Field(min_length=1, description="empty plates to seed")
-    density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
-    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
-    max_child_vessels: int | None = Field(default=None, ge=1, le=500)
-    detach: DetachParams = Field(default_factory=DetachParams)
+    model_config = ConfigDict(extra="forbid", title="Passage")
+
+    plate: str = Field(
+        title="Plate",
+        description="plate whose vessels are imaged and, if confluent, passaged together",
+        json_schema_extra=choice(Choice.PLATE),
+    )
+    confluence_threshold_percent: float = Field(
+        default=80.0,
+        ge=10,
+        le=100,
+        title="Confluence threshold (%)",
+        description="passage only if the plate's mean imaged confluence reaches this",
+    )
+    destination_plates: list[str] = Field(
+        min_length=1,
+        title="Destination plates",
+        description="empty deck plates the children are seeded into, in this order",
+        json_schema_extra=choice(Choice.PLATE),
+    )
+    density_cells_per_cm2: float = Field(
+        default=3000,
+        ge=100,
+        le=10000,
+        title="Density (cells/cm²)",
+        description="viable cells seeded per cm² in each child vessel",
+    )
+    medium_mL_per_cm2: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=1.0,
+        title="Medium (mL/cm²)",
+        description="liquid per cm² in each child vessel",
+    )
+    max_child_vessels: Annotated[int | None, optional_int(1, 500)] = Field(
+        default=None,
+        ge=1,
+        le=500,
+        title="Most child vessels",
+        description="cap on the vessels seeded; empty: as many as the count fills",
+        json_schema_extra=EMPTY_IS_NONE,
+    )
+    detach: DetachParams = Field(
+        default_factory=DetachParams,
+        title="Detachment",
+        description="wash, enzyme, neutralisation and pooling",
+    )
 
 
 class PassagingResult(BaseModel):
@@ -115,9 +157,11 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
         )
     mean = sum(measured.values()) / len(measured)
     passage = mean >= params.confluence_threshold_percent
+    threshold = params.confluence_threshold_percent
     decision = (
-        f"passage: confluence {mean:.0f} % {'>=' if passage else '<'} "
-        f"{params.confluence_threshold_percent:.0f} %"
+        f"passage due: mean confluence {mean:.0f} % reached the {threshold:.0f} % threshold"
+        if passage
+        else f"no passage: mean confluence {mean:.0f} % is below the {threshold:.0f} % threshold"
     )
     wc.event(
         "decision",

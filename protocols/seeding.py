@@ -9,6 +9,7 @@ can hold the volume, enough suspension, medium and tips) before any device moves
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from pylabrobot.resources import Container
@@ -26,6 +27,7 @@ from protocols.pipetting import (
 from protocols.selection import well_of
 from simulators.culture import Liquid
 from workcell.assembly.build import Workcell
+from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_text
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
 from workcell.store import Measurement, VesselRecord
@@ -36,39 +38,94 @@ NAME = "seeding"
 class Suspension(BaseModel):
     """The counted cell suspension the operator puts on the deck."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Cell suspension")
 
-    tube: str = Field(default="cell_suspension", description="deck tube holding the suspension")
-    volume_mL: float = Field(gt=0, le=50, description="volume loaded into the tube")
-    viable_cells_per_mL: float = Field(ge=1e4, le=1e8, description="from the last count")
-    viability_percent: float = Field(default=95.0, ge=50, le=100)
-    passage: int = Field(default=0, ge=0, le=20, description="passage number of these cells")
-    population_doublings: float = Field(
-        default=0.0, ge=0, le=60, description="cumulative PD of these cells so far"
+    tube: str = Field(
+        default="cell_suspension",
+        title="Suspension tube",
+        description="the deck tube the operator loads the suspension into",
+        json_schema_extra=choice(Choice.TUBE),
     )
-    lot: str = Field(default="MSC-LOT-001", min_length=1, description="donor/vial lot id")
-    donor: str | None = Field(
+    volume_mL: float = Field(
+        gt=0, le=50, title="Volume (mL)", description="volume loaded into the tube"
+    )
+    viable_cells_per_mL: float = Field(
+        ge=1e4,
+        le=1e8,
+        title="Viable cells (cells/mL)",
+        description="viable cell concentration from the last count, e.g. 500000",
+    )
+    viability_percent: float = Field(
+        default=95.0, ge=50, le=100, title="Viability (%)", description="from the last count"
+    )
+    passage: int = Field(
+        default=0, ge=0, le=20, title="Passage", description="passage number of these cells"
+    )
+    population_doublings: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        title="Population doublings (PD)",
+        description="cumulative population doublings of these cells so far",
+    )
+    lot: str = Field(
+        default="MSC-LOT-001",
+        min_length=1,
+        max_length=200,
+        title="Lot",
+        description="donor or vial lot id, recorded with every vessel",
+    )
+    donor: Annotated[str | None, optional_text(64)] = Field(
         default=None,
         min_length=1,
         max_length=64,
+        title="Donor",
         description="donor id; in a dry-run it fixes the simulated cells' growth "
-        "(drawn from published donor spreads; none: the reference donor)",
+        "(drawn from published donor spreads); empty: the reference donor",
+        json_schema_extra=EMPTY_IS_NONE,
     )
 
 
 class SeedingParams(BaseModel):
     """What to seed, where, and how densely."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Seeding")
 
-    suspension: Suspension
-    plates: list[str] = Field(min_length=1, description="deck plates to seed")
-    wells: list[str] = Field(
-        default_factory=list, description="wells to seed on every plate (empty: all wells)"
+    suspension: Suspension = Field(
+        title="Cell suspension", description="the counted suspension the cells come from"
     )
-    density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
-    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=2.0)
-    medium_reservoir: str = Field(default="medium")
+    plates: list[str] = Field(
+        min_length=1,
+        title="Plates",
+        description="empty deck plates to seed, every listed well of each",
+        json_schema_extra=choice(Choice.PLATE),
+    )
+    wells: list[str] = Field(
+        default_factory=list,
+        title="Wells",
+        description="wells to seed on every plate; empty: all wells",
+        json_schema_extra=choice(Choice.WELL),
+    )
+    density_cells_per_cm2: float = Field(
+        default=3000,
+        ge=100,
+        le=10000,
+        title="Density (cells/cm²)",
+        description="viable cells seeded per cm² of growth area",
+    )
+    medium_mL_per_cm2: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=2.0,
+        title="Medium (mL/cm²)",
+        description="total liquid per cm² after seeding (medium plus suspension)",
+    )
+    medium_reservoir: str = Field(
+        default="medium",
+        title="Medium reservoir",
+        description="reservoir of fresh, pre-warmed medium",
+        json_schema_extra=choice(Choice.MEDIUM),
+    )
 
 
 class PlannedVessel(BaseModel):

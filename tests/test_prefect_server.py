@@ -113,11 +113,11 @@ def _client_call(url: str, fn: Any) -> Any:
 
 
 async def _deployment(client: Any, name: str) -> Any:
+    operation = "campaign" if name == "expansion-campaign" else name
     deadline = time.monotonic() + 90
     while True:
         try:
-            op = "campaign" if name == "expansion-campaign" else name
-            return await client.read_deployment_by_name(f"{name}/{op} @ ui-workcell")
+            return await client.read_deployment_by_name(f"{name}/{operation} @ ui-workcell")
         except Exception:
             if time.monotonic() > deadline:
                 raise
@@ -143,24 +143,32 @@ def test_deployments_carry_the_pydantic_forms_and_run_as_from_the_ui(
         passage = await _deployment(client, "passage")
         schema = passage.parameter_openapi_schema
         seed = await _deployment(client, "seed")
+        seed_params = {
+            "suspension": {"volume_mL": 5, "viable_cells_per_mL": 5e5},
+            "plates": ["plate_1"],
+            "density_cells_per_cm2": 3000,
+        }
         run = await client.create_flow_run_from_deployment(
-            seed.id,
-            parameters={
-                "params": {
-                    "suspension": {"volume_mL": 5, "viable_cells_per_mL": 5e5},
-                    "plates": ["plate_1"],
-                    "density_cells_per_cm2": 3000,
-                }
-            },
+            seed.id, parameters={"params": seed_params}
         )
         seeded = await _wait_state(client, run.id, {"Completed"})
+        again = await client.create_flow_run_from_deployment(
+            seed.id, parameters={"params": {**seed_params, "wells": ["A1"]}}
+        )
+        refused = await _wait_state(client, again.id, {"Failed"})
         run = await client.create_flow_run_from_deployment(
             passage.id,
             parameters={"params": {"plate": "plate_1", "destination_plates": ["plate_2"]}},
         )
         passaged = await _wait_state(client, run.id, {"Completed"})
         artifacts = await client.read_artifacts()
-        return {"schema": schema, "seeded": seeded, "passaged": passaged, "artifacts": artifacts}
+        return {
+            "schema": schema,
+            "seeded": seeded,
+            "passaged": passaged,
+            "artifacts": artifacts,
+            "refused": refused,
+        }
 
     got = _client_call(server["url"], go)
     defs = got["schema"]["definitions"]
@@ -168,6 +176,19 @@ def test_deployments_carry_the_pydantic_forms_and_run_as_from_the_ui(
     assert {"plate", "destination_plates", "confluence_threshold_percent"} <= set(fields)
     assert fields["confluence_threshold_percent"]["default"] == 80
     assert defs["DetachParams"]["properties"]["enzyme_time_min"]["maximum"] == 15
+    # a refusal: the run's state message is the refusal in one line, no traceback logged
+    message = got["refused"].state.message
+    assert message == (
+        "seeding refused before any device moved: vessel plate_1_well_A1 is not empty; "
+        "seed into empty wells only"
+    )
+    served_log = server["home"] / "serve.log"  # the runs' console output, as the lab sees it
+    deadline = time.monotonic() + 30
+    while message not in (printed := served_log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, printed[-3000:]
+        time.sleep(0.5)
+    assert "Traceback" not in printed, printed[-3000:]
+    assert got["seeded"].state.message.startswith("Seeded 6 vessels on plate_1")
     kinds = {a.type for a in got["artifacts"]}
     assert {"table", "markdown"} <= kinds
     store = Store(server["run_dir"] / STORE_FILE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,27 @@ def store_path(run_dir: Path | str | None) -> str:
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder / STORE_FILE)
+
+
+# Observers of every event and measurement this process writes (the Prefect flows
+# narrate the lab work from them in the run's log). An observer only reads.
+Observer = Callable[["Event | Measurement"], None]
+_observers: list[Observer] = []
+
+
+@contextlib.contextmanager
+def observed(observer: Observer) -> Iterator[None]:
+    """Call ``observer`` with each event and measurement written while inside."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _notify(item: Event | Measurement) -> None:
+    for observer in list(_observers):
+        observer(item)
 
 
 # another process's step may hold the write lock for the whole of its step
@@ -267,6 +288,7 @@ class Store:
                 m.vessel_id,
                 {"value": m.value, "unit": m.unit},
             )
+        _notify(m)
 
     def measurements(
         self, vessel_id: str | None = None, kind: str | None = None
@@ -291,6 +313,7 @@ class Store:
                 (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
             )
             self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+        _notify(e)
 
     def add_device_action(
         self, time: datetime, device: str, action: str, detail: dict[str, Any]

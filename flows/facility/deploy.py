@@ -24,6 +24,7 @@ from prefect.types.entrypoint import EntrypointType
 from prefect.workers.process import ProcessWorker
 
 from flows.campaign import campaign
+from flows.forms import describe_deployment, form_schema, plumbing
 from flows.operations import OPERATION_FLOWS
 from flows.steps import RUNS_DIR
 from workcell.assembly.config import WorkcellConfig
@@ -77,17 +78,18 @@ async def register(
     """The pool and one deployment per flow; returns deployment name -> id."""
     pool = await ensure_pool(client, cfg)
     folder = (run_dir or RUNS_DIR / cfg.name).resolve()
-    defaults = {"config": str(config_path.resolve()), "run_dir": str(folder)}
     ids = {}
     for operation, f in flows_by_operation().items():
+        defaults = plumbing(operation, str(config_path), folder)
         dep = await f.ato_deployment(
             name=deployment_name(operation, cfg),
             parameters=defaults,
             tags=["msc-workcell", cfg.name],
             work_pool_name=pool,
             entrypoint_type=EntrypointType.MODULE_PATH,
-            description=f"{operation} on workcell {cfg.name} (run folder {folder})",
+            description=describe_deployment(f, cfg, defaults),
         )
         assert isinstance(dep, RunnerDeployment)
+        dep._parameter_openapi_schema = form_schema(f, cfg)  # this workcell's run form
         ids[dep.name] = await dep.aapply(work_pool_name=pool)
     return ids

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from prefect.client.schemas.filters import (
     WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 from prefect.states import AwaitingRetry, Cancelled, Crashed
 from prefect.workers.process import ProcessWorker
 
@@ -49,6 +51,7 @@ from flows.facility.shared import ensure_limits
 from workcell.assembly.config import WorkcellConfig
 
 RECONCILE_S = 15.0
+POLL_S = 2.0  # how often the worker asks for runs to start (Prefect's default: 10 s)
 PENDING_GRACE_S = 120.0  # a run may sit in Pending this long while its process starts
 MAX_RESUMES = 3
 Say = Callable[[str], None]
@@ -166,8 +169,11 @@ async def serve(
     name = f"{cfg.name}@{socket.gethostname()}"
     say(f"worker {name} polling work pool {cfg.name!r}")
     watcher = asyncio.create_task(watch())
+    # runs start a few seconds after Submit: poll every POLL_S unless told otherwise
+    poll = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or POLL_S)
     try:
-        async with ProcessWorker(work_pool_name=cfg.name, name=name, limit=limit) as worker:
-            await worker.start(with_healthcheck=False)
+        with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll}):
+            async with ProcessWorker(work_pool_name=cfg.name, name=name, limit=limit) as worker:
+                await worker.start(with_healthcheck=False)
     finally:
         watcher.cancel()

@@ -31,19 +31,21 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
 from protocols.detachment import DetachParams
+from protocols.imaging import image_plates
 from simulators.culture import CultureParameters
+from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.batch import lineage
 from workcell.ot_labware import same_product
-from workcell.store import Measurement, Store
+from workcell.store import Store
 
 DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time
@@ -54,7 +56,7 @@ DUE_SLACK_S = 1.0
 class CampaignParams(BaseModel):
     """An MSC expansion from a thawed vial to a dose."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Expansion campaign")
 
     suspension: seeding.Suspension = Field(
         default_factory=lambda: seeding.Suspension(
@@ -65,42 +67,123 @@ class CampaignParams(BaseModel):
             population_doublings=4.0,
             lot="BM-MSC-DEMO-01",
         ),
-        description="the thawed vial, counted",
+        title="Thawed vial",
+        description="the thawed vial, counted: seeded onto the initial plates",
     )
-    initial_plates: list[str] = Field(default_factory=lambda: ["plate_1"], min_length=1)
+    initial_plates: list[str] = Field(
+        default_factory=lambda: ["plate_1"],
+        min_length=1,
+        title="Initial plates",
+        description="empty plates the vial is seeded onto",
+        json_schema_extra=choice(Choice.PLATE),
+    )
     initial_wells: list[str] = Field(
-        default_factory=list, description="wells seeded on each initial plate (empty: all)"
+        default_factory=list,
+        title="Initial wells",
+        description="wells seeded on each initial plate; empty: all",
+        json_schema_extra=choice(Choice.WELL),
     )
     vessel_labware: str = Field(
         default="cor_cos_6_wellplate_16800uL_Fb",
-        description="the culture plates the campaign seeds and passages into",
+        title="Culture plate type",
+        description="the deck plates of this type are the ones the campaign passages into",
+        json_schema_extra=choice(Choice.PLATE_LABWARE),
     )
-    max_vessels: int | None = Field(
-        default=None, ge=1, le=1000, description="most vessels in culture at once (None: no cap)"
+    max_vessels: Annotated[int | None, optional_int(1, 1000)] = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        title="Most vessels in culture",
+        description="cap on vessels in culture at once; empty: no cap",
+        json_schema_extra=EMPTY_IS_NONE,
     )
-    density_cells_per_cm2: float = Field(default=3000, ge=100, le=10000)
-    medium_mL_per_cm2: float = Field(default=0.2, ge=0.05, le=1.0)
-    feed_every_days: float = Field(default=3.0, ge=0.5, le=7)
-    image_every_days: float = Field(default=1.0, ge=0.25, le=7)
-    confluence_threshold_percent: float = Field(default=80, ge=10, le=100)
-    passage_limit: int = Field(default=5, ge=1, le=20)
-    viability_floor_percent: float = Field(default=70, ge=0, le=100)
-    patient_weight_kg: float = Field(default=3.0, ge=1, le=250)
-    target_dose_cells_per_kg: float = Field(default=2.0e6, ge=1e4, le=1e8)
-    max_days: float = Field(default=28, ge=1, le=120)
-    detach: DetachParams = Field(default_factory=DetachParams)
+    density_cells_per_cm2: float = Field(
+        default=3000,
+        ge=100,
+        le=10000,
+        title="Density (cells/cm²)",
+        description="viable cells seeded per cm², at thaw and at each passage",
+    )
+    medium_mL_per_cm2: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=1.0,
+        title="Medium (mL/cm²)",
+        description="medium per cm² of growth area",
+    )
+    feed_every_days: float = Field(
+        default=3.0, ge=0.5, le=7, title="Feed every (days)", description="media exchange interval"
+    )
+    image_every_days: float = Field(
+        default=1.0,
+        ge=0.25,
+        le=7,
+        title="Image every (days)",
+        description="confluence imaging interval; decisions follow the images",
+    )
+    confluence_threshold_percent: float = Field(
+        default=80,
+        ge=10,
+        le=100,
+        title="Passage at confluence (%)",
+        description="a plate whose mean confluence reaches this is passaged",
+    )
+    passage_limit: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        title="Passage limit",
+        description="a plate confluent at this passage holds for harvest (a deviation)",
+    )
+    viability_floor_percent: float = Field(
+        default=70,
+        ge=0,
+        le=100,
+        title="Viability floor (%)",
+        description="a count below this holds the campaign for the operator (a deviation)",
+    )
+    patient_weight_kg: float = Field(
+        default=3.0, ge=1, le=250, title="Patient weight (kg)", description="for the dose"
+    )
+    target_dose_cells_per_kg: float = Field(
+        default=2.0e6,
+        ge=1e4,
+        le=1e8,
+        title="Target dose (cells/kg)",
+        description="viable cells per kg of body weight; target = dose × weight",
+    )
+    max_days: float = Field(
+        default=28,
+        ge=1,
+        le=120,
+        title="Longest campaign (days)",
+        description="reaching it holds for harvest (a deviation)",
+    )
+    detach: DetachParams = Field(
+        default_factory=DetachParams,
+        title="Detachment",
+        description="wash, enzyme, neutralisation and pooling, at passage and harvest",
+    )
     harvest_margin: float = Field(
         default=1.3,
         ge=1.0,
         le=3.0,
+        title="Harvest margin (× target)",
         description="harvest once the image estimate exceeds the target by this factor "
         "(detachment yield and pooling losses)",
     )
     monitor_every_min: float = Field(
-        default=60, ge=1, le=1440, description="incubator climate checks while waiting"
+        default=60,
+        ge=1,
+        le=1440,
+        title="Incubator check every (min)",
+        description="incubator climate checks while waiting",
     )
     harvest_pool: str = Field(
-        default="harvest_pool", description="where the whole batch is pooled at harvest"
+        default="harvest_pool",
+        title="Harvest pool",
+        description="where the whole batch is pooled at harvest",
+        json_schema_extra=choice(Choice.POOL),
     )
 
     @property
@@ -259,6 +342,11 @@ def _hold(kind: Kind, plates: list[str], reason: str, deviation: bool = True) ->
     )
 
 
+def _n(cells: float) -> str:
+    """A cell number for a person: 13,000 or 1.68e5."""
+    return f"{cells:,.0f}" if cells < 1e5 else f"{cells:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
 def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> Decision:
     """The actions due now, from the campaign's view of the store (see module docstring)."""
     if v.finished:
@@ -292,8 +380,8 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
         return _hold(
             Kind.HARVEST,
             all_plates,
-            f"estimated {estimate:.3g} cells >= target {p.target_cells:.3g} "
-            f"x margin {p.harvest_margin:g}",
+            f"the images estimate {_n(estimate)} cells, at least the target "
+            f"{_n(p.target_cells)} × margin {p.harvest_margin:g}",
             deviation=False,
         )
     confluent = [
@@ -638,33 +726,6 @@ def estimated_cells(v: CampaignView, p: CampaignParams) -> float:
         (x.confluence or 0) * cells_per_cm2_at_confluence(x.population_doublings) * x.area_cm2
         for x in v.plates
     )
-
-
-async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:
-    """Image plates for confluence, from the incubator and back; record each well's value."""
-    out: dict[str, float] = {}
-    for name in plates:
-        back = wc.in_incubator(name)
-        plate = await wc.fetch_plate(name, to_deck=False) if back else wc.plate(name)
-        vessels = [v.id for v in wc.store.vessels(state="active") if v.plate == name]
-        measured = await wc.imager.confluence(plate, vessels)
-        for well, value in measured.items():
-            if well in vessels:
-                wc.store.add_measurement(
-                    Measurement(
-                        vessel_id=well,
-                        kind="confluence",
-                        value=value,
-                        unit="fraction",
-                        time=wc.clock.now(),
-                        source=wc.imager.name,
-                    )
-                )
-                out[well] = value
-        if back:
-            await wc.store_plate(name)
-        await wc.check_incubators()
-    return out
 
 
 def summarize(store: Store, params: CampaignParams) -> CampaignSummary:

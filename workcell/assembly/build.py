@@ -52,6 +52,11 @@ def _rng(seed: int, device: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(device.encode())])
 
 
+def build_deck(config: WorkcellConfig) -> Deck:
+    """The deck alone, with its labware and nothing connected (a form reads its names)."""
+    return _build_deck(config)
+
+
 def _build_deck(config: WorkcellConfig) -> Deck:
     if config.deck.type == "OTDeck":
         from pylabrobot.resources.opentrons import OTDeck

@@ -216,6 +216,13 @@ def campaign(
     without_prefect: Annotated[
         bool, typer.Option("--without-prefect", help="run the engine alone (CI, benchmarks)")
     ] = False,
+    adopt_vessels: Annotated[
+        bool,
+        typer.Option(
+            "--adopt-vessels",
+            help="take over vessels already in the run folder instead of seeding (recorded)",
+        ),
+    ] = False,
 ) -> None:
     """Run (or resume) the expansion campaign as a Prefect flow, with a progress bar."""
     from protocols.campaign.engine import CampaignParams
@@ -231,7 +238,15 @@ def campaign(
     except (OSError, ValueError) as e:
         raise _fail(WorkcellError(f"campaign parameters {params}: {e}")) from None
     code = run_campaign_cli(
-        cfg, config, run_dir, model, auto_approve, out, err, without_prefect=without_prefect
+        cfg,
+        config,
+        run_dir,
+        model,
+        auto_approve,
+        out,
+        err,
+        without_prefect=without_prefect,
+        adopt_vessels=adopt_vessels,
     )
     raise typer.Exit(code=code)
 

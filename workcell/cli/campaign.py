@@ -14,17 +14,20 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from protocols.campaign.adoption import check_run_folder
 from protocols.campaign.engine import (
     DAY_S,
     CampaignEngine,
     CampaignParams,
     CampaignSummary,
     auto_approve,
+    summarize,
     summary_rows,
 )
 from workcell.assembly.config import WorkcellConfig
@@ -46,6 +49,7 @@ def run_campaign_cli(
     out: Console,
     err: Console,
     without_prefect: bool = False,
+    adopt_vessels: bool = False,
 ) -> int:
     if not auto_approve and not os.environ.get("PREFECT_API_URL"):
         err.print(
@@ -92,11 +96,13 @@ def run_campaign_cli(
 
         try:
             if without_prefect:
-                summary = asyncio.run(_engine_only(cfg, folder, params, show))
+                summary = asyncio.run(_engine_only(cfg, folder, params, show, adopt_vessels))
             else:
-                summary = _as_flow(config_path, folder, params, auto_approve, show, out.print)
+                summary = _as_flow(
+                    config_path, folder, params, auto_approve, show, out.print, adopt_vessels
+                )
         except WorkcellError as e:
-            err.print(f"[bold red]error:[/] {e}")
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
             return 2
         except (ServerStartError, ValueError) as e:
             err.print(f"[bold red]error:[/] {e}")
@@ -112,6 +118,10 @@ def run_campaign_cli(
     return 0 if summary.outcome.startswith("harvested") else 1
 
 
+class CampaignEnded(WorkcellError):
+    """The campaign flow ended Failed or Cancelled; the message is its state's."""
+
+
 def _as_flow(
     config_path: Path | None,
     folder: Path,
@@ -119,6 +129,7 @@ def _as_flow(
     auto_approve: bool,
     show: Callable[[float, str], None],
     say: Callable[[str], None],
+    adopt_vessels: bool = False,
 ) -> CampaignSummary:
     """The campaign flow, on the Prefect API in PREFECT_API_URL or a temporary one."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bar, not a log per task
@@ -129,16 +140,34 @@ def _as_flow(
     progress_listeners.append(show)
     try:
         with prefect_api(say):
-            return asyncio.run(
-                campaign(
+            state: Any = asyncio.run(
+                campaign(  # type: ignore[arg-type]
                     params=params,
                     config=str(config_path) if config_path else None,
                     run_dir=str(folder),
                     auto_approve_dry_run=auto_approve,
+                    adopt_vessels=adopt_vessels,
+                    return_state=True,
                 )
             )
+            if state.is_completed():
+                return asyncio.run(state.aresult())  # type: ignore[no-any-return]
+            if not (folder / STORE_FILE).exists():
+                raise CampaignEnded(state.message or state.name)
+            say(f"campaign ended {state.name}: {state.message}")
+            return _summary(folder, params)
     finally:
         progress_listeners.remove(show)
+
+
+def _summary(folder: Path, params: CampaignParams) -> CampaignSummary:
+    store = Store(folder / STORE_FILE)
+    try:
+        if not store.events("campaign_started"):
+            raise CampaignEnded("the campaign did not start (see the message above)")
+        return summarize(store, params)
+    finally:
+        store.close()
 
 
 async def _engine_only(
@@ -146,9 +175,11 @@ async def _engine_only(
     folder: Path,
     params: CampaignParams,
     show: Callable[[float, str], None],
+    adopt_vessels: bool = False,
 ) -> CampaignSummary:
     """The same campaign engine without Prefect: for CI and for benchmarks of the engine."""
     async with open_session(cfg, folder) as session:
+        check_run_folder(session.wc, adopt_vessels, "command line")
         summary = await CampaignEngine(session, params, auto_approve(), progress=show).run()
     show(100.0, summary.outcome)
     return summary
