@@ -126,7 +126,7 @@ def prefect_and_workcell(
                 start_new_session=True,
             )
         )
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # a busy 2-core machine: as the demo waits
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
