@@ -322,7 +322,7 @@ def summary_markdown(s: CampaignSummary, simulated: bool, wall_s: float, folder:
     for r in rows:
         if r[0] == "days":
             r[0] = "days (process time, " + ("simulated clock)" if simulated else "workcell clock)")
-    rows.append(["wall time of this run (s)", f"{wall_s:.1f}"])
+    rows.append(["wall time of this process (s)", f"{wall_s:.1f}"])
     rows.append(["run folder", f"`{folder.resolve()}`"])
     return "# Batch summary\n\n" + table(["", ""], rows)
 
