@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,16 +56,27 @@ class Served:
         req = urllib.request.Request(
             self.url + path, data=data, headers={"content-type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read() or b"null")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:  # 503 while the server settles: ask again
+                if e.code != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def flow_runs(self) -> list[dict[str, Any]]:
         return list(self.api("/flow_runs/filter", {}))
 
     def deployment_id(self, name: str) -> str:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
-            for d in self.api("/deployments/filter", {}):
+            try:
+                found = self.api("/deployments/filter", {})
+            except OSError:  # the server is still starting (503) or busy
+                found = []
+            for d in found:
                 if d["name"] == name:
                     return str(d["id"])
             assert time.monotonic() < deadline, f"no deployment {name!r}"
