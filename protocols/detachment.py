@@ -1,7 +1,8 @@
 """Detach and pool: the half of passaging and harvest that is the same.
 
-Bench version, per plate: aspirate the medium (leaving a wet residual), wash with
-PBS and aspirate it, add the detachment enzyme, incubate at 37 C for the set time,
+Bench version, per plate: aspirate the medium (leaving a wet residual; a tip per
+well, discarded from above the waste), wash with PBS and aspirate it (again a tip
+per well), add the detachment enzyme, incubate at 37 C for the set time,
 neutralise with medium, resuspend each well by pipetting and pool everything into
 a tube, then count a sample of the pool. How many cells lift, and how many the
 enzyme kills, the culture model decides from the incubation time.
@@ -12,14 +13,16 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
+from protocols.checks import DeckName, Role, check_empty, check_roles
 from protocols.pipetting import (
     TipSupply,
     check_supplies,
     discard_tip,
     dispense_along_wall,
     parts,
+    removal_groups,
+    remove_to_waste,
     swap_tip,
-    transfer,
     with_fresh_tip,
 )
 from protocols.selection import Target
@@ -27,7 +30,6 @@ from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.store import Measurement
 
-TIPS_PER_PLATE = 6  # medium out, PBS in, PBS out, enzyme, neutralising medium, pooling
 MIX_CYCLES = 2
 MIX_SHARE = 0.8
 
@@ -82,30 +84,39 @@ class DetachParams(BaseModel):
         title="Dispense flow (µL/s)",
         description="how fast PBS and medium run down the well wall",
     )
-    pbs_reservoir: str = Field(
+    pbs_reservoir: DeckName = Field(
         default="pbs", title="PBS reservoir", json_schema_extra=choice(Choice.PBS)
     )
-    enzyme_reservoir: str = Field(
+    enzyme_reservoir: DeckName = Field(
         default="enzyme", title="Enzyme reservoir", json_schema_extra=choice(Choice.ENZYME)
     )
-    medium_reservoir: str = Field(
+    medium_reservoir: DeckName = Field(
         default="medium",
         title="Medium reservoir",
         description="neutralises the enzyme",
         json_schema_extra=choice(Choice.MEDIUM),
     )
-    waste: str = Field(
+    waste: DeckName = Field(
         default="waste",
         title="Waste",
         description="trough for spent medium and PBS",
         json_schema_extra=choice(Choice.WASTE),
     )
-    pool_tube: str = Field(
+    pool_tube: DeckName = Field(
         default="pool_tube",
         title="Pool",
         description="empty tube (or trough) the detached cells are pooled in",
         json_schema_extra=choice(Choice.POOL),
     )
+
+    def roles(self) -> list[tuple[str, Role]]:
+        return [
+            (self.pbs_reservoir, Role.PBS),
+            (self.enzyme_reservoir, Role.ENZYME),
+            (self.medium_reservoir, Role.MEDIUM),
+            (self.waste, Role.WASTE),
+            (self.pool_tube, Role.POOL),
+        ]
 
 
 class DetachStep(BaseModel):
@@ -132,6 +143,8 @@ class DetachPlan(BaseModel):
 def plan_detach(
     wc: Workcell, targets: list[Target], d: DetachParams, problems: list[str]
 ) -> DetachPlan:
+    check_roles(wc, d.roles(), problems)
+    check_empty(wc, d.pool_tube, "pool tube", problems)
     steps = []
     for t in targets:
         residual = d.residual_uL_per_cm2 * t.area_cm2
@@ -160,7 +173,6 @@ def plan_detach(
             problems.append(f"vessel {t.vessel} cannot hold {peak / 1000:.2f} mL")
     check_supplies(wc, reagents, problems, waste={d.waste: waste, d.pool_tube: pool})
     groups = _tip_groups(steps)
-    assert len(groups) == TIPS_PER_PLATE * len({s.plate for s in steps})
     return DetachPlan(
         steps=steps,
         tips=len(groups),
@@ -176,19 +188,19 @@ def _pooled_uL(s: DetachStep) -> float:
 
 
 def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
-    """What each tip moves, per plate: medium out; PBS in; PBS out; enzyme in (before the
-    incubation); neutralising medium in; mixing and pooling (after it)."""
+    """What each tip moves, in the order ``detach_and_pool`` takes them: per plate, a tip
+    per well for its spent medium, one for PBS in, a tip per well for the PBS out, one
+    for the enzyme (before the incubation); then one for the neutralising medium and
+    one for mixing and pooling (after it). The plan counts tips from these groups."""
     plates = list(dict.fromkeys(s.plate for s in steps))
     before: list[list[float]] = []
     after: list[list[float]] = []
     for plate in plates:
         g = [s for s in steps if s.plate == plate]
-        before += [
-            [s.remove_uL for s in g],
-            [s.pbs_uL for s in g],
-            [s.pbs_uL for s in g],
-            [s.enzyme_uL for s in g],
-        ]
+        before += removal_groups([s.remove_uL for s in g])
+        before += [[s.pbs_uL for s in g]]
+        before += removal_groups([s.pbs_uL for s in g])
+        before += [[s.enzyme_uL for s in g]]
         after += [[s.medium_uL for s in g], [_pooled_uL(s) for s in g]]
     return before + after
 
@@ -209,21 +221,21 @@ async def detach_and_pool(
 
     for plate in plates:
         group = [s for s in plan.steps if s.plate == plate]
-        # one waste tip: medium out, PBS in by another, PBS out
-        await with_fresh_tip(lh, tips, [s.remove_uL for s in group])
-        for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.remove_uL, tips)
-        await swap_tip(lh, tips, [s.pbs_uL for s in group])
+        for s in group:  # spent medium out, a tip per well
+            await remove_to_waste(lh, tips, wells[s.vessel], waste, s.remove_uL)
+        await with_fresh_tip(lh, tips, [s.pbs_uL for s in group])
         for s in group:
             await dispense_along_wall(
                 lh, pbs, wells[s.vessel], s.pbs_uL, tips, d.medium_flow_uL_per_s
             )
-        await swap_tip(lh, tips, [s.pbs_uL for s in group])
-        for s in group:
-            await transfer(lh, wells[s.vessel], waste, s.pbs_uL, tips)
-        await swap_tip(lh, tips, [s.enzyme_uL for s in group])
-        for s in group:
-            await transfer(lh, enzyme, wells[s.vessel], s.enzyme_uL, tips)
+        await discard_tip(lh, tips)
+        for s in group:  # PBS out, a tip per well
+            await remove_to_waste(lh, tips, wells[s.vessel], waste, s.pbs_uL)
+        await with_fresh_tip(lh, tips, [s.enzyme_uL for s in group])
+        for s in group:  # down the wall, from above: the enzyme tip never touches the cells
+            await dispense_along_wall(
+                lh, enzyme, wells[s.vessel], s.enzyme_uL, tips, d.medium_flow_uL_per_s
+            )
         await discard_tip(lh, tips)
         wc.event("enzyme_added", actor, plate=plate, vessels=[s.vessel for s in group])
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
+from protocols.checks import DeckNames
 from protocols.detachment import DetachParams, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
 from protocols.selection import active_vessels
@@ -29,7 +30,7 @@ class HarvestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="Harvest")
 
-    plates: list[str] = Field(
+    plates: DeckNames = Field(
         min_length=1,
         title="Plates",
         description="the batch's plates: every vessel on them is detached and pooled",

@@ -2,9 +2,11 @@
 
 Bench version: for each vessel, aspirate the spent medium down to a residual that
 keeps the monolayer wet, then run fresh medium slowly down the wall of the well.
-Tips are changed per vessel (the safe default: no carry-over between cultures) or
-per plate, as the parameters say. The plates come out of the incubator for it and
-go back after.
+Spent medium leaves each vessel with a tip of its own, taken near the wall and
+slowly, and discarded from above the waste (a tip that discarded into waste never
+enters another culture). Fresh medium goes in with a fresh tip per vessel (the safe
+default: no carry-over between cultures) or one per plate, as the parameters say.
+The plates come out of the incubator for it and go back after.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.checks import DeckName, DeckNames, Role, WellNames, check_roles
 from protocols.pipetting import (
     TipSupply,
     check_supplies,
     discard_tip,
     dispense_along_wall,
     plan_tips,
-    transfer,
+    removal_groups,
+    remove_to_waste,
     with_fresh_tip,
 )
 from protocols.selection import Target, active_vessels
@@ -42,13 +46,13 @@ class MediaExchangeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="Feed (media exchange)")
 
-    plates: list[str] = Field(
+    plates: DeckNames = Field(
         min_length=1,
         title="Plates",
         description="plates whose vessels are fed (they come out of the incubator and go back)",
         json_schema_extra=choice(Choice.PLATE),
     )
-    wells: list[str] = Field(
+    wells: WellNames = Field(
         default_factory=list,
         title="Wells",
         description="wells to feed on every plate; empty: every vessel of the plates",
@@ -80,13 +84,13 @@ class MediaExchangeParams(BaseModel):
         title="Tips",
         description="a fresh tip per vessel (no carry-over between cultures) or per plate",
     )
-    medium_reservoir: str = Field(
+    medium_reservoir: DeckName = Field(
         default="medium",
         title="Medium reservoir",
         description="reservoir of fresh, pre-warmed medium",
         json_schema_extra=choice(Choice.MEDIUM),
     )
-    waste: str = Field(
+    waste: DeckName = Field(
         default="waste",
         title="Waste",
         description="trough the spent medium goes to",
@@ -117,6 +121,7 @@ class MediaExchangeResult(BaseModel):
 def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, list[Target]]:
     problems: list[str] = []
     targets = active_vessels(wc, params.plates, params.wells, problems)
+    check_roles(wc, [(params.medium_reservoir, Role.MEDIUM), (params.waste, Role.WASTE)], problems)
     planned = []
     for t in targets:
         residual = params.residual_uL_per_cm2 * t.area_cm2
@@ -151,13 +156,17 @@ def plan(wc: Workcell, params: MediaExchangeParams) -> tuple[MediaExchangePlan, 
 
 
 def _tip_groups(planned: list[PlannedExchange], policy: TipPolicy) -> list[list[float]]:
-    """What each tip moves: spent medium out, fresh in; per vessel, or per plate each way."""
-    if policy is TipPolicy.PER_VESSEL:
-        return [g for x in planned for g in ([x.remove_uL], [x.add_uL])]
-    groups = []
+    """What each tip moves, in the order ``run`` takes them: per plate, a tip per vessel
+    for its spent medium; then fresh medium, a tip per vessel or one for the plate."""
+    groups: list[list[float]] = []
     for plate in dict.fromkeys(x.plate for x in planned):
         group = [x for x in planned if x.plate == plate]
-        groups += [[x.remove_uL for x in group], [x.add_uL for x in group]]
+        groups += removal_groups([x.remove_uL for x in group])
+        adding = [x.add_uL for x in group if x.add_uL > 0]
+        if policy is TipPolicy.PER_VESSEL:
+            groups += [[v] for v in adding]
+        elif adding:
+            groups.append(adding)
     return groups
 
 
@@ -176,20 +185,16 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
             for plate in dict.fromkeys(x.plate for x in p.vessels):
                 group = [x for x in p.vessels if x.plate == plate]
                 per_vessel = params.tips is TipPolicy.PER_VESSEL
-                # spent medium out, then fresh in (a fresh tip each way)
-                if not per_vessel:
-                    await with_fresh_tip(lh, tips, [x.remove_uL for x in group])
+                # spent medium out, a tip per vessel; then fresh in
                 for x in group:
-                    if per_vessel:
-                        await with_fresh_tip(lh, tips, [x.remove_uL])
-                    await transfer(lh, wells[x.vessel], waste, x.remove_uL, tips)
-                    if per_vessel:
-                        await discard_tip(lh, tips)
-                if not per_vessel:
-                    await discard_tip(lh, tips)
-                    await with_fresh_tip(lh, tips, [x.add_uL for x in group])
+                    await remove_to_waste(lh, tips, wells[x.vessel], waste, x.remove_uL)
+                adding = [x.add_uL for x in group if x.add_uL > 0]
+                shared = not per_vessel and bool(adding)
+                if shared:
+                    await with_fresh_tip(lh, tips, adding)
                 for x in group:
-                    if per_vessel:
+                    fresh = per_vessel and x.add_uL > 0
+                    if fresh:
                         await with_fresh_tip(lh, tips, [x.add_uL])
                     await dispense_along_wall(
                         lh,
@@ -199,7 +204,7 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                         tips,
                         params.dispense_flow_uL_per_s,
                     )
-                    if per_vessel:
+                    if fresh:
                         await discard_tip(lh, tips)
                     done.append(x.vessel)
                     wc.store.add_measurement(
@@ -215,7 +220,7 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                     wc.event(
                         "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
                     )
-                if not per_vessel:
+                if shared:
                     await discard_tip(lh, tips)
     except Exception as err:
         wc.event(

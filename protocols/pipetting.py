@@ -33,6 +33,17 @@ MIN_VOLUME_UL = 20.0
 # Dispensing "along the wall": offset from the well centre toward its side, a few mm up.
 WALL_OFFSET_SHARE = 0.35
 WALL_HEIGHT_MM = 3.0
+# Taking spent medium or PBS off a monolayer: at the opposite wall, low but clear of the
+# cells, slowly, so the aspirate does not lift cells off the surface.
+ASPIRATE_WALL_SHARE = 0.35
+ASPIRATE_HEIGHT_MM = 1.0
+CULTURE_ASPIRATE_UL_PER_S = 100.0
+# Discarding: from above the waste's liquid (a free jet below the rim), so the tip never
+# touches waste and a tip that discarded into waste never enters another culture.
+WASTE_CLEARANCE_MM = 5.0
+# A cell suspension settles within minutes: mix the tube before each aspirate.
+MIX_SUSPENSION_UL = 200.0
+MIX_SUSPENSION_CYCLES = 3
 
 
 def dead_volume_uL(container: Container) -> float:
@@ -99,7 +110,7 @@ class TipSupply:
             for spot in rack.get_all_items():
                 if spot.tracker.has_tip:
                     return spot
-        raise RuntimeError("no tips left on the deck")
+        raise RuntimeError("no tips left on the deck: more were used than planned")
 
 
 async def transfer(
@@ -151,6 +162,7 @@ def check_supplies(
 
 
 def check_tips(tips: TipSupply, needed: int, problems: list[str]) -> None:
+    """Refuse unless ``needed`` fresh tips are on the deck (``needed`` is what the plan uses)."""
     if tips.available() < needed:
         problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
 
@@ -219,6 +231,84 @@ async def swap_tip(lh: LiquidHandler, tips: TipSupply, volumes: list[float] | No
     """Discard the tip in use and take a fresh one for ``volumes``."""
     await discard_tip(lh, tips)
     await with_fresh_tip(lh, tips, volumes)
+
+
+def off_centre_low(well: Container) -> Coordinate:
+    """Where a tip takes liquid off a monolayer: near the wall, just above the bottom."""
+    return Coordinate(x=-ASPIRATE_WALL_SHARE * well.get_size_x(), y=0, z=ASPIRATE_HEIGHT_MM)
+
+
+def above_liquid(container: Container) -> Coordinate:
+    """Where a tip discards into a waste container: below the rim, clear of the liquid."""
+    return Coordinate(x=0, y=0, z=max(0.0, container.get_size_z() - WASTE_CLEARANCE_MM))
+
+
+async def remove_to_waste(
+    lh: LiquidHandler,
+    tips: TipSupply,
+    well: Container,
+    waste: Container,
+    volume_uL: float,
+) -> None:
+    """Spent liquid off one culture into the waste, with a tip of its own for this well.
+
+    The tip takes the liquid near the wall, slowly, and discards it from above the
+    waste's liquid; it returns only to this same well (for the next part) and is
+    discarded before any other well is touched. Nothing to remove: no tip is used.
+    """
+    if volume_uL <= 0:
+        return
+    await with_fresh_tip(lh, tips, [volume_uL])
+    for part in parts(volume_uL, tips.max_volume_uL()):
+        await lh.aspirate(
+            [well],
+            vols=[part],
+            use_channels=tips.channels,
+            flow_rates=[CULTURE_ASPIRATE_UL_PER_S],
+            offsets=[off_centre_low(well)],
+        )
+        await lh.dispense(
+            [waste], vols=[part], use_channels=tips.channels, offsets=[above_liquid(waste)]
+        )
+    await discard_tip(lh, tips)
+
+
+def removal_groups(volumes: list[float]) -> list[list[float]]:
+    """The tips ``remove_to_waste`` uses for these wells: one each, none where nothing goes."""
+    return [[v] for v in volumes if v > 0]
+
+
+async def mix(
+    lh: LiquidHandler, tips: TipSupply, container: Container, volume_uL: float, cycles: int
+) -> None:
+    """Pipette up and down in ``container`` (a suspension before it is aspirated)."""
+    for _ in range(cycles):
+        await lh.aspirate([container], vols=[volume_uL], use_channels=tips.channels)
+        await lh.dispense([container], vols=[volume_uL], use_channels=tips.channels)
+
+
+def suspension_mix_uL(container: Container, tips: TipSupply | None = None) -> float:
+    """The mixing volume for a suspension: ``MIX_SUSPENSION_UL`` or less (a small volume,
+    a small pipette)."""
+    top = MIX_SUSPENSION_UL if tips is None else min(MIX_SUSPENSION_UL, tips.max_volume_uL())
+    return min(top, 0.5 * usable_uL(container))
+
+
+def suspension_group(volume_uL: float) -> list[float]:
+    """What the tip that seeds ``volume_uL`` of a suspension moves: the mixing and the cells."""
+    return [MIX_SUSPENSION_UL, volume_uL] if volume_uL > 0 else []
+
+
+async def transfer_suspension(
+    lh: LiquidHandler, tips: TipSupply, tube: Container, target: Container, volume_uL: float
+) -> None:
+    """Cells from a tube into a vessel: the tube is mixed before each aspirate."""
+    for part in parts(volume_uL, tips.max_volume_uL()):
+        mixing = suspension_mix_uL(tube, tips)
+        if mixing > 0:
+            await mix(lh, tips, tube, mixing, MIX_SUSPENSION_CYCLES)
+        await lh.aspirate([tube], vols=[part], use_channels=tips.channels)
+        await lh.dispense([target], vols=[part], use_channels=tips.channels)
 
 
 async def dispense_along_wall(

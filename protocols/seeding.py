@@ -14,13 +14,16 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pylabrobot.resources import Container
 
+from protocols.checks import DeckName, DeckNames, Role, Text, WellNames, check_roles, distinct
 from protocols.pipetting import (
     MIN_VOLUME_UL,
     TipSupply,
     dead_volume_uL,
     discard_tip,
     plan_tips,
+    suspension_group,
     transfer,
+    transfer_suspension,
     usable_uL,
     with_fresh_tip,
 )
@@ -40,7 +43,7 @@ class Suspension(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="Cell suspension")
 
-    tube: str = Field(
+    tube: DeckName = Field(
         default="cell_suspension",
         title="Suspension tube",
         description="the deck tube the operator loads the suspension into",
@@ -68,10 +71,8 @@ class Suspension(BaseModel):
         title="Population doublings (PD)",
         description="cumulative population doublings of these cells so far",
     )
-    lot: str = Field(
+    lot: Text = Field(
         default="MSC-LOT-001",
-        min_length=1,
-        max_length=200,
         title="Lot",
         description="donor or vial lot id, recorded with every vessel",
     )
@@ -94,13 +95,13 @@ class SeedingParams(BaseModel):
     suspension: Suspension = Field(
         title="Cell suspension", description="the counted suspension the cells come from"
     )
-    plates: list[str] = Field(
+    plates: DeckNames = Field(
         min_length=1,
         title="Plates",
         description="empty deck plates to seed, every listed well of each",
         json_schema_extra=choice(Choice.PLATE),
     )
-    wells: list[str] = Field(
+    wells: WellNames = Field(
         default_factory=list,
         title="Wells",
         description="wells to seed on every plate; empty: all wells",
@@ -120,7 +121,7 @@ class SeedingParams(BaseModel):
         title="Medium (mL/cm²)",
         description="total liquid per cm² after seeding (medium plus suspension)",
     )
-    medium_reservoir: str = Field(
+    medium_reservoir: DeckName = Field(
         default="medium",
         title="Medium reservoir",
         description="reservoir of fresh, pre-warmed medium",
@@ -178,11 +179,20 @@ def plan(
     problems: list[str] = []
     conc_per_uL = params.suspension.viable_cells_per_mL / 1000.0
     vessels: list[PlannedVessel] = []
-    for plate_name in params.plates:
+    distinct(params.plates, "plate", problems)
+    check_roles(
+        wc,
+        [(params.suspension.tube, Role.SUSPENSION), (params.medium_reservoir, Role.MEDIUM)],
+        problems,
+    )
+    for plate_name in dict.fromkeys(params.plates):
         try:
             plate = wc.plate(plate_name)
         except WorkcellError as err:
             problems.append(str(err))
+            continue
+        if wc.in_incubator(plate_name):
+            problems.append(f"plate {plate_name!r} is in the incubator, not on the deck")
             continue
         if only is not None:
             idents = [w for p, w in only if p == plate_name]
@@ -192,6 +202,9 @@ def plan(
             well = well_of(plate, ident)
             if well is None:
                 problems.append(f"plate {plate_name!r} has no well {ident!r}")
+                continue
+            if any(v.vessel == well.name for v in vessels):
+                problems.append(f"well {ident!r} of plate {plate_name!r} is named more than once")
                 continue
             area = growth_area_cm2(well)
             cells = params.density_cells_per_cm2 * area
@@ -249,10 +262,11 @@ def plan(
 
 
 def _tip_groups(vessels: list[PlannedVessel]) -> list[list[float]]:
-    """What each tip moves: one per plate for the medium, one per vessel for the cells."""
-    plates = dict.fromkeys(v.plate for v in vessels)
-    medium = [[v.medium_uL for v in vessels if v.plate == p] for p in plates]
-    return medium + [[v.suspension_uL] for v in vessels]
+    """What each tip moves, in the order ``seed`` takes them: one per plate for the
+    medium, then one per vessel for its cells (mixing the tube before each aspirate)."""
+    plates = dict.fromkeys(v.plate for v in vessels if v.medium_uL > 0)
+    medium = [[v.medium_uL for v in vessels if v.plate == p and v.medium_uL > 0] for p in plates]
+    return medium + [suspension_group(v.suspension_uL) for v in vessels if v.suspension_uL > 0]
 
 
 def _check_source(
@@ -324,8 +338,8 @@ async def seed(
     with_medium: list[str] = []
     seeded: list[SeededVessel] = []
     try:
-        for plate in dict.fromkeys(v.plate for v in p.vessels):
-            group = [v for v in p.vessels if v.plate == plate]
+        for plate in dict.fromkeys(v.plate for v in p.vessels if v.medium_uL > 0):
+            group = [v for v in p.vessels if v.plate == plate and v.medium_uL > 0]
             await with_fresh_tip(lh, tips, [v.medium_uL for v in group])
             for v in group:
                 await transfer(lh, medium, _target(wc, v), v.medium_uL, tips)
@@ -334,8 +348,8 @@ async def seed(
         for v in p.vessels:
             target = _target(wc, v)
             before = _viable(wc, v.vessel)
-            await with_fresh_tip(lh, tips, [v.suspension_uL])
-            await transfer(lh, tube, target, v.suspension_uL, tips)
+            await with_fresh_tip(lh, tips, suspension_group(v.suspension_uL))
+            await transfer_suspension(lh, tips, tube, target, v.suspension_uL)
             await discard_tip(lh, tips)
             after = _viable(wc, v.vessel)
             done = SeededVessel(

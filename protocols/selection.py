@@ -45,7 +45,12 @@ def active_vessels(
     lines in ``problems``. With ``wells`` empty, a plate's empty wells are skipped.
     """
     targets: list[Target] = []
+    seen_plates: set[str] = set()
     for plate_name in plates:
+        if plate_name in seen_plates:
+            problems.append(f"plate {plate_name!r} is named more than once")
+            continue
+        seen_plates.add(plate_name)
         try:
             plate = wc.plate(plate_name)
         except WorkcellError as err:
@@ -57,6 +62,9 @@ def active_vessels(
             well = well_of(plate, ident)
             if well is None:
                 problems.append(f"plate {plate_name!r} has no well {ident!r}")
+                continue
+            if any(t.well is well for t in targets):
+                problems.append(f"well {ident!r} of plate {plate_name!r} is named more than once")
                 continue
             record = wc.store.vessel(well.name)
             if record is None or record.state != "active":

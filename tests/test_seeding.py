@@ -145,7 +145,9 @@ def test_fault_mid_protocol_records_which_vessel_is_in_which_state(wc: Workcell)
 
     async def failing_dispense(*args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
-        if calls["n"] == 15:  # medium done (12 dispenses), the third well's cells fail
+        # medium done (12 dispenses); each well's cells: 3 mixing dispenses in the tube,
+        # then one into the well. The third well's cells fail.
+        if calls["n"] == 12 + 2 * 4 + 4:
             raise RuntimeError("simulated pressure fault")
         await original(*args, **kwargs)
 

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from protocols import harvest, media_exchange, passaging
+from protocols.campaign import housekeeping
 from protocols.dry_run import prepare_cultures
 from protocols.pipetting import dead_volume_uL
 from tests.conftest import run
@@ -34,7 +35,8 @@ def _refused(wc: Workcell, coro: Any) -> str:
 # --- media exchange ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("policy", "tips"), [("per_vessel", 12), ("per_plate", 2)])
+# spent medium out: a tip per vessel; fresh medium in: a tip per vessel or per plate
+@pytest.mark.parametrize(("policy", "tips"), [("per_vessel", 12), ("per_plate", 7)])
 def test_media_exchange_renews_medium(wc: Workcell, policy: str, tips: int) -> None:
     assert wc.culture is not None
     _grow(wc, 2.5)
@@ -165,6 +167,7 @@ def test_enzyme_time_trades_yield_against_viability(wc: Workcell) -> None:
     )
     left = {}
     for p in (short, long):
+        housekeeping.do(wc, housekeeping.due(wc), "operator")  # the last pool is emptied
         run(passaging.run(wc, p))
         left[p.plate] = sum(
             wc.culture.state(f"{p.plate}_well_{w}").attached_viable
