@@ -21,12 +21,14 @@ about 3 points (3.2 over 656 fields).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage import filters, morphology
 
 
 class EstimatorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     sigma_px: float = Field(default=1.0, gt=0.3, le=20, description="contrast window (Gaussian)")
     threshold: float = Field(default=0.06, gt=0, le=1, description="local contrast of cells")
     low_threshold: float | None = Field(

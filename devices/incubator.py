@@ -19,7 +19,7 @@ import contextlib
 from typing import Any
 
 import serial
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pylabrobot.storage.cytomat import CytomatBackend
 from pylabrobot.storage.cytomat.errors import error_map
 from pylabrobot.storage.cytomat.schemas import OverviewRegisterState
@@ -90,6 +90,8 @@ class CheckedCytomatBackend(CytomatBackend):
 
 
 class AlarmLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     temperature_tolerance_C: float = Field(default=0.5, gt=0, le=5)
     co2_tolerance_percent: float = Field(default=0.5, gt=0, le=5)
     door_open_limit_s: float = Field(default=60.0, gt=0, le=3600)

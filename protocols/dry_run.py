@@ -34,6 +34,7 @@ from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
 
 DAY_S = 86400.0
+MAX_PARAMS_BYTES = 1_000_000
 FEED_EVERY_DAYS = 3
 PRELUDE_ACTOR = "prelude (simulated operator)"
 # the prelude's suspension puts this much into the plate's smallest well
@@ -56,17 +57,23 @@ def load_params(protocol: str, path: Path) -> BaseModel:
     if protocol not in PROTOCOLS:
         raise WorkcellError(f"unknown protocol {protocol!r}; known: {', '.join(sorted(PROTOCOLS))}")
     try:
-        data = json.loads(path.read_text())
+        if path.stat().st_size > MAX_PARAMS_BYTES:
+            raise WorkcellError(f"parameters {path} are larger than {MAX_PARAMS_BYTES:,} bytes")
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise WorkcellError(f"cannot read parameters {path}: {err.strerror}") from None
+        raise WorkcellError(f"cannot read parameters {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise WorkcellError(f"parameters {path} are not UTF-8 text ({err.reason})") from None
     except json.JSONDecodeError as err:
         raise WorkcellError(f"parameters {path} are not valid JSON: {err}") from None
+    except RecursionError:
+        raise WorkcellError(f"parameters {path} are nested too deeply") from None
     try:
         return PROTOCOLS[protocol].params.model_validate(data)
     except ValidationError as err:
         lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in err.errors()
+            f"  {'.'.join(str(p) for p in e['loc'])[:120] or '(top level)'}: {e['msg'][:300]}"
+            for e in err.errors()[:20]
         ]
         raise WorkcellError(
             f"invalid {protocol} parameters in {path}:\n" + "\n".join(lines)

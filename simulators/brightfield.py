@@ -18,7 +18,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage import draw
 
@@ -28,6 +28,8 @@ TEXTURE = 0.07
 
 class FieldOptics(BaseModel):
     """Camera and optics of the simulated imager."""
+
+    model_config = ConfigDict(extra="forbid")
 
     size_px: int = Field(default=256, ge=64, le=2048)
     um_per_px: float = Field(default=2.0, gt=0.2, le=20)

@@ -11,7 +11,9 @@ runs step after step does not starve a flow run started from the UI.
 
 The lock folder is ``$WORKCELL_LOCK_DIR`` or the system temp folder, with one
 sub-folder per workcell name: every process that drives the same workcell uses
-the same files.
+the same files. Workcell and device names become file names only through
+``safe_name``: a name that is not a plain word (``../x``, a '/', 300 characters)
+maps to a slug and a hash of it, never to a path outside the lock folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -30,9 +34,20 @@ POLL_S = 0.02
 STEP_BACK_S = 5 * POLL_S
 
 
+SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+
+
+def safe_name(name: str) -> str:
+    """``name`` if it is a plain file name; otherwise a slug of it and a hash of the whole."""
+    if SAFE.fullmatch(name):
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_\-]+", "_", name).strip("_-")[:40] or "name"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
 def lock_dir(workcell: str) -> Path:
     base = Path(os.environ.get("WORKCELL_LOCK_DIR", Path(tempfile.gettempdir()) / "msc-workcell"))
-    path = base / workcell
+    path = base / safe_name(workcell)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -66,7 +81,7 @@ async def devices_locked(
     start = time.monotonic()
     try:
         for device in sorted(set(devices)):
-            fh: IO[str] = open(folder / f"{device}.lock", "a+")  # noqa: SIM115 - held across awaits
+            fh: IO[str] = open(folder / f"{safe_name(device)}.lock", "a+")  # noqa: SIM115 - held across awaits
             handles.append(fh)
             while True:
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from workcell.errors import WorkcellError
 from workcell.record import BatchRecord
 
 SCHEMA = """
@@ -101,13 +103,32 @@ class Event(BaseModel):
 STORE_FILE = "workcell.db"  # the store's file in a run folder
 
 
-def store_path(run_dir: Path | str | None) -> str:
-    """The store of a run folder (created if need be), or ``:memory:`` without one."""
+def store_path(run_dir: Path | str | None, new: bool = False) -> str:
+    """The store of a run folder (created if need be), or ``:memory:`` without one.
+
+    ``new``: the caller starts a new record (a dry-run, the growth demo) and must not
+    write into a folder that already holds one (a campaign's batch record).
+    """
     if run_dir is None:
         return ":memory:"
     folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / STORE_FILE)
+    if folder.exists() and not folder.is_dir():
+        raise WorkcellError(f"run folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WorkcellError(f"cannot make run folder {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkcellError(f"run folder {folder} is not writable")
+    path = folder / STORE_FILE
+    if new and path.exists():
+        raise WorkcellError(
+            f"run folder {folder} already holds a batch record ({path}); "
+            "a dry-run starts a new record: give it a new folder"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise WorkcellError(f"the batch record {path} is not writable")
+    return str(path)
 
 
 # Observers of every event and measurement this process writes (the Prefect flows
@@ -145,11 +166,15 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self._depth = 0
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA foreign_keys = ON")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(SCHEMA)
-        self.record = BatchRecord(self._db)
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(SCHEMA)
+            self.record = BatchRecord(self._db)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise WorkcellError(f"{self.path} is not a usable workcell store: {err}") from None
 
     def close(self) -> None:
         self._db.close()

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
+from protocols.checks import MAX_NAME, DeckName, DeckNames, WellNames
 from protocols.detachment import DetachParams
 from protocols.imaging import image_plates
 from simulators.culture import CultureParameters
@@ -70,20 +71,21 @@ class CampaignParams(BaseModel):
         title="Thawed vial",
         description="the thawed vial, counted: seeded onto the initial plates",
     )
-    initial_plates: list[str] = Field(
+    initial_plates: DeckNames = Field(
         default_factory=lambda: ["plate_1"],
         min_length=1,
         title="Initial plates",
         description="empty plates the vial is seeded onto",
         json_schema_extra=choice(Choice.PLATE),
     )
-    initial_wells: list[str] = Field(
+    initial_wells: WellNames = Field(
         default_factory=list,
         title="Initial wells",
         description="wells seeded on each initial plate; empty: all",
         json_schema_extra=choice(Choice.WELL),
     )
     vessel_labware: str = Field(
+        max_length=200,
         default="cor_cos_6_wellplate_16800uL_Fb",
         title="Culture plate type",
         description="the deck plates of this type are the ones the campaign passages into",
@@ -179,7 +181,7 @@ class CampaignParams(BaseModel):
         title="Incubator check every (min)",
         description="incubator climate checks while waiting",
     )
-    harvest_pool: str = Field(
+    harvest_pool: DeckName = Field(
         default="harvest_pool",
         title="Harvest pool",
         description="where the whole batch is pooled at harvest",
@@ -455,9 +457,9 @@ StepRunner = Callable[[str, Callable[[], Awaitable[object]]], Awaitable[object]]
 class OperatorDecision(BaseModel):
     """An operator's answer at a hold point (before harvest, on a deviation)."""
 
-    operator: str = Field(min_length=1, description="who decides")
+    operator: str = Field(min_length=1, max_length=MAX_NAME, description="who decides")
     decision: Literal["approve", "abort"] = "approve"
-    comment: str = ""
+    comment: str = Field(default="", max_length=2000)
 
 
 Ask = Callable[[Action], Awaitable[OperatorDecision]]

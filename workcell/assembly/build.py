@@ -45,7 +45,7 @@ from workcell.clock import Clock, SimClock, WallClock
 from workcell.errors import ConfigError
 from workcell.store import Store
 
-__all__ = ["Workcell", "build_workcell"]
+__all__ = ["Workcell", "build_workcell", "check_buildable"]
 
 
 def _rng(seed: int, device: str) -> np.random.Generator:
@@ -76,6 +76,18 @@ def _build_deck(config: WorkcellConfig) -> Deck:
         except ValueError as err:
             raise ConfigError(f"deck.carriers {c.name!r}: {err}") from None
     return deck
+
+
+def check_buildable(config: WorkcellConfig) -> None:
+    """Everything ``build_workcell`` checks, without touching a device or a port.
+
+    ``workcell check-config`` runs this: a config it passes builds.
+    """
+    _build_deck(config)
+    try:
+        CultureParameters(**config.culture.overrides)  # type: ignore[arg-type]
+    except Exception as err:
+        raise ConfigError(f"culture.overrides: {err}") from None
 
 
 def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") -> Workcell:

@@ -20,11 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
+from simulators.culture import CultureParameters
 from simulators.serial_port import FaultRates
 from workcell import labware, ot_labware
 from workcell.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "data" / "sim.yaml"
+# Names that become file names (device lock files), Prefect deployment names and
+# Python identifiers in exports: letters, digits, '_' and '-', at most 64 characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+MAX_CONFIG_BYTES = 1_000_000
 
 
 class Strict(BaseModel):
@@ -52,9 +57,9 @@ CytomatModel = Literal["C6000", "C6002", "C2C_425", "C2C_450_SHAKE", "C5C"]
 class SiteConfig(Strict):
     """One piece of labware on one carrier site."""
 
-    site: int = Field(ge=0, description="carrier site index, 0 at the front")
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    labware: str = Field(description="PyLabRobot labware factory name")
+    site: int = Field(ge=0, le=100, description="carrier site index, 0 at the front")
+    name: str = Field(pattern=NAME_PATTERN)
+    labware: str = Field(max_length=200, description="PyLabRobot labware factory name")
     contents: Contents | None = None
 
     @field_validator("labware")
@@ -64,10 +69,29 @@ class SiteConfig(Strict):
             raise ValueError(f"unknown labware {v!r}: not a PyLabRobot labware definition")
         return v
 
+    @model_validator(mode="after")
+    def _contents_fit(self) -> SiteConfig:
+        if self.contents is None:
+            return self
+        from pylabrobot.resources import Container, Plate
+
+        res = labware.make("labware", self.labware, "probe")
+        if isinstance(res, Plate) or not isinstance(res, Container):
+            raise ValueError(
+                f"{self.name!r} is a {type(res).__name__} ({self.labware}); only a reservoir "
+                "or a tube can be loaded with a reagent"
+            )
+        if self.contents.volume_mL * 1000 > res.max_volume + 1e-6:
+            raise ValueError(
+                f"{self.name!r} ({self.labware}) holds {res.max_volume / 1000:.1f} mL; "
+                f"{self.contents.volume_mL:g} mL cannot be loaded into it"
+            )
+        return self
+
 
 class CarrierConfig(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    type: str = Field(description="PyLabRobot carrier factory name")
+    name: str = Field(pattern=NAME_PATTERN)
+    type: str = Field(max_length=200, description="PyLabRobot carrier factory name")
     rails: int = Field(ge=1, le=55)
     sites: list[SiteConfig] = Field(default_factory=list)
 
@@ -239,7 +263,7 @@ class HamiltonStar(Strict):
 
     kind: Literal["liquid_handler"]
     driver: Literal["hamilton-star"]
-    serial_number: str | None = None
+    serial_number: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 OT2Pipette = Literal["p20_single_gen2", "p300_single_gen2", "p1000_single_gen2"]
@@ -297,7 +321,9 @@ class OpentronsOT2(OT2Base):
 
 
 class RackConfig(Strict):
-    type: str = Field(default="cytomat_rack_23mm_21", description="PyLabRobot Cytomat rack")
+    type: str = Field(
+        default="cytomat_rack_23mm_21", max_length=200, description="PyLabRobot Cytomat rack"
+    )
 
     @field_validator("type")
     @classmethod
@@ -317,7 +343,9 @@ class ChamberConfig(Strict):
 
 class IncubatorBase(Strict):
     kind: Literal["incubator"]
-    racks: list[RackConfig] = Field(default_factory=lambda: [RackConfig()], min_length=1)
+    racks: list[RackConfig] = Field(
+        default_factory=lambda: [RackConfig()], min_length=1, max_length=20
+    )
     chamber: ChamberConfig = Field(default_factory=ChamberConfig)
     alarms: AlarmLimits = Field(default_factory=AlarmLimits)
 
@@ -334,7 +362,7 @@ class SimulatedIncubator(IncubatorBase):
     """In-process simulated incubator: fast dry-runs."""
 
     driver: Literal["simulated"]
-    heater_faults: list[HeaterFault] = Field(default_factory=list)
+    heater_faults: list[HeaterFault] = Field(default_factory=list, max_length=100)
 
 
 class SimulatedSerialIncubator(IncubatorBase):
@@ -349,7 +377,7 @@ class CytomatIncubator(IncubatorBase):
     """A Thermo/Heraeus Cytomat on a serial port, through PyLabRobot's CytomatBackend."""
 
     driver: Literal["cytomat"]
-    port: str = Field(min_length=1)
+    port: str = Field(min_length=1, max_length=256)
     model: CytomatModel = "C6000"
 
 
@@ -382,7 +410,7 @@ class SerialCellCounter(Strict):
 
     kind: Literal["cell_counter"]
     driver: Literal["serial"]
-    port: str = Field(min_length=1)
+    port: str = Field(min_length=1, max_length=256)
 
 
 class SimulatedImager(Strict):
@@ -425,16 +453,38 @@ class CultureConfig(Strict):
         default_factory=dict, description="culture parameters to change, by name"
     )
 
+    @field_validator("overrides")
+    @classmethod
+    def _known_parameters(cls, v: dict[str, float]) -> dict[str, float]:
+        try:
+            CultureParameters(**v)  # type: ignore[arg-type]
+        except ValidationError as err:
+            raise ValueError(
+                "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+            ) from None
+        return v
+
 
 class ClockConfig(Strict):
     kind: Literal["simulated", "wall"] = "simulated"
-    start: datetime | None = Field(default=None, description="simulated start time (UTC)")
+    start: datetime | None = Field(
+        default=None, description="simulated start time, with its time zone (e.g. ...Z)"
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.utcoffset() is None:
+            raise ValueError(
+                f"{v.isoformat()} has no time zone; write it as UTC, e.g. {v.isoformat()}Z"
+            )
+        return v
 
 
 class WorkcellConfig(Strict):
     """A whole workcell: devices, deck, clock and (for dry-runs) the culture model."""
 
-    name: str = Field(default="workcell", min_length=1)
+    name: str = Field(default="workcell", pattern=NAME_PATTERN)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     culture: CultureConfig = Field(default_factory=CultureConfig)
     devices: dict[str, DeviceConfig]
@@ -447,13 +497,19 @@ class WorkcellConfig(Strict):
 
     @model_validator(mode="after")
     def _devices_consistent(self) -> WorkcellConfig:
+        for name in self.devices:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(
+                    f"devices: {name[:80]!r} is not a device name: use letters, digits, '_' "
+                    "and '-', starting with a letter or digit, at most 64 characters"
+                )
         for device, shared in self.shared_devices.items():
             if device not in self.devices:
                 raise ValueError(f"shared_devices.{device}: no such device in devices")
-            if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", shared):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,63}", shared):
                 raise ValueError(
-                    f"shared_devices.{device}: {shared!r} must be lowercase letters, digits, "
-                    "'-' or '_'"
+                    f"shared_devices.{device}: {shared[:80]!r} must be lowercase letters, "
+                    "digits, '-' or '_', at most 64 characters"
                 )
         for kind in REQUIRED_KINDS:
             names = [n for n, d in self.devices.items() if d.kind == kind]
@@ -537,7 +593,8 @@ def _format(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {_location(e['loc']) or '(top level)'}: {msg}")
+        where = _location(e["loc"]) or "(top level)"
+        lines.append(f"  {where[:120]}: {msg[:500]}")
     return f"invalid workcell config {source}:\n" + "\n".join(lines)
 
 
@@ -549,15 +606,58 @@ def parse_config(data: Any, source: str = "<data>") -> WorkcellConfig:
         raise ConfigError(_format(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice is an error, not a silent win."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the safe loader reports unhashable keys itself
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found the key {key!r} twice (first {seen[key]}); each key once, please",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _mapping,  # type: ignore[arg-type]
+)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file as data, every way it can be unreadable as one ConfigError line."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES:,} bytes")
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"{what} {path} is not valid YAML: {' '.join(str(err).split())}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply") from None
+
+
 def load_config(path: str | Path | None = None) -> WorkcellConfig:
     """The one config loader: a YAML file, or the embedded simulated workcell."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read workcell config {path}: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"workcell config {path} is not valid YAML: {err}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path, "workcell config"), str(path))

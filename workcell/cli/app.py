@@ -1,8 +1,9 @@
 """The ``workcell`` command line: dry-runs, the demo, config checks.
 
 Every error a user can cause (a bad config field, a parameter out of range, a
-volume a vessel cannot hold) ends as one clear message on stderr and exit code 2,
-before any device moves.
+volume a vessel cannot hold, a path that cannot be written) ends as one clear
+message on stderr and exit code 2, before any device moves; a fault ends with
+exit code 1. No command ends in a traceback (``workcell/cli/guard.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from workcell.assembly.config import DEFAULT_CONFIG, load_config
+from workcell.cli.guard import GuardedGroup
 from workcell.errors import WorkcellError
 from workcell.store import store_path
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(width=max(120, Console().width))
 err = Console(stderr=True, soft_wrap=True)
 
@@ -38,11 +40,23 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _writable_output(path: Path) -> None:
+    """Refuse an output file whose folder is missing, or that is a folder, before any work."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise WorkcellError(f"cannot write {path}: the folder {folder} does not exist")
+    if path.is_dir():
+        raise WorkcellError(f"cannot write {path}: it is a folder")
+
+
 @app.command("check-config")
 def check_config(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Validate a workcell config and list its devices and deck."""
+    """Validate a workcell config (all that building it checks, no device touched)."""
+    from workcell.assembly.build import check_buildable
+
     try:
         cfg = load_config(config)
+        check_buildable(cfg)
     except WorkcellError as e:
         raise _fail(e) from None
     out.print(f"{config}: valid workcell config {cfg.name!r}")
@@ -77,7 +91,8 @@ def dry_run_cmd(
     try:
         cfg = load_config(config)
         model = load_params(protocol, params)
-        report, wc = asyncio.run(dry_run(cfg, protocol, model, store_path(run_dir), culture_days))
+        path = store_path(run_dir, new=True)
+        report, wc = asyncio.run(dry_run(cfg, protocol, model, path, culture_days))
     except WorkcellError as e:
         raise _fail(e) from None
     except Exception as e:  # a device or resource error the plan did not foresee
@@ -93,12 +108,17 @@ def _print_report(protocol: str, workcell: str, report: Any) -> None:
     prelude = (
         f" after {report.prelude_days:g} simulated days of culture" if report.prelude_days else ""
     )
-    out.print(f"[bold]dry-run of {protocol}[/] on {workcell!r}{prelude}: done, nothing failed")
+    res = report.result
+    outcome = (
+        f"done, with a deviation: {res['deviation']}"
+        if res.get("deviation")
+        else "done, nothing failed"
+    )
+    out.print(f"[bold]dry-run of {protocol}[/] on {workcell!r}{prelude}: {outcome}")
     steps = Table("device: action", "count", title="Steps")
     for k, n in report.steps.items():
         steps.add_row(k, str(n))
     out.print(steps)
-    res = report.result
     reagents = Table("container", "volume (mL)", title="Reagents used")
     for name, ul in res.get("reagents_uL", {}).items():
         reagents.add_row(name, f"{ul / 1000:.3f}")
@@ -144,12 +164,13 @@ def export_opentrons(
     from protocols.export.opentrons import export, write
 
     try:
+        _writable_output(output)
         cfg = load_config(config)
         model = load_params(protocol, params)
         result = asyncio.run(export(cfg, protocol, model, culture_days))
+        write(result, output)
     except WorkcellError as e:
         raise _fail(e) from None
-    write(result, output)
     moved = sum(v for k, v in result.volumes_uL.items() if k.startswith("aspirate"))
     out.print(f"wrote {output}: {result.tips} tips, {moved / 1000:.2f} mL aspirated in all")
 
@@ -187,7 +208,7 @@ def grow(
 
     try:
         cfg = load_config(config)
-        result = asyncio.run(run_demo(cfg, days, store_path(run_dir), on_day=add))
+        result = asyncio.run(run_demo(cfg, days, store_path(run_dir, new=True), on_day=add))
     except WorkcellError as e:
         raise _fail(e) from None
     s = result.seeding
@@ -306,7 +327,10 @@ def _open_store(run_dir: Path) -> Any:
     path = run_dir / STORE_FILE
     if not path.is_file():
         raise _fail(WorkcellError(f"no batch record in {run_dir} (expected {path})"))
-    return Store(path)
+    try:
+        return Store(path)
+    except WorkcellError as e:
+        raise _fail(e) from None
 
 
 @record_app.command("verify")
@@ -432,6 +456,10 @@ def report(
     """One self-contained HTML batch report: summary, plots, lineage, faults, release."""
     from protocols.campaign.report import write_report
 
+    try:
+        _writable_output(output)
+    except WorkcellError as e:
+        raise _fail(e) from None
     _open_store(run_dir).close()
     write_report(run_dir, output)
     out.print(f"wrote {output}")
