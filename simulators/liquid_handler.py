@@ -101,6 +101,8 @@ class SimulatedSTARBackend(STARChatterboxBackend):
                 source=op.resource.name,
                 volume_uL=op.volume,
                 cells=taken.viable,
+                flow_uL_per_s=op.flow_rate,
+                offset_mm=[op.offset.x, op.offset.y, op.offset.z],
             )
         await self.clock.sleep(_duration(ops))
 

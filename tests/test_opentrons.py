@@ -13,16 +13,17 @@ import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from protocols.dry_run import load_params
 from protocols.export.opentrons import export
 from tests.conftest import run
-from workcell.assembly.config import load_config
+from workcell.assembly.config import OT2_PIPETTES, load_config, parse_config
 
 ROOT = Path(__file__).parents[1]
-LINE = re.compile(r"^(Aspirating|Dispensing) ([\d.]+) uL (?:from|into) (\w+) of (\w+) on slot")
+LINE = re.compile(r"^(Aspirating|Dispensing) ([\d.]+) uL (?:from|into) (\w+) of ([\w-]+) on slot")
 
 
 def _opentrons_python() -> str:
@@ -54,10 +55,56 @@ def _simulate(python: str, protocol_file: Path, tmp_path: Path) -> dict[str, flo
     return dict(volumes)
 
 
-@pytest.mark.parametrize("protocol", ["seeding", "media_exchange", "passaging", "harvest"])
-def test_exported_protocol_simulates_with_equal_volumes(protocol: str, tmp_path: Path) -> None:
+PIPETTE_LINE = re.compile(r"^(p\w+) = protocol\.load_instrument\('(\w+)'")
+VOLUME_CALL = re.compile(r"^(p\w+)\.(?:aspirate|dispense)\(([\d.]+),|^(p\w+)\.mix\(\d+, ([\d.]+),")
+CASES = {
+    "seeding": None,
+    "media_exchange": None,
+    "passaging": None,
+    "harvest": None,
+    "media_exchange-24": {"plates": ["plate_3"]},
+    "passaging-24": {
+        "plate": "plate_3",
+        "destination_plates": ["plate_6"],
+        "confluence_threshold_percent": 10,
+    },
+}
+
+
+def _check_pipette_ranges(text: str) -> set[str]:
+    """Every volume in the file lies in the range of the pipette that moves it."""
+    pipettes = {}
+    for line in text.splitlines():
+        if m := PIPETTE_LINE.match(line.strip()):
+            pipettes[m.group(1)] = OT2_PIPETTES[m.group(2)]
+    used = set()
+    for line in text.splitlines():
+        m = VOLUME_CALL.match(line.strip())
+        if not m:
+            continue
+        var, vol = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        low, high, _ = pipettes[var]
+        assert low <= float(vol) <= high, f"{line.strip()}: outside {low}-{high} uL"
+        used.add(var)
+    return used
+
+
+def _reads_as_steps(text: str) -> None:
+    """What the Opentrons App shows: commented steps, declared liquids, pauses with slots."""
+    assert "protocol.comment(" in text
+    assert "protocol.define_liquid(" in text and ".load_liquid(liquid=" in text
+    for line in text.splitlines():
+        if "protocol.pause(" in line and "incubator" in line:
+            assert re.search(r"slot \d+", line), line
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exported_protocol_simulates_with_equal_volumes(case: str, tmp_path: Path) -> None:
     python = _opentrons_python()
+    protocol = case.split("-")[0]
     params = load_params(protocol, ROOT / "examples" / f"{protocol}.json")
+    if CASES[case]:
+        params = params.model_validate({**params.model_dump(), **CASES[case]})
     result = run(export(load_config(), protocol, params))
     path = tmp_path / f"{protocol}.py"
     path.write_text(result.text)
@@ -65,7 +112,45 @@ def test_exported_protocol_simulates_with_equal_volumes(protocol: str, tmp_path:
     assert simulated.keys() == result.volumes_uL.keys()
     for key, volume in result.volumes_uL.items():
         assert simulated[key] == pytest.approx(volume, abs=0.05), key
-    assert sum(v for k, v in simulated.items() if k.startswith("aspirate")) > 5_000
+    assert sum(v for k, v in simulated.items() if k.startswith("aspirate")) > 1_000
+    _check_pipette_ranges(result.text)
+    _reads_as_steps(result.text)
+    if protocol == "seeding":  # 59 uL of suspension per 6-well: not through a P1000
+        assert result.pipettes == {"left": "p300_single_gen2", "right": "p1000_single_gen2"}
+
+
+def test_deck_names_with_dashes_export_a_file_that_parses_and_simulates(
+    sim_data: dict[str, Any], tmp_path: Path
+) -> None:
+    python = _opentrons_python()
+    for carrier in sim_data["deck"]["carriers"]:
+        for site in carrier["sites"]:
+            site["name"] = site["name"].replace("_", "-")
+    cfg = parse_config(sim_data)
+    params = load_params("seeding", ROOT / "examples" / "seeding.json")
+    params = params.model_validate(
+        {
+            **params.model_dump(),
+            "plates": ["plate-1"],
+            "medium_reservoir": "medium",
+            "suspension": {**params.suspension.model_dump(), "tube": "cell-suspension"},
+        }
+    )
+    result = run(export(cfg, "seeding", params))
+    assert "label='plate-1'" in result.text
+    path = tmp_path / "dashes.py"
+    path.write_text(result.text)
+    simulated = _simulate(python, path, tmp_path)
+    assert simulated.keys() == result.volumes_uL.keys()
+
+
+def test_a_volume_no_configured_pipette_covers_is_refused(sim_data: dict[str, Any]) -> None:
+    sim_data["opentrons"] = {"pipettes": {"right": "p1000_single_gen2"}}
+    params = load_params("seeding", ROOT / "examples" / "seeding.json")
+    from workcell.errors import WorkcellError
+
+    with pytest.raises(WorkcellError, match="no OT-2 pipette of this config covers 59.15"):
+        run(export(parse_config(sim_data), "seeding", params))
 
 
 def test_export_refuses_a_layout_beyond_the_ot2_deck(tmp_path: Path) -> None:
