@@ -5,8 +5,13 @@ production line needs around it: a bad line (no answer, a garbled reply, a
 dropped connection) is retried a bounded number of times, and a plate move whose
 reply was lost is *checked* before it is repeated (the transfer station's sensor
 tells whether the plate already moved), so a move is never done twice. Refusals
-from the device itself (slot empty, station occupied) are not retried. Every
-failure ends as a ``DeviceError`` naming the device and the telegram.
+from the device itself (slot empty, station occupied) are not retried. A reply
+is parsed inside the retried call: a garbled register value or temperature is a
+bad line like any other, read again, never a bare ``ValueError`` (PyLabRobot
+parses outside its send, and once a move had happened). An error the Cytomat
+reports in its error register after an action (a plate it could not unload)
+ends the action. Every failure ends as a ``DeviceError`` naming the device and
+the telegram.
 
 ``IncubatorMonitor`` polls any incubator back end that speaks the Cytomat query
 API (temperature, CO2, overview register) and records alarms in the store: a
@@ -16,17 +21,80 @@ temperature or CO2 excursion, and a device door left open too long.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import serial
 from pydantic import BaseModel, ConfigDict, Field
 from pylabrobot.storage.cytomat import CytomatBackend
+from pylabrobot.storage.cytomat.constants import (
+    ActionRegister,
+    ActionType,
+    CytomatIncupationResponse,
+    ErrorRegister,
+    LoadStatusAtProcessor,
+    LoadStatusFrontOfGate,
+    SensorRegister,
+    SwapStationPosition,
+    WarningRegister,
+)
 from pylabrobot.storage.cytomat.errors import error_map
-from pylabrobot.storage.cytomat.schemas import OverviewRegisterState
+from pylabrobot.storage.cytomat.schemas import (
+    ActionRegisterState,
+    OverviewRegisterState,
+    SensorStates,
+    SwapStationState,
+)
+from pylabrobot.storage.cytomat.utils import hex_to_base_twelve, hex_to_binary
 
 from workcell.errors import DeviceError
 
 _DEVICE_REFUSALS = tuple(type(e) for code, e in error_map.items() if code not in (0x1, 0x2, 0x3))
+T = TypeVar("T")
+_PARSE_ERRORS = (ValueError, KeyError, IndexError, AssertionError, StopIteration)
+
+
+def _register(value: str, enum: type[ErrorRegister] | type[WarningRegister]) -> Any:
+    return next(m for m in enum if m.value == value.strip().upper())
+
+
+def _action_register(value: str) -> ActionRegisterState:
+    bits = hex_to_binary(value)
+    if len(bits) != 8:
+        raise ValueError(f"action register {value!r} is not one byte")
+    target = next(m for m in ActionType if int(m.value, 16) == int(bits[:3], 2))
+    action = next(m for m in ActionRegister if int(m.value, 16) == int(bits[3:], 2))
+    return ActionRegisterState(target=target, action=action)
+
+
+def _overview(value: str) -> OverviewRegisterState:
+    if len(value.strip()) != 2:
+        raise ValueError(f"overview register {value!r} is not one byte")
+    return OverviewRegisterState.from_resp(value)
+
+
+def _sensors(value: str) -> SensorStates:
+    bits = hex_to_base_twelve(value)
+    if len(bits) != 15:
+        raise ValueError(f"sensor register {value!r} is not 15 bits")
+    return SensorStates(**{m.name: bool(int(bits[m.value])) for m in SensorRegister})
+
+
+def _swap(value: str) -> SwapStationState:
+    if len(value) != 3:
+        raise ValueError(f"swap register {value!r} is not three digits")
+    return SwapStationState(
+        position=SwapStationPosition(int(value[0])),
+        load_status_front_of_gate=LoadStatusFrontOfGate(int(value[1])),
+        load_status_at_processor=LoadStatusAtProcessor(int(value[2])),
+    )
+
+
+def _incubation(value: str) -> CytomatIncupationResponse:
+    nominal, actual = value.split()
+    return CytomatIncupationResponse(
+        nominal_value=float(nominal.lstrip("+")), actual_value=float(actual.lstrip("+"))
+    )
 
 
 class CheckedCytomatBackend(CytomatBackend):
@@ -65,6 +133,61 @@ class CheckedCytomatBackend(CytomatBackend):
         raise DeviceError(
             self.device, telegram, f"no valid reply after {self.attempts} attempts ({last})"
         ) from last
+
+    async def _query(self, command: str, parse: Callable[[str], T]) -> T:
+        """A ``ch`` query whose reply is parsed inside the retry: a garbled value is re-read."""
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            if attempt:
+                self.retries += 1
+            value = await self.send_command("ch", command, "")
+            try:
+                return parse(value)
+            except _PARSE_ERRORS as err:
+                last = err
+        raise DeviceError(
+            self.device,
+            f"ch:{command}",
+            f"unreadable reply after {self.attempts} attempts ({last})",
+        ) from last
+
+    async def get_overview_register(self) -> OverviewRegisterState:
+        return await self._query("bs", _overview)
+
+    async def get_error_register(self) -> ErrorRegister:
+        return await self._query("be", lambda v: _register(v, ErrorRegister))  # type: ignore[no-any-return]
+
+    async def get_warning_register(self) -> WarningRegister:
+        return await self._query("bw", lambda v: _register(v, WarningRegister))  # type: ignore[no-any-return]
+
+    async def get_action_register(self) -> ActionRegisterState:
+        return await self._query("ba", _action_register)
+
+    async def get_swap_register(self) -> SwapStationState:
+        return await self._query("sw", _swap)
+
+    async def get_sensor_register(self) -> SensorStates:
+        return await self._query("ts", _sensors)
+
+    async def get_incubation_query(self, query: Any) -> CytomatIncupationResponse:
+        return await self._query(query, _incubation)
+
+    async def send_action(
+        self, command_type: str, command: str, params: str, timeout: int | None = 60
+    ) -> OverviewRegisterState:
+        """The action, then its completion; an error register set by it ends as a DeviceError."""
+        telegram = f"{command_type}:{command} {params}".strip()
+        await self.send_command(command_type, command, params)
+        if timeout is None:
+            return await self.get_overview_register()
+        try:
+            return await self.wait_for_task_completion(timeout=timeout)
+        except DeviceError:
+            raise
+        except Exception as err:  # the error register after the action, or a time-out
+            raise DeviceError(
+                self.device, telegram, f"the Cytomat reported after the action: {err}"
+            ) from err
 
     async def _reopen(self) -> None:
         # the line is already broken; a failure here shows in the caller's final error

@@ -290,6 +290,8 @@ def _incubator(
                 clock if isinstance(clock, SimClock) else None,
                 log,
                 FaultInjector(dev.faults, seed),
+                model=dev.model,
+                rack_sizes=[r.capacity for r in racks],  # type: ignore[attr-defined]
             )
             world.serial_simulators.append(sim)
             backend = CheckedCytomatBackend(dev.model, sim.start(), name)
