@@ -48,7 +48,7 @@ from protocols.dry_run import prepare_cultures  # noqa: E402
 from protocols.registry import PROTOCOLS  # noqa: E402
 from workcell.assembly.build import Workcell, build_workcell  # noqa: E402
 from workcell.assembly.checkpoint import restore, snapshot  # noqa: E402
-from workcell.assembly.config import WorkcellConfig, load_config  # noqa: E402
+from workcell.assembly.config import WorkcellConfig, load_config, parse_config  # noqa: E402
 from workcell.errors import ProtocolRefused  # noqa: E402
 from workcell.store import STORE_FILE  # noqa: E402
 
@@ -83,7 +83,7 @@ class Template:
 
     @classmethod
     def make(cls, folder: Path, config: WorkcellConfig | None = None) -> Template:
-        cfg = config or load_config()
+        cfg = config or lean_config()
         folder.mkdir(parents=True, exist_ok=True)
 
         async def grow() -> None:
@@ -102,6 +102,19 @@ class Template:
         with sqlite3.connect(self.folder / STORE_FILE) as src, sqlite3.connect(path) as dst:
             src.backup(dst)
         return path
+
+
+def lean_config() -> WorkcellConfig:
+    """The embedded simulated workcell with a cheaper imager (one small field per well):
+    what is checked here is the plan, not the confluence estimate."""
+    cfg = load_config()
+    data = cfg.model_dump(mode="json")
+    for dev in data["devices"].values():
+        if dev["kind"] == "imager":
+            dev["fields_per_well"] = 1
+            dev["optics"]["size_px"] = 128
+            dev["optics"]["um_per_px"] = 4.0
+    return parse_config(data, "lean simulated workcell")
 
 
 class Deck(BaseModel):
@@ -283,6 +296,8 @@ async def _attempt(
     template: Template, store: Path, op: str, params: BaseModel, deck: Deck
 ) -> tuple[str, str]:
     wc = build_workcell(template.config, store)
+    # a throw-away copy: no fsync per record entry (the entries are the same)
+    wc.store._db.execute("PRAGMA synchronous = OFF")
     await wc.setup(load_reservoirs=False)
     try:
         saved = wc.store.checkpoint()

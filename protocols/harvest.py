@@ -8,15 +8,16 @@ body weight), compared with the target dose.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols.checks import DeckNames
-from protocols.detachment import DetachParams, detach_and_pool, plan_detach
+from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
-from protocols.selection import active_vessels
+from protocols.selection import Target, active_vessels
 from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
@@ -68,14 +69,30 @@ class HarvestResult(BaseModel):
     finished: datetime
 
 
-async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
+@dataclass(frozen=True)
+class HarvestPlan:
+    targets: list[Target]
+    detach: DetachPlan
+
+    @property
+    def tips(self) -> int:
+        return self.detach.tips
+
+
+def plan(wc: Workcell, params: HarvestParams) -> HarvestPlan:
+    """Every vessel, volume, reservoir role and tip of the harvest, checked; or refused."""
     problems: list[str] = []
     targets = active_vessels(wc, params.plates, [], problems)
-    d = params.detach
-    detach = plan_detach(wc, targets, d, problems)
+    detach = plan_detach(wc, targets, params.detach, problems)
     plan_tips(TipSupply.of(wc), detach.tip_groups, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
+    return HarvestPlan(targets, detach)
+
+
+async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
+    hp = plan(wc, params)
+    targets, detach, d = hp.targets, hp.detach, params.detach
 
     started = wc.clock.now()
     wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))

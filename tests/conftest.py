@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from workcell.assembly.build import Workcell, build_workcell
 from workcell.assembly.config import DEFAULT_CONFIG, WorkcellConfig, parse_config
 
 T = TypeVar("T")
+
+# Property tests (tests/test_refusals.py): a lean profile for every run and CI, more
+# examples with HYPOTHESIS_PROFILE=thorough; benchmarks/refusals.py runs many more.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci", max_examples=12, deadline=None, database=None, suppress_health_check=_SLOW_OK
+)
+settings.register_profile(
+    "thorough", max_examples=100, deadline=None, suppress_health_check=_SLOW_OK
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 

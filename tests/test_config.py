@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from workcell.assembly.config import load_config, parse_config
+from workcell.assembly.build import check_buildable
+from workcell.assembly.config import DEFAULT_CONFIG, load_config, parse_config
 from workcell.errors import ConfigError
 
 
@@ -129,3 +130,77 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("devices: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+# --- no holes: what building the workcell would refuse, the config refuses -------------
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        (("devices", "incubator", "alarms"), "temperature_tolerance"),
+        (("devices", "imager", "estimator"), "sigma"),
+        (("devices", "imager", "optics"), "pixels"),
+    ],
+)
+def test_nested_device_models_refuse_unknown_keys(
+    sim_data: dict[str, Any], where: tuple[str, ...], key: str
+) -> None:
+    node = sim_data
+    for k in where:
+        node = node.setdefault(k, {})
+    node[key] = 1
+    assert f"{'.'.join(where)}.{key}: Extra inputs are not permitted" in _error(sim_data)
+
+
+def test_a_duplicate_yaml_key_is_refused(tmp_path: Path) -> None:
+    text = DEFAULT_CONFIG.read_text().replace("    channels: 8", "    channels: 8\n    channels: 4")
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"the key 'channels' is given twice \(lines \d+ and"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)
+
+
+def test_culture_overrides_and_clock_start_are_checked(sim_data: dict[str, Any]) -> None:
+    sim_data["culture"]["overrides"] = {"doubling_time_h": 1, "no_such_parameter": 2}
+    msg = _error(sim_data)
+    assert "culture.overrides" in msg and "no_such_parameter" in msg and "doubling_time_h" in msg
+    sim_data["culture"]["overrides"] = {}
+    sim_data["clock"]["start"] = "2026-01-05T08:00:00"
+    assert "clock.start: 2026-01-05T08:00:00 has no time zone" in _error(sim_data)
+
+
+def test_contents_must_fit_their_labware(sim_data: dict[str, Any]) -> None:
+    enzyme = sim_data["deck"]["carriers"][2]["sites"][2]
+    enzyme["contents"]["volume_mL"] = 900
+    assert "'enzyme' (hamilton_1_trough_60mL_Vb) holds 60.0 mL; 900 mL cannot" in _error(sim_data)
+    enzyme["contents"]["volume_mL"] = 40
+    sim_data["deck"]["carriers"][1]["sites"][0]["contents"] = {"reagent": "pbs", "volume_mL": 5}
+    assert "only a reservoir or a tube can be loaded" in _error(sim_data)
+
+
+@pytest.mark.parametrize("name", ["star/../x", "s" * 300, "../../x", ""])
+def test_device_and_workcell_names_are_plain_words(sim_data: dict[str, Any], name: str) -> None:
+    sim_data["devices"][name] = sim_data["devices"].pop("star")
+    assert "is not a device name" in _error(sim_data)
+    sim_data["devices"]["star"] = sim_data["devices"].pop(name)
+    sim_data["name"] = name
+    assert "name: String should match pattern" in _error(sim_data)
+
+
+def test_check_config_builds_the_deck_without_devices(sim_data: dict[str, Any]) -> None:
+    cfg = parse_config(sim_data)
+    check_buildable(cfg)  # the embedded config builds
+    sim_data["devices"]["incubator"] = {
+        "kind": "incubator",
+        "driver": "cytomat",
+        "port": "/dev/does-not-exist",
+    }
+    check_buildable(parse_config(sim_data))  # no port is opened to check a config

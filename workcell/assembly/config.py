@@ -635,6 +635,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice is an error, not a silent win."""
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
 def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
@@ -644,13 +648,11 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
         except TypeError:
             continue  # the safe loader reports unhashable keys itself
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found the key {key!r} twice (first {seen[key]}); each key once, please",
-                key_node.start_mark,
+            raise _DuplicateKey(
+                f"the key {str(key)[:80]!r} is given twice (lines {seen[key] + 1} and "
+                f"{key_node.start_mark.line + 1}); each key once, please"
             )
-        seen[key] = key_node.start_mark
+        seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -678,6 +680,8 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(
             f"{what} {path} is not valid YAML: {' '.join(str(err).split())}"
         ) from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{what} {path}: {err}") from None
     except RecursionError:
         raise ConfigError(f"{what} {path} is nested too deeply") from None
 

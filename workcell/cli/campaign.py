@@ -33,7 +33,7 @@ from protocols.campaign.engine import (
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
 from workcell.errors import WorkcellError
-from workcell.store import STORE_FILE, Store
+from workcell.store import STORE_FILE, Store, store_path
 
 
 def new_run_dir() -> Path:
@@ -73,6 +73,11 @@ def run_campaign_cli(
             err.print(f"[bold red]error:[/] {e}")
             return 2
     folder = run_dir or new_run_dir()
+    try:
+        store_path(folder)  # a folder that cannot hold the record is refused before any work
+    except WorkcellError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        return 2
 
     out.print(f"expansion campaign on {cfg.name!r}, run folder {folder}")
     out.print(
