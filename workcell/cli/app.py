@@ -3,29 +3,96 @@
 Every error a user can cause (a bad config field, a parameter out of range, a
 volume a vessel cannot hold, a path that cannot be written) ends as one clear
 message on stderr and exit code 2, before any device moves; a fault ends with
-exit code 1. No command ends in a traceback (``workcell/cli/guard.py``).
+exit code 1. No command ends in a traceback: ``GuardedGroup`` is the click group
+behind the command, and every sub-command (and sub-group: ``record``,
+``release``) runs inside its ``invoke``, so one place decides how an error ends:
+exit 2 for bad input (a ``WorkcellError``: config, parameters, a refused plan; a
+pydantic ``ValidationError``; a path that cannot be read or written; a file that
+is not a workcell store), exit 1 for a fault (anything else, named by its type).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from workcell.assembly.config import DEFAULT_CONFIG, load_config
-from workcell.cli.guard import GuardedGroup
-from workcell.errors import WorkcellError
+from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.store import store_path
 
-app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(width=max(120, Console().width))
 err = Console(stderr=True, soft_wrap=True)
 
+# typer vendors its own click; the installed click's exceptions pass through as well
+_CLICK: tuple[type[BaseException], ...] = (click.exceptions.Exit, click.ClickException, click.Abort)
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    TyperException,
+    KeyboardInterrupt,
+    *_CLICK,
+)
+BAD_INPUT = 2
+FAULT = 1
+MAX_MESSAGE = 2000
+
+
+def _exit_with(message: str, code: int) -> typer.Exit:
+    """Print ``message`` as the command's error and return the Exit to raise."""
+    text = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " ..."
+    err.print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
+    return typer.Exit(code=code)
+
+
+def _validation(error: ValidationError) -> str:
+    lines = [
+        f"  {'.'.join(str(p) for p in e['loc'])[:120] or '(top level)'}: {e['msg'][:300]}"
+        for e in error.errors()[:20]
+    ]
+    return f"invalid {error.title} input:\n" + "\n".join(lines)
+
+
+def classify(error: BaseException) -> tuple[str, int]:
+    """The message and exit code for an error that reached the command line."""
+    if isinstance(error, ProtocolRefused | WorkcellError):
+        return str(error), BAD_INPUT
+    if isinstance(error, ValidationError):
+        return _validation(error), BAD_INPUT
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({error.reason} at byte {error.start})", BAD_INPUT
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        return f"cannot use{where}: {error.strerror or error}", BAD_INPUT
+    if isinstance(error, sqlite3.DatabaseError):
+        return f"the run folder's store cannot be used: {error}", BAD_INPUT
+    return f"failed: {type(error).__name__}: {error}", FAULT
+
+
+class GuardedGroup(TyperGroup):
+    """A typer group whose commands end every error as a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
+            message, code = classify(e)
+            raise _exit_with(message, code) from None
+
+
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=__doc__)
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="workcell config YAML", show_default=True)
 ]
