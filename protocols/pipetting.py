@@ -38,9 +38,10 @@ WALL_HEIGHT_MM = 3.0
 ASPIRATE_WALL_SHARE = 0.35
 ASPIRATE_HEIGHT_MM = 1.0
 CULTURE_ASPIRATE_UL_PER_S = 100.0
-# Discarding: from above the waste's liquid (a free jet below the rim), so the tip never
-# touches waste and a tip that discarded into waste never enters another culture.
-WASTE_CLEARANCE_MM = 5.0
+# Discarding: from three quarters up the waste container (a free jet above the liquid of a
+# waste that is not nearly full), so the tip never touches waste; and a tip that
+# discarded into waste never enters another culture.
+WASTE_HEIGHT_SHARE = 0.75
 # A cell suspension settles within minutes: mix the tube before each aspirate.
 MIX_SUSPENSION_UL = 200.0
 MIX_SUSPENSION_CYCLES = 3
@@ -239,8 +240,9 @@ def off_centre_low(well: Container) -> Coordinate:
 
 
 def above_liquid(container: Container) -> Coordinate:
-    """Where a tip discards into a waste container: below the rim, clear of the liquid."""
-    return Coordinate(x=0, y=0, z=max(0.0, container.get_size_z() - WASTE_CLEARANCE_MM))
+    """Where a tip discards into a waste container: high up, clear of the liquid (and
+    inside the container as both a STAR's and an OT-2's geometry describe it)."""
+    return Coordinate(x=0, y=0, z=WASTE_HEIGHT_SHARE * container.get_size_z())
 
 
 async def remove_to_waste(

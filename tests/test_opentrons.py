@@ -20,7 +20,8 @@ import pytest
 from protocols.dry_run import load_params
 from protocols.export.opentrons import export
 from tests.conftest import run
-from workcell.assembly.config import OT2_PIPETTES, load_config, parse_config
+from workcell import ot_labware
+from workcell.assembly.config import load_config, parse_config
 
 ROOT = Path(__file__).parents[1]
 LINE = re.compile(r"^(Aspirating|Dispensing) ([\d.]+) uL (?:from|into) (\w+) of ([\w-]+) on slot")
@@ -76,14 +77,14 @@ def _check_pipette_ranges(text: str) -> set[str]:
     pipettes = {}
     for line in text.splitlines():
         if m := PIPETTE_LINE.match(line.strip()):
-            pipettes[m.group(1)] = OT2_PIPETTES[m.group(2)]
+            pipettes[m.group(1)] = ot_labware.pipette_range_uL(m.group(2))
     used = set()
     for line in text.splitlines():
         m = VOLUME_CALL.match(line.strip())
         if not m:
             continue
         var, vol = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        low, high, _ = pipettes[var]
+        low, high = pipettes[var]
         assert low <= float(vol) <= high, f"{line.strip()}: outside {low}-{high} uL"
         used.add(var)
     return used
@@ -146,6 +147,7 @@ def test_deck_names_with_dashes_export_a_file_that_parses_and_simulates(
 
 def test_a_volume_no_configured_pipette_covers_is_refused(sim_data: dict[str, Any]) -> None:
     sim_data["opentrons"] = {"pipettes": {"right": "p1000_single_gen2"}}
+    # (an OT-2 workcell exports for the pipettes on its own mounts)
     params = load_params("seeding", ROOT / "examples" / "seeding.json")
     from workcell.errors import WorkcellError
 

@@ -19,6 +19,7 @@ import yaml
 from pylabrobot.liquid_handling.backends.opentrons_backend import OpentronsOT2Backend
 
 from protocols import harvest, media_exchange, passaging, seeding
+from protocols.campaign import housekeeping
 from simulators.ot2_api import OT2Fault, OT2Robot
 from tests.conftest import run
 from workcell.actions import Action
@@ -92,6 +93,8 @@ async def _scenario(config: WorkcellConfig) -> tuple[dict[str, dict], Workcell, 
         await until(6)
         await op("passaging", passaging.run(wc, PASSAGE))
         await until(7)
+        # the operator empties the passage's pool tube: a harvest pools into an empty one
+        housekeeping.do(wc, [housekeeping.Chore(kind="empty", target="pool_tube")], "operator")
         await op("harvest", harvest.run(wc, harvest.HarvestParams(plates=["plate_2", "plate_4"])))
     return ops, wc, results
 

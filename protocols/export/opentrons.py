@@ -50,7 +50,7 @@ from protocols.dry_run import prepare_cultures
 from protocols.registry import PROTOCOLS
 from workcell import ot_labware
 from workcell.actions import Action
-from workcell.assembly.config import OT2_PIPETTES, WorkcellConfig
+from workcell.assembly.config import OT2Base, WorkcellConfig
 from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
 
@@ -64,6 +64,12 @@ OT_LABWARE = {
     "hamilton_1_trough_200mL_Vb": "nest_1_reservoir_195ml",
     "hamilton_1_trough_60mL_Vb": "nest_1_reservoir_195ml",
     "cor_falcon_tube_50mL_Vb": TUBE_RACK,
+}
+# each pipette's Opentrons tip rack (ot_labware.TIP_VOLUMES says which tips it takes)
+TIP_RACKS = {
+    "p20_single_gen2": "opentrons_96_tiprack_20ul",
+    "p300_single_gen2": "opentrons_96_tiprack_300ul",
+    "p1000_single_gen2": "opentrons_96_tiprack_1000ul",
 }
 WAIT_AS_DELAY_S = 60.0
 TUBE_POSITIONS = ["A1", "A2", "A3", "B1", "B2", "B3"]
@@ -181,10 +187,11 @@ def _segments(trace: list[Action]) -> list[Segment | Action]:
 
 def choose_pipette(volumes: list[float], pipettes: dict[str, str]) -> str | None:
     """The mount whose pipette covers every volume, the smallest such (most accurate)."""
+    ranges = {mount: ot_labware.pipette_range_uL(name) for mount, name in pipettes.items()}
     fits = [
-        (OT2_PIPETTES[name][1], mount)
-        for mount, name in pipettes.items()
-        if all(OT2_PIPETTES[name][0] - 1e-6 <= v <= OT2_PIPETTES[name][1] + 1e-6 for v in volumes)
+        (high, mount)
+        for mount, (low, high) in ranges.items()
+        if all(low - 1e-6 <= v <= high + 1e-6 for v in volumes)
     ]
     return min(fits)[1] if fits else None
 
@@ -270,7 +277,7 @@ class _Writer:
             elif a.action in ("take_in_plate", "fetch_plate") and a.detail.get("plate"):
                 plate = self.wc.plate(a.detail["plate"])
                 _check_known(plate.model or "", plate.name)
-                self.layout.place(plate.name, OT_LABWARE[plate.model or ""])
+                self.layout.place(plate.name, _load_name(plate.model or ""))
         taken: set[str] = {"protocol", "types", "tips", *(f"p{m}" for m in ("left", "right"))}
         for label in self.layout.slots:
             self.vars[label] = _variable(label, taken)
@@ -325,7 +332,7 @@ class _Writer:
         if mount is None:
             vols = sorted(seg.volumes())
             have = ", ".join(
-                f"{n} ({OT2_PIPETTES[n][0]:g}-{OT2_PIPETTES[n][1]:g} uL)"
+                "{} ({:g}-{:g} uL)".format(n, *ot_labware.pipette_range_uL(n))
                 for n in self.pipettes.values()
             )
             raise WorkcellError(
@@ -489,7 +496,7 @@ def _header(protocol: str, params: BaseModel, w: _Writer) -> tuple[list[str], li
     slot = 1
     for m in mounts:
         name = w.pipettes[m]
-        rack = OT2_PIPETTES[name][2]
+        rack = TIP_RACKS[name]
         slots = list(range(slot, slot + racks_per[m]))
         slot += racks_per[m]
         body.append(f"tips_{m} = [protocol.load_labware({rack!r}, s) for s in {slots}]")
@@ -513,8 +520,8 @@ async def export(
     if not config.simulated:
         raise WorkcellError("export-opentrons dry-runs the protocol: use a simulated config")
     entry = PROTOCOLS[protocol]
-    pipettes: dict[str, str] = {str(m): str(p) for m, p in config.opentrons.pipettes.items()}
-    for load_name in {*OT_LABWARE.values(), *(OT2_PIPETTES[p][2] for p in pipettes.values())}:
+    pipettes = export_pipettes(config)
+    for load_name in {*OT_LABWARE.values(), *(TIP_RACKS[p] for p in pipettes.values())}:
         load_definition(load_name, 1)  # every Opentrons definition we name must exist
     wc = build_workcell(config)
     async with wc:
@@ -543,6 +550,13 @@ async def export(
         tips=sum(w.tips.values()),
         pipettes={m: pipettes[m] for m in sorted(w.used_mounts)},
     )
+
+
+def export_pipettes(config: WorkcellConfig) -> dict[str, str]:
+    """Mount -> pipette of the OT-2 exported for: an OT-2 workcell's own, or ``opentrons:``."""
+    lh = next(d for d in config.devices.values() if d.kind == "liquid_handler")
+    mounted = lh.pipettes if isinstance(lh, OT2Base) else config.opentrons.pipettes
+    return dict(mounted.mounted())
 
 
 def check_parses(text: str) -> None:

@@ -465,26 +465,16 @@ class CultureConfig(Strict):
         return v
 
 
-# The OT-2's single-channel GEN2 pipettes: (min uL, max uL, the Opentrons tip rack),
-# from Opentrons' pipette specifications.
-OT2_PIPETTES: dict[str, tuple[float, float, str]] = {
-    "p20_single_gen2": (1.0, 20.0, "opentrons_96_tiprack_20ul"),
-    "p300_single_gen2": (20.0, 300.0, "opentrons_96_tiprack_300ul"),
-    "p1000_single_gen2": (100.0, 1000.0, "opentrons_96_tiprack_1000ul"),
-}
-OT2Pipette = Literal["p20_single_gen2", "p300_single_gen2", "p1000_single_gen2"]
-
-
-def _default_pipettes() -> dict[Literal["left", "right"], OT2Pipette]:
-    return {"left": "p300_single_gen2", "right": "p1000_single_gen2"}
+def _export_pipettes() -> OT2Pipettes:
+    return OT2Pipettes(left="p300_single_gen2", right="p1000_single_gen2")
 
 
 class OpentronsConfig(Strict):
-    """The OT-2 a protocol is exported for: its pipettes by mount."""
+    """The OT-2 a protocol of a STAR workcell is exported for: its pipettes by mount.
+    (An OT-2 workcell exports for its own liquid handler's pipettes.)"""
 
-    pipettes: dict[Literal["left", "right"], OT2Pipette] = Field(
-        default_factory=_default_pipettes,
-        min_length=1,
+    pipettes: OT2Pipettes = Field(
+        default_factory=_export_pipettes,
         description="mount -> pipette; each tip's work goes to the one whose range covers it",
     )
 
