@@ -23,6 +23,7 @@ from workcell.cli.app import app
 from workcell.store import STORE_FILE, Store
 
 runner = CliRunner()
+ENV = {"worker": {"PREFECT_API_URL": "http://127.0.0.1:9/api"}}
 SEEDING = {"suspension": {"volume_mL": 5, "viable_cells_per_mL": 500000}, "plates": ["plate_1"]}
 
 
@@ -125,6 +126,8 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
         "release simulate-qc": [[g]],
         "release sign": [[g, "--name", "O. Operator", "--meaning", "performed"]],
         "report": [[g, "-o", str(tmp / "r.html")], [g, "-o", missing_out + ".html"]],
+        "worker": [["--config", str(b["latin1_config"])]],  # without and with PREFECT_API_URL
+        "facility up": [["--dir", run]],
     }
 
 
@@ -147,7 +150,7 @@ def test_every_command_refuses_bad_input_with_one_message(
         if command not in commands:
             continue
         for args in argument_lists:
-            res = runner.invoke(app, [*command.split(), *args])
+            res = runner.invoke(app, [*command.split(), *args], env=ENV.get(command))
             where = f"workcell {command} {' '.join(a[:60] for a in args)}"
             assert res.exception is None or isinstance(res.exception, SystemExit), (
                 f"{where}: {type(res.exception).__name__}: {res.exception}"

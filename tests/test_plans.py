@@ -162,14 +162,18 @@ def test_a_pool_too_dilute_to_seed_is_held_with_a_deviation(wc: Workcell) -> Non
                 density_cells_per_cm2=10000,
                 medium_mL_per_cm2=0.05,
                 confluence_threshold_percent=10,
+                # much enzyme and neutralising medium: a large, dilute pool (in a trough)
+                detach=DetachParams(
+                    enzyme_mL_per_cm2=0.25, neutralise_ratio=5, pool_tube="harvest_pool"
+                ),
             ),
         )
     )
     assert result.passaged and result.held and result.children == []
     deviation = wc.store.events("deviation")[-1].data["message"]
-    assert "held in 'pool_tube'" in deviation and "more than the 50 uL/cm2" in deviation
+    assert "held in 'harvest_pool'" in deviation and "more than the 50 uL/cm2" in deviation
     assert all(v.state == "passaged" for v in wc.store.vessels() if v.plate == "plate_1")
-    assert wc.container("pool_tube").tracker.get_used_volume() > 0  # the cells are there
+    assert wc.container("harvest_pool").tracker.get_used_volume() > 0  # the cells are there
 
 
 @pytest.mark.parametrize(
