@@ -17,8 +17,9 @@ from pylabrobot.resources import Container, TipRack
 from workcell.assembly.workcell import Workcell, reagent_liquid
 
 TOP_UP_BELOW = 0.999  # share of the configured fill under which a reagent is topped up
-# fewer fresh tips than two racks: replace the spent racks (a harvest of two 24-well
-# plates takes 104 tips, since spent medium and PBS leave each well with its own tip)
+# fewer fresh tips than two racks (or than half of a pipette's racks): replace the spent
+# racks. A harvest of two 24-well plates takes 104 tips, since spent medium and PBS
+# leave each well with its own tip.
 TIPS_LOW = 192
 SIMULATED_OPERATOR = "operator (simulated)"  # who does the chores in a dry-run
 
