@@ -22,7 +22,7 @@ T = TypeVar("T")
 # examples with HYPOTHESIS_PROFILE=thorough; benchmarks/refusals.py runs many more.
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
 settings.register_profile(
-    "ci", max_examples=12, deadline=None, database=None, suppress_health_check=_SLOW_OK
+    "ci", max_examples=40, deadline=None, database=None, suppress_health_check=_SLOW_OK
 )
 settings.register_profile(
     "thorough", max_examples=100, deadline=None, suppress_health_check=_SLOW_OK
