@@ -35,6 +35,14 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_lock_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Device locks of this test session in a folder of its own (its subprocesses inherit
+    it), so a suite running beside another on the same machine never waits on its locks."""
+    if not os.environ.get("WORKCELL_LOCK_DIR"):
+        os.environ["WORKCELL_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+
+
 @pytest.fixture
 def sim_data() -> dict[str, Any]:
     """The embedded simulated config as plain data, to be edited by a test."""

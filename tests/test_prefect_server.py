@@ -178,9 +178,9 @@ def test_deployments_carry_the_pydantic_forms_and_run_as_from_the_ui(
     assert defs["DetachParams"]["properties"]["enzyme_time_min"]["maximum"] == 15
     # a refusal: the run's state message is the refusal in one line, no traceback logged
     message = got["refused"].state.message
-    assert message == (
-        "seeding refused before any device moved: vessel plate_1_well_A1 is not empty; "
-        "seed into empty wells only"
+    assert message == (  # the seed flow put plate_1 away: seeding it again is refused
+        "seeding refused before any device moved: plate 'plate_1' is in the incubator, "
+        "not on the deck"
     )
     served_log = server["home"] / "serve.log"  # the runs' console output, as the lab sees it
     deadline = time.monotonic() + 30
