@@ -92,7 +92,14 @@ class GuardedGroup(TyperGroup):
             raise _exit_with(message, code) from None
 
 
-app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=__doc__)
+HELP = (
+    "The MSC workcell: dry-runs, the demo campaign, config checks, serving flows to the "
+    "Prefect UI, the batch record and its release.\n\n"
+    "Bad input (a config field, a parameter out of range, a path that cannot be written) "
+    "ends as one message and exit code 2, before any device moves; a fault ends with "
+    "exit code 1."
+)
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, help=HELP)
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="workcell config YAML", show_default=True)
 ]
