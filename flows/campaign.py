@@ -29,6 +29,11 @@ process lives through a multi-week campaign, and Prefect's per-run memory stays
 bounded. A run started from the command line (no deployment) pauses in its
 process and never hands over.
 
+Each step's end anchors the record's head; the flow publishes it as the run's
+``record-head-...`` artifact. After a harvest, a run from a deployment starts the
+workcell's release deployment on the run folder (once per batch): the release
+waits, suspended, for the QC results and the signatures (``flows.release``).
+
 The run ends Completed when the batch is harvested (the state message says so and
 who approved), Cancelled when an operator aborts (with who and why), Failed when
 the campaign stops without a harvest or a step is refused (one line, no traceback).
@@ -36,6 +41,7 @@ the campaign stops without a harvest or a step is refused (one line, no tracebac
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -50,6 +56,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.context import FlowRunContext
+from prefect.deployments import arun_deployment
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.states import Cancelled, Completed, Failed, Scheduled, State
 from pydantic import Field
@@ -58,7 +65,8 @@ from flows import holds
 from flows.artifacts import key, publish_vessels, runs_markdown, table
 from flows.narrate import narrating, run_logger_say
 from flows.placement import open_run
-from flows.steps import RUNS_DIR, as_task, flow_run_id, one_line, resolve
+from flows.release import FLOW_NAME as RELEASE_FLOW
+from flows.steps import RUNS_DIR, as_task, flow_run_id, one_line, publish_head, resolve
 from protocols.campaign.adoption import check_run_folder
 from protocols.campaign.engine import (
     DAY_S,
@@ -208,8 +216,14 @@ async def campaign(
     run_dir: str | None = None,
     campaigns_dir: str | None = None,
     operations_dir: str | None = None,
+    release_deployment: str | None = None,
 ) -> CampaignSummary:
-    """From a thawed vial to the target dose; resumes from its run folder if it was stopped."""
+    """From a thawed vial to the target dose; resumes from its run folder if it was stopped.
+
+    After a harvest, a run from a deployment hands the batch to the release flow's
+    deployment (``release_deployment``, default the workcell's ``release``
+    deployment), which waits for the QC results and the signatures.
+    """
     t0 = time.perf_counter()
     logger = get_run_logger()
     try:
@@ -227,6 +241,7 @@ async def campaign(
                 operator_timeout_s,
                 t0,
                 _hand_over_rule(days_per_run, hand_over_wait_h, cfg.clock.kind == "simulated"),
+                release_deployment,
             )
     except WorkcellError as err:
         line = one_line(err)
@@ -244,6 +259,7 @@ async def _run(
     timeout_s: int,
     t0: float,
     hand_over: HandOver,
+    release_deployment: str | None,
 ) -> State[Any]:
     logger = get_run_logger()
     progress_id: UUID = await acreate_progress_artifact(
@@ -262,7 +278,8 @@ async def _run(
         by = f"flow run {ctx.flow_run.name}" if ctx and ctx.flow_run else "command line"
         check_run_folder(session.wc, adopt, by)
         ask = auto_approve() if auto else prefect_operator(timeout_s, session, params, deployed)
-        engine = CampaignEngine(session, params, ask, run_step=as_task, progress=progress)
+        run_step = functools.partial(as_task, folder=folder)
+        engine = CampaignEngine(session, params, ask, run_step=run_step, progress=progress)
         summary = await engine.run(hand_over=hand_over if deployed else None)
         if engine.handed_over_at_s is not None:
             started = session.wc.store.events("campaign_started")[0].time
@@ -298,7 +315,38 @@ async def _run(
             key=f"batch-summary-{key(folder.name)}",
             description=f"batch summary: {summary.outcome}",
         )
+        batch = store.record.record_id()
+    await publish_head(folder)
+    if summary.outcome.startswith("harvested"):
+        await hand_over_to_release(folder, cfg, batch, release_deployment if deployed else "")
     return final_state(summary, decisions[-1] if decisions else None)
+
+
+async def hand_over_to_release(
+    folder: Path, cfg: WorkcellConfig, batch: str, name: str | None
+) -> None:
+    """Start the release flow on the harvested batch, once per batch (it runs on,
+    suspended, for weeks). ``name`` "" means no deployment to start (a CLI run)."""
+    log = get_run_logger()
+    if name == "":
+        log.info("harvested: release the batch with `workcell release status %s`", folder)
+        return
+    if name is None:
+        from flows.facility.deploy import RELEASE, deployment_name
+
+        name = f"{RELEASE_FLOW}/{deployment_name(RELEASE, cfg)}"
+    try:
+        run = await arun_deployment(
+            name,
+            parameters={"run_dir": str(folder.resolve())},
+            timeout=0,
+            as_subflow=False,
+            idempotency_key=f"release-{batch}",
+        )
+    except Exception as e:  # the harvest stands; the release can be started by hand
+        log.error("harvested, but the release flow %s could not be started: %s", name, e)
+        return
+    log.info("harvested: the release flow %s (run %s) waits for QC results", name, run.id)
 
 
 def final_state(summary: CampaignSummary, last: Any) -> State[Any]:

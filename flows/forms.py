@@ -28,6 +28,8 @@ from workcell.ot_labware import same_product
 
 # fixed by the deployment, never on the form
 PLUMBING = ("config", "run_dir", "campaigns_dir", "operations_dir")
+# the release works on one batch's run folder: the operator names it on the form
+ON_FORM = {"batch-release": ("run_dir",)}
 
 # title and description of the flows' own (non-model) parameters
 FLOW_FIELDS: dict[str, tuple[str, str]] = {
@@ -50,6 +52,20 @@ FLOW_FIELDS: dict[str, tuple[str, str]] = {
         "Wait for an operator decision (s)",
         "a hold point left unanswered this long fails the run; the campaign resumes from its "
         "run folder when started again",
+    ),
+    "run_dir": (
+        "Batch run folder",
+        "the harvested campaign's run folder (a harvest starts its release by itself)",
+    ),
+    "users": ("User registry", "the registry file of the people who sign; empty: the default"),
+    "qc_wait_days": ("Wait for QC results (days)", "the release fails if none come in this time"),
+    "signature_wait_days": (
+        "Wait for signatures (days)",
+        "the release fails if the batch is not signed in this time",
+    ),
+    "release_deployment": (
+        "Release deployment",
+        "started after a harvest; empty: this workcell's release deployment",
     ),
     "days_per_run": ("Campaign days per flow run", "a longer campaign continues in a new run"),
     "hand_over_wait_h": (
@@ -140,9 +156,10 @@ def _without_nulls(value: Any) -> Any:
 def form_schema(flow: Flow[..., Any], cfg: WorkcellConfig) -> ParameterSchema:
     """The flow's parameter schema as this workcell's Run form shows it."""
     raw = copy.deepcopy(parameter_schema(flow).model_dump())
-    for name in PLUMBING:
+    hidden = [n for n in PLUMBING if n not in ON_FORM.get(flow.name, ())]
+    for name in hidden:
         raw["properties"].pop(name, None)
-    raw["required"] = [r for r in raw.get("required", []) if r not in PLUMBING]
+    raw["required"] = [r for r in raw.get("required", []) if r not in hidden]
     definitions = raw.get("definitions", {})
     for name, prop in raw["properties"].items():
         if "default" in prop:
@@ -165,6 +182,8 @@ def plumbing(operation: str, config: str | None, folder: Path) -> dict[str, Any]
     fixed: dict[str, Any] = {"config": str(Path(config).resolve()) if config else None}
     if operation == "campaign":
         return {**fixed, "campaigns_dir": str(where / "campaigns"), "operations_dir": str(where)}
+    if operation == "release":
+        return fixed  # the batch's own run folder is named on the form, or by the harvest
     return {**fixed, "run_dir": str(where)}
 
 
@@ -176,4 +195,6 @@ def describe_deployment(flow: Flow[..., Any], cfg: WorkcellConfig, defaults: dic
             f"{doc} (workcell {cfg.name}; each campaign in a run folder of its own under "
             f"{defaults['campaigns_dir']})"
         )
+    if "run_dir" not in defaults:
+        return f"{doc} (workcell {cfg.name}; the batch's run folder is named on the form)"
     return f"{doc} (workcell {cfg.name}, run folder {defaults['run_dir']})"

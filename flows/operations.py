@@ -66,7 +66,7 @@ async def _run_in_step(
                     await wc.store_plate(plate)
             return result
 
-    return cast(R, await as_task(label, work))
+    return cast(R, await as_task(label, work, session.run_dir))
 
 
 async def _operation(

@@ -1,14 +1,14 @@
 """Deployments of every flow, served to the Prefect API for the UI to run.
 
 ``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow,
-named for the operation and the workcell (``seed @ sim-workcell``, ...,
-``campaign @ sim-workcell``). The plumbing is fixed by the deployment and kept off
-the form (``flows.forms.plumbing``): the config file, the run folder of the unit
-operations (``runs/<workcell name>`` unless ``--run-dir``), and the folder under
-which each campaign gets a run folder of its own (``<run folder>/campaigns``; a
-campaign told to adopt vessels with no batch named takes over the unit operations'
-run folder). The form is the protocol's pydantic model with this workcell's
-plates, wells and reservoirs as dropdowns (``flows.forms.form_schema``).
+named for the operation and the workcell (``seed @ sim-workcell``, ..., ``campaign @
+sim-workcell``, ``release @ sim-workcell``). The plumbing is fixed by the deployment and
+kept off the form (``flows.forms.plumbing``): the config file, the run folder of the
+unit operations (``runs/<workcell name>`` unless ``--run-dir``), and the folder under
+which each campaign gets a run folder of its own (``<run folder>/campaigns``; a campaign
+told to adopt vessels with no batch named takes over the unit operations' run folder).
+The form is the protocol's pydantic model with this workcell's plates, wells and
+reservoirs as dropdowns (``flows.forms.form_schema``).
 
 The serving process runs the flow runs itself, on this machine, next to the
 instruments, and asks the API for new runs every ``POLL_S`` seconds (Prefect's

@@ -13,18 +13,26 @@ same line as its state message, which is what the UI shows at the top of the run
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.exceptions import FailedRun
 from prefect.states import Failed, State
 
+from flows.artifacts import key as artifact_key
+from workcell import anchor
+from workcell.anchor import Anchor
 from workcell.assembly.config import WorkcellConfig, load_config
 from workcell.errors import ProtocolRefused, WorkcellError
+from workcell.store import STORE_FILE
 
 RUNS_DIR = Path("runs")
 
@@ -50,15 +58,21 @@ async def workcell_step(work: Callable[[], Awaitable[object]]) -> object:
         return Failed(message=line)
 
 
-async def as_task(label: str, work: Callable[[], Awaitable[object]]) -> object:
-    """Run ``work`` as one Prefect task named after the step."""
+async def as_task(
+    label: str, work: Callable[[], Awaitable[object]], folder: Path | None = None
+) -> object:
+    """Run ``work`` as one Prefect task named after the step; then publish the record's
+    head that the step anchored (``folder``: the run folder)."""
     state: State[Any] = await workcell_step.with_options(task_run_name=label)(  # type: ignore[misc]
         work, return_state=True
     )
     try:
-        return await state.aresult()
+        result = await state.aresult()
     except FailedRun:  # the step's own one-line Failed state, not an exception
         raise StepFailed(state.message or f"{label} failed") from None
+    if folder is not None:
+        await publish_head(folder)
+    return result
 
 
 def resolve(config: str | None, run_dir: str | None) -> tuple[WorkcellConfig, Path]:
@@ -70,3 +84,59 @@ def resolve(config: str | None, run_dir: str | None) -> tuple[WorkcellConfig, Pa
 def flow_run_id() -> str | None:
     ctx = FlowRunContext.get()
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+def head_artifact_key(folder: Path) -> str:
+    """The key of a run folder's head artifact: its name and a digest of its full path."""
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:10]
+    return f"record-head-{artifact_key(Path(folder).name)[:40]}-{digest}"
+
+
+async def publish_head(folder: Path) -> None:
+    """The newest anchor of the run's record as a table artifact: a copy of the head kept
+    by the Prefect server, out of reach of whoever can write the run folder."""
+    path = anchor.head_file(Path(folder) / STORE_FILE)
+    anchors = anchor.read(path) if path.is_file() else []
+    if not anchors:
+        return
+    last = anchors[-1]
+    await acreate_table_artifact(
+        table=[
+            {
+                "entries": last.entries,
+                "hash": last.hash,
+                "utc": last.utc.isoformat(),
+                "reason": last.reason,
+            }
+        ],
+        key=head_artifact_key(folder),
+        description=f"batch record head of {folder}: verify with "
+        f"`workcell record verify {folder} --anchor {last.entries}:{last.hash}`",
+    )
+
+
+def read_head_artifact(folder: Path) -> tuple[str, list[Anchor]]:
+    """Every version of the run's head artifact on the Prefect server in PREFECT_API_URL."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = head_artifact_key(folder)
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    anchors = []
+    for a in sorted(found, key=lambda a: a.created or datetime.min):
+        rows: Any = json.loads(a.data) if isinstance(a.data, str) else a.data
+        for row in rows or []:
+            anchors.append(
+                Anchor(
+                    entries=int(row["entries"]),
+                    hash=str(row["hash"]),
+                    utc=datetime.fromisoformat(row["utc"]),
+                    reason=str(row.get("reason", "")),
+                )
+            )
+    if not anchors:
+        raise WorkcellError(f"no head artifact {key} on the Prefect server")
+    return f"Prefect artifact {key}", anchors

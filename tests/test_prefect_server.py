@@ -3,15 +3,20 @@
 Starts ``prefect server start`` with a temporary PREFECT_HOME, then ``workcell
 serve`` against it, then uses the Prefect client the way the UI does: read a
 deployment's parameter schema, create flow runs from deployments, answer a paused
-campaign's operator form. Everything started here is stopped at the end.
+campaign's operator form, fill the suspended release flow's QC form; and the
+``workcell`` command as analysts and signers do. Everything started here is
+stopped at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,8 +29,12 @@ from uuid import UUID
 import pytest
 
 from tests.campaign_helpers import child_env, quick_config
+from workcell.anchor import HEAD_FILE
+from workcell.batch.release import Stage, release_state
+from workcell.batch.users import UserRegistry
 from workcell.store import STORE_FILE, Store
 
+SECRETS = {"q.lead": "lead secret 1", "a.analyst": "analyst secret 1", "o.op": "op secret 12"}
 PREFECT = str(Path(sys.executable).parent / "prefect")
 WORKCELL = str(Path(sys.executable).parent / "workcell")
 
@@ -60,7 +69,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "PREFECT_API_URL": url,
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        "WORKCELL_USERS": str(home / "users.json"),
     }
+    registry = UserRegistry(home / "users.json")
+    registry.add("q.lead", "Q. Lead", ["qa"], SECRETS["q.lead"], None, 2**14)
+    lead = registry.authenticate("q.lead", SECRETS["q.lead"])
+    for uid, name, role in [("a.analyst", "A. Analyst", "analyst"), ("o.op", "O. Op", "operator")]:
+        registry.add(uid, name, [role], SECRETS[uid], lead, 2**14)  # type: ignore[list-item]
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
     srv = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -236,3 +251,192 @@ def test_campaign_pauses_for_the_operator_and_records_the_answer(
         assert store.events("harvested")
     finally:
         store.close()
+
+
+async def _release_run(client: Any, run_dir: Path) -> Any:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    deadline = time.monotonic() + 60
+    while True:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["batch-release"]))
+        )
+        mine = [r for r in runs if Path(r.parameters.get("run_dir", "")) == run_dir.resolve()]
+        if mine:
+            return mine[0]
+        assert time.monotonic() < deadline, "the harvest started no release flow"
+        await asyncio.sleep(0.5)
+
+
+async def _suspended_at(client: Any, run_id: UUID, key: str, timeout: float = 120) -> Any:
+    """Wait until the run is suspended at the wait ``key`` (qc-1, sign-2, ...)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fr = await client.read_flow_run(run_id)
+        st = fr.state
+        if st and st.name == "Suspended" and st.state_details.pause_key == key:
+            return fr
+        if st and st.is_final():
+            raise AssertionError(f"release flow ended {st.name}: {st.message}")
+        assert time.monotonic() < deadline, f"not suspended at {key}: {st.name if st else None}"
+        await asyncio.sleep(0.5)
+
+
+def _processes_of(run_id: UUID) -> list[int]:
+    """Processes running this flow run (the runner gives each its id in the environment)."""
+    needle = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and needle in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _cli(server: dict[str, Any], *args: str, secret: str) -> str:
+    proc = subprocess.run(
+        [WORKCELL, *args],
+        input=secret + "\n",
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resumed release flow run" in proc.stdout, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
+    server: dict[str, Any],
+) -> None:
+    """Harvest, the release flow suspended (no process) until sterility is read 14
+    simulated days later, results from the UI form and the CLI, signatures, released."""
+    run_dir = server["home"] / "campaign-run"  # harvested by the campaign test above
+    store = Store(run_dir / STORE_FILE, read_only=True)
+    try:
+        harvest = store.events("harvested")[-1].time
+    finally:
+        store.close()
+    old = server["home"] / "old-copy"  # the store and its head as they are at harvest
+    old.mkdir()
+    src, dst = sqlite3.connect(run_dir / STORE_FILE), sqlite3.connect(old / STORE_FILE)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    shutil.copy(run_dir / HEAD_FILE, old / HEAD_FILE)
+    day = 86400.0
+    early = {"reported_at": _at(harvest, 1 * day)}
+    form = {
+        "analyst": "a.analyst",
+        "results": [
+            {
+                "test": "flow_cytometry",
+                **early,
+                "markers_percent": {
+                    "CD73": 99,
+                    "CD90": 98,
+                    "CD105": 97,
+                    "CD45": 0.5,
+                    "CD34": 0.5,
+                    "CD14": 0.4,
+                    "CD19": 0.3,
+                    "HLA-DR": 1.0,
+                },
+            },
+            {"test": "mycoplasma", "result": "negative", **early},
+            {"test": "endotoxin", "value": 0.1, **early},
+        ],
+    }
+
+    async def wait_for_qc(client: Any) -> Any:
+        fr = await _release_run(client, run_dir)
+        await _suspended_at(client, fr.id, "qc-1")
+        await asyncio.sleep(2)  # the suspended run's process has had time to exit
+        held = _processes_of(fr.id)
+        await client.resume_flow_run(fr.id, run_input=form)  # the UI's form
+        await _suspended_at(client, fr.id, "qc-2")  # sterility still missing
+        return fr.id, held
+
+    run_id, held = _client_call(server["url"], wait_for_qc)
+    assert held == []  # suspended: no process holds the waiting release
+    store = Store(run_dir / STORE_FILE, read_only=True)
+    try:
+        entered = store.events("qc_result")
+        assert {e.data["test"] for e in entered} == {"flow_cytometry", "mycoplasma", "endotoxin"}
+        assert {e.actor for e in entered} == {"a.analyst"}
+        assert all(e.data["entry"]["channel"] == "prefect-ui" for e in entered)
+        assert release_state(store, None).stage is Stage.WAITING_QC
+    finally:
+        store.close()
+
+    sterility = server["home"] / "sterility.json"  # read 14 simulated days after the harvest
+    sterility.write_text(
+        json.dumps(
+            {"test": "sterility", "result": "negative", "reported_at": _at(harvest, 14 * day)}
+        )
+    )
+    _cli(
+        server,
+        "release",
+        "enter",
+        str(run_dir),
+        str(sterility),
+        "-u",
+        "a.analyst",
+        secret=SECRETS["a.analyst"],
+    )
+    _client_call(server["url"], lambda c: _suspended_at(c, run_id, "sign-1"))
+    _cli(
+        server,
+        "release",
+        "sign",
+        str(run_dir),
+        "-u",
+        "o.op",
+        "--meaning",
+        "performed",
+        secret=SECRETS["o.op"],
+    )
+    _client_call(server["url"], lambda c: _suspended_at(c, run_id, "sign-2"))
+    _cli(
+        server,
+        "release",
+        "sign",
+        str(run_dir),
+        "-u",
+        "q.lead",
+        "--meaning",
+        "approved",
+        secret=SECRETS["q.lead"],
+    )
+    done = _client_call(server["url"], lambda c: _wait_state(c, run_id, {"Completed"}))
+    assert done.state.name == "Completed"
+    store = Store(run_dir / STORE_FILE, read_only=True)
+    try:
+        state = release_state(store, UserRegistry(server["home"] / "users.json"))
+        assert state.released, state.reason
+        assert [(s.user_id, s.meaning) for s in state.signatures] == [
+            ("o.op", "performed"),
+            ("q.lead", "approved"),
+        ]
+    finally:
+        store.close()
+    verify = [WORKCELL, "record", "verify", str(run_dir), "--prefect"]
+    proc = subprocess.run(verify, env=server["env"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "record intact" in proc.stdout, proc.stdout + proc.stderr
+    for name in (STORE_FILE, HEAD_FILE):  # replay: the harvest-day pair put back in place
+        shutil.copy(old / name, run_dir / name)
+    for stale in ("-wal", "-shm"):
+        (run_dir / (STORE_FILE + stale)).unlink(missing_ok=True)
+    proc = subprocess.run(verify, env=server["env"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Prefect artifact record-head-" in proc.stderr and "older copy" in proc.stderr
+
+
+def _at(t: Any, seconds: float) -> str:
+    from datetime import timedelta
+
+    return (t + timedelta(seconds=seconds)).isoformat()

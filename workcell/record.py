@@ -10,9 +10,11 @@ its own hash covers all of that. A head row holds the count and the last hash.
 
 Triggers refuse UPDATE and DELETE on the entries; someone who drops them and
 edits, deletes, reorders or truncates the file is caught by ``verify``, which
-names the first entry that does not match. (Whoever can rewrite every hash and
-the head can forge a consistent chain: for that, anchor the head hash outside the
-file, as the batch report and the Prefect summary artifact do.)
+names the first entry that does not match. Whoever can rewrite every hash and the
+head can forge a consistent chain, or delete it whole: ``check_anchors`` compares
+the chain with heads anchored outside the store (``workcell.anchor``), and the
+full check of a run folder (``workcell.batch.integrity``) adds SQLite's own
+integrity check, the derived tables and the signatures.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from workcell.anchor import Anchor
 
 GENESIS = "0" * 64
 
@@ -83,9 +87,26 @@ def entry_hash(row: dict[str, Any]) -> str:
 class BatchRecord:
     """Appends and verifies entries on the store's connection (inside its transactions)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, create: bool = True) -> None:
         self._db = db
-        db.executescript(SCHEMA)
+        if create:
+            db.executescript(SCHEMA)
+
+    def head(self) -> tuple[int, str]:
+        """(entries, hash of the last entry) as the head row says."""
+        return self._head()
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of entry ``seq`` (None if there is no such entry; entry 0 is
+        the empty record's head, ``GENESIS``)."""
+        if seq == 0:
+            return GENESIS
+        row = self._db.execute("SELECT hash FROM record WHERE seq = ?", (seq,)).fetchone()
+        return str(row[0]) if row else None
+
+    def record_id(self) -> str:
+        """The record's identity: the hash of its first entry (signatures name it)."""
+        return self.hash_at(1) or GENESIS
 
     def _head(self) -> tuple[int, str]:
         row = self._db.execute("SELECT seq, hash FROM record_head WHERE id = 1").fetchone()
@@ -155,6 +176,15 @@ class BatchRecord:
             if entry_hash(row) != row["hash"]:
                 return bad(f"entry {row['seq']} ({row['kind']}) was changed after it was written")
             prev, expected = row["hash"], expected + 1
+        if expected == 1:
+            return Verification(
+                ok=False,
+                entries=0,
+                head_hash=head_hash,
+                first_bad=1,
+                problem="the record is empty: it holds no entry"
+                + (f" but its head says {head_seq}" if head_seq else ""),
+            )
         if expected - 1 != head_seq or prev != head_hash:
             return Verification(
                 ok=False,
@@ -165,3 +195,52 @@ class BatchRecord:
                 f"{head_seq} entries: entries were removed from the end",
             )
         return Verification(ok=True, entries=head_seq, head_hash=head_hash)
+
+
+def check_anchors(record: BatchRecord, anchors: list[Anchor], source: str) -> list[Verification]:
+    """Every anchor the record no longer matches: fewer entries, or a different entry there.
+
+    Entries written after the last anchor are fine (a step in progress); an anchor
+    whose entry count went down from the one before it means the anchors were edited.
+    """
+    entries, head_hash = record.head()
+    bad: list[Verification] = []
+    last = 0
+    for n, a in enumerate(anchors, start=1):
+        when = f"anchor {n} in {source} ({a.reason or 'no reason'}, {a.utc:%Y-%m-%d %H:%M:%S} UTC)"
+        if a.entries < last:
+            problem = f"{when} has {a.entries} entries, fewer than the anchor before it: edited"
+            bad.append(
+                Verification(
+                    ok=False,
+                    entries=entries,
+                    head_hash=head_hash,
+                    first_bad=a.entries + 1,
+                    problem=problem,
+                )
+            )
+        last = max(last, a.entries)
+        stored = record.hash_at(a.entries) if a.entries else GENESIS
+        if stored is None:
+            bad.append(
+                Verification(
+                    ok=False,
+                    entries=entries,
+                    head_hash=head_hash,
+                    first_bad=a.entries,
+                    problem=f"{when} says the record had {a.entries} entries; it has {entries}: "
+                    "entries were removed, or an older copy of the store was put back",
+                )
+            )
+        elif stored != a.hash:
+            bad.append(
+                Verification(
+                    ok=False,
+                    entries=entries,
+                    head_hash=head_hash,
+                    first_bad=a.entries,
+                    problem=f"entry {a.entries} is not the one {when} saw: "
+                    "the record up to it was rewritten",
+                )
+            )
+    return bad

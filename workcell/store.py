@@ -4,6 +4,15 @@ A file in the run folder (``:memory:`` in tests). Campaign decisions are made fr
 what is here and the clock alone, so a restarted run can resume where it stopped.
 Every write is its own transaction: a fault mid-protocol leaves what was recorded
 so far intact and consistent.
+
+The tables here (vessels, their lineage and later changes, measurements, events)
+derive from the batch record: each write adds its row and its record entry in one
+transaction, rows are only ever added (triggers refuse UPDATE and DELETE, as on the
+record; a vessel's new state or place is a row in ``vessel_changes``), and
+``derived_mismatches`` rebuilds every row from the record to find any that differs.
+After each commit that matters the record's head is anchored beside the store
+(``workcell.anchor``). ``Store(path, read_only=True)`` opens an archived run
+without writing a byte, even in a folder nobody may write to.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from workcell import anchor
 from workcell.errors import WorkcellError
-from workcell.record import BatchRecord
+from workcell.record import GENESIS, BatchRecord, Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vessels (
@@ -55,6 +65,13 @@ CREATE TABLE IF NOT EXISTS events (
     vessel_id TEXT,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vessel_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vessel_id TEXT NOT NULL REFERENCES vessels(id),
+    state TEXT,
+    location TEXT,
+    CHECK ((state IS NULL) <> (location IS NULL))
+);
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -62,7 +79,28 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 );
 CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
 CREATE INDEX IF NOT EXISTS events_vessel ON events(vessel_id, time);
+CREATE INDEX IF NOT EXISTS vessel_changes_vessel ON vessel_changes(vessel_id, id);
+CREATE VIEW IF NOT EXISTS vessels_now AS
+SELECT v.id, v.labware, v.plate, v.passage, v.area_cm2, v.created_at,
+    COALESCE((SELECT c.location FROM vessel_changes c WHERE c.vessel_id = v.id
+              AND c.location IS NOT NULL ORDER BY c.id DESC LIMIT 1), v.location) AS location,
+    COALESCE((SELECT c.state FROM vessel_changes c WHERE c.vessel_id = v.id
+              AND c.state IS NOT NULL ORDER BY c.id DESC LIMIT 1), v.state) AS state
+FROM vessels v;
 """
+
+# the tables that derive from the record: rows are added, never changed or removed
+DERIVED = ("vessels", "lineage", "vessel_changes", "measurements", "events")
+DERIVED_TRIGGERS = "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t}
+BEGIN SELECT RAISE(ABORT, '{t} derive from the batch record: rows are only added'); END;
+CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t}
+BEGIN SELECT RAISE(ABORT, '{t} derive from the batch record: rows are only added'); END;"""
+    for t in DERIVED
+)
+# events after which the record's head is anchored outside the store
+ANCHOR_EVENTS = frozenset({"harvested", "qc_result", "signature", "campaign_finished"})
 
 
 class VesselRecord(BaseModel):
@@ -159,29 +197,81 @@ BUSY_TIMEOUT_S = 120.0
 class Store:
     """Vessels, measurements and events of one run."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", read_only: bool = False) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        self.read_only = read_only
         self._depth = 0
+        self._pending_anchor: list[str] = []
+        self._wrote = False  # this connection committed something (close anchors it)
+        if read_only:
+            self._db = _connect_read_only(Path(self.path))
+        else:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self._db.row_factory = sqlite3.Row
         try:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(SCHEMA)
-            self.record = BatchRecord(self._db)
+            if not read_only:
+                self._db.execute("PRAGMA foreign_keys = ON")
+                if self.path != ":memory:":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.executescript(SCHEMA + DERIVED_TRIGGERS)
+            self.record = BatchRecord(self._db, create=not read_only)
         except sqlite3.DatabaseError as err:
             self._db.close()
             raise WorkcellError(f"{self.path} is not a usable workcell store: {err}") from None
+        head = self.head_file
+        if not read_only and head is not None and not head.exists() and not self.record.head()[0]:
+            # a new record: anchored empty, so a store with entries and no anchor file
+            # means the file was removed, while a crash before the first step is fine
+            anchor.append(head, 0, GENESIS, "store created")
 
     def close(self) -> None:
+        """Close, anchoring first whatever this connection wrote since the last anchor (a
+        dry-run, a tool that wrote without a session): no store is left with an
+        unanchored tail, and a process that only looked writes nothing."""
+        if self._wrote and self.head_file is not None and not self._depth:
+            try:
+                last = self._last_anchor()
+                if self.record.head()[0] > (last.entries if last else 0):
+                    self.anchor("store closed")
+            except (sqlite3.Error, WorkcellError):
+                pass  # a damaged store is verify's to report, not close's
         self._db.close()
+
+    def _last_anchor(self) -> anchor.Anchor | None:
+        return anchor.last(self.head_file) if self.head_file is not None else None
+
+    @property
+    def head_file(self) -> Path | None:
+        """The anchors of this store (None for a store in memory)."""
+        return None if self.path == ":memory:" else anchor.head_file(self.path)
+
+    def anchor(self, reason: str) -> None:
+        """Anchor the record's head beside the store once what is written is committed."""
+        self._pending_anchor.append(reason)
+        if not self._depth:
+            self._write_anchor()
+
+    def _write_anchor(self) -> None:
+        reasons, self._pending_anchor = self._pending_anchor, []
+        path = self.head_file
+        if path is None or self.read_only or not reasons:
+            return
+        entries, hash_ = self.record.head()
+        last = self._last_anchor()
+        if last is not None and (
+            last.entries > entries or self.record.hash_at(last.entries) != last.hash
+        ):
+            return  # the record no longer holds what was anchored: never bless that
+        if entries and (last is None or last.entries != entries):
+            anchor.append(path, entries, hash_, "; ".join(dict.fromkeys(reasons)))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
         """A write: its own transaction, or part of the enclosing ``transaction()``."""
+        if self.read_only:
+            raise WorkcellError(f"the store {self.path} is open read-only")
         if self._depth:
             self._depth += 1
             try:
@@ -193,11 +283,14 @@ class Store:
         try:
             yield
             self._db.commit()
+            self._wrote = True
         except BaseException:
             self._db.rollback()
+            self._pending_anchor.clear()
             raise
         finally:
             self._depth = 0
+        self._write_anchor()
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group writes: all of them land together, or (on a crash) none of them."""
@@ -262,7 +355,7 @@ class Store:
         return VesselRecord.model_validate({**dict(row), "parents": [p[0] for p in parents]})
 
     def vessel(self, vessel_id: str) -> VesselRecord | None:
-        row = self._db.execute("SELECT * FROM vessels WHERE id = ?", (vessel_id,)).fetchone()
+        row = self._db.execute("SELECT * FROM vessels_now WHERE id = ?", (vessel_id,)).fetchone()
         return self._record(row) if row else None
 
     def children(self, vessel_id: str) -> list[str]:
@@ -271,27 +364,40 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def _known(self, vessel_ids: list[str]) -> list[str]:
+        """The ids that are vessels (a plate's empty wells are not), in the order given."""
+        marks = ", ".join("?" for _ in vessel_ids)
+        rows = self._db.execute(f"SELECT id FROM vessels WHERE id IN ({marks})", vessel_ids)
+        known = {r[0] for r in rows}
+        return [v for v in vessel_ids if v in known]
+
     def set_state(self, vessel_ids: list[str], state: str, time: datetime) -> None:
+        """A new state for vessels: a row in ``vessel_changes`` and an entry each."""
         with self._tx():
+            ids = self._known(vessel_ids)
             self._db.executemany(
-                "UPDATE vessels SET state = ? WHERE id = ?", [(state, v) for v in vessel_ids]
+                "INSERT INTO vessel_changes (vessel_id, state) VALUES (?, ?)",
+                [(v, state) for v in ids],
             )
-            for v in vessel_ids:
+            for v in ids:
                 self.record.append("vessel", "vessel_state", "workcell", time, v, {"state": state})
 
     def vessels(self, state: str | None = None) -> list[VesselRecord]:
-        sql, args = "SELECT * FROM vessels", tuple[str, ...]()
+        sql, args = "SELECT * FROM vessels_now", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
         return [self._record(r) for r in rows]
 
     def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
+        """Vessels (of those given) now at ``location``: a row and an entry each."""
         with self._tx():
+            ids = self._known(vessel_ids)
             self._db.executemany(
-                "UPDATE vessels SET location = ? WHERE id = ?", [(location, v) for v in vessel_ids]
+                "INSERT INTO vessel_changes (vessel_id, location) VALUES (?, ?)",
+                [(v, location) for v in ids],
             )
-            for v in vessel_ids:
+            for v in ids:
                 self.record.append(
                     "vessel", "vessel_moved", "workcell", time, v, {"location": location}
                 )
@@ -338,6 +444,8 @@ class Store:
                 (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
             )
             self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+            if e.kind in ANCHOR_EVENTS:
+                self.anchor(e.kind)
         _notify(e)
 
     def add_device_action(
@@ -365,3 +473,183 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- checks ------------------------------------------------------------------------
+
+    def sqlite_check(self, quick: bool = False) -> list[str]:
+        """SQLite's own check of the file's pages and indexes: ``["ok"]`` when sound."""
+        pragma = "quick_check" if quick else "integrity_check"
+        return [str(r[0]) for r in self._db.execute(f"PRAGMA {pragma}")]
+
+    def unreadable_tables(self) -> list[str]:
+        """Where a damaged file is: each table (and its indexes) that cannot be read through."""
+        out = []
+        try:
+            names = sorted(self.tables())
+        except sqlite3.DatabaseError:
+            return ["the schema (sqlite_master)"]
+        for name in names:
+            try:
+                self._db.execute(f'SELECT * FROM "{name}"').fetchall()
+                for (index,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (name,)
+                ).fetchall():
+                    self._db.execute(f'SELECT count(*) FROM "{name}" INDEXED BY "{index}"')
+            except sqlite3.DatabaseError:
+                out.append(name)
+        return out
+
+    def tables(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in rows}
+
+    # --- the derived tables, rebuilt from the record ---------------------------------
+
+    def derived_mismatches(self) -> list[str]:
+        """Every derived table compared row by row with what the record says it holds.
+
+        Returns one line per table that differs, naming the first row and the record
+        entry that disagree (empty: every row is the record's).
+        """
+        expected: dict[str, list[tuple[tuple[Any, ...], int]]] = {t: [] for t in DERIVED}
+        problems = []
+        for e in self.record.entries():
+            try:
+                for table, row in _rows_of(e):
+                    expected[table].append((row, e.seq))
+            except (TypeError, ValueError, KeyError) as x:
+                problems.append(f"record entry {e.seq} ({e.kind}) has malformed data: {x}")
+        for table in DERIVED:
+            got = []
+            for r in self._db.execute(
+                f"SELECT rowid, {', '.join(COLUMNS[table])} FROM {table} ORDER BY rowid"
+            ):
+                try:
+                    got.append((int(r[0]), _canonical(table, tuple(r[1:]))))
+                except (TypeError, ValueError) as x:
+                    got.append((int(r[0]), ("malformed", str(x))))
+            want = expected[table]
+            for i in range(max(len(got), len(want))):
+                if i >= len(got):
+                    row, seq = want[i]
+                    problems.append(f"{table}: record entry {seq} has no row (rows were removed)")
+                    break
+                rowid, have = got[i]
+                if i >= len(want):
+                    problems.append(f"{table}: row {rowid} was not written by any record entry")
+                    break
+                if have != want[i][0]:
+                    problems.append(
+                        f"{table}: row {rowid} differs from record entry {want[i][1]}: "
+                        + _diff(table, have, want[i][0])
+                    )
+                    break
+        return problems
+
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "vessels": ("id", "labware", "plate", "location", "passage", "area_cm2", "created_at", "state"),
+    "lineage": ("child_id", "parent_id"),
+    "vessel_changes": ("vessel_id", "state", "location"),
+    "measurements": ("vessel_id", "kind", "value", "unit", "time", "source"),
+    "events": ("time", "kind", "actor", "vessel_id", "data"),
+}
+
+
+def _json(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def _canonical(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as compared: times as instants, JSON in one spelling, numbers as floats."""
+    if table == "vessels":
+        created = datetime.fromisoformat(row[6]).isoformat()
+        return (*row[:4], int(row[4]), float(row[5]), created, row[7])
+    if table == "measurements":
+        return (row[0], row[1], float(row[2]), row[3], datetime.fromisoformat(row[4]), row[5])
+    if table == "events":
+        return (datetime.fromisoformat(row[0]), *row[1:4], _json(row[4]))
+    return row
+
+
+def _rows_of(e: Entry) -> list[tuple[str, tuple[Any, ...]]]:
+    """The derived rows one record entry wrote."""
+    d = e.data
+    if e.type == "vessel" and e.kind == "vessel_created":
+        v = (
+            e.vessel_id,
+            d.get("labware"),
+            d.get("plate", ""),
+            d.get("location"),
+            d.get("passage"),
+            d.get("area_cm2"),
+            d.get("created_at"),
+            d.get("state"),
+        )
+        rows = [("vessels", _canonical("vessels", v))]
+        return rows + [("lineage", (e.vessel_id, p)) for p in d.get("parents", [])]
+    if e.type == "vessel" and e.kind == "vessel_state":
+        return [("vessel_changes", (e.vessel_id, d.get("state"), None))]
+    if e.type == "vessel" and e.kind == "vessel_moved":
+        return [("vessel_changes", (e.vessel_id, None, d.get("location")))]
+    if e.type == "measurement":
+        m = (
+            e.vessel_id,
+            e.kind,
+            d.get("value"),
+            d.get("unit"),
+            e.process_time.isoformat(),
+            e.actor,
+        )
+        return [("measurements", _canonical("measurements", m))]
+    if e.type == "event":
+        ev = (e.process_time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(d))
+        return [("events", _canonical("events", ev))]
+    return []
+
+
+def _diff(table: str, have: tuple[Any, ...], want: tuple[Any, ...]) -> str:
+    """Which columns (and, for JSON data, which keys) differ: table's value vs the record's."""
+    if len(have) != len(want):
+        return f"the row cannot be read ({_clip(str(have))})"
+    out = []
+    for column, a, b in zip(COLUMNS[table], have, want, strict=True):
+        if a == b:
+            continue
+        if column == "data":
+            da, db = json.loads(a), json.loads(b)
+            keys = sorted(k for k in set(da) | set(db) if da.get(k) != db.get(k))
+            out += [f"data.{k} {_clip(repr(da.get(k)))} vs {_clip(repr(db.get(k)))}" for k in keys]
+        else:
+            out.append(f"{column} {_clip(repr(a))} vs {_clip(repr(b))}")
+    return "; ".join(out) + " (table vs record)"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open a store without writing anything, even beside it.
+
+    With no write-ahead log pending (a run folder whose last writer closed), the
+    file is opened ``immutable``: SQLite then creates no ``-shm``/``-wal`` files and
+    needs no write access to the folder (an archive). With a log pending (a writer
+    is live, or crashed) the log must be read: ``mode=ro``.
+    """
+    if not path.is_file():
+        raise WorkcellError(f"no store at {path}")
+    wal = path.with_name(path.name + "-wal")
+    uri = path.resolve().as_uri()
+    if wal.exists() and wal.stat().st_size > 0:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as e:
+            db.close()
+            raise WorkcellError(
+                f"{path} has a write-ahead log that was never merged and its folder is "
+                f"read-only ({e}): verify a copy of the run folder"
+            ) from e
+        return db
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)

@@ -26,11 +26,13 @@ from prefect.workers.process import ProcessWorker
 from flows.campaign import campaign
 from flows.forms import describe_deployment, form_schema, plumbing
 from flows.operations import OPERATION_FLOWS
+from flows.release import release
 from flows.steps import RUNS_DIR
 from workcell.assembly.config import WorkcellConfig
 
 ENGINE_COMMAND = f"{sys.executable} -m flows.facility.engine"
 CAMPAIGN = "campaign"
+RELEASE = "release"  # the batch release, started by a harvested campaign
 
 
 def pool_name(cfg: WorkcellConfig) -> str:
@@ -43,7 +45,7 @@ def deployment_name(operation: str, cfg: WorkcellConfig) -> str:
 
 
 def flows_by_operation() -> dict[str, Flow[..., Any]]:
-    return {**OPERATION_FLOWS, CAMPAIGN: campaign}
+    return {**OPERATION_FLOWS, CAMPAIGN: campaign, RELEASE: release}
 
 
 def job_template() -> dict[str, Any]:

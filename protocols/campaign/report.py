@@ -30,7 +30,8 @@ from protocols.campaign.engine import (  # noqa: E402
     summary_rows,
 )
 from workcell.batch.lineage import plate_groups, population_doublings  # noqa: E402
-from workcell.batch.release import ReleaseSpec, evaluate, released, signatures  # noqa: E402
+from workcell.batch.release import ReleaseSpec, release_state  # noqa: E402
+from workcell.batch.users import UserRegistry  # noqa: E402
 from workcell.store import STORE_FILE, Store  # noqa: E402
 
 FAULT_KINDS = ("deviation", "alarm", "protocol_fault", "fault", "retry")
@@ -171,26 +172,31 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
 RETIRED_PARAMS = ("cells_per_cm2_at_confluence",)
 
 
-def render(store: Store, spec: ReleaseSpec | None = None) -> str:
+def render(
+    store: Store, spec: ReleaseSpec | None = None, registry: UserRegistry | None = None
+) -> str:
     started = store.events("campaign_started")
     stored = dict(started[0].data["params"]) if started else {}
     for name in RETIRED_PARAMS:
         stored.pop(name, None)
     params = CampaignParams.model_validate(stored)
     s = summarize(store, params)
-    check = store.record.verify()
+    state = release_state(store, registry, spec)
+    check = state.integrity
     figs = figures(store, params)
-    criteria = evaluate(store, spec)
-    sigs = signatures(store)
+    criteria = state.criteria
+    sigs = state.signatures
     faults = [e for e in store.events() if e.kind in FAULT_KINDS]
     lot = next((e.data.get("lot") for e in store.events("seeded") if e.data.get("lot")), "-")
     rows = [["lot", str(lot)], *([k, v] for k, v in summary_rows(s))]
     verified = (
         f'<p class="ok">Record verified: {check.entries} entries, head {check.head_hash}</p>'
         if check.ok
-        else f'<p class="bad">Record does NOT verify: {html.escape(check.problem)}</p>'
+        else '<p class="bad">Record does NOT verify: '
+        + html.escape("; ".join(check.problems))
+        + "</p>"
     )
-    status = "RELEASED" if released(store) else "NOT RELEASED"
+    status = "RELEASED" if state.released else f"NOT RELEASED ({state.reason})"
     img = "".join(
         f'<figure><img class="figure" alt="{k}" src="{v}"><figcaption>{k}</figcaption></figure>'
         for k, v in figs.items()
@@ -221,7 +227,7 @@ img.figure {{ max-width: 100%; }}
 </style></head>
 <body data-figures="{len(figs)}">
 <h1>MSC batch report: {html.escape(str(lot))}</h1>
-<p>Status: <b>{status}</b></p>
+<p>Status: <b>{html.escape(status)}</b></p>
 {verified}
 <h2>Batch summary</h2>
 {_table(["", ""], rows)}
@@ -270,8 +276,18 @@ img.figure {{ max-width: 100%; }}
 <h2>Signatures</h2>
 {
         _table(
-            ["name", "meaning", "time (UTC)"],
-            [[x.name, x.meaning, x.time.isoformat(timespec="seconds")] for x in sigs],
+            ["name", "user id", "role", "meaning", "time (UTC)", "signed record head"],
+            [
+                [
+                    x.statement.name,
+                    x.user_id,
+                    x.statement.role,
+                    x.meaning,
+                    x.statement.utc.isoformat(timespec="seconds"),
+                    f"{x.statement.entries}:{x.statement.head_hash}",
+                ]
+                for x in sigs
+            ],
         )
     }
 <script>
@@ -285,10 +301,15 @@ window.addEventListener("load", () => {{
 """
 
 
-def write_report(run_dir: Path, output: Path, spec: ReleaseSpec | None = None) -> Path:
-    store = Store(run_dir / STORE_FILE)
+def write_report(
+    run_dir: Path,
+    output: Path,
+    spec: ReleaseSpec | None = None,
+    registry: UserRegistry | None = None,
+) -> Path:
+    store = Store(run_dir / STORE_FILE, read_only=True)
     try:
-        output.write_text(render(store, spec))
+        output.write_text(render(store, spec, registry))
     finally:
         store.close()
     return output

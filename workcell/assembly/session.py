@@ -12,6 +12,10 @@ store's checkpoint is the one this session last wrote; if another run has moved
 the workcell on since, the session rebuilds its workcell from that checkpoint
 before it starts, so no run works from a stale picture of the deck.
 
+A session refuses a run folder whose anchor (``workcell.head``) says it held a
+record that is no longer there, cut short or replaced; each step's end anchors
+the record's head again.
+
 In a dry-run a step is one store transaction ending with a new checkpoint: a
 process killed mid-step leaves the store and the checkpoint exactly as they were
 before the step, and the step is simply done again on resume. On hardware the
@@ -38,6 +42,7 @@ from workcell.assembly.build import build_workcell
 from workcell.assembly.checkpoint import restore, snapshot
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.workcell import Workcell
+from workcell.batch.integrity import refuse_damaged
 from workcell.locks import devices_locked
 from workcell.store import store_path
 
@@ -77,7 +82,10 @@ class Session:
             await self._load()
 
     async def _load(self) -> None:
-        wc = build_workcell(self.config, store_path(self.run_dir))
+        path = store_path(self.run_dir)
+        if self.run_dir is not None:
+            refuse_damaged(Path(path))  # a record its anchor remembers must still be there
+        wc = build_workcell(self.config, path)
         self._wc = wc
         saved = wc.store.checkpoint()
         await wc.setup(load_reservoirs=saved is None)
@@ -94,6 +102,7 @@ class Session:
                 )
         else:
             self._seq = wc.store.save_checkpoint(snapshot(wc))
+            wc.store.anchor("workcell set up")
 
     async def close(self) -> None:
         if self._wc is None:
@@ -135,6 +144,7 @@ class Session:
                     )
                 wc.event("step_finished", "workcell", step=name)
                 self._seq = wc.store.save_checkpoint(snapshot(wc))
+                wc.store.anchor(f"step end: {name}")  # once committed
 
 
 @contextlib.asynccontextmanager

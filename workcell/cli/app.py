@@ -28,6 +28,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from workcell.assembly.config import DEFAULT_CONFIG, load_config
+from workcell.cli.batch import UsersOpt, record_app, release_app, users_app
 from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.store import store_path
 
@@ -387,12 +388,9 @@ def _facility_commands() -> None:
 _facility_commands()
 
 RunDirArg = Annotated[Path, typer.Argument(help="the run folder (holds workcell.db)")]
-record_app = typer.Typer(no_args_is_help=True, help="The batch record: verify its chain.")
-release_app = typer.Typer(
-    no_args_is_help=True, help="Release: QC results, criteria, signatures (operator, QA)."
-)
 app.add_typer(record_app, name="record")
 app.add_typer(release_app, name="release")
+app.add_typer(users_app, name="users")
 
 
 def _open_store(run_dir: Path) -> Any:
@@ -402,24 +400,9 @@ def _open_store(run_dir: Path) -> Any:
     if not path.is_file():
         raise _fail(WorkcellError(f"no batch record in {run_dir} (expected {path})"))
     try:
-        return Store(path)
+        return Store(path, read_only=True)
     except WorkcellError as e:
         raise _fail(e) from None
-
-
-@record_app.command("verify")
-def record_verify(run_dir: RunDirArg) -> None:
-    """Exit 0 if the hash chain is intact; otherwise name the first bad entry and exit 1."""
-    store = _open_store(run_dir)
-    try:
-        v = store.record.verify()
-    finally:
-        store.close()
-    if v.ok:
-        out.print(f"record intact: {v.entries} entries, head {v.head_hash}")
-        return
-    err.print(f"[bold red]record NOT intact[/] at entry {v.first_bad}: {v.problem}")
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -434,106 +417,22 @@ def lineage(run_dir: RunDirArg) -> None:
         store.close()
 
 
-def _print_release(store: Any) -> bool:
-    from workcell.batch.release import Status, evaluate, released, signatures
-
-    table = Table("criterion", "requirement", "result", "status", title="release criteria")
-    colours = {Status.PASS: "green", Status.FAIL: "red", Status.MISSING: "yellow"}
-    criteria = evaluate(store)
-    for c in criteria:
-        table.add_row(c.name, c.requirement, c.result, f"[{colours[c.status]}]{c.status.value}")
-    out.print(table)
-    for sig in signatures(store):
-        out.print(f"signed: {sig.name} ({sig.meaning}) {sig.time.isoformat(timespec='seconds')}")
-    ok = released(store)
-    out.print("[bold green]RELEASED[/]" if ok else "[bold red]NOT RELEASED[/]")
-    return ok
-
-
-@release_app.command("status")
-def release_status(run_dir: RunDirArg) -> None:
-    """Each criterion as pass / fail / missing, the signatures, and whether it is released."""
-    store = _open_store(run_dir)
-    try:
-        _print_release(store)
-    finally:
-        store.close()
-
-
-@release_app.command("enter")
-def release_enter(
-    run_dir: RunDirArg,
-    results: Annotated[Path, typer.Argument(help="JSON: one QC result or a list of them")],
-    by: Annotated[str, typer.Option("--by", help="who enters the results")],
-) -> None:
-    """Enter QC results (flow cytometry markers, sterility, mycoplasma, endotoxin)."""
-    import json
-
-    from pydantic import ValidationError
-
-    from workcell.batch.release import QCResult, enter_result
-
-    store = _open_store(run_dir)
-    try:
-        data = json.loads(results.read_text())
-        for item in data if isinstance(data, list) else [data]:
-            enter_result(store, QCResult.model_validate(item), by)
-    except (OSError, ValueError, ValidationError, WorkcellError) as e:
-        raise _fail(WorkcellError(f"QC results {results}: {e}")) from None
-    finally:
-        store.close()
-    out.print(f"entered QC results from {results} by {by}")
-
-
-@release_app.command("simulate-qc")
-def release_simulate_qc(run_dir: RunDirArg) -> None:
-    """Dry-run only: a simulated cytometer and QC lab report a healthy batch."""
-    from workcell.batch.release import simulated_qc
-
-    store = _open_store(run_dir)
-    try:
-        for r in simulated_qc(store):
-            out.print(f"{r.test}: {r.markers_percent or r.result or r.value} ({r.method})")
-    finally:
-        store.close()
-
-
-@release_app.command("sign")
-def release_sign(
-    run_dir: RunDirArg,
-    name: Annotated[str, typer.Option("--name", help="the signer")],
-    meaning: Annotated[str, typer.Option("--meaning", help="performed, reviewed or approved")],
-) -> None:
-    """Sign the batch; QA's 'approved' releases it once every criterion passes."""
-    from workcell.batch.release import sign
-
-    if meaning not in ("performed", "reviewed", "approved"):
-        raise _fail(WorkcellError("--meaning is performed, reviewed or approved"))
-    store = _open_store(run_dir)
-    try:
-        sig = sign(store, name, meaning)  # type: ignore[arg-type]
-        out.print(f"{sig.name} signed ({sig.meaning}) at {sig.time.isoformat(timespec='seconds')}")
-        _print_release(store)
-    except WorkcellError as e:
-        raise _fail(e) from None
-    finally:
-        store.close()
-
-
 @app.command()
 def report(
     run_dir: RunDirArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path(
         "report.html"
     ),
+    users: UsersOpt = None,
 ) -> None:
     """One self-contained HTML batch report: summary, plots, lineage, faults, release."""
     from protocols.campaign.report import write_report
+    from workcell.batch.users import UserRegistry
 
     try:
         _writable_output(output)
     except WorkcellError as e:
         raise _fail(e) from None
     _open_store(run_dir).close()
-    write_report(run_dir, output)
+    write_report(run_dir, output, registry=UserRegistry(users))
     out.print(f"wrote {output}")

@@ -32,6 +32,7 @@ from protocols.campaign.engine import (
 )
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
+from workcell.batch.integrity import refuse_damaged
 from workcell.errors import WorkcellError
 from workcell.store import STORE_FILE, Store, store_path
 
@@ -73,10 +74,11 @@ def run_campaign_cli(
             err.print(f"[bold red]error:[/] {e}")
             return 2
     folder = run_dir or new_run_dir()
-    try:
-        store_path(folder)  # a folder that cannot hold the record is refused before any work
+    try:  # before Prefect starts: a folder that cannot hold the record, or a damaged one
+        store_path(folder)
+        refuse_damaged(folder / STORE_FILE)
     except WorkcellError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
 
     out.print(f"expansion campaign on {cfg.name!r}, run folder {folder}")
