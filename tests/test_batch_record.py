@@ -243,6 +243,18 @@ def _garbage(run_dir: Path) -> None:
 
 
 def _edit_signed_entry(run_dir: Path) -> None:
+    """The first seeding event rewritten, the chain and the anchors beside it forged."""
+    _sql(
+        run_dir,
+        "UPDATE record SET data = replace(data, '0', '1') WHERE seq = "
+        "(SELECT min(seq) FROM record WHERE kind = 'seeded' AND type = 'event')",
+    )
+    _forge_chain(run_dir)
+
+
+def _edit_signed_device_action(run_dir: Path) -> None:
+    """A device action (in the record only, no derived row) rewritten, the chain forged:
+    only the signature, which signed the old head, can tell."""
     _sql(run_dir, "UPDATE record SET data = replace(data, '0', '1') WHERE seq = 40")
     _forge_chain(run_dir)
 
@@ -292,7 +304,11 @@ TAMPERS: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "events: row",
     ),
-    "edit signed entry": (_edit_signed_entry, "entry 40"),
+    "edit signed entry": (_edit_signed_entry, "data.lot 'BM-MSC-DEMO-01' vs 'BM-MSC-DEMO-11'"),
+    "edit signed device action": (
+        _edit_signed_device_action,
+        "the record up to it was rewritten after the signature",
+    ),
     "edit signature": (_edit_signature, "does not match its statement"),
     "signer name trick": (_rename_signer, "the entry names 'o.operator '"),
 }
