@@ -87,6 +87,7 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
     """For each command, the bad inputs it must refuse cleanly."""
     g, p, run = str(b["garbage_run"]), str(b["good_params"]), str(b["a_file"])
     missing_out = str(tmp / "no-such-folder" / "out")
+    users = str(tmp / "users.json")
     return {
         "check-config": [
             ["--config", str(b["latin1_config"])],
@@ -122,9 +123,19 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
         "record verify": [[g], [run]],
         "lineage": [[g]],
         "release status": [[g]],
-        "release enter": [[g, str(b["qc"]), "--by", "A. Analyst"]],
+        "release enter": [[g, str(b["qc"]), "--user", "a.lab"]],
         "release simulate-qc": [[g]],
-        "release sign": [[g, "--name", "O. Operator", "--meaning", "performed"]],
+        "release sign": [
+            [g, "--user", "o.op", "--meaning", "performed"],
+            [g, "--user", "o.op", "--meaning", "liked"],
+        ],
+        "users add": [
+            ["J Doe", "--name", "J. Doe", "--role", "qa", "--users", users],
+            ["j.doe", "--name", "J. Doe", "--role", "boss", "--users", users],
+        ],
+        "users disable": [["nobody", "--by", "q.lead", "--users", users]],
+        "users passwd": [["nobody", "--users", users]],
+        "users list": [["--users", str(b["latin1_params"])], ["--users", run]],
         "report": [[g, "-o", str(tmp / "r.html")], [g, "-o", missing_out + ".html"]],
         "worker": [["--config", str(b["latin1_config"])]],  # without and with PREFECT_API_URL
         "facility up": [["--dir", run]],
@@ -158,7 +169,8 @@ def test_every_command_refuses_bad_input_with_one_message(
             assert res.exit_code in (1, 2), f"{where}: exit {res.exit_code}\n{res.output}"
             assert "Traceback" not in res.output, where
             first = res.output.strip().splitlines()[0] if res.output.strip() else ""
-            assert first.startswith("error"), f"{where}: {res.output[:500]}"
+            verdict = command == "record verify" and first == "record NOT intact"
+            assert first.startswith("error") or verdict, f"{where}: {res.output[:500]}"
             assert len(res.output) < 5000, f"{where}: {len(res.output)} characters"
     # the dry-run and the growth demo did not write into the campaign's batch record
     assert _record_entries(bad["campaign_run"]) == before
@@ -177,9 +189,17 @@ def test_read_only_run_folder(tmp_path: Path) -> None:
 
 def test_the_installed_command_prints_no_traceback(bad: dict[str, Path]) -> None:
     """The real process (not the test runner): a bad config and a malformed store."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workcell.cli", "record", "verify", str(bad["garbage_run"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # verify's verdict on a damaged store: exit 1, every problem named, no traceback
+    assert proc.returncode == 1 and proc.stderr.startswith("record NOT intact"), proc.stderr
+    assert "Traceback" not in proc.stderr and "cannot be read" in proc.stderr, proc.stderr
     for args in (
         ["check-config", "--config", str(bad["latin1_config"])],
-        ["record", "verify", str(bad["garbage_run"])],
+        ["lineage", str(bad["garbage_run"])],
         ["dry-run", "seeding", "-p", str(bad["good_params"]), "--run-dir", str(bad["a_file"])],
     ):
         proc = subprocess.run(

@@ -49,7 +49,19 @@ def _errors(values: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path) -> None:
     deps = {d.flow_name: d for d in deployments(None, str(tmp_path / "run"))}
-    assert set(deps) == {"seed", "feed", "incubate", "passage", "harvest", "expansion-campaign"}
+    assert set(deps) == {
+        "seed",
+        "feed",
+        "incubate",
+        "passage",
+        "harvest",
+        "expansion-campaign",
+        "batch-release",
+    }
+    release = deps["batch-release"]._parameter_openapi_schema.model_dump()
+    assert "run_dir" in release["required"]  # the batch's own folder, named on the form
+    assert release["properties"]["run_dir"]["title"] == "Batch run folder"
+    assert "run_dir" not in deps["batch-release"].parameters
     seed = deps["seed"]._parameter_openapi_schema.model_dump()
     assert set(seed["properties"]) == {"params"}  # config and run folder are the deployment's
     assert deps["seed"].parameters["run_dir"] == str((tmp_path / "run").resolve())

@@ -4,19 +4,18 @@
 (``workcell.batch.integrity``); ``workcell users`` keeps the user registry;
 ``workcell release`` enters QC results and signs, each under a user id proven by
 the user's secret (asked for, never an argument), and wakes a release flow
-waiting in Prefect for them. Errors end as one line: exit 2 for bad input (a
-wrong secret, a refused signature, an invalid QC file), 1 for a fault (a record
-that does not verify, a store that cannot be read).
+waiting in Prefect for them. Errors end as the CLI's others do (``GuardedGroup``
+in ``workcell.cli.app``): one line, exit 2 for bad input (a wrong secret, a
+refused signature, an invalid QC file, a store that cannot be read), 1 for a
+fault. ``record verify`` exits 1 with every problem it found when the record is
+not intact.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,35 +43,6 @@ UsersOpt = Annotated[
     ),
 ]
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="your user id")]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Fault(Exception):
-    """A fault (exit 1), as opposed to bad input (exit 2)."""
-
-
-def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Every error a command meets ends as one line and an exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except WorkcellError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(code=2) from None
-        except (Fault, OSError, sqlite3.DatabaseError) as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(code=1) from None
-        except Exception as e:  # noqa: BLE001 - a bug still ends as one line
-            err.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
-            raise typer.Exit(code=1) from None
-
-    return wrapper
 
 
 def _registry(users: Path | None) -> Any:
@@ -125,7 +95,6 @@ def _wake_release(run_dir: Path) -> None:
 
 
 @record_app.command("verify")
-@one_line_errors
 def record_verify(
     run_dir: RunDirArg,
     users: UsersOpt = None,
@@ -168,7 +137,6 @@ def record_verify(
 
 
 @users_app.command("add")
-@one_line_errors
 def users_add(
     user_id: Annotated[str, typer.Argument(help="the new user's id (lowercase, e.g. j.doe)")],
     name: Annotated[str, typer.Option("--name", help="the name signatures show")],
@@ -198,7 +166,6 @@ def users_add(
 
 
 @users_app.command("disable")
-@one_line_errors
 def users_disable(
     user_id: Annotated[str, typer.Argument(help="the user to deactivate")],
     by: Annotated[str, typer.Option("--by", help="the QA user deactivating them")],
@@ -213,7 +180,6 @@ def users_disable(
 
 
 @users_app.command("passwd")
-@one_line_errors
 def users_passwd(
     user_id: Annotated[str, typer.Argument(help="your user id")], users: UsersOpt = None
 ) -> None:
@@ -228,7 +194,6 @@ def users_passwd(
 
 
 @users_app.command("list")
-@one_line_errors
 def users_list(users: UsersOpt = None) -> None:
     """Every user: id, name, roles, who added them; and whether the registry checks out."""
     registry = _registry(users)
@@ -280,7 +245,6 @@ def print_release(store: Store, registry: Any) -> Any:
 
 
 @release_app.command("status")
-@one_line_errors
 def release_status(run_dir: RunDirArg, users: UsersOpt = None) -> None:
     """The record's check, each criterion (pass / fail / missing), the signatures, the verdict."""
     path = run_dir / STORE_FILE
@@ -294,7 +258,6 @@ def release_status(run_dir: RunDirArg, users: UsersOpt = None) -> None:
 
 
 @release_app.command("enter")
-@one_line_errors
 def release_enter(
     run_dir: RunDirArg,
     results: Annotated[Path, typer.Argument(help="JSON: one QC result or a list of them")],
@@ -321,7 +284,6 @@ def release_enter(
 
 
 @release_app.command("simulate-qc")
-@one_line_errors
 def release_simulate_qc(run_dir: RunDirArg) -> None:
     """Dry-run only: a simulated QC lab reports a healthy batch (sterility after 14 days)."""
     from workcell.batch.release import simulated_qc
@@ -337,7 +299,6 @@ def release_simulate_qc(run_dir: RunDirArg) -> None:
 
 
 @release_app.command("sign")
-@one_line_errors
 def release_sign(
     run_dir: RunDirArg,
     user: UserOpt,
