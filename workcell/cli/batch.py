@@ -59,8 +59,19 @@ def _secret(user: str, prompt: str = "secret for") -> str:
         return str(typer.prompt(f"{prompt} {user}", hide_input=True))
     line = sys.stdin.readline()
     if not line.strip():
-        raise WorkcellError(f"no {prompt} {user} on standard input")
+        raise WorkcellError(f"expected the {prompt} {user} as a line on standard input")
     return line.rstrip("\r\n")
+
+
+def _new_secret(user: str) -> str:
+    """A new secret: typed twice at the terminal, or one line of standard input (scripts)."""
+    import sys
+
+    if sys.stdin.isatty():
+        return str(
+            typer.prompt(f"new secret for {user}", hide_input=True, confirmation_prompt=True)
+        )
+    return _secret(user, "new secret for")
 
 
 def _open_for_writing(run_dir: Path) -> Store:
@@ -157,10 +168,7 @@ def users_add(
         raise WorkcellError(f"unknown role {bad[0]!r}: roles are {', '.join(ROLES)}")
     registry = _registry(users)
     endorser = registry.authenticate(by, _secret(by)) if by else None
-    secret = _secret(user_id, "new secret for")
-    again = _secret(user_id, "the new secret again for")
-    if secret != again:
-        raise WorkcellError("the two secrets differ: nothing added")
+    secret = _new_secret(user_id)
     user = registry.add(user_id, name, role, secret, endorser)  # type: ignore[arg-type]
     out.print(f"added {user.id} ({user.name}): {', '.join(user.roles)}; registry {registry.path}")
 
@@ -186,9 +194,7 @@ def users_passwd(
     """Change your secret (your key stays: signatures you made stay valid)."""
     registry = _registry(users)
     old = _secret(user_id)
-    new = _secret(user_id, "new secret for")
-    if new != _secret(user_id, "the new secret again for"):
-        raise WorkcellError("the two new secrets differ: nothing changed")
+    new = _new_secret(user_id)
     registry.change_secret(user_id, old, new)
     out.print(f"secret of {user_id} changed")
 
