@@ -8,16 +8,16 @@ body weight), compared with the target dose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols.checks import DeckNames
-from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, plan_detach
+from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, once_event, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
-from protocols.selection import Target, active_vessels
+from protocols.recovery.resumable import unit
+from protocols.selection import active_vessels, targets_named
 from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
@@ -69,9 +69,8 @@ class HarvestResult(BaseModel):
     finished: datetime
 
 
-@dataclass(frozen=True)
-class HarvestPlan:
-    targets: list[Target]
+class HarvestPlan(BaseModel):
+    vessels: list[str]
     detach: DetachPlan
 
     @property
@@ -87,17 +86,33 @@ def plan(wc: Workcell, params: HarvestParams) -> HarvestPlan:
     plan_tips(TipSupply.of(wc), detach.tip_groups, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
-    return HarvestPlan(targets, detach)
+    return HarvestPlan(vessels=[t.vessel for t in targets], detach=detach)
 
 
 async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
-    hp = plan(wc, params)
-    targets, detach, d = hp.targets, hp.detach, params.detach
-
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
-    for plate in params.plates:
-        if wc.in_incubator(plate):
+    """Detach, pool and count the batch. Resumable (``protocols/recovery``)."""
+    hp = HarvestPlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:plan",
+            lambda: plan(wc, params).model_dump(mode="json"),
+            vessels=lambda kept: list(kept["vessels"]),
+        )
+    )
+    targets = targets_named(wc, hp.vessels)
+    detach, d = hp.detach, params.detach
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    once_event(
+        wc,
+        f"{NAME}:protocol_started",
+        "protocol_started",
+        actor,
+        protocol=NAME,
+        params=params.model_dump(mode="json"),
+    )
+    for plate in params.plates:  # (a plate already in its enzyme incubation stays there)
+        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
             await wc.fetch_plate(plate)
     try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
@@ -110,29 +125,42 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "harvested", wc.clock.now())
     volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
     total = count.viable_per_mL * volume_mL
     dose = total / params.patient_weight_kg
     reached = dose >= params.target_dose_cells_per_kg
     now = wc.clock.now()
-    for kind, value, unit in (
-        ("harvest_viable_cells", total, "cells"),
-        ("harvest_dose", dose, "cells/kg"),
-    ):
-        wc.store.add_measurement(
-            Measurement(vessel_id=None, kind=kind, value=value, unit=unit, time=now, source=actor)
-        )
-    wc.event(
-        "harvested",
-        actor,
-        vessels=[t.vessel for t in targets],
-        viable_cells=total,
-        viability_percent=count.viability_percent,
-        dose_cells_per_kg=dose,
-        decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
-        f"{params.target_dose_cells_per_kg:.3g}",
-    )
+    async with unit(wc, f"{NAME}:harvested", [t.vessel for t in targets]) as u:
+        if not u.done:
+
+            def record() -> None:
+                wc.store.set_state([t.vessel for t in targets], "harvested", now)
+                for kind, value, unit_ in (
+                    ("harvest_viable_cells", total, "cells"),
+                    ("harvest_dose", dose, "cells/kg"),
+                ):
+                    wc.store.add_measurement(
+                        Measurement(
+                            vessel_id=None,
+                            kind=kind,
+                            value=value,
+                            unit=unit_,
+                            time=now,
+                            source=actor,
+                        )
+                    )
+                wc.event(
+                    "harvested",
+                    actor,
+                    vessels=[t.vessel for t in targets],
+                    viable_cells=total,
+                    viability_percent=count.viability_percent,
+                    dose_cells_per_kg=dose,
+                    decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
+                    f"{params.target_dose_cells_per_kg:.3g}",
+                )
+
+            u.then(record)
     return HarvestResult(
         vessels=[t.vessel for t in targets],
         count=count,

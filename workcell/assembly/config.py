@@ -423,6 +423,18 @@ class SimulatedImager(Strict):
     estimator: EstimatorParams = Field(default_factory=EstimatorParams)
 
 
+class CytationImager(Strict):
+    """An Agilent BioTek Cytation over USB (FTDI) with its camera, through PyLabRobot's
+    ``CytationBackend``; the same confluence estimator measures its brightfield fields."""
+
+    kind: Literal["imager"]
+    driver: Literal["cytation"]
+    device_id: str | None = Field(default=None, description="FTDI serial of the reader")
+    camera_serial_number: str | None = Field(default=None, description="the camera's serial")
+    fields_per_well: int = Field(default=4, ge=1, le=64)
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams)
+
+
 LiquidHandlerConfig = Annotated[
     SimulatedLiquidHandler | HamiltonStar | SimulatedOT2 | OpentronsOT2,
     Field(discriminator="driver"),
@@ -434,7 +446,7 @@ CellCounterConfig = Annotated[
     SimulatedCellCounter | SimulatedSerialCellCounter | SerialCellCounter,
     Field(discriminator="driver"),
 ]
-ImagerConfig = Annotated[SimulatedImager, Field(discriminator="driver")]
+ImagerConfig = Annotated[SimulatedImager | CytationImager, Field(discriminator="driver")]
 DeviceConfig = Annotated[
     LiquidHandlerConfig | IncubatorConfig | CellCounterConfig | ImagerConfig,
     Field(discriminator="kind"),
@@ -588,6 +600,7 @@ _DRIVERS = {
     "opentrons-ot2",
     "cytomat",
     "serial",
+    "cytation",
 }
 
 

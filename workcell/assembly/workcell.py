@@ -1,16 +1,18 @@
 """The ``Workcell``: everything a protocol drives, behind one object.
 
 Devices (PyLabRobot's ``LiquidHandler`` and ``Incubator``, our ``CellCounter`` and
-``ConfluenceImager``), the deck, the clock, the store and the action log. In a
-dry-run ``world`` holds what is simulated beyond the devices (the cells, the
-incubator chambers, the serial simulators); on hardware it is ``None``.
+``ConfluenceImager``), the deck, the clock, the store, its action journal and the
+action log. In a dry-run ``lab`` is the link to the simulated lab process (the
+cells, the chambers, the simulated devices and the clock live there) and ``arm``
+its plate mover; on hardware both are ``None``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pylabrobot.liquid_handling import LiquidHandler
 from pylabrobot.resources import Container, Deck, Plate, Resource, ResourceHolder, TipRack
@@ -20,25 +22,38 @@ from pylabrobot.storage import Incubator
 from devices.cell_counter import CellCounter
 from devices.imager import ConfluenceImager
 from devices.incubator import IncubatorMonitor
-from simulators.chamber import DECK, room_temperature
-from simulators.culture import CultureModel, Liquid
-from simulators.world import SimWorld
+from devices.lab import LabLink
 from workcell.actions import ActionLog
 from workcell.assembly.config import Reagent, WorkcellConfig
+from workcell.assembly.journaled import act, act_now, culture_wells
 from workcell.clock import Clock
-from workcell.errors import WorkcellError
+from workcell.errors import DeviceError, WorkcellError
+from workcell.journal import Journal
+from workcell.operator import Ask
 from workcell.store import Event, Store
+
+if TYPE_CHECKING:
+    from simulators.culture import Liquid
+    from workcell.assembly.lab import LabHandle
 
 OPERATOR_CARRY_S = 30.0  # an operator carries a plate between the deck and the incubator
 
 
 def reagent_liquid(reagent: Reagent) -> Liquid:
     """What a reservoir of ``reagent`` holds, for the culture model (volume set on load)."""
+    from simulators.culture import Liquid
+
     if reagent is Reagent.MEDIUM:
         return Liquid(nutrient=1.0, serum=1.0)
     if reagent is Reagent.ENZYME:
         return Liquid(enzyme=1.0)
     return Liquid()
+
+
+class PlateMover(Protocol):
+    name: str
+
+    async def move(self, plate: str, to: str, by: str = "arm") -> None: ...
 
 
 class Workcell:
@@ -54,7 +69,9 @@ class Workcell:
         monitors: dict[str, IncubatorMonitor],
         cell_counter: CellCounter,
         imager: ConfluenceImager,
-        world: SimWorld | None,
+        lab: LabHandle | None = None,
+        arm: PlateMover | None = None,
+        owns_lab: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -62,16 +79,16 @@ class Workcell:
         self.log = log
         self.deck = deck
         self.liquid_handler = liquid_handler
+        self.lh_name = next(n for n, d in config.devices.items() if d.kind == "liquid_handler")
         self.incubators = incubators
         self.monitors = monitors
         self.cell_counter = cell_counter
         self.imager = imager
-        self.world = world
-        self.reagents: dict[str, Reagent] = {
-            s.name: s.contents.reagent for s in config.deck.sites() if s.contents is not None
-        }
-        self._set_up = False
-        self._home: dict[str, ResourceHolder] = {}
+        self.lab_handle = lab
+        self.arm = arm
+        self._owns_lab = owns_lab
+        self.journal = Journal(store, clock.now)
+        self.operator: Ask | None = None  # who answers a hold point (set by who runs the work)
         lh = next(d for d in config.devices.values() if d.kind == "liquid_handler")
         # who carries plates between the deck and an incubator: a STAR's arm (or the
         # lab's), or, at an OT-2 without one, the operator
@@ -79,11 +96,25 @@ class Workcell:
         # Set by a scheduler that shares the devices between campaigns (see
         # ``devices_free_for``); None: this workcell runs one thing at a time.
         self.devices_free_hook: Callable[[float, str], Awaitable[None]] | None = None
+        self.reagents: dict[str, Reagent] = {
+            s.name: s.contents.reagent for s in config.deck.sites() if s.contents is not None
+        }
+        self._set_up = False
+        self._home: dict[str, ResourceHolder] = {}  # each plate's deck site, from the config
+        for site in config.deck.sites():
+            res = self.resource(site.name)
+            if isinstance(res, Plate) and isinstance(res.parent, ResourceHolder):
+                self._home[site.name] = res.parent
 
     @property
-    def culture(self) -> CultureModel | None:
-        """The culture model of a dry-run; None on hardware."""
-        return self.world.culture if self.world is not None else None
+    def lab(self) -> LabLink | None:
+        """The link to the simulated lab of a dry-run; None on hardware."""
+        return self.lab_handle.link if self.lab_handle is not None else None
+
+    @property
+    def simulated(self) -> bool:
+        """A dry-run: the devices (and the operator's hands) are the simulated lab's."""
+        return self.lab_handle is not None
 
     @property
     def incubator(self) -> Incubator:
@@ -137,16 +168,17 @@ class Workcell:
     async def setup(self, load_reservoirs: bool = True) -> None:
         """Connect to every device; load the reservoirs the config says are filled.
 
-        A workcell resumed from a checkpoint passes ``load_reservoirs=False``: its
-        reservoirs hold what the checkpoint says, not what they held at the start.
+        A workcell resumed on a run folder passes ``load_reservoirs=False``: its
+        reservoirs hold what its checkpoint and journal say, not what they held at
+        the start.
         """
         if self._set_up:
             return
-        await self.liquid_handler.setup()
-        for inc in self.incubators.values():
-            await inc.setup()
-        await self.cell_counter.setup()
-        await self.imager.setup()
+        await _connect(self.lh_name, self.liquid_handler.setup())
+        for name, inc in self.incubators.items():
+            await _connect(name, inc.setup())
+        await _connect(self.cell_counter.name, self.cell_counter.setup())
+        await _connect(self.imager.name, self.imager.setup())
         self._set_up = True
         for site in self.config.deck.sites():
             if site.contents is not None and load_reservoirs:
@@ -167,8 +199,9 @@ class Workcell:
                 await self.imager.stop()
         finally:
             self._set_up = False
-            if self.world is not None:
-                self.world.stop()
+            if self._owns_lab and self.lab_handle is not None:
+                self.lab_handle.close()
+                self.lab_handle = None
 
     async def __aenter__(self) -> Workcell:
         try:
@@ -184,7 +217,7 @@ class Workcell:
     # --- what an operator does by hand -----------------------------------------------
 
     def load(self, container: str, volume_uL: float, liquid: Liquid, actor: str) -> None:
-        """An operator fills a container: the volume tracker and (in a dry-run) the model know."""
+        """An operator fills a container: the volume tracker and (in a dry-run) the lab know."""
         c = self.container(container)
         free = c.tracker.get_free_volume()
         if volume_uL > free + 1e-6:
@@ -194,17 +227,93 @@ class Workcell:
             )
         c.tracker.add_liquid(volume_uL)
         c.tracker.commit()
-        if self.culture is not None:
-            liquid.volume_uL = volume_uL
-            self.culture.load(container, liquid)
+        content = {**asdict(liquid), "volume_uL": volume_uL}
+        lab = self.lab
+
+        def do() -> None:
+            if lab is not None:
+                lab.call(
+                    "operator", "operator.load", container=container, liquid=content, actor=actor
+                )
+
+        act_now(
+            self,
+            "operator",
+            "load",
+            {
+                "container": container,
+                "volume_uL": volume_uL,
+                "actor": actor,
+                "effects": {"volume": {container: c.tracker.get_used_volume()}},
+            },
+            do,
+        )
         self.event(
             "load", actor, container=container, volume_uL=volume_uL, viable_cells=liquid.viable
         )
 
-    def register_vessel(self, well: Container, area_cm2: float) -> None:
-        """A culture surface enters the dry-run's culture model, on the deck."""
-        if self.culture is not None:
-            self.culture.register_vessel(well.name, area_cm2, room_temperature, DECK)
+    def empty(self, container: str, actor: str) -> dict[str, float]:
+        """An operator empties a container (waste, a tube's surplus); returns what went."""
+        c = self.container(container)
+        volume = c.tracker.get_used_volume()
+        c.tracker.remove_liquid(volume)
+        c.tracker.commit()
+        lab = self.lab
+
+        def do() -> dict[str, Any]:
+            if lab is None:
+                return {"viable": 0.0, "dead": 0.0}
+            gone = lab.call("operator", "operator.empty", container=container, actor=actor)
+            return {"viable": gone["viable"], "dead": gone["dead"]}
+
+        gone = act_now(
+            self,
+            "operator",
+            "empty",
+            {
+                "container": container,
+                "volume_uL": volume,
+                "actor": actor,
+                "effects": {"volume": {container: 0.0}},
+            },
+            do,
+        )
+        self.event(
+            "emptied",
+            actor,
+            container=container,
+            volume_uL=volume,
+            viable_cells=gone["viable"],
+            dead_cells=gone["dead"],
+        )
+        return {"volume_uL": volume, "viable": gone["viable"], "dead": gone["dead"]}
+
+    def replace_tips(self, rack: TipRack, actor: str) -> int:
+        """An operator refills a tip rack's empty spots with fresh tips."""
+        spots = [s for s in rack.get_all_items() if not s.tracker.has_tip]
+        if not spots:
+            return 0
+        lab = self.lab
+
+        def do() -> None:
+            if lab is not None:  # the simulated robots find the new rack
+                lab.call("operator", "operator.replace_tips", rack=rack.name, actor=actor)
+            for spot in spots:
+                spot.tracker.add_tip(spot.make_tip(), commit=True)
+
+        act_now(
+            self,
+            "operator",
+            "replace_tips",
+            {
+                "rack": rack.name,
+                "tips": len(spots),
+                "effects": {"tip": {s.name: True for s in spots}},
+            },
+            do,
+        )
+        self.event("tips_replaced", actor, rack=rack.name, tips=len(spots))
+        return len(spots)
 
     # --- plates between deck and incubators -------------------------------------------
 
@@ -214,6 +323,36 @@ class Workcell:
                 return inc
         return None
 
+    async def _arm(self, plate: Plate, incubator: str, to: str, effect: str) -> None:
+        """A plate carried between the deck and ``incubator``'s transfer station: by the arm
+        (part of the incubator's move), or at an OT-2 without one by the operator, a step
+        of its own that takes the operator's time."""
+        by_hand = self.plate_transfer == "operator"
+        arm = self.arm
+        if arm is None and not by_hand:
+            return  # no mover configured: the plate is placed by hand (the model follows)
+
+        async def send() -> None:
+            if arm is not None:
+                await arm.move(plate.name, to, "operator" if by_hand else "arm")
+            else:  # a person on a real workcell: the time it takes
+                await self.clock.sleep(OPERATOR_CARRY_S)
+
+        await act(
+            self,
+            "operator" if by_hand else (arm.name if arm else "arm"),
+            "carry_plate" if by_hand else "move_plate",
+            {
+                "plate": plate.name,
+                "to": to,
+                "incubator": incubator,
+                "vessels": culture_wells(self, plate),
+                "effects": {"plate": {plate.name: effect}},
+            },
+            send,
+            [{"plate": plate.name, "to": to}],
+        )
+
     async def store_plate(self, plate_name: str, incubator: str | None = None) -> None:
         """Move a plate from the deck (or a transfer station) into an incubator."""
         plate = self.plate(plate_name)
@@ -221,17 +360,16 @@ class Workcell:
         holder = self._incubator_of(plate)
         if holder is not None and plate.parent is not holder.loading_tray:
             raise WorkcellError(f"plate {plate_name!r} is already in incubator {holder.name!r}")
-        if holder is None and plate.parent is not None:
-            self._home[plate_name] = plate.parent  # type: ignore[assignment]
+        if holder is None and isinstance(plate.parent, ResourceHolder):
+            self._home[plate_name] = plate.parent
         if holder is not None and holder is not inc:
             raise WorkcellError(f"plate {plate_name!r} is on the transfer station of {holder.name}")
         if plate.parent is not inc.loading_tray:
-            await self._carry(plate_name, f"deck:{plate.parent.name if plate.parent else ''}", inc)
+            await self._arm(
+                plate, inc.name, f"incubator:{inc.name}", f"{inc.name}/{inc.loading_tray.name}"
+            )
             plate.unassign()
             inc.loading_tray.assign_child_resource(plate)
-            chamber = self.world.chambers.get(inc.name) if self.world else None
-            if chamber is not None:  # the arm puts the plate on the station
-                chamber.arrive_at_transfer_station(plate_name, _wells(plate))
         await inc.take_in_plate("smallest")
         self._moved(plate, f"{inc.name}:{plate.parent.name if plate.parent else ''}")
 
@@ -249,10 +387,7 @@ class Workcell:
         home = self._home.get(plate_name)
         if home is None or home.resource is not None:
             raise WorkcellError(f"plate {plate_name!r} has no free deck site to return to")
-        chamber = self.world.chambers.get(inc.name) if self.world else None
-        await self._carry(plate_name, f"deck:{home.name}", inc, to_deck=True)
-        if chamber is not None:  # the arm takes the plate off the station
-            chamber.leave_transfer_station()
+        await self._arm(plate, inc.name, "deck", f"deck/{home.name}")
         plate.unassign()
         home.assign_child_resource(plate)
         self._moved(plate, f"deck:{home.name}")
@@ -280,24 +415,16 @@ class Workcell:
     def in_incubator(self, plate_name: str) -> bool:
         return self._incubator_of(self.plate(plate_name)) is not None
 
-    async def _carry(
-        self, plate: str, deck_site: str, inc: Incubator, to_deck: bool = False
-    ) -> None:
-        """A plate carried between a deck site and the incubator's transfer station.
+    def in_slot(self, plate_name: str) -> bool:
+        """In an incubator's slot (not on its transfer station): where a culture lives."""
+        return self.in_incubator(plate_name) and not self.on_transfer_station(plate_name)
 
-        By an arm this is part of the incubator's own move; by the operator it is a
-        step of its own, in the action log, that takes the operator's time.
-        """
-        if self.plate_transfer != "operator":
-            return
-        station = f"{inc.name}:transfer_station"
-        src, dst = (station, deck_site) if to_deck else (deck_site, station)
-        self.log.record(self.clock.now(), "operator", "carry_plate", plate=plate, src=src, to=dst)
-        await self.clock.sleep(OPERATOR_CARRY_S)
+    def on_transfer_station(self, plate_name: str) -> bool:
+        plate = self.plate(plate_name)
+        inc = self._incubator_of(plate)
+        return inc is not None and plate.parent is inc.loading_tray
 
     def _moved(self, plate: Plate, location: str) -> None:
-        if self.world is not None:  # the simulated robots see the plate come and go
-            self.world.plate_moved(plate.name, on_deck=location.startswith("deck:"))
         self.store.move_vessels(_wells(plate), location, self.clock.now())
         self.event("plate_moved", "workcell", plate=plate.name, location=location)
 
@@ -329,3 +456,13 @@ class Workcell:
 
 def _wells(plate: Plate) -> list[str]:
     return [w.name for w in plate.get_all_items()]
+
+
+async def _connect(device: str, setup: Awaitable[object]) -> None:
+    """Connect one device; whatever its driver raises becomes a DeviceError naming it."""
+    try:
+        await setup
+    except DeviceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a USB library missing, a port absent, ...
+        raise DeviceError(device, "connect", f"{type(err).__name__}: {err}") from err
