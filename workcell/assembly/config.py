@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
-from simulators.culture import CultureParameters
 from simulators.serial_port import FaultRates
 from workcell import labware, ot_labware
 from workcell.errors import ConfigError
@@ -468,6 +467,11 @@ class CultureConfig(Strict):
     @field_validator("overrides")
     @classmethod
     def _known_parameters(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            return v
+        # the culture model is imported only to check overrides (a hardware config has none)
+        from simulators.culture import CultureParameters
+
         try:
             CultureParameters(**v)  # type: ignore[arg-type]
         except ValidationError as err:
