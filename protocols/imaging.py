@@ -11,6 +11,7 @@ for its image and was found outside it goes back.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from protocols.recovery.resumable import unit
 from workcell.assembly.workcell import Workcell
@@ -22,7 +23,7 @@ async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in plates:
         # where the plate was before its image, kept for a re-entered step
-        back = bool(wc.journal.once(f"image:{name}:in", lambda n=name: wc.in_incubator(n)))
+        back = bool(wc.journal.once(f"image:{name}:in", partial(wc.in_incubator, name)))
         async with unit(wc, f"image:{name}", []) as u:
             if u.done:
                 _, kept = wc.journal.remembered(f"image:{name}")

@@ -375,8 +375,8 @@ async def seed(
                     continue
                 target = _target(wc, v)
                 before = _viable(wc, v.vessel)
-                group = suspension_group(v.suspension_uL)
-                async with Tip(wc, tips, f"cells:{v.vessel}", group) as tip:
+                moves = suspension_group(v.suspension_uL)
+                async with Tip(wc, tips, f"cells:{v.vessel}", moves) as tip:
                     await add(wc, tip, tube, target, v.suspension_uL, mix_source=True)
                 after = _viable(wc, v.vessel)
                 done = SeededVessel(
