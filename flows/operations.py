@@ -108,11 +108,9 @@ async def _operation(
         with narrating(run_logger_say()):
             async with open_run(cfg, folder) as s:
                 logger.info("workcell %s, run folder %s", cfg.name, folder)
-                # an interrupted step (this flow's or another run's) is finished first
-                await as_task(
-                    "finish interrupted steps",
-                    lambda: finish_interrupted(s, prefect_hold(24 * 3600)),
-                )
+                # an interrupted step (this flow's or another run's) is finished first, at
+                # the flow's level (a hold in it can pause the run for the operator)
+                await finish_interrupted(s, prefect_hold(24 * 3600))
                 for label, params in steps:
                     results.append(await _run_in_step(s, label, run, params, store_after))
                 await publish_vessels(s.wc.store, str(folder))

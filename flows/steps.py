@@ -31,7 +31,7 @@ from flows.artifacts import key as artifact_key
 from workcell import anchor
 from workcell.anchor import Anchor
 from workcell.assembly.config import WorkcellConfig, load_config
-from workcell.errors import ProtocolRefused, WorkcellError
+from workcell.errors import HeldForOperator, ProtocolRefused, WorkcellError
 from workcell.store import STORE_FILE
 from workcell.operator import Answer, Ask, Hold
 
@@ -150,8 +150,14 @@ def prefect_hold(timeout_s: int) -> Ask:
         from uuid import uuid4
 
         from prefect import get_run_logger
+        from prefect.context import TaskRunContext
         from prefect.flow_runs import apause_flow_run
 
+        if TaskRunContext.get() is not None:  # Prefect pauses a flow run, never a task
+            raise HeldForOperator(
+                f"{hold.reason} (vessels: {', '.join(hold.vessels) or 'none'}); the step stays "
+                "held: start the run again to answer at its start, or from the command line"
+            )
         get_run_logger().warning("hold for the operator (%s): %s", hold.kind, hold.reason)
         answer = await apause_flow_run(
             wait_for_input=Answer,

@@ -634,6 +634,16 @@ class CampaignEngine:
 
     async def _do(self, a: Action, resume: StepInfo | None = None) -> object:
         label = resume.label if resume else f"day {self._view().now_s / DAY_S:.2f} {a.label}"
+        # The operator is asked here, under the locks but outside the step's task (a
+        # Prefect run pauses or suspends only at the flow's level); the answer is recorded
+        # inside the step, once, with the step's other records. A step re-entered after
+        # an interruption uses the answer it recorded and never asks again.
+        given: dict[str, object] | None = None
+        if a.needs_operator and not (resume is not None and _answered(self.wc, resume)):
+            given = await self._ask_json(a)
+
+        async def asked() -> dict[str, object]:
+            return given if given is not None else await self._ask_json(a)
 
         async def work() -> object:
             async with self.session.step(
@@ -642,7 +652,7 @@ class CampaignEngine:
                 wc.operator = self._hold_answer
                 if a.needs_operator:  # the hold point is part of its step: asked once
                     answer = OperatorDecision.model_validate(
-                        await _once_async(wc, "operator_decision", lambda: self._ask_json(a))
+                        await _once_async(wc, "operator_decision", asked)
                     )
                     once_event(
                         wc,
@@ -822,6 +832,13 @@ def estimated_cells(v: CampaignView, p: CampaignParams) -> float:
     return sum(
         (x.confluence or 0) * cells_per_cm2_at_confluence(x.population_doublings) * x.area_cm2
         for x in v.plates
+    )
+
+
+def _answered(wc: Workcell, step: StepInfo) -> bool:
+    """Whether an interrupted step recorded its operator's answer before it stopped."""
+    return any(
+        r["key"] == "operator_decision" for r in wc.store.journal(step_id=step.id, kinds=("memo",))
     )
 
 

@@ -46,7 +46,7 @@ from workcell.assembly.lab import LAB_FOLDER, LabHandle, open_lab
 from workcell.assembly.reconcile import reconcile
 from workcell.assembly.workcell import Workcell
 from workcell.batch.integrity import refuse_damaged
-from workcell.errors import WorkcellError
+from workcell.errors import ProtocolRefused, WorkcellError
 from workcell.journal import StepInfo
 from workcell.locks import devices_locked
 from workcell.store import store_path
@@ -227,6 +227,11 @@ class Session:
                 yield wc
             except BaseException as err:
                 sid = wc.journal.step_id
+                if isinstance(err, ProtocolRefused) and sid is not None and not _moved(wc, sid):
+                    # refused before any device moved: nothing is half-done, nothing to
+                    # finish later (a run after it must not re-run a refused plan)
+                    wc.journal.finish_step()
+                    raise
                 if isinstance(err, Exception) and sid is not None:
                     vessels = _vessels_of(wc, sid)
                     wc.event(
@@ -258,6 +263,11 @@ class Session:
             self.interrupted = [s for s in self.interrupted if resume is None or s.id != resume.id]
             self._seq = wc.store.save_checkpoint(snapshot(wc))
             wc.store.anchor(f"step end: {name if resume is None else resume.label}")
+
+
+def _moved(wc: Workcell, step_id: int) -> bool:
+    """Whether a step sent any device action (its journal holds an intent)."""
+    return bool(wc.store.journal(step_id=step_id, kinds=("intent",)))
 
 
 def _vessels_of(wc: Workcell, step_id: int, rows: list[dict[str, Any]] | None = None) -> list[str]:
