@@ -266,8 +266,12 @@ class Session:
 
 
 def _moved(wc: Workcell, step_id: int) -> bool:
-    """Whether a step sent any device action (its journal holds an intent)."""
-    return bool(wc.store.journal(step_id=step_id, kinds=("intent",)))
+    """Whether a step sent any device action (an intent other than an operator's chore,
+    which is done and recorded at once)."""
+    return any(
+        r["data"].get("device") != "operator"
+        for r in wc.store.journal(step_id=step_id, kinds=("intent",))
+    )
 
 
 def _vessels_of(wc: Workcell, step_id: int, rows: list[dict[str, Any]] | None = None) -> list[str]:
