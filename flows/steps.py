@@ -32,8 +32,8 @@ from workcell import anchor
 from workcell.anchor import Anchor
 from workcell.assembly.config import WorkcellConfig, load_config
 from workcell.errors import HeldForOperator, ProtocolRefused, WorkcellError
-from workcell.store import STORE_FILE
 from workcell.operator import Answer, Ask, Hold
+from workcell.store import STORE_FILE
 
 RUNS_DIR = Path("runs")
 
