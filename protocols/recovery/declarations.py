@@ -104,8 +104,9 @@ SEEDING = Declaration(
             policy=Policy.COMPENSATE,
             adds="cell suspension",
             recovery="each vessel gets the rest of its planned suspension (a tip still "
-            "holding it dispenses it first); a vessel that has its cells gets none again, "
-            "and is recorded once",
+            "holding it dispenses it first; a mixing stroke in the tip is the same "
+            "suspension and counts toward it); a vessel that has its cells gets none again, "
+            "and is recorded once. Mixing the tube before an aspirate is safe to repeat",
         ),
         _PLATES_BACK,
     ],
@@ -118,7 +119,7 @@ MEDIA_EXCHANGE = Declaration(
             name="remove",
             policy=Policy.COMPENSATE,
             recovery="spent medium is drawn off down to the wet residual, from what the "
-            "liquid level is now (never below it)",
+            "liquid level is now (never below it), with a tip of the well's own",
         ),
         Stage(
             name="add",
@@ -207,6 +208,14 @@ PASSAGING = Declaration(
             "decision is kept (SKIP)",
         ),
         *DETACHMENT.stages,
+        Stage(
+            name="dilute",
+            policy=Policy.COMPENSATE,
+            adds="medium",
+            recovery="the dilution the count asked for (decided once, kept) goes into the "
+            "pool once: the rest of it; the pool is mixed again (safe to repeat). A pool "
+            "that cannot be seeded stays in its tube with one deviation",
+        ),
         Stage(
             name="children",
             policy=Policy.COMPENSATE,
