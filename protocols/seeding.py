@@ -189,7 +189,9 @@ def plan(
         except WorkcellError as err:
             problems.append(str(err))
             continue
-        before = len(problems)
+        if wc.in_incubator(plate_name):
+            problems.append(f"plate {plate_name!r} is in the incubator, not on the deck")
+            continue
         if only is not None:
             idents = [w for p, w in only if p == plate_name]
         else:
@@ -238,9 +240,6 @@ def plan(
                     medium_uL=max(0.0, total - susp),
                 )
             )
-        if wc.in_incubator(plate_name) and len(problems) == before:
-            # (wells already seeded are the first thing to say: they are why it is there)
-            problems.append(f"plate {plate_name!r} is in the incubator, not on the deck")
     susp_total = sum(v.suspension_uL for v in vessels)
     medium_total = sum(v.medium_uL for v in vessels)
     _check_source(
