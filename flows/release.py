@@ -84,6 +84,7 @@ EU = Annotated[
     WithJsonSchema({"type": "number", "minimum": 0, "description": "EU/mL, from 0"}),
 ]
 When = Annotated[datetime | None, WithJsonSchema({"type": "string", "format": "date-time"})]
+WaitDays = Annotated[float, Field(gt=0, le=365)]
 
 
 # form field -> marker name in the release criteria
@@ -331,9 +332,9 @@ def _batch_folder(run_dir: str) -> Path:
 async def release(
     run_dir: str,
     config: str | None = None,
-    users: str | None = None,
-    qc_wait_days: float = 60,
-    signature_wait_days: float = 30,
+    users: str = "",
+    qc_wait_days: WaitDays = 60,
+    signature_wait_days: WaitDays = 30,
 ) -> State[Any]:
     """Wait for the QC results and the signatures a batch needs; release it or say why not.
 
@@ -344,7 +345,7 @@ async def release(
     log = get_run_logger()
     try:
         folder = _batch_folder(run_dir)
-        registry = UserRegistry(users)
+        registry = UserRegistry(users.strip() or None)
         refuse_damaged(folder / STORE_FILE)
     except WorkcellError as e:
         log.error("release not started: %s", e)
