@@ -43,6 +43,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.flow_runs import asuspend_flow_run
 from prefect.input import RunInput
+from prefect.input.actions import aread_flow_run_input
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema
@@ -311,6 +312,12 @@ async def _announce(folder: Path, state: ReleaseState) -> None:
     )
 
 
+async def _answered(wait: str) -> bool:
+    """Whether this run waited at ``wait`` before: Prefect runs a resumed flow again
+    from the top, and a wait already answered is replayed, not announced again."""
+    return await aread_flow_run_input(f"suspended-{wait}-schema") is not None  # type: ignore[misc]
+
+
 def _batch_folder(run_dir: str) -> Path:
     """The batch's run folder, or one line saying what is wrong with the one given."""
     if not run_dir.strip():
@@ -356,13 +363,15 @@ async def release(
         state, harvest = _state(folder, registry)
         if state.stage is not Stage.WAITING_QC:
             break
-        await _announce(folder, state)
-        log.warning(
-            "waiting for QC results (%s): missing %s; enter them in this run's Resume form "
-            "or with `workcell release enter`",
-            f"qc-{i}",
-            _missing(state),
-        )
+        replay = await _answered(f"qc-{i}")
+        if not replay:
+            await _announce(folder, state)
+            log.warning(
+                "waiting for QC results (%s): missing %s; enter them in this run's Resume "
+                "form or with `workcell release enter`",
+                f"qc-{i}",
+                _missing(state),
+            )
         form_type = QCForm.with_initial_data(
             description=_qc_description(folder, state, harvest, last)
         )
@@ -374,16 +383,20 @@ async def release(
             last = "refused, nothing entered: " + _one_line(e)
         else:
             last = _enter_form(folder, registry, form, f"{run_id}/qc-{i}")
-        (log.warning if last.startswith("refused") else log.info)("%s", last)
-        await publish_head(folder)
+        if not replay:
+            (log.warning if last.startswith("refused") else log.info)("%s", last)
+            await publish_head(folder)
     for i in itertools.count(1):
         state, _ = _state(folder, registry)
         if state.stage is not Stage.WAITING_SIGNATURES:
             break
-        await _announce(folder, state)
-        log.warning(
-            "every criterion passed; waiting for signatures (%s): %s", f"sign-{i}", state.reason
-        )
+        if not await _answered(f"sign-{i}"):
+            await _announce(folder, state)
+            log.warning(
+                "every criterion passed; waiting for signatures (%s): %s",
+                f"sign-{i}",
+                state.reason,
+            )
         await asuspend_flow_run(
             wait_for_input=SignatureWait.with_initial_data(
                 description=_sign_description(folder, state)
