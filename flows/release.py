@@ -70,19 +70,42 @@ DAY_S = 86400
 FROM_CLI = "(workcell release)"
 
 
-# an optional number drawn as a plain number box with its range (not a number-or-null
-# toggle); left empty, it is not reported
-Percent = Annotated[
+SPEC = ReleaseSpec()
+
+
+def _percent(needs: str) -> dict[str, Any]:
+    """An optional % field's schema: a plain number box with its range and what the
+    release needs (not a number-or-null toggle); left empty, it is not reported."""
+    return {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 100,
+        "description": f"% positive, 0 to 100; the release needs {needs}",
+    }
+
+
+# (the Resume form's description is squeezed out of a short window by a long form: each
+# field says what it needs)
+Positive = Annotated[
     float | None,
     Field(ge=0, le=100, allow_inf_nan=False),
-    WithJsonSchema(
-        {"type": "number", "minimum": 0, "maximum": 100, "description": "% positive, 0 to 100"}
-    ),
+    WithJsonSchema(_percent(f"≥ {SPEC.positive_min_percent:g}")),
+]
+Negative = Annotated[
+    float | None,
+    Field(ge=0, le=100, allow_inf_nan=False),
+    WithJsonSchema(_percent(f"≤ {SPEC.negative_max_percent:g}")),
 ]
 EU = Annotated[
     float | None,
     Field(ge=0, allow_inf_nan=False),
-    WithJsonSchema({"type": "number", "minimum": 0, "description": "EU/mL, from 0"}),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": 0,
+            "description": f"EU/mL, from 0; the release needs ≤ {SPEC.endotoxin_max_EU_per_mL:g}",
+        }
+    ),
 ]
 When = Annotated[datetime | None, WithJsonSchema({"type": "string", "format": "date-time"})]
 WaitDays = Annotated[float, Field(gt=0, le=365)]
@@ -128,16 +151,16 @@ class QCForm(RunInput):
         description="as in the user registry (an analyst or QA user); the results are "
         "recorded under it",
     )
-    cd73: Percent = Field(default=None, title="CD73")
-    cd90: Percent = Field(default=None, title="CD90")
-    cd105: Percent = Field(default=None, title="CD105")
-    cd45: Percent = Field(default=None, title="CD45")
-    cd34: Percent = Field(default=None, title="CD34")
-    cd14: Percent = Field(default=None, title="CD14")
-    cd11b: Percent = Field(default=None, title="CD11b")
-    cd79a: Percent = Field(default=None, title="CD79a")
-    cd19: Percent = Field(default=None, title="CD19")
-    hla_dr: Percent = Field(default=None, title="HLA-DR")
+    cd73: Positive = Field(default=None, title="CD73")
+    cd90: Positive = Field(default=None, title="CD90")
+    cd105: Positive = Field(default=None, title="CD105")
+    cd45: Negative = Field(default=None, title="CD45")
+    cd34: Negative = Field(default=None, title="CD34")
+    cd14: Negative = Field(default=None, title="CD14")
+    cd11b: Negative = Field(default=None, title="CD11b")
+    cd79a: Negative = Field(default=None, title="CD79a")
+    cd19: Negative = Field(default=None, title="CD19")
+    hla_dr: Negative = Field(default=None, title="HLA-DR")
     sterility: Pending = Field(default="not reported", title="Sterility")
     mycoplasma: Pending = Field(default="not reported", title="Mycoplasma")
     endotoxin: EU = Field(default=None, title="Endotoxin")
@@ -236,7 +259,7 @@ def _one_line(e: ValidationError) -> str:
 
 def _qc_description(folder: Path, state: ReleaseState, harvest: datetime | None, last: str) -> str:
     """The markdown above the QC form: what is missing, by when, and how else to enter it."""
-    spec = ReleaseSpec()
+    spec = SPEC
     lines = [f"## QC results for batch {folder.name}", ""]
     if last.startswith("refused"):
         lines += [f"**Your last entry was {last}**", ""]
@@ -363,8 +386,7 @@ async def release(
         state, harvest = _state(folder, registry)
         if state.stage is not Stage.WAITING_QC:
             break
-        replay = await _answered(f"qc-{i}")
-        if not replay:
+        if not await _answered(f"qc-{i}"):
             await _announce(folder, state)
             log.warning(
                 "waiting for QC results (%s): missing %s; enter them in this run's Resume "
@@ -383,7 +405,7 @@ async def release(
             last = "refused, nothing entered: " + _one_line(e)
         else:
             last = _enter_form(folder, registry, form, f"{run_id}/qc-{i}")
-        if not replay:
+        if not await _answered(f"qc-{i + 1}"):  # the first time past this wait
             (log.warning if last.startswith("refused") else log.info)("%s", last)
             await publish_head(folder)
     for i in itertools.count(1):
