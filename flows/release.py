@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -127,14 +127,20 @@ MARKER_FIELDS = {
 Pending = Literal["not reported", "negative", "positive"]
 
 
-def _form_schema(schema: dict[str, Any]) -> None:
+def _form_schema(schema: dict[str, Any], cls: type[Any]) -> None:
     """The UI and the server ask for the analyst's id (the model's own default "" stands
     for a resume without the form: the command line entered the results); an empty
-    field sends nothing, so no field shows a null default (a number box refuses it)."""
+    field sends nothing, so no field shows a null default (a number box refuses it).
+    The wait's note (what is missing, a refusal) heads the first field: Prefect squeezes
+    the form's description out of a window shorter than this long form."""
     schema["required"] = ["analyst"]
     for prop in schema["properties"].values():
         if prop.get("default", 0) in (None, ""):
             prop.pop("default")
+    note = getattr(cls, "note", "")
+    if note:
+        analyst = schema["properties"]["analyst"]
+        analyst["description"] = f"{note}\n\n{analyst['description']}"
 
 
 class QCForm(RunInput):
@@ -142,14 +148,15 @@ class QCForm(RunInput):
     with its unit and range, entered whole or not at all."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_form_schema)
+    note: ClassVar[str] = ""  # set per wait: what is missing, why the last entry was refused
 
     analyst: str = Field(
         default="",
         min_length=1,
         max_length=64,
         title="Your user id",
-        description="as in the user registry (an analyst or QA user); the results are "
-        "recorded under it",
+        description="Your user id, as in the user registry (an analyst or QA user); the "
+        "results are recorded under it.",
     )
     cd73: Positive = Field(default=None, title="CD73")
     cd90: Positive = Field(default=None, title="CD90")
@@ -397,6 +404,8 @@ async def release(
         form_type = QCForm.with_initial_data(
             description=_qc_description(folder, state, harvest, last)
         )
+        refused = f"**Your last entry was {last}**\n\n" if last.startswith("refused") else ""
+        form_type.note = f"{refused}**Still missing:** {_missing(state)}."
         try:
             form = await asuspend_flow_run(
                 wait_for_input=form_type, key=f"qc-{i}", timeout=int(qc_wait_days * DAY_S)

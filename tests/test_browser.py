@@ -274,7 +274,7 @@ def test_release_waits_for_qc_results_from_its_form(served: Served, page: Any, s
     _suspended_at(served, run_id, "qc-2")
     assert _qc_results(batch) == []
     modal = open_resume()
-    modal.get_by_text(re.compile("Your last entry was refused.*'x.nobody' is not")).wait_for()
+    modal.get_by_text(re.compile("Your last entry was refused.*'x.nobody' is not")).first.wait_for()
 
     # the lab's results, as an analyst types them
     field(pg, "Your user id").locator("textarea, input").first.fill("a.analyst")
