@@ -55,9 +55,14 @@ FLOW_FIELDS: dict[str, tuple[str, str]] = {
     ),
     "run_dir": (
         "Batch run folder",
-        "the harvested campaign's run folder (a harvest starts its release by itself)",
+        "full path of the harvested campaign's run folder (the campaign deployment's "
+        "campaigns folder/BATCH); a harvest starts its release by itself",
     ),
-    "users": ("User registry", "the registry file of the people who sign; empty: the default"),
+    "users": (
+        "User registry",
+        "the registry file of the people who sign; empty: $WORKCELL_USERS, else "
+        "~/.config/msc-workcell/users.json",
+    ),
     "qc_wait_days": ("Wait for QC results (days)", "the release fails if none come in this time"),
     "signature_wait_days": (
         "Wait for signatures (days)",

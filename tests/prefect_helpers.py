@@ -101,21 +101,30 @@ class Served:
 
 @contextlib.contextmanager
 def prefect_and_workcell(
-    home: Path, name: str = "ui-workcell", ui: bool = True, poll_s: float = 1.0
+    home: Path,
+    name: str = "ui-workcell",
+    ui: bool = True,
+    poll_s: float = 1.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
-    """A Prefect server (with its UI) and `workcell serve` of a quick simulated workcell."""
+    """A Prefect server (with its UI) and `workcell serve` of a quick simulated workcell
+    (``extra_env``: more environment for both, e.g. the user registry)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = child_env(home / "locks") | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "true" if ui else "false",
-        "PREFECT_API_URL": url,
-        "PREFECT_RUNNER_POLL_FREQUENCY": f"{poll_s:g}",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-    }
+    env = (
+        child_env(home / "locks")
+        | {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true" if ui else "false",
+            "PREFECT_API_URL": url,
+            "PREFECT_RUNNER_POLL_FREQUENCY": f"{poll_s:g}",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+        | (extra_env or {})
+    )
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     try:

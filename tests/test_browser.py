@@ -8,7 +8,12 @@ A Prefect server (with its UI) and ``workcell serve`` of a simulated workcell ru
 2. a passage with an unknown plate typed as JSON, refused before a run exists;
 3. a campaign to its harvest hold: the Resume form says what is decided and why,
    with the vessels; the operator approves; the run's artifacts hold the decision,
-   who made it, and the batch summary.
+   who made it, and the batch summary;
+4. the harvest's release (its own flow run), suspended for QC results: an analyst's
+   Resume form with a box per marker; a missing user id and a percentage over 100
+   refused before the run resumes, an unknown user refused by the flow (which waits
+   again, saying so); the results entered, the signatures given on the command
+   line, the release Completed saying who signed.
 
 Screenshots go to the test's output folder (``WORKCELL_SCREENSHOTS`` to choose
 one); README's pictures are these.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.prefect_helpers import Served, prefect_and_workcell
+from tests.prefect_helpers import BIN, Served, prefect_and_workcell
+from workcell.batch.users import UserRegistry
 from workcell.store import STORE_FILE, Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,11 +42,19 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed (CI installs it)"
 )
 WORKCELL = "ui-workcell"
+SECRETS = {"q.lead": "lead secret 1", "a.analyst": "analyst secret 1", "o.op": "op secret 12"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with prefect_and_workcell(tmp_path_factory.mktemp("prefect-ui"), WORKCELL) as s:
+    home = tmp_path_factory.mktemp("prefect-ui")
+    registry = UserRegistry(home / "users.json")  # who enters QC results and signs
+    registry.add("q.lead", "Q. Lead", ["qa"], SECRETS["q.lead"], None, 2**14)
+    lead = registry.authenticate("q.lead", SECRETS["q.lead"])
+    for uid, name, role in [("a.analyst", "A. Analyst", "analyst"), ("o.op", "O. Op", "operator")]:
+        registry.add(uid, name, [role], SECRETS[uid], lead, 2**14)  # type: ignore[list-item]
+    env = {"WORKCELL_USERS": str(registry.path)}
+    with prefect_and_workcell(home, WORKCELL, extra_env=env) as s:
         yield s
 
 
@@ -194,3 +209,141 @@ def test_operator_path_in_the_prefect_ui(served: Served, page: Any, shots: Path)
     finally:
         store.close()
     print(f"browser path: {time.monotonic() - t_start:.0f} s; screenshots in {shots}")
+
+
+def _suspended_at(served: Served, run_id: str, key: str) -> None:
+    deadline = time.monotonic() + 300  # a busy 2-core machine: as wait_state
+    while True:
+        state = served.api(f"/flow_runs/{run_id}")["state"]
+        if state["name"] == "Suspended" and state["state_details"]["pause_key"] == key:
+            return
+        assert state["type"] not in ("COMPLETED", "FAILED", "CRASHED"), state
+        assert time.monotonic() < deadline, f"not suspended at {key}: {state['name']}"
+        time.sleep(0.5)
+
+
+def _qc_results(folder: Path) -> list[Any]:
+    store = Store(folder / STORE_FILE, read_only=True)
+    try:
+        return store.events("qc_result")
+    finally:
+        store.close()
+
+
+def test_release_waits_for_qc_results_from_its_form(served: Served, page: Any, shots: Path) -> None:
+    """The harvest above started its release; an analyst answers its Resume form."""
+    pg = page
+    t_start = time.monotonic()
+    batch = served.run_dir / "campaigns" / "batch-ui"
+    assert (batch / STORE_FILE).is_file(), "needs the harvest of the operator path test above"
+    (run,) = [
+        r
+        for r in served.flow_runs()
+        if Path(r["parameters"].get("run_dir") or "/-") == batch.resolve()
+    ]
+    run_id = str(run["id"])
+    _suspended_at(served, run_id, "qc-1")
+    pg.goto(f"{served.ui}/runs/flow-run/{run_id}")
+    pg.get_by_text(re.compile("waiting for QC results .qc-1.: missing flow cytometry")).wait_for()
+    pg.screenshot(path=shots / "07-release-suspended.png")
+
+    def open_resume() -> Any:
+        pg.reload()
+        pg.get_by_role("button", name="Resume").click()
+        modal = pg.locator(".p-modal, [role=dialog]").first
+        modal.get_by_text("QC results for batch batch-ui").wait_for()
+        return modal
+
+    # refused before the run resumes: no user id, then a percentage over 100
+    pg.set_viewport_size({"width": 1280, "height": 1300})  # a long form squeezes the text above
+    modal = open_resume()
+    assert "Still missing: flow cytometry (CD73" in modal.inner_text()
+    pg.screenshot(path=shots / "08-release-form.png")
+    field(pg, "CD90").locator("input").fill("1000")
+    modal.get_by_role("button", name="Submit").click()
+    pg.get_by_text("'analyst' is a required property").wait_for()
+    field(pg, "Your user id").locator("textarea, input").first.fill("a.analyst")
+    modal.get_by_role("button", name="Submit").click()
+    pg.get_by_text(re.compile("1000 is greater than the maximum of 100")).first.wait_for()
+    assert served.api(f"/flow_runs/{run_id}")["state"]["name"] == "Suspended"
+
+    def submit(modal: Any) -> None:
+        """Submit a valid form: the modal closes once the run resumes. The Prefect server's
+        SQLite can answer "database is locked" on a busy machine: submit again."""
+        for _ in range(3):
+            modal.get_by_role("button", name="Submit").click()
+            try:
+                modal.wait_for(state="hidden", timeout=30_000)
+                return
+            except Exception:  # noqa: BLE001 - still open: the resume did not go through
+                continue
+        raise AssertionError("the Resume form did not go through")
+
+    # an unknown user: the flow enters nothing and asks again, saying why
+    field(pg, "Your user id").locator("textarea, input").first.fill("x.nobody")
+    field(pg, "CD90").locator("input").fill("98.5")
+    submit(modal)
+    _suspended_at(served, run_id, "qc-2")
+    assert _qc_results(batch) == []
+    modal = open_resume()
+    modal.get_by_text(re.compile("Your last entry was refused.*'x.nobody' is not")).first.wait_for()
+
+    # the lab's results, as an analyst types them
+    field(pg, "Your user id").locator("textarea, input").first.fill("a.analyst")
+    markers = {"CD73": 99, "CD90": 98.5, "CD105": 97, "CD45": 0.5, "CD34": 0.4}
+    for name, value in (markers | {"CD14": 0.3, "CD19": 0.2, "HLA-DR": 1.1}).items():
+        field(pg, name).locator("input").fill(str(value))
+    pick(pg, "Sterility", "negative")
+    pick(pg, "Mycoplasma", "negative")
+    field(pg, "Endotoxin").locator("input").fill("0.1")
+    submit(modal)
+    _suspended_at(served, run_id, "sign-1")
+    entered = _qc_results(batch)
+    assert {e.data["test"] for e in entered} == {
+        "flow_cytometry",
+        "sterility",
+        "mycoplasma",
+        "endotoxin",
+    }
+    assert {(e.actor, e.data["entry"]["channel"]) for e in entered} == {("a.analyst", "prefect-ui")}
+    (flow,) = [e for e in entered if e.data["test"] == "flow_cytometry"]
+    assert (
+        flow.data["markers_percent"]["CD90"] == 98.5 and "CD11b" not in flow.data["markers_percent"]
+    )
+
+    # signatures on the command line (the secret never goes through Prefect)
+    env = served.env | {"WORKCELL_USERS": str(served.home / "users.json")}
+    for user, meaning in [("o.op", "performed"), ("q.lead", "approved")]:
+        proc = subprocess.run(
+            [
+                str(BIN / "workcell"),
+                "release",
+                "sign",
+                str(batch),
+                "-u",
+                user,
+                "--meaning",
+                meaning,
+            ],
+            input=SECRETS[user] + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = served.wait_state(run_id, {"Completed"})
+    message = done["state"]["message"]
+    assert message == (
+        "batch batch-ui released: every criterion passed; performed by o.op, approved by q.lead"
+    )
+    logs = served.api("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})
+    said = [str(x["message"]) for x in logs]
+    assert sum("'x.nobody' is not an active" in m for m in said) == 1  # replays are quiet
+    assert sum(m.startswith("waiting for QC results (qc-1)") for m in said) == 1
+    pg.set_viewport_size({"width": 1280, "height": 900})
+    pg.reload()
+    show_tab(pg, "Logs")
+    pg.get_by_text(message).first.wait_for()
+    pg.screenshot(path=shots / "09-release-completed.png")
+    print(f"release in the browser: {time.monotonic() - t_start:.0f} s")

@@ -328,27 +328,11 @@ def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
     dst.close()
     shutil.copy(run_dir / HEAD_FILE, old / HEAD_FILE)
     day = 86400.0
-    early = {"reported_at": _at(harvest, 1 * day)}
-    form = {
+    form = {  # the release's Resume form: one field per result (flows.release.QCForm)
         "analyst": "a.analyst",
-        "results": [
-            {
-                "test": "flow_cytometry",
-                **early,
-                "markers_percent": {
-                    "CD73": 99,
-                    "CD90": 98,
-                    "CD105": 97,
-                    "CD45": 0.5,
-                    "CD34": 0.5,
-                    "CD14": 0.4,
-                    "CD19": 0.3,
-                    "HLA-DR": 1.0,
-                },
-            },
-            {"test": "mycoplasma", "result": "negative", **early},
-            {"test": "endotoxin", "value": 0.1, **early},
-        ],
+        "reported_at": _at(harvest, 1 * day),
+        **{"cd73": 99, "cd90": 98, "cd105": 97, "cd45": 0.5, "cd34": 0.5, "cd14": 0.4},
+        **{"cd19": 0.3, "hla_dr": 1.0, "mycoplasma": "negative", "endotoxin": 0.1},
     }
 
     async def wait_for_qc(client: Any) -> Any:
@@ -414,6 +398,7 @@ def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
     )
     done = _client_call(server["url"], lambda c: _wait_state(c, run_id, {"Completed"}))
     assert done.state.name == "Completed"
+    assert done.state.message.startswith("batch campaign-run released: every criterion passed")
     store = Store(run_dir / STORE_FILE, read_only=True)
     try:
         state = release_state(store, UserRegistry(server["home"] / "users.json"))
