@@ -14,7 +14,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
-from protocols.checks import DeckNames
+from protocols.checks import DeckName, DeckNames
 from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
 from protocols.selection import Target, active_vessels
@@ -51,6 +51,25 @@ class HarvestParams(BaseModel):
         default_factory=DetachParams,
         title="Detachment",
         description="wash, enzyme, neutralisation and pooling",
+    )
+    part: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        title="Part",
+        description="this batch's number, when a harvest is done in batches (else empty)",
+    )
+    parts: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        title="Parts",
+        description="how many batches the harvest is done in (else empty)",
+    )
+    collect_into: DeckName = Field(
+        default="harvest_bag",
+        title="Collect into",
+        description="off-deck container each counted batch is collected into (batches only)",
     )
 
 
@@ -113,6 +132,30 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
     wc.store.set_state([t.vessel for t in targets], "harvested", wc.clock.now())
     volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
     total = count.viable_per_mL * volume_mL
+    viability = count.viability_percent
+    if params.parts is not None:
+        _collect(wc, d.pool_tube, params, total, viability, volume_mL, actor, targets)
+        if (params.part or 1) < params.parts:
+            return HarvestResult(
+                vessels=[t.vessel for t in targets],
+                count=count,
+                pool_volume_mL=volume_mL,
+                total_viable_cells=total,
+                viability_percent=viability,
+                dose_cells_per_kg=total / params.patient_weight_kg,
+                target_dose_cells_per_kg=params.target_dose_cells_per_kg,
+                dose_reached=False,
+                reagents_uL=detach.reagents_uL,
+                tips_used=detach.tips,
+                started=started,
+                finished=wc.clock.now(),
+            )
+        parts = wc.store.events("harvest_part")  # the whole lot: every batch's count
+        total = sum(e.data["viable_cells"] for e in parts)
+        dead = sum(e.data["viable_cells"] * (100 / e.data["viability_percent"] - 1) for e in parts)
+        viability = 100 * total / (total + dead) if total > 0 else 0.0
+        volume_mL = sum(e.data["volume_mL"] for e in parts)
+        targets = [t for e in parts for t in e.data["vessels"]]  # type: ignore[misc]
     dose = total / params.patient_weight_kg
     reached = dose >= params.target_dose_cells_per_kg
     now = wc.clock.now()
@@ -123,22 +166,23 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         wc.store.add_measurement(
             Measurement(vessel_id=None, kind=kind, value=value, unit=unit, time=now, source=actor)
         )
+    vessel_names = [t if isinstance(t, str) else t.vessel for t in targets]
     wc.event(
         "harvested",
         actor,
-        vessels=[t.vessel for t in targets],
+        vessels=vessel_names,
         viable_cells=total,
-        viability_percent=count.viability_percent,
+        viability_percent=viability,
         dose_cells_per_kg=dose,
         decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
         f"{params.target_dose_cells_per_kg:.3g}",
     )
     return HarvestResult(
-        vessels=[t.vessel for t in targets],
+        vessels=vessel_names,
         count=count,
         pool_volume_mL=volume_mL,
         total_viable_cells=total,
-        viability_percent=count.viability_percent,
+        viability_percent=viability,
         dose_cells_per_kg=dose,
         target_dose_cells_per_kg=params.target_dose_cells_per_kg,
         dose_reached=reached,
@@ -146,4 +190,34 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         tips_used=detach.tips,
         started=started,
         finished=wc.clock.now(),
+    )
+
+
+def _collect(
+    wc: Workcell,
+    pool: str,
+    params: HarvestParams,
+    viable: float,
+    viability: float,
+    volume_mL: float,
+    actor: str,
+    targets: list[Target],
+) -> None:
+    """A counted batch's pool goes off the deck into the lot's container (a bag or bottle)."""
+    c = wc.container(pool)
+    volume = c.tracker.get_used_volume()
+    c.tracker.remove_liquid(volume)
+    c.tracker.commit()
+    if wc.culture is not None:
+        wc.culture.load(params.collect_into, wc.culture.withdraw(pool, volume))
+    wc.event(
+        "harvest_part",
+        actor,
+        part=params.part,
+        parts=params.parts,
+        vessels=[t.vessel for t in targets],
+        viable_cells=viable,
+        viability_percent=viability,
+        volume_mL=volume_mL,
+        collected_into=params.collect_into,
     )

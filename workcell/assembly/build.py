@@ -22,7 +22,7 @@ from devices.incubator import CheckedCytomatBackend, IncubatorMonitor
 from simulators.chamber import Chamber
 from simulators.culture import CultureModel, CultureParameters
 from simulators.world import SimWorld
-from workcell import labware, ot_labware
+from workcell import labware, ot_labware, plr_geometry
 from workcell.actions import ActionLog
 from workcell.assembly.config import (
     SIMULATED_DRIVERS,
@@ -92,6 +92,7 @@ def check_buildable(config: WorkcellConfig) -> None:
 
 def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") -> Workcell:
     """Assemble a workcell from its config. Devices are connected by ``Workcell.setup``."""
+    plr_geometry.install()
     set_tip_tracking(True)
     set_volume_tracking(True)
     clock: Clock = (
@@ -156,7 +157,14 @@ def build_workcell(config: WorkcellConfig, store_path: str | Path = ":memory:") 
 
                 assert world is not None
                 backend = SimulatedImagerBackend(
-                    name, world.culture, clock, log, _rng(seed, name), dev.optics
+                    name,
+                    world.culture,
+                    clock,
+                    log,
+                    _rng(seed, name),
+                    dev.optics,
+                    fidelity=dev.fidelity.mode,
+                    error=_error_table(dev),
                 )
                 imager = ConfluenceImager(
                     Imager(name, 0, 0, 0, backend=backend), dev.fields_per_well, dev.estimator
@@ -210,6 +218,16 @@ def _ot2_backend(
     server = OT2ApiServer(robot).start()
     world.http_simulators.append(server)
     return CheckedOT2Backend(name, str(server.host), int(server.port), pipettes)
+
+
+def _error_table(dev: SimulatedImager) -> Any:
+    """The fast imaging path's error table: the config's, or the shipped measurement."""
+    if dev.fidelity.error is not None:
+        return dev.fidelity.error
+    from simulators.confluence_error import EstimatorError
+    from simulators.estimator_error_data import MEASURED
+
+    return EstimatorError.model_validate(MEASURED)
 
 
 def _counter_backend(

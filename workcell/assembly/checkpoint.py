@@ -58,23 +58,29 @@ def _rngs(wc: Workcell) -> dict[str, Any]:
 
 def _plate_places(wc: Workcell) -> dict[str, str]:
     places = {}
-    for site in wc.config.deck.sites():
-        res = wc.resource(site.name)
+    for name in _plate_names(wc):
+        res = wc.resource(name)
         if isinstance(res, Plate) and res.parent is not None:
             holder = res.parent
             inc = wc._incubator_of(res)
-            places[site.name] = f"{inc.name}/{holder.name}" if inc else f"deck/{holder.name}"
+            places[name] = f"{inc.name}/{holder.name}" if inc else f"deck/{holder.name}"
     return places
+
+
+def _plate_names(wc: Workcell) -> list[str]:
+    """Resources with state: the config's deck sites and the vessels drawn from the hotel."""
+    drawn = list(wc.inventory.in_use) if wc.inventory is not None else []
+    return [s.name for s in wc.config.deck.sites()] + drawn
 
 
 def snapshot(wc: Workcell) -> dict[str, Any]:
     data: dict[str, Any] = {
         "version": VERSION,
         "plates": _plate_places(wc),
-        "resources": {
-            s.name: wc.resource(s.name).serialize_all_state() for s in wc.config.deck.sites()
-        },
+        "resources": {n: wc.resource(n).serialize_all_state() for n in _plate_names(wc)},
     }
+    if wc.inventory is not None:
+        data["inventory"] = wc.inventory.state()
     if isinstance(wc.clock, SimClock):
         data["clock_elapsed"] = wc.clock.elapsed()
         data["clock_start"] = wc.clock.start().isoformat()
@@ -119,9 +125,22 @@ def restore(wc: Workcell, data: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint version {data.get('version')} is not {VERSION}")
     if isinstance(wc.clock, SimClock) and "clock_elapsed" in data:
         wc.clock.resume(datetime.fromisoformat(data["clock_start"]), data["clock_elapsed"])
+    drawn = (
+        wc.inventory.restore(data["inventory"])
+        if wc.inventory is not None and "inventory" in data
+        else {}
+    )
     for plate_name, place in data["plates"].items():
         where, holder_name = place.split("/", 1)
-        plate = wc.plate(plate_name)
+        if plate_name in drawn:  # a vessel from the hotel: put it where it was
+            plate = drawn[plate_name]
+            if where == "deck":
+                site = wc.deck.get_resource(holder_name)
+                assert isinstance(site, ResourceHolder)
+                site.assign_child_resource(plate)
+                continue
+        else:
+            plate = wc.plate(plate_name)
         if where == "deck":
             continue
         inc = wc.incubators[where]

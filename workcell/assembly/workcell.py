@@ -25,6 +25,7 @@ from simulators.culture import CultureModel, Liquid
 from simulators.world import SimWorld
 from workcell.actions import ActionLog
 from workcell.assembly.config import Reagent, WorkcellConfig
+from workcell.assembly.inventory import VesselInventory
 from workcell.clock import Clock
 from workcell.errors import WorkcellError
 from workcell.store import Event, Store
@@ -79,6 +80,10 @@ class Workcell:
         # Set by a scheduler that shares the devices between campaigns (see
         # ``devices_free_for``); None: this workcell runs one thing at a time.
         self.devices_free_hook: Callable[[float, str], Awaitable[None]] | None = None
+        self._found: dict[str, Resource] = {}
+        self.inventory = (
+            VesselInventory(config.inventory, deck) if config.inventory is not None else None
+        )
 
     @property
     def culture(self) -> CultureModel | None:
@@ -97,12 +102,22 @@ class Workcell:
     # --- resources -------------------------------------------------------------------
 
     def resource(self, name: str) -> Resource:
-        """A resource on the deck or in an incubator, with an error that says what exists."""
-        for root in (self.deck, *self.incubators.values()):
+        """A resource on the deck or in an incubator, with an error that says what exists.
+
+        Found resources are remembered by name while they stay in the workcell: a
+        search walks every site of every rack, and protocols ask thousands of times.
+        """
+        roots = (self.deck, *self.incubators.values())
+        known = self._found.get(name)
+        if known is not None and known.name == name and any(known.get_root() is r for r in roots):
+            return known
+        for root in roots:
             try:
-                return root.get_resource(name)
+                found = root.get_resource(name)
             except ResourceNotFoundError:
                 continue
+            self._found[name] = found
+            return found
         known = sorted(s.name for s in self.config.deck.sites())
         raise WorkcellError(f"no resource {name!r} in the workcell; deck has: {', '.join(known)}")
 
@@ -117,6 +132,21 @@ class Workcell:
         if not isinstance(res, Container):
             raise WorkcellError(f"{name!r} is a {type(res).__name__}, not a container")
         return res
+
+    def culture_plates(self) -> list[str]:
+        """Every culture plate the workcell holds now: the config's and those drawn."""
+        fixed = [
+            s.name for s in self.config.deck.sites() if isinstance(self.resource(s.name), Plate)
+        ]
+        return fixed + (list(self.inventory.in_use) if self.inventory else [])
+
+    def incubator_slots(self) -> int:
+        """Plate slots in all incubators, from their racks."""
+        return sum(
+            len(rack.sites)  # type: ignore[attr-defined]
+            for inc in self.incubators.values()
+            for rack in inc._racks
+        )
 
     def tip_racks(self) -> list[TipRack]:
         """The tip racks the config placed on the deck, in config order."""
@@ -208,6 +238,70 @@ class Workcell:
 
     # --- plates between deck and incubators -------------------------------------------
 
+    # --- vessels from the hotel -------------------------------------------------------
+
+    def _inventory(self) -> VesselInventory:
+        if self.inventory is None:
+            raise WorkcellError("this workcell has no vessel inventory (config: inventory)")
+        return self.inventory
+
+    def draw_vessels(self, labware_name: str, n: int, actor: str) -> list[str]:
+        """Take ``n`` empty vessels of ``labware_name`` from the hotel onto working positions."""
+        inv = self._inventory()
+        plates = inv.draw(labware_name, n)
+        for plate in plates:
+            self.event(
+                "vessel_drawn",
+                actor,
+                plate=plate.name,
+                labware=labware_name,
+                hotel=inv.hotel,
+                position=plate.parent.name if plate.parent else "",
+                hotel_stock=inv.stock[labware_name],
+            )
+        return [p.name for p in plates]
+
+    def put_back_vessel(self, plate_name: str, actor: str) -> None:
+        """An unused, empty vessel from a working position back into the hotel."""
+        inv = self._inventory()
+        plate = self.plate(plate_name)
+        if any(w.tracker.get_used_volume() > 0 for w in plate.get_all_items()):
+            raise WorkcellError(f"vessel {plate_name!r} is not empty; it cannot go back")
+        labware_name = inv.in_use[plate_name]
+        inv.put_back(plate)
+        self.event(
+            "vessel_returned",
+            actor,
+            plate=plate_name,
+            hotel=inv.hotel,
+            hotel_stock=inv.stock[labware_name],
+        )
+
+    def discard_vessel(self, plate_name: str, actor: str) -> None:
+        """An emptied vessel (passaged, harvested) leaves the deck for waste; its cells too."""
+        inv = self._inventory()
+        plate = self.plate(plate_name)
+        if self._incubator_of(plate) is not None:
+            raise WorkcellError(f"vessel {plate_name!r} is in an incubator; fetch it first")
+        viable = dead = volume = 0.0
+        for well in plate.get_all_items():
+            volume += well.tracker.get_used_volume()
+            if self.culture is not None and well.name in self.culture.vessels:
+                self.culture.sync()  # what is left in it now, then it leaves the model
+                gone = self.culture.vessels.pop(well.name)
+                viable += gone.attached + gone.medium.viable
+                dead += gone.medium.dead
+        inv.discard(plate)
+        self._home.pop(plate_name, None)
+        self.event(
+            "vessel_discarded",
+            actor,
+            plate=plate_name,
+            volume_uL=volume,
+            viable_cells=viable,
+            dead_cells=dead,
+        )
+
     def _incubator_of(self, plate: Plate) -> Incubator | None:
         for inc in self.incubators.values():
             if plate.get_root() is inc:
@@ -221,7 +315,8 @@ class Workcell:
         holder = self._incubator_of(plate)
         if holder is not None and plate.parent is not holder.loading_tray:
             raise WorkcellError(f"plate {plate_name!r} is already in incubator {holder.name!r}")
-        if holder is None and plate.parent is not None:
+        on_position = self.inventory is not None and self.inventory.is_position(plate.parent)
+        if holder is None and plate.parent is not None and not on_position:
             self._home[plate_name] = plate.parent  # type: ignore[assignment]
         if holder is not None and holder is not inc:
             raise WorkcellError(f"plate {plate_name!r} is on the transfer station of {holder.name}")
@@ -247,6 +342,8 @@ class Workcell:
             self._moved(plate, f"{inc.name}:transfer_station")
             return plate
         home = self._home.get(plate_name)
+        if (home is None or home.resource is not None) and self.inventory is not None:
+            home = self.inventory.position_for(plate_name)
         if home is None or home.resource is not None:
             raise WorkcellError(f"plate {plate_name!r} has no free deck site to return to")
         chamber = self.world.chambers.get(inc.name) if self.world else None
