@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from protocols import harvest, media_exchange, passaging, seeding
+from protocols.campaign.plan import detach_tips
 from protocols.pipetting import DEAD_VOLUME_SHARE
 from workcell.assembly.workcell import Workcell
 from workcell.labware import growth_area_cm2
@@ -72,7 +73,8 @@ async def seed_from_vial(
     n = plan.phases[0].vessels
     area = plan.vessel_area_cm2
     per = {"medium": p.medium_mL_per_cm2 * area * 1000}
-    size = batch_size(wc, per, 2, positions(wc))
+    wells = _wells_of_labware(p.vessel_labware)
+    size = batch_size(wc, per, wells + 1, positions(wc))  # a tip per well, one for medium
     results = []
     for i, count in enumerate(_sizes(n, size)):
         if i:
@@ -167,6 +169,12 @@ async def passage(
     return result
 
 
+def _wells_of_labware(labware_name: str) -> int:
+    from workcell import labware
+
+    return len(labware.make("labware", labware_name, "probe").get_all_items())
+
+
 def _area_of_labware(wc: Workcell, labware_name: str) -> float:
     from workcell import labware
 
@@ -188,7 +196,8 @@ async def harvest_all(
         d.waste: (p.medium_mL_per_cm2 + d.wash_pbs_mL_per_cm2) * area * 1000,
         d.pool_tube: enzyme * (1 + d.neutralise_ratio) + d.residual_uL_per_cm2 * area,
     }
-    size = batch_size(wc, per, 5, positions(wc))
+    wells = max(wc.plate(x).num_items for x in plates)
+    size = batch_size(wc, per, detach_tips(wells), positions(wc))
     groups = _chunks(plates, size)
     result: harvest.HarvestResult | None = None
     for i, group in enumerate(groups):

@@ -35,8 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulators.culture import CultureModel, CultureParameters, Liquid
 
 DAY_S = 86400.0
-DETACH_TIPS_PER_VESSEL = 5  # protocols.detachment.TIPS_PER_PLATE: single-vessel plates
-FEED_TIPS_PER_VESSEL = 2  # media exchange, a fresh tip each way per vessel
+FEED_TIPS_PER_WELL = 2  # media exchange: a tip per well for spent medium, one for fresh
+
+
+def detach_tips(wells: int) -> int:
+    """Tips one vessel's detachment takes (``protocols.detachment``'s tip groups): a tip
+    per well for spent medium and one per well for the PBS out; one each for PBS in,
+    enzyme, neutralising medium, and mixing and pooling."""
+    return 2 * wells + 4
 
 
 class Phase(BaseModel):
@@ -231,7 +237,7 @@ def make_plan(
         enzyme += area * enzyme_mL_per_cm2
         wells = p.vessels * wells_per_vessel
         tips += wells + p.vessels  # seeding: a tip per well, one per plate for medium
-        tips += FEED_TIPS_PER_VESSEL * wells * p.feeds + DETACH_TIPS_PER_VESSEL * p.vessels
+        tips += FEED_TIPS_PER_WELL * wells * p.feeds + detach_tips(wells_per_vessel) * p.vessels
     reach_area = first_area_max * fold ** (n - 1)
     reachable = min(final_area, reach_area) * calibration_cells_per_cm2 * threshold / harvest_margin
     shortfalls: list[Shortfall] = []
