@@ -33,6 +33,8 @@ def _clinical(**changes: Any) -> dict[str, Any]:
             data["devices"]["incubator"]["racks"] = value
         elif key == "overrides":
             data["culture"]["overrides"] = value
+        elif key == "supplies":
+            data["inventory"]["supplies"] = value
     return data
 
 
@@ -61,6 +63,7 @@ def test_a_dose_that_cannot_fit_is_refused_before_any_device_moves(tmp_path: Pat
     data = _clinical(
         stock={"thermo_nunc_1_troughplate_90000uL_Fb_omnitray": 40},
         racks=[{"type": "cytomat_rack_23mm_21"}] * 2,
+        supplies={"medium_L": 2.0, "tips": 300},
     )
 
     async def go() -> None:
@@ -71,6 +74,7 @@ def test_a_dose_that_cannot_fit_is_refused_before_any_device_moves(tmp_path: Pat
         run(go())
     text = str(err.value)
     assert "the hotel holds 40" in text and "the incubators hold 42" in text
+    assert "L of medium needed, 2 L on hand" in text and "tips needed, 300 on hand" in text
     store = Store(tmp_path / "run" / STORE_FILE)
     try:  # judged from the record: nothing but connecting and loading happened
         moved = [e for e in store.record.entries("device") if e.kind != "initialise"]

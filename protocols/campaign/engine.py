@@ -936,6 +936,7 @@ def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
         wash_pbs_mL_per_cm2=p.detach.wash_pbs_mL_per_cm2,
         enzyme_mL_per_cm2=p.detach.enzyme_mL_per_cm2,
         neutralise_ratio=p.detach.neutralise_ratio,
+        supplies=wc.inventory.config.supplies.model_dump() if wc.inventory else None,
     )
 
 

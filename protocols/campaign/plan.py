@@ -5,7 +5,8 @@ the plan works out how many growth phases (passages) the dose needs, how much
 surface (and so how many vessels) each phase needs, and from that the incubator
 slots at the peak, the empty vessels drawn from the hotel, litres of medium, PBS
 and enzyme, tips, and days. A plan that does not fit names each thing that runs
-out (slots, vessels, passages, days) and how far the campaign would get.
+out (slots, vessels, passages, days; medium, PBS, enzyme and tips when the config's
+``inventory.supplies`` says what is on hand) and how far the campaign would get.
 
 The growth expectation is the culture model's own: one vessel of the model
 (``simulators.culture.CultureModel`` with the workcell's culture parameters, its
@@ -62,7 +63,9 @@ class Phase(BaseModel):
 class Shortfall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    what: str = Field(description="slots | vessels | passages | days | medium | tips")
+    what: str = Field(
+        description="slots | vessels | passages | days | medium | pbs | enzyme | tips"
+    )
     needed: float
     available: float
     message: str
@@ -164,6 +167,7 @@ def make_plan(
     wash_pbs_mL_per_cm2: float,
     enzyme_mL_per_cm2: float,
     neutralise_ratio: float,
+    supplies: dict[str, float | None] | None = None,
 ) -> CapacityPlan:
     """The capacity plan (see module docstring); ``shortfalls`` empty when it fits."""
 
@@ -270,6 +274,22 @@ def make_plan(
             f"{peak} incubator slots needed at the peak, the incubators hold {incubator_slots}",
         )
         reachable = min(reachable, reachable * incubator_slots / peak)
+    final_vessels = phases[-1].vessels
+    if vessels > hotel_stock and final_vessels > 0:  # the last phase gets what is left
+        left = max(0, hotel_stock - (vessels - final_vessels))
+        reachable = min(reachable, reachable * left / final_vessels)
+    on_hand = supplies or {}
+    for what, label, needed in (
+        ("medium", "medium", medium / 1000),
+        ("pbs", "PBS", pbs / 1000),
+        ("enzyme", "enzyme", enzyme / 1000),
+    ):
+        have = on_hand.get(f"{what}_L")
+        if have is not None and needed > have:
+            short(what, needed, have, f"{needed:.2f} L of {label} needed, {have:g} L on hand")
+    have_tips = on_hand.get("tips")
+    if have_tips is not None and tips > have_tips:
+        short("tips", tips, have_tips, f"{tips} tips needed, {have_tips:g} on hand")
     return CapacityPlan(
         target_cells=target_cells,
         vial_cells=vial_cells,

@@ -556,16 +556,31 @@ class WorkingPosition(Strict):
     site: int = Field(ge=0, le=100)
 
 
+class SuppliesConfig(Strict):
+    """Consumables on hand for a campaign, beyond what sits on the deck.
+
+    The housekeeping chores refill the deck's troughs and replace its tip racks from
+    this stock. Left empty, a consumable is restocked without limit (an operator
+    brings more); given, the capacity plan refuses a dose that needs more.
+    """
+
+    medium_L: float | None = Field(default=None, gt=0, le=10_000, description="medium on hand")
+    pbs_L: float | None = Field(default=None, gt=0, le=10_000, description="PBS on hand")
+    enzyme_L: float | None = Field(default=None, gt=0, le=10_000, description="enzyme on hand")
+    tips: int | None = Field(default=None, ge=0, le=10_000_000, description="tips on hand")
+
+
 class InventoryConfig(Strict):
     """Culture vessels as inventory, not deck sites.
 
     Vessels are drawn empty from the hotel, live in the incubators between
     operations (capacity: the incubators' racks) and visit the deck's working
-    positions for each operation.
+    positions for each operation. ``supplies``: the consumables a campaign may use.
     """
 
     hotel: HotelConfig
     working_positions: list[WorkingPosition] = Field(min_length=1)
+    supplies: SuppliesConfig = Field(default_factory=SuppliesConfig)
 
 
 class WorkcellConfig(Strict):

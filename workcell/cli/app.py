@@ -384,7 +384,12 @@ def plan(
         table.add_row(k, v)
     out.print(table)
     if not result.fits:
-        raise typer.Exit(code=2)
+        raise _fail(
+            WorkcellError(
+                "the dose does not fit this workcell: "
+                + "; ".join(s.message for s in result.shortfalls)
+            )
+        )
 
 
 @app.command()
