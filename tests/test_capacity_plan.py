@@ -66,15 +66,18 @@ def test_a_dose_that_cannot_fit_is_refused_before_any_device_moves(tmp_path: Pat
         supplies={"medium_L": 2.0, "tips": 300},
     )
 
+    params = PARAMS.model_copy(update={"max_days": 10.0})
+
     async def go() -> None:
         async with open_session(parse_config(data), tmp_path / "run") as s:
-            await CampaignEngine(s, PARAMS, auto_approve()).run()
+            await CampaignEngine(s, params, auto_approve()).run()
 
     with pytest.raises(ProtocolRefused) as err:
         run(go())
     text = str(err.value)
     assert "the hotel holds 40" in text and "the incubators hold 42" in text
     assert "L of medium needed, 2 L on hand" in text and "tips needed, 300 on hand" in text
+    assert "days expected, the campaign allows 10" in text
     store = Store(tmp_path / "run" / STORE_FILE)
     try:  # judged from the record: nothing but connecting and loading happened
         moved = [e for e in store.record.entries("device") if e.kind != "initialise"]
