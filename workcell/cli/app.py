@@ -402,10 +402,21 @@ def demo(
             help="the 70 kg dose from one vial on the clinical workcell (OmniTrays from a hotel)",
         ),
     ] = False,
+    rendered: Annotated[
+        bool,
+        typer.Option(
+            "--rendered",
+            help="render and measure every brightfield field (slower; default: the fast "
+            "imaging path, the estimator's measured error)",
+        ),
+    ] = False,
 ) -> None:
     """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
+    import yaml
+
     from protocols.campaign.engine import CampaignParams
-    from workcell.cli.campaign import run_campaign_cli
+    from workcell.cli.campaign import new_run_dir, run_campaign_cli
+    from workcell.store import store_path
 
     path, params = DEFAULT_CONFIG, CampaignParams()
     if clinical:
@@ -413,7 +424,20 @@ def demo(
         params = CampaignParams.model_validate_json(
             (DEFAULT_CONFIG.parent / "campaign-70kg.json").read_text()
         )
-    code = run_campaign_cli(load_config(path), path, run_dir, params, True, out, err)
+    folder = run_dir or new_run_dir()
+    try:
+        store_path(folder)  # the folder can hold the record (and the demo's config)
+    except WorkcellError as e:
+        raise _fail(e) from None
+    data = yaml.safe_load(path.read_text())
+    mode = "rendered" if rendered else "fast"
+    for dev in data["devices"].values():
+        if dev.get("kind") == "imager" and dev.get("driver") == "simulated":
+            dev["fidelity"] = {**dev.get("fidelity", {}), "mode": mode}
+    path = folder / "demo-config.yaml"  # what the demo ran on, kept with its record
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out.print(f"imaging: {mode} path ({path})")
+    code = run_campaign_cli(load_config(path), path, folder, params, True, out, err)
     raise typer.Exit(code=code)
 
 
