@@ -12,10 +12,12 @@ litres of medium, tips, device busy hours per simulated day, wall seconds and pe
 RSS; ``--rendered`` uses the rendered imaging path instead of the fast one.
 
 Each size runs in a fresh process (so peak RSS is its own) and prints: wall
-seconds, peak RSS, simulated seconds per wall second, device actions per second,
-and the orchestration overhead: the share of wall time spent outside protocol
-and simulator code (Prefect, the engine's decisions, the store and the batch
-record, checkpoints). Then the median wall time of each unit operation.
+seconds, peak RSS (the controller; its image workers; the simulated lab's process
+or its largest image worker), simulated seconds per wall second, device actions
+per second, and the orchestration overhead: the share of wall time spent outside
+protocol code and the lab (Prefect, the engine's decisions, the store, the batch
+record and journal, checkpoints). Then the median wall time of each unit
+operation.
 Targets (48 vessels): under 60 s, under 1 GiB, overhead under 30 %.
 """
 
@@ -150,6 +152,9 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
         "wall_s": wall,
         "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_rss_MiB": workers_mib,
+        # the simulated lab's process (and its image workers): the largest of them, once
+        # the lab has ended with the session
+        "lab_rss_MiB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "sim_s_per_wall_s": summary.days * 86400 / wall,
         "device_actions": actions,
         "device_actions_per_s": actions / wall,
@@ -390,7 +395,7 @@ def main() -> None:
     for r in rows:
         print(
             f"| {r['vessels']} | {r['wall_s']:.1f} | "
-            f"{r['peak_rss_MiB']:.0f} (+{r['workers_rss_MiB']:.0f}) | "
+            f"{r['peak_rss_MiB']:.0f} (+{r['workers_rss_MiB']:.0f}, lab {r['lab_rss_MiB']:.0f}) | "
             f"{r['sim_s_per_wall_s']:,.0f} | {r['device_actions_per_s']:,.0f} | "
             f"{100 * r['overhead_share']:.0f} % | {r['cpu_s']:.1f} | "
             f"{100 * r['overhead_cpu_share']:.0f} % | {r['steps']} | "

@@ -49,6 +49,7 @@ from protocols.registry import PROTOCOLS  # noqa: E402
 from workcell.assembly.build import Workcell, build_workcell  # noqa: E402
 from workcell.assembly.checkpoint import restore, snapshot  # noqa: E402
 from workcell.assembly.config import WorkcellConfig, load_config, parse_config  # noqa: E402
+from workcell.assembly.lab import LAB_FOLDER, open_lab  # noqa: E402
 from workcell.errors import ProtocolRefused  # noqa: E402
 from workcell.store import STORE_FILE  # noqa: E402
 
@@ -87,11 +88,18 @@ class Template:
         folder.mkdir(parents=True, exist_ok=True)
 
         async def grow() -> None:
-            wc = build_workcell(cfg, folder / STORE_FILE)
-            async with wc:
-                await prepare_cultures(wc, GROWN, 7.0)
-                wc.store.save_checkpoint(snapshot(wc))
-            wc.store.close()
+            # the grown cells, plates and reservoirs are the lab's (its folder is copied
+            # with the store): the controller's model of them is the checkpoint
+            lab = open_lab(cfg, folder / LAB_FOLDER)
+            try:
+                wc = build_workcell(cfg, folder / STORE_FILE, lab=lab)
+                async with wc:
+                    await prepare_cultures(wc, GROWN, 7.0)
+                    wc.store.save_checkpoint(snapshot(wc))
+                wc.store.close()
+            finally:
+                if lab is not None:
+                    lab.close()
 
         asyncio.run(grow())
         return cls(cfg, folder)
@@ -101,6 +109,12 @@ class Template:
         path = to / STORE_FILE
         with sqlite3.connect(self.folder / STORE_FILE) as src, sqlite3.connect(path) as dst:
             src.backup(dst)
+        if (self.folder / LAB_FOLDER).exists():
+            shutil.copytree(
+                self.folder / LAB_FOLDER,
+                to / LAB_FOLDER,
+                ignore=shutil.ignore_patterns("lab.json", "lab.lock", "*.log"),
+            )
         return path
 
 
@@ -295,7 +309,8 @@ def _device_entries(wc: Workcell) -> int:
 async def _attempt(
     template: Template, store: Path, op: str, params: BaseModel, deck: Deck
 ) -> tuple[str, str]:
-    wc = build_workcell(template.config, store)
+    lab = open_lab(template.config, store.parent / LAB_FOLDER)
+    wc = build_workcell(template.config, store, lab=lab)
     # a throw-away copy: no fsync per record entry (the entries are the same)
     wc.store._db.execute("PRAGMA synchronous = OFF")
     await wc.setup(load_reservoirs=False)
@@ -331,6 +346,8 @@ async def _attempt(
     finally:
         await wc.stop()
         wc.store.close()
+        if lab is not None:
+            lab.close()
 
 
 def check_example(

@@ -66,13 +66,19 @@ class ConfluenceImager:
     async def _measure_all(self, plate: Plate, fields: list[Well]) -> list[list[float]]:
         """Capture each field and measure it as soon as it arrives.
 
-        Captures run at once where the back end can (the simulator), else one by
-        one as a real imager takes them; measuring runs on the worker processes
-        while the next fields are taken.
+        A back end that reads a whole plate map at once (``capture_wells``: the
+        simulated lab's imager) gets one request; one that captures concurrently
+        gets them at once; else one by one as a real imager takes them, with
+        measuring on the worker processes while the next fields are taken.
         """
 
         async def measure(shot: ImagingResult) -> list[float]:
             return [await run_cpu(estimate_confluence, im, self.estimator) for im in shot.images]
+
+        batch = getattr(self.imager.backend, "capture_wells", None)
+        if batch is not None:  # the whole plate map in one read (the simulated lab's imager)
+            shots = await batch(plate, fields)
+            return list(await asyncio.gather(*(measure(s) for s in shots)))
 
         async def one(well: Well) -> list[float]:
             shot = await self.imager.capture(

@@ -35,6 +35,10 @@ def _reason(err: BaseException) -> str:
 class CheckedOT2Backend(OpentronsOT2Backend):
     """PyLabRobot's OT-2 back end; faults as ``DeviceError``, mounted pipettes checked."""
 
+    # An OT-2 senses neither tips nor liquid levels: its "tip presence" is what this back
+    # end remembers, so after a crash it is no answer (workcell/assembly/reconcile.py)
+    tip_sensor = False
+
     def __init__(self, device: str, host: str, port: int, pipettes: dict[str, str | None]) -> None:
         super().__init__(host=host, port=port)
         self.device = device

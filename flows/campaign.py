@@ -84,7 +84,7 @@ from protocols.campaign.plan import CapacityPlan, plan_rows
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import Session
 from workcell.clock import SimClock
-from workcell.errors import WorkcellError
+from workcell.errors import HeldForOperator, WorkcellError
 from workcell.store import Store
 
 # Listeners in this process (the CLI's progress bar): called with (percent, text).
@@ -129,6 +129,13 @@ def prefect_operator(
     timeout_s: int, session: Session, params: CampaignParams, suspend: bool = False
 ) -> Ask:
     async def ask(action: Action) -> OperatorDecision:
+        from prefect.context import TaskRunContext
+
+        if TaskRunContext.get() is not None:  # a protocol's hold met inside a step's task
+            raise HeldForOperator(
+                f"{action.reason}; Prefect pauses a flow run, not a task: the step stays "
+                "held for the operator and is finished when the campaign is resumed"
+            )
         logger = get_run_logger()
         wc = session.wc
         n = len(wc.store.events("operator_decision")) + 1

@@ -48,6 +48,7 @@ def prefect_api(say: Callable[[str], None]) -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
+    server_dies_with_us()
     say(
         f"waiting for a temporary Prefect server (SQLite in {PREFECT_HOME.value()}) to answer "
         f"on 127.0.0.1, up to {timeout} s ({TIMEOUT_ENV})"
@@ -73,3 +74,38 @@ def prefect_api(say: Callable[[str], None]) -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
     finally:
         server.stop()
+
+
+def server_dies_with_us() -> None:
+    """Prefect's temporary server, started from this process, ends when this process does.
+
+    Prefect starts it as ``python -m uvicorn ...``; it is started instead through
+    ``workcell.lifeline``, which runs the same module in a process that watches this
+    one, so a SIGKILLed campaign leaves no server behind.
+    """
+    import subprocess
+
+    from prefect.server.api import server as prefect_server
+
+    cls = prefect_server.SubprocessASGIServer
+    original = cls._run_uvicorn_command
+    if getattr(original, "_workcell_lifeline", False):
+        return
+    parent = os.getpid()
+
+    def run(self: object) -> object:
+        real = subprocess.Popen
+
+        def popen(args: list[str], *a: object, **kw: object) -> object:
+            if list(args[1:3]) == ["-m", "uvicorn"]:
+                args = [args[0], "-m", "workcell.lifeline", str(parent), *args[2:]]
+            return real(args, *a, **kw)  # type: ignore[call-overload]
+
+        setattr(subprocess, "Popen", popen)  # noqa: B010 - for this one call
+        try:
+            return original(self)  # type: ignore[arg-type]
+        finally:
+            setattr(subprocess, "Popen", real)  # noqa: B010
+
+    setattr(run, "_workcell_lifeline", True)  # noqa: B010
+    setattr(cls, "_run_uvicorn_command", run)  # noqa: B010

@@ -27,9 +27,10 @@ from pydantic import BaseModel
 from flows.artifacts import key, publish_result, publish_vessels, runs_markdown
 from flows.narrate import narrating, run_logger_say
 from flows.placement import open_run
-from flows.steps import as_task, flow_run_id, one_line, resolve
+from flows.steps import as_task, flow_run_id, one_line, prefect_hold, resolve
 from protocols import harvest, incubation, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
+from protocols.recovery.finish import finish_interrupted
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
@@ -44,8 +45,15 @@ def _chores(wc: Workcell) -> None:
     On hardware nothing is done behind the operator's back: a protocol that would
     run a reservoir dry refuses and says which one.
     """
-    if wc.world is not None:
+    if wc.simulated:
         housekeeping.do(wc, housekeeping.due(wc), housekeeping.SIMULATED_OPERATOR)
+
+
+def _operation_name(run: Callable[..., object]) -> str:
+    """The registry name of a protocol's ``run`` (``protocols.seeding.run`` -> ``seeding``)."""
+    import sys
+
+    return str(sys.modules[run.__module__].NAME)
 
 
 async def _run_in_step(
@@ -55,14 +63,25 @@ async def _run_in_step(
     params: P,
     store_after: Sequence[str] = (),
 ) -> R:
-    """The protocol as one checkpointed workcell step, run as one Prefect task."""
+    """The protocol as one workcell step, run as one Prefect task.
+
+    The step records the operation and its parameters, so that if it is
+    interrupted, whoever opens the run folder next finishes it the same way.
+    """
 
     async def work() -> R:
-        async with session.step(label) as wc:
+        data = {
+            "operation": _operation_name(run),
+            "params": params.model_dump(mode="json"),
+            "store_after": list(store_after),
+            "actor": "prefect",
+        }
+        async with session.step(label, owner="flow", data=data) as wc:
+            wc.operator = prefect_hold(24 * 3600)
             _chores(wc)
             result = await run(wc, params, "prefect")
             for plate in store_after:
-                if not wc.in_incubator(plate):
+                if not wc.in_slot(plate):
                     await wc.store_plate(plate)
             return result
 
@@ -89,6 +108,9 @@ async def _operation(
         with narrating(run_logger_say()):
             async with open_run(cfg, folder) as s:
                 logger.info("workcell %s, run folder %s", cfg.name, folder)
+                # an interrupted step (this flow's or another run's) is finished first, at
+                # the flow's level (a hold in it can pause the run for the operator)
+                await finish_interrupted(s, prefect_hold(24 * 3600))
                 for label, params in steps:
                     results.append(await _run_in_step(s, label, run, params, store_after))
                 await publish_vessels(s.wc.store, str(folder))

@@ -31,7 +31,8 @@ from flows.artifacts import key as artifact_key
 from workcell import anchor
 from workcell.anchor import Anchor
 from workcell.assembly.config import WorkcellConfig, load_config
-from workcell.errors import ProtocolRefused, WorkcellError
+from workcell.errors import HeldForOperator, ProtocolRefused, WorkcellError
+from workcell.operator import Answer, Ask, Hold
 from workcell.store import STORE_FILE
 
 RUNS_DIR = Path("runs")
@@ -140,3 +141,32 @@ def read_head_artifact(folder: Path) -> tuple[str, list[Anchor]]:
     if not anchors:
         raise WorkcellError(f"no head artifact {key} on the Prefect server")
     return f"Prefect artifact {key}", anchors
+
+
+def prefect_hold(timeout_s: int) -> Ask:
+    """A protocol's hold point as a paused flow run: the Prefect UI shows the operator form."""
+
+    async def ask(hold: Hold) -> Answer:
+        from uuid import uuid4
+
+        from prefect import get_run_logger
+        from prefect.context import TaskRunContext
+        from prefect.flow_runs import apause_flow_run
+
+        if TaskRunContext.get() is not None:  # Prefect pauses a flow run, never a task
+            raise HeldForOperator(
+                f"{hold.reason} (vessels: {', '.join(hold.vessels) or 'none'}); the step stays "
+                "held: start the run again to answer at its start, or from the command line"
+            )
+        get_run_logger().warning("hold for the operator (%s): %s", hold.kind, hold.reason)
+        answer = await apause_flow_run(
+            wait_for_input=Answer,
+            timeout=timeout_s,
+            poll_interval=2,
+            key=f"hold-{hold.kind}-{uuid4().hex[:8]}",
+        )
+        if answer is None:
+            raise WorkcellError(f"no operator decision on {hold.kind!r} within {timeout_s} s")
+        return Answer.model_validate(answer.model_dump())
+
+    return ask

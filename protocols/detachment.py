@@ -10,21 +10,18 @@ enzyme kills, the culture model decides from the incubation time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols.checks import DeckName, Role, check_empty, check_roles
-from protocols.pipetting import (
-    TipSupply,
-    check_supplies,
-    discard_tip,
-    dispense_along_wall,
-    parts,
-    removal_groups,
-    remove_to_waste,
-    swap_tip,
-    with_fresh_tip,
-)
+from protocols.pipetting import TipSupply, check_supplies, removal_groups
+from protocols.recovery.holds import hold, quarantine
+from protocols.recovery.resumable import Tip, add, mix, remove, unit
+from protocols.recovery.without_liquid import check_without_liquid
 from protocols.selection import Target
 from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
@@ -208,8 +205,14 @@ def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
 async def detach_and_pool(
     wc: Workcell, targets: list[Target], plan: DetachPlan, d: DetachParams, actor: str
 ) -> CountResult:
-    """Carry out the plan; the plates are on the deck. Returns the count of the pool."""
-    lh = wc.liquid_handler
+    """Carry out the plan; the plates are on the deck. Returns the count of the pool.
+
+    Resumable (``protocols/recovery``): re-entered after an interruption, each
+    vessel's stages that are done are skipped, the one in progress is finished, no
+    vessel gets a reagent twice, and the enzyme's time is counted from its last
+    addition; past its window the vessels are neutralised at once, quarantined,
+    named in a deviation, and held for the operator.
+    """
     tips = TipSupply.of(wc)
     wells = {t.vessel: t.well for t in targets}
     waste = wc.container(d.waste)
@@ -218,77 +221,346 @@ async def detach_and_pool(
     medium = wc.container(d.medium_reservoir)
     pool = wc.container(d.pool_tube)
     plates = list(dict.fromkeys(s.plate for s in plan.steps))
+    flow = d.medium_flow_uL_per_s
 
+    async def stage(
+        name: str,
+        group: list[DetachStep],
+        volumes: list[float],
+        work: Callable[[Tip, DetachStep], Any],
+        purpose: str | None = None,
+        per_vessel: bool = False,
+    ) -> None:
+        if per_vessel:  # a tip of its own for each well (it goes to the waste in between)
+            for s, volume in zip(group, volumes, strict=True):
+                async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        async with Tip(wc, tips, f"{purpose or name}:{s.vessel}", [volume]) as t:
+                            await work(t, s)
+            return
+        async with Tip(wc, tips, f"{purpose or name}:{group[0].plate}", volumes) as tip:
+            for s in group:
+                async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        await work(tip, s)
+
+    async def neutralise(group: list[DetachStep], purpose: str | None = None) -> None:
+        def work(tip: Tip, s: DetachStep) -> Any:
+            return add(wc, tip, medium, wells[s.vessel], s.medium_uL, flow, along_wall=True)
+
+        await stage("neutralise", group, [s.medium_uL for s in group], work, purpose)
+
+    await _finish_first_batch(wc, plan, d, neutralise)
     for plate in plates:
         group = [s for s in plan.steps if s.plate == plate]
-        for s in group:  # spent medium out, a tip per well
-            await remove_to_waste(lh, tips, wells[s.vessel], waste, s.remove_uL)
-        await with_fresh_tip(lh, tips, [s.pbs_uL for s in group])
-        for s in group:
-            await dispense_along_wall(
-                lh, pbs, wells[s.vessel], s.pbs_uL, tips, d.medium_flow_uL_per_s
-            )
-        await discard_tip(lh, tips)
-        for s in group:  # PBS out, a tip per well
-            await remove_to_waste(lh, tips, wells[s.vessel], waste, s.pbs_uL)
-        await with_fresh_tip(lh, tips, [s.enzyme_uL for s in group])
-        for s in group:  # down the wall, from above: the enzyme tip never touches the cells
-            await dispense_along_wall(
-                lh, enzyme, wells[s.vessel], s.enzyme_uL, tips, d.medium_flow_uL_per_s
-            )
-        await discard_tip(lh, tips)
-        wc.event("enzyme_added", actor, plate=plate, vessels=[s.vessel for s in group])
-
-    # incubate at 37 C for the enzyme time
-    for plate in plates:
-        await wc.store_plate(plate)
-    await wc.devices_free_for(d.enzyme_time_min * 60, "enzyme")
-    for plate in plates:
-        await wc.fetch_plate(plate)
-    wc.event("enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min)
-
-    for plate in plates:
-        group = [s for s in plan.steps if s.plate == plate]
-        await with_fresh_tip(lh, tips, [s.medium_uL for s in group])
-        for s in group:
-            await dispense_along_wall(
-                lh, medium, wells[s.vessel], s.medium_uL, tips, d.medium_flow_uL_per_s
-            )
-        await swap_tip(lh, tips, [_pooled_uL(s) for s in group])
-        max_part = tips.max_volume_uL()
-        for s in group:
-            well = wells[s.vessel]
-            volume = well.tracker.get_used_volume()
-            for _ in range(MIX_CYCLES):  # resuspend: pipette up and down over the surface
-                part = min(max_part, MIX_SHARE * volume)
-                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
-                await lh.dispense([well], vols=[part], use_channels=tips.channels)
-            for part in parts(well.tracker.get_used_volume(), max_part):
-                await lh.aspirate([well], vols=[part], use_channels=tips.channels)
-                await lh.dispense([pool], vols=[part], use_channels=tips.channels)
-        await discard_tip(lh, tips)
-        wc.event("pooled", actor, plate=plate, vessels=[s.vessel for s in group], pool=d.pool_tube)
-
-    count = await wc.cell_counter.count(d.pool_tube, d.count_sample_uL)
-    # the counter's cassette is filled from the pool tube (by the counter's sampler or
-    # the operator); the deck model's volume follows
-    pool.tracker.remove_liquid(d.count_sample_uL)
-    pool.tracker.commit()
-    now = wc.clock.now()
-    for kind, value, unit in (
-        ("pool_viable_per_mL", count.viable_per_mL, "cells/mL"),
-        ("pool_viability", count.viability_percent, "%"),
-        ("pool_volume", pool.tracker.get_used_volume(), "uL"),
-    ):
-        wc.store.add_measurement(
-            Measurement(
-                vessel_id=None,
-                kind=kind,
-                value=value,
-                unit=unit,
-                time=now,
-                source=wc.cell_counter.name,
-            )
+        # spent medium out, a tip per well; PBS in by one tip; PBS out, a tip per well
+        await stage(
+            "drain",
+            group,
+            [s.remove_uL for s in group],
+            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL, to_waste=True),
+            per_vessel=True,
         )
-    wc.event("counted", wc.cell_counter.name, pool=d.pool_tube, **count.model_dump())
+
+        def wash(tip: Tip, s: DetachStep) -> Any:
+            check_without_liquid(wc, s.vessel, f"drain:{s.vessel}", f"pbs:{s.vessel}", "PBS")
+            return add(wc, tip, pbs, wells[s.vessel], s.pbs_uL, flow, along_wall=True)
+
+        await stage("pbs", group, [s.pbs_uL for s in group], wash)
+        await stage(
+            "wash_out",
+            group,
+            [s.pbs_uL for s in group],
+            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL, to_waste=True),
+            per_vessel=True,
+        )
+        if wc.journal.resumed and _enzyme_ago(wc, [s.vessel for s in plan.steps]):
+            todo = [s.vessel for s in group if not wc.journal.done(f"enzyme:{s.vessel}")]
+            if todo:
+                wc.journal.recovery(
+                    f"enzyme into the {len(todo)} vessels that had none",
+                    "the interruption came while the enzyme went in; a vessel that had it "
+                    "(or, by its liquid level, may have had it) gets none again, and the "
+                    "enzyme's time is counted from the last addition",
+                    todo,
+                )
+
+        def digest(tip: Tip, s: DetachStep) -> Any:
+            check_without_liquid(
+                wc, s.vessel, f"wash_out:{s.vessel}", f"enzyme:{s.vessel}", "enzyme"
+            )
+            # down the wall, from above: the enzyme tip never touches the cells
+            return add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL, flow, along_wall=True)
+
+        await stage("enzyme", group, [s.enzyme_uL for s in group], digest)
+        once_event(
+            wc,
+            f"enzyme_added:{plate}",
+            "enzyme_added",
+            actor,
+            plate=plate,
+            vessels=[s.vessel for s in group],
+        )
+
+    await _incubate(wc, plates, plan, d)
+    once_event(
+        wc, "enzyme_incubated", "enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min
+    )
+    await _check_window(wc, plan, d)
+
+    for plate in plates:
+        await neutralise([s for s in plan.steps if s.plate == plate])
+    # over-exposed vessels, now neutralised and safe: the operator decides before pooling
+    await _hold_if_over_exposed(wc, plan)
+    for plate in plates:
+        group = [s for s in plan.steps if s.plate == plate]
+        async with Tip(wc, tips, f"pool:{plate}", [_pooled_uL(s) for s in group]) as tip:
+            for s in group:
+                well = wells[s.vessel]
+                async with unit(wc, f"mix:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:  # resuspend: pipette up and down over the surface
+                        await mix(wc, tip, well, MIX_CYCLES, MIX_SHARE)
+                async with unit(wc, f"pool:{s.vessel}", [s.vessel]) as u:
+                    if not u.done:
+                        await remove(wc, tip, well, pool, 0.0)
+        once_event(
+            wc,
+            f"pooled:{plate}",
+            "pooled",
+            actor,
+            plate=plate,
+            vessels=[s.vessel for s in group],
+            pool=d.pool_tube,
+        )
+
+    async with unit(wc, f"count:{d.pool_tube}", []) as u:
+        if u.done:
+            _, kept = wc.journal.remembered(f"count:{d.pool_tube}")
+            return CountResult.model_validate(kept)
+        # the counter's cassette is filled from the pool tube (by the counter's sampler or
+        # the operator); the deck model's volume follows
+        pool.tracker.remove_liquid(d.count_sample_uL)
+        try:
+            count = await wc.cell_counter.count(d.pool_tube, d.count_sample_uL)
+        except BaseException:
+            pool.tracker.rollback()
+            raise
+        pool.tracker.commit()
+        now = wc.clock.now()
+
+        def record() -> None:
+            for kind, value, unit_ in (
+                ("pool_viable_per_mL", count.viable_per_mL, "cells/mL"),
+                ("pool_viability", count.viability_percent, "%"),
+                ("pool_volume", pool.tracker.get_used_volume(), "uL"),
+            ):
+                wc.store.add_measurement(
+                    Measurement(
+                        vessel_id=None,
+                        kind=kind,
+                        value=value,
+                        unit=unit_,
+                        time=now,
+                        source=wc.cell_counter.name,
+                    )
+                )
+            wc.event("counted", wc.cell_counter.name, pool=d.pool_tube, **count.model_dump())
+            wc.journal.remember(f"count:{d.pool_tube}", count.model_dump())
+
+        u.then(record)
     return count
+
+
+def once_event(wc: Workcell, key: str, kind: str, actor: str, **data: Any) -> None:
+    """An event recorded once per step, whatever happens to the step."""
+    if wc.journal.done(key):
+        return
+    with wc.store.transaction():
+        wc.event(kind, actor, **data)
+        wc.journal.mark_done(key, list(data.get("vessels", [])))
+
+
+def enzyme_window_min(d: DetachParams) -> float:
+    """The longest the enzyme may act: from the last vessel's enzyme to the neutralisation,
+    its set time plus the overrun the campaign's windows allow (``windows.py``)."""
+    from protocols.campaign.windows import WindowParams  # windows imports the engine
+
+    return d.enzyme_time_min + WindowParams().enzyme_over_min
+
+
+def _enzyme_ago(wc: Workcell, vessels: list[str]) -> dict[str, float]:
+    """How many seconds ago each vessel got its enzyme in this step (from its intent)."""
+    now = wc.clock.now()
+    out: dict[str, float] = {}
+    for a in wc.journal.actions():
+        if (
+            a.outcome != "done"
+            or a.action != "dispense"
+            or not (a.unit or "").startswith("enzyme:")
+        ):
+            continue
+        v = (a.unit or "").split(":", 1)[1].split("@", 1)[0]  # (a batch's scope after @)
+        if v in vessels and v not in out:
+            out[v] = (now - a.time).total_seconds()
+    return out
+
+
+async def _incubate(wc: Workcell, plates: list[str], plan: DetachPlan, d: DetachParams) -> None:
+    """The enzyme at 37 C for its time; resumed, counted from its last addition."""
+    if wc.journal.done("incubate"):
+        return
+    for plate in plates:
+        async with unit(wc, f"incubate_in:{plate}", []) as u:
+            if not u.done and not wc.in_slot(plate):
+                await wc.store_plate(plate)
+    now = wc.clock.now()
+    ago = _enzyme_ago(wc, [s.vessel for s in plan.steps])
+    if wc.journal.resumed and ago:
+        wait = d.enzyme_time_min * 60 - min(ago.values())
+    else:
+        wait = d.enzyme_time_min * 60
+    until = datetime.fromisoformat(
+        wc.journal.once(
+            "enzyme_until", lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat()
+        )
+    )
+    left = (until - wc.clock.now()).total_seconds()
+    if left > 0:  # no device is needed meanwhile: a scheduler may lend them out
+        await wc.devices_free_for(left, "enzyme")
+    for plate in plates:
+        async with unit(wc, f"incubate_out:{plate}", []) as u:
+            if not u.done and wc.in_incubator(plate):
+                await wc.fetch_plate(plate)
+    wc.journal.mark_done("incubate", [])
+
+
+async def _check_window(wc: Workcell, plan: DetachPlan, d: DetachParams) -> None:
+    """Resumed past the enzyme's window: a deviation naming the vessels and quarantine now;
+    they are neutralised at once (next), and the operator decides once they are safe."""
+    if not wc.journal.resumed or wc.journal.done("enzyme_window"):
+        return
+    vessels = [s.vessel for s in plan.steps if not wc.journal.done(f"neutralise:{s.vessel}")]
+    ago = _enzyme_ago(wc, vessels)
+    if ago and min(ago.values()) > enzyme_window_min(d) * 60:
+        _over_exposed(wc, ago, d, "enzyme_window")
+    else:
+        wc.journal.mark_done("enzyme_window", sorted(ago))
+
+
+def _over_exposed(wc: Workcell, ago: dict[str, float], d: DetachParams, done: str) -> None:
+    """Record vessels the enzyme acted on past its window (``ago``: seconds since each got
+    it): a deviation naming them and the hold before pooling (kept), with the unit
+    ``done`` in the same transaction (recorded once); then quarantine."""
+    over = sorted(ago)
+    worst = max(ago.values()) / 60
+    reason = (
+        f"the enzyme acted {min(ago.values()) / 60:.1f} min (up to {worst:.1f} min) on "
+        f"{', '.join(over)} before the controller was back, past its window of "
+        f"{enzyme_window_min(d):g} min (over-exposure): neutralised at once and quarantined; "
+        "decide whether they go on"
+    )
+    found, before = wc.journal.remembered("over_exposed")
+    if found:  # a first batch was over-exposed already: one hold names them all
+        reason = f"{before['reason']}; {reason}"
+        over = sorted({*before["vessels"], *over})
+    with wc.store.transaction():
+        wc.event(
+            "deviation",
+            "workcell",
+            message=reason,
+            vessels=sorted(ago),
+            over_exposure=True,
+            enzyme_s=ago,
+        )
+        wc.journal.remember("over_exposed", {"vessels": over, "reason": reason})
+        wc.journal.mark_done(done, sorted(ago))
+    quarantine(wc, sorted(ago), "over-exposed to the detachment enzyme")
+
+
+async def _finish_first_batch(
+    wc: Workcell,
+    plan: DetachPlan,
+    d: DetachParams,
+    neutralise: Callable[[list[DetachStep], str | None], Any],
+) -> None:
+    """Resumed in the middle of the enzyme stage: the vessels that had their enzyme are
+    finished first, as a batch of their own.
+
+    The enzyme's window is counted from the last vessel's enzyme: were the rest to get
+    theirs now, the first would wait for them the whole outage longer than their window
+    allows. So they are neutralised first: window open, after the rest of their
+    enzyme's time (in the incubator, counted from their last addition); window closed,
+    at once, quarantined and named in an over-exposure deviation, and held for the
+    operator before pooling. Then the rest are washed, get their enzyme and go on as usual.
+    """
+    if not wc.journal.resumed or wc.journal.done("enzyme_first"):
+        return
+    found, kept = wc.journal.remembered("enzyme_first:vessels")
+    if found:
+        first = list(kept)
+    else:
+        vessels = [s.vessel for s in plan.steps]
+        had = _enzyme_ago(wc, vessels)
+        first = [v for v in vessels if v in had and not wc.journal.done(f"neutralise:{v}")]
+        if not first or all(v in had for v in vessels):
+            wc.journal.mark_done("enzyme_first", [])
+            return
+        with wc.store.transaction():
+            wc.journal.remember("enzyme_first:vessels", first, first)
+            wc.journal.recovery(
+                "the vessels that had their enzyme are neutralised first",
+                "the interruption came while the enzyme went in; the rest would keep them "
+                "in enzyme past its window, so they are finished as a batch of their own",
+                first,
+            )
+    steps = [s for s in plan.steps if s.vessel in first]
+    plates = list(dict.fromkeys(s.plate for s in steps))
+    limit = enzyme_window_min(d) * 60
+    todo = [v for v in first if not wc.journal.done(f"neutralise:{v}")]
+    ago = _enzyme_ago(wc, todo)
+    if ago and not wc.journal.done("enzyme_first:window"):
+        if min(ago.values()) <= limit:
+            await _wait_enzyme(wc, plates, d, ago, "first")
+            ago = _enzyme_ago(wc, todo)
+        if min(ago.values()) > limit:
+            _over_exposed(wc, ago, d, "enzyme_first:window")
+        else:
+            wc.journal.mark_done("enzyme_first:window", todo)
+    for plate in plates:
+        await neutralise([s for s in steps if s.plate == plate], "neutralise_first")
+    wc.journal.mark_done("enzyme_first", first)
+
+
+async def _wait_enzyme(
+    wc: Workcell, plates: list[str], d: DetachParams, ago: dict[str, float], batch: str
+) -> None:
+    """The rest of the enzyme's time (counted from the batch's last addition) at 37 C, in
+    the incubator; none left, the plates stay where they are."""
+    if d.enzyme_time_min * 60 - min(ago.values()) <= 0:
+        return
+    for plate in plates:
+        async with unit(wc, f"incubate_in:{batch}:{plate}", []) as u:
+            if not u.done and not wc.in_slot(plate):
+                await wc.store_plate(plate)
+    now = wc.clock.now()
+    since = min(ago.values())
+    until = datetime.fromisoformat(
+        wc.journal.once(
+            f"enzyme_until:{batch}",
+            lambda: (now + timedelta(seconds=max(0.0, d.enzyme_time_min * 60 - since))).isoformat(),
+        )
+    )
+    left = (until - wc.clock.now()).total_seconds()
+    if left > 0:
+        await wc.devices_free_for(left, "enzyme")
+    for plate in plates:
+        async with unit(wc, f"incubate_out:{batch}:{plate}", []) as u:
+            if not u.done and wc.in_incubator(plate):
+                await wc.fetch_plate(plate)
+
+
+async def _hold_if_over_exposed(wc: Workcell, plan: DetachPlan) -> None:
+    """The over-exposed vessels are neutralised and pooled: the operator decides, once."""
+    found, over = wc.journal.remembered("over_exposed")
+    if found:
+        await hold(wc, "over_exposure", "over_exposure", over["reason"], over["vessels"])

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from protocols import seeding
 from workcell.assembly.build import build_workcell
 from workcell.assembly.config import WorkcellConfig
-from workcell.clock import SimClock
 from workcell.errors import WorkcellError
 from workcell.store import Measurement
 
@@ -58,7 +57,7 @@ async def run_demo(
     wc = build_workcell(config, store_path)
     rows: list[DayRow] = []
     async with wc:
-        assert isinstance(wc.clock, SimClock) and wc.culture is not None
+        assert wc.clock.simulated and wc.lab is not None
         result = await seeding.run(wc, DEMO_SEEDING, actor="demo")
         plate = DEMO_SEEDING.plates[0]
         await wc.store_plate(plate)
@@ -68,7 +67,7 @@ async def run_demo(
             imaged = await wc.imager.confluence(await wc.fetch_plate(plate, to_deck=False))
             today = []
             for v in result.vessels:
-                state = wc.culture.state(v.vessel)
+                state = wc.lab.vessel(v.vessel)
                 wc.store.add_measurement(
                     Measurement(
                         vessel_id=v.vessel,

@@ -8,16 +8,16 @@ body weight), compared with the target dose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols.checks import DeckName, DeckNames
-from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, plan_detach
+from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, once_event, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
-from protocols.selection import Target, active_vessels
+from protocols.recovery.resumable import unit
+from protocols.selection import active_vessels, targets_named
 from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
@@ -88,9 +88,8 @@ class HarvestResult(BaseModel):
     finished: datetime
 
 
-@dataclass(frozen=True)
-class HarvestPlan:
-    targets: list[Target]
+class HarvestPlan(BaseModel):
+    vessels: list[str]
     detach: DetachPlan
 
     @property
@@ -106,17 +105,33 @@ def plan(wc: Workcell, params: HarvestParams) -> HarvestPlan:
     plan_tips(TipSupply.of(wc), detach.tip_groups, problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
-    return HarvestPlan(targets, detach)
+    return HarvestPlan(vessels=[t.vessel for t in targets], detach=detach)
 
 
 async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> HarvestResult:
-    hp = plan(wc, params)
-    targets, detach, d = hp.targets, hp.detach, params.detach
-
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
-    for plate in params.plates:
-        if wc.in_incubator(plate):
+    """Detach, pool and count the batch. Resumable (``protocols/recovery``)."""
+    hp = HarvestPlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:plan",
+            lambda: plan(wc, params).model_dump(mode="json"),
+            vessels=lambda kept: list(kept["vessels"]),
+        )
+    )
+    targets = targets_named(wc, hp.vessels)
+    detach, d = hp.detach, params.detach
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    once_event(
+        wc,
+        f"{NAME}:protocol_started",
+        "protocol_started",
+        actor,
+        protocol=NAME,
+        params=params.model_dump(mode="json"),
+    )
+    for plate in params.plates:  # (a plate already in its enzyme incubation stays there)
+        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
             await wc.fetch_plate(plate)
     try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
@@ -129,15 +144,39 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "harvested", wc.clock.now())
-    volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
+    batch = [t.vessel for t in targets]
+    # the pool as counted (kept: a batch's pool leaves the deck once it is collected)
+    pooled = wc.journal.once(
+        f"{NAME}:pooled",
+        lambda: {"volume_mL": wc.container(d.pool_tube).tracker.get_used_volume() / 1000},
+    )
+    volume_mL = float(pooled["volume_mL"])
     total = count.viable_per_mL * volume_mL
     viability = count.viability_percent
     if params.parts is not None:
-        _collect(wc, d.pool_tube, params, total, viability, volume_mL, actor, targets)
+        async with unit(wc, f"{NAME}:collected", batch) as u:
+            if not u.done:
+                _collect(wc, d.pool_tube, params, actor)
+                now = wc.clock.now()
+
+                def record_part() -> None:
+                    wc.store.set_state(batch, "harvested", now)
+                    wc.event(
+                        "harvest_part",
+                        actor,
+                        part=params.part,
+                        parts=params.parts,
+                        vessels=batch,
+                        viable_cells=total,
+                        viability_percent=viability,
+                        volume_mL=volume_mL,
+                        collected_into=params.collect_into,
+                    )
+
+                u.then(record_part)
         if (params.part or 1) < params.parts:
             return HarvestResult(
-                vessels=[t.vessel for t in targets],
+                vessels=batch,
                 count=count,
                 pool_volume_mL=volume_mL,
                 total_viable_cells=total,
@@ -155,28 +194,46 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         dead = sum(e.data["viable_cells"] * (100 / e.data["viability_percent"] - 1) for e in parts)
         viability = 100 * total / (total + dead) if total > 0 else 0.0
         volume_mL = sum(e.data["volume_mL"] for e in parts)
-        targets = [t for e in parts for t in e.data["vessels"]]  # type: ignore[misc]
+    vessel_names = (
+        [v for e in wc.store.events("harvest_part") for v in e.data["vessels"]]
+        if params.parts is not None
+        else batch
+    )
     dose = total / params.patient_weight_kg
     reached = dose >= params.target_dose_cells_per_kg
     now = wc.clock.now()
-    for kind, value, unit in (
-        ("harvest_viable_cells", total, "cells"),
-        ("harvest_dose", dose, "cells/kg"),
-    ):
-        wc.store.add_measurement(
-            Measurement(vessel_id=None, kind=kind, value=value, unit=unit, time=now, source=actor)
-        )
-    vessel_names = [t if isinstance(t, str) else t.vessel for t in targets]
-    wc.event(
-        "harvested",
-        actor,
-        vessels=vessel_names,
-        viable_cells=total,
-        viability_percent=viability,
-        dose_cells_per_kg=dose,
-        decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
-        f"{params.target_dose_cells_per_kg:.3g}",
-    )
+    async with unit(wc, f"{NAME}:harvested", batch) as u:
+        if not u.done:
+
+            def record() -> None:
+                if params.parts is None:  # a batch of a lot is recorded as it is collected
+                    wc.store.set_state(batch, "harvested", now)
+                for kind, value, unit_ in (
+                    ("harvest_viable_cells", total, "cells"),
+                    ("harvest_dose", dose, "cells/kg"),
+                ):
+                    wc.store.add_measurement(
+                        Measurement(
+                            vessel_id=None,
+                            kind=kind,
+                            value=value,
+                            unit=unit_,
+                            time=now,
+                            source=actor,
+                        )
+                    )
+                wc.event(
+                    "harvested",
+                    actor,
+                    vessels=vessel_names,
+                    viable_cells=total,
+                    viability_percent=viability,
+                    dose_cells_per_kg=dose,
+                    decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
+                    f"{params.target_dose_cells_per_kg:.3g}",
+                )
+
+            u.then(record)
     return HarvestResult(
         vessels=vessel_names,
         count=count,
@@ -193,31 +250,8 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
     )
 
 
-def _collect(
-    wc: Workcell,
-    pool: str,
-    params: HarvestParams,
-    viable: float,
-    viability: float,
-    volume_mL: float,
-    actor: str,
-    targets: list[Target],
-) -> None:
-    """A counted batch's pool goes off the deck into the lot's container (a bag or bottle)."""
-    c = wc.container(pool)
-    volume = c.tracker.get_used_volume()
-    c.tracker.remove_liquid(volume)
-    c.tracker.commit()
-    if wc.culture is not None:
-        wc.culture.load(params.collect_into, wc.culture.withdraw(pool, volume))
-    wc.event(
-        "harvest_part",
-        actor,
-        part=params.part,
-        parts=params.parts,
-        vessels=[t.vessel for t in targets],
-        viable_cells=viable,
-        viability_percent=viability,
-        volume_mL=volume_mL,
-        collected_into=params.collect_into,
-    )
+def _collect(wc: Workcell, pool: str, params: HarvestParams, actor: str) -> None:
+    """A counted batch's pool goes off the deck into the lot's container (a bag or bottle).
+
+    The operator's action, journaled; in a dry-run the lab moves the cells."""
+    wc.collect(pool, params.collect_into, actor)

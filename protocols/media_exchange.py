@@ -11,26 +11,21 @@ The plates come out of the incubator for it and go back after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.checks import DeckName, DeckNames, Role, WellNames, check_roles
-from protocols.pipetting import (
-    TipSupply,
-    check_supplies,
-    discard_tip,
-    dispense_along_wall,
-    plan_tips,
-    removal_groups,
-    remove_to_waste,
-    with_fresh_tip,
-)
+from protocols.pipetting import TipSupply, check_supplies, plan_tips, removal_groups
+from protocols.recovery.resumable import Tip, add, remove, unit
+from protocols.recovery.without_liquid import check_without_liquid
 from protocols.selection import Target, active_vessels
 from workcell.assembly.choices import Choice, choice
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused
+from workcell.labware import growth_area_cm2
 from workcell.store import Measurement
 
 NAME = "media_exchange"
@@ -171,57 +166,80 @@ def _tip_groups(planned: list[PlannedExchange], policy: TipPolicy) -> list[list[
 
 
 async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> MediaExchangeResult:
-    p, targets = plan(wc, params)
-    lh = wc.liquid_handler
+    """Feed the vessels. Resumable: re-entered after an interruption, a vessel whose
+    medium was drawn off gets its fresh medium at once, and none twice."""
+    p = MediaExchangePlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:plan",
+            lambda: plan(wc, params)[0].model_dump(mode="json"),
+            vessels=lambda kept: [v["vessel"] for v in kept["vessels"]],
+        )
+    )
     tips = TipSupply.of(wc)
     medium = wc.container(params.medium_reservoir)
     waste = wc.container(params.waste)
-    wells = {t.vessel: t.well for t in targets}
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    wells = {x.vessel: wc.container(x.vessel) for x in p.vessels}
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    async with unit(wc, f"{NAME}:protocol_started", []) as u:
+        if not u.done:
+            u.then(
+                lambda: wc.event(
+                    "protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json")
+                )
+            )
     done: list[str] = []
+    per_vessel = params.tips is TipPolicy.PER_VESSEL
+
+    def residual(vessel: str) -> float:
+        return params.residual_uL_per_cm2 * growth_area_cm2(wells[vessel])  # type: ignore[arg-type]
+
+    async def feed(x: PlannedExchange, shared: Tip) -> None:
+        async with unit(wc, f"add:{x.vessel}", [x.vessel]) as u:
+            if not u.done:
+                check_without_liquid(
+                    wc, x.vessel, f"remove:{x.vessel}", f"add:{x.vessel}", "fresh medium"
+                )
+                async with Tip(wc, tips, f"add:{x.vessel}", [x.add_uL]) as own:
+                    tip = own if per_vessel else shared
+                    await add(
+                        wc,
+                        tip,
+                        medium,
+                        wells[x.vessel],
+                        x.add_uL,
+                        params.dispense_flow_uL_per_s,
+                        along_wall=True,
+                    )
+                u.then(_fed(wc, x, actor))
+
     try:
         async with wc.plates_on_deck(list(dict.fromkeys(x.plate for x in p.vessels))):
             for plate in dict.fromkeys(x.plate for x in p.vessels):
                 group = [x for x in p.vessels if x.plate == plate]
-                per_vessel = params.tips is TipPolicy.PER_VESSEL
-                # spent medium out, a tip per vessel; then fresh in
+                # resumed with some vessels drained and others not: the drained get their
+                # fresh medium at once, before the rest are drained (declarations.py)
+                drained = [x for x in group if _drained_unfed(wc, x.vessel)]
+                if drained and any(not wc.journal.done(f"remove:{x.vessel}") for x in group):
+                    async with Tip(wc, tips, f"add:{plate}", [x.add_uL for x in drained]) as first:
+                        for x in drained:
+                            await feed(x, first)
+                # spent medium out, a tip per vessel (it never touches another culture
+                # after the waste); then fresh in, a tip per vessel or one for the plate
                 for x in group:
-                    await remove_to_waste(lh, tips, wells[x.vessel], waste, x.remove_uL)
-                adding = [x.add_uL for x in group if x.add_uL > 0]
-                shared = not per_vessel and bool(adding)
-                if shared:
-                    await with_fresh_tip(lh, tips, adding)
-                for x in group:
-                    fresh = per_vessel and x.add_uL > 0
-                    if fresh:
-                        await with_fresh_tip(lh, tips, [x.add_uL])
-                    await dispense_along_wall(
-                        lh,
-                        medium,
-                        wells[x.vessel],
-                        x.add_uL,
-                        tips,
-                        params.dispense_flow_uL_per_s,
-                    )
-                    if fresh:
-                        await discard_tip(lh, tips)
-                    done.append(x.vessel)
-                    wc.store.add_measurement(
-                        Measurement(
-                            vessel_id=x.vessel,
-                            kind="medium_exchanged",
-                            value=x.add_uL,
-                            unit="uL",
-                            time=wc.clock.now(),
-                            source=actor,
-                        )
-                    )
-                    wc.event(
-                        "fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL
-                    )
-                if shared:
-                    await discard_tip(lh, tips)
+                    async with unit(wc, f"remove:{x.vessel}", [x.vessel]) as u:
+                        if u.done:
+                            continue
+                        async with Tip(wc, tips, f"remove:{x.vessel}", [x.remove_uL]) as own:
+                            await remove(
+                                wc, own, wells[x.vessel], waste, residual(x.vessel), to_waste=True
+                            )
+                in_uL = [x.add_uL for x in group if x.add_uL > 0] or [0.0]
+                async with Tip(wc, tips, f"add:{plate}", in_uL) as shared:
+                    for x in group:
+                        await feed(x, shared)
+                        done.append(x.vessel)
     except Exception as err:
         wc.event(
             "protocol_fault",
@@ -232,7 +250,9 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
             not_fed=[x.vessel for x in p.vessels if x.vessel not in done],
         )
         raise
-    wc.event("protocol_finished", actor, protocol=NAME, vessels=len(done))
+    async with unit(wc, f"{NAME}:protocol_finished", []) as u:
+        if not u.done:
+            u.then(lambda: wc.event("protocol_finished", actor, protocol=NAME, vessels=len(done)))
     return MediaExchangeResult(
         vessels=p.vessels,
         tips_used=p.tips,
@@ -242,4 +262,29 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
         },
         started=started,
         finished=wc.clock.now(),
+    )
+
+
+def _fed(wc: Workcell, x: PlannedExchange, actor: str) -> Callable[[], None]:
+    def write() -> None:
+        wc.store.add_measurement(
+            Measurement(
+                vessel_id=x.vessel,
+                kind="medium_exchanged",
+                value=x.add_uL,
+                unit="uL",
+                time=wc.clock.now(),
+                source=actor,
+            )
+        )
+        wc.event("fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL)
+
+    return write
+
+
+def _drained_unfed(wc: Workcell, vessel: str) -> bool:
+    return (
+        wc.journal.resumed
+        and wc.journal.done(f"remove:{vessel}")
+        and not wc.journal.done(f"add:{vessel}")
     )

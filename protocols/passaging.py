@@ -21,29 +21,24 @@ record never claims that nothing moved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
 from protocols import seeding
 from protocols.checks import DeckName, DeckNames
-from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, plan_detach
-from protocols.pipetting import (
-    MIN_VOLUME_UL,
-    MIX_SUSPENSION_CYCLES,
-    TipSupply,
-    dead_volume_uL,
-    discard_tip,
-    mix,
-    plan_tips,
-    suspension_mix_uL,
-    transfer,
-    with_fresh_tip,
+from protocols.detachment import (
+    DetachParams,
+    DetachPlan,
+    detach_and_pool,
+    once_event,
+    plan_detach,
 )
-from protocols.selection import Target, active_vessels, well_of
+from protocols.pipetting import MIN_VOLUME_UL, TipSupply, dead_volume_uL, plan_tips
+from protocols.recovery.resumable import Tip, add, mix_suspension, unit
+from protocols.selection import Target, active_vessels, targets_named, well_of
 from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
 from workcell.assembly.workcell import Workcell
 from workcell.errors import ProtocolRefused, WorkcellError
@@ -128,17 +123,6 @@ class PassagingResult(BaseModel):
     finished: datetime
 
 
-@dataclass(frozen=True)
-class PassagingPlan:
-    """What the passage may use, in the worst case, decided before anything moves."""
-
-    targets: list[Target]
-    detach: DetachPlan
-    free: list[tuple[str, str]]  # empty destination wells, in seeding order
-    areas: list[float]
-    tips_worst: int
-
-
 def _free_wells(wc: Workcell, plates: list[str], problems: list[str]) -> list[tuple[str, str]]:
     free = []
     for name in dict.fromkeys(plates):
@@ -156,6 +140,16 @@ def _free_wells(wc: Workcell, plates: list[str], problems: list[str]) -> list[tu
     if not free:
         problems.append(f"no empty well on the destination plates {plates}")
     return free
+
+
+class PassagingPlan(BaseModel):
+    """What the passage may use, in the worst case, checked before anything moves."""
+
+    vessels: list[str]
+    free: list[tuple[str, str]]  # empty destination wells, in seeding order
+    areas: list[float]
+    detach: DetachPlan
+    tips_worst: int
 
 
 def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
@@ -216,50 +210,85 @@ def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
     if problems:
         raise ProtocolRefused(NAME, problems)
     return PassagingPlan(
-        targets=targets, detach=detach, free=free, areas=areas, tips_worst=tips_worst
+        vessels=[t.vessel for t in targets],
+        free=free,
+        areas=areas,
+        detach=detach,
+        tips_worst=tips_worst,
     )
 
 
 async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> PassagingResult:
-    pp = plan(wc, params)
-    targets, detach, free, areas = pp.targets, pp.detach, pp.free, pp.areas
-    d = params.detach
+    """Image, decide, and if confluent detach, count and seed the children.
 
-    started = wc.clock.now()
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
-    was_in = wc.in_incubator(params.plate)
-    plate = await wc.fetch_plate(params.plate) if was_in else wc.plate(params.plate)
-    imaged = await wc.imager.confluence(plate, [t.vessel for t in targets])
-    measured = {t.vessel: 100 * imaged[t.vessel] for t in targets}
-    for vessel, value in measured.items():
-        wc.store.add_measurement(
-            Measurement(
-                vessel_id=vessel,
-                kind="confluence",
-                value=value / 100,
-                unit="fraction",
-                time=wc.clock.now(),
-                source=wc.imager.name,
-            )
+    Resumable (``protocols/recovery``): re-entered after an interruption it keeps its
+    plan, its recorded decision and its count, and finishes each vessel's stage
+    where it stopped.
+    """
+    pp = PassagingPlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:plan",
+            lambda: plan(wc, params).model_dump(mode="json"),
+            vessels=lambda kept: list(kept["vessels"]),
         )
-    mean = sum(measured.values()) / len(measured)
-    passage = mean >= params.confluence_threshold_percent
-    threshold = params.confluence_threshold_percent
-    decision = (
-        f"passage due: mean confluence {mean:.0f} % reached the {threshold:.0f} % threshold"
-        if passage
-        else f"no passage: mean confluence {mean:.0f} % is below the {threshold:.0f} % threshold"
     )
-    wc.event(
-        "decision",
+    targets = targets_named(wc, pp.vessels)
+    free, areas, detach, d = pp.free, pp.areas, pp.detach, params.detach
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
+    once_event(
+        wc,
+        f"{NAME}:protocol_started",
+        "protocol_started",
         actor,
-        plate=params.plate,
-        decision=decision,
-        passage=passage,
-        confluence_percent=measured,
+        protocol=NAME,
+        params=params.model_dump(mode="json"),
     )
+    was_in = bool(wc.journal.once(f"{NAME}:was_in", lambda: wc.in_incubator(params.plate)))
+    found, decided = wc.journal.remembered(f"{NAME}:decision")
+    if not found:
+        plate = (
+            await wc.fetch_plate(params.plate)
+            if wc.in_incubator(params.plate)
+            else wc.plate(params.plate)
+        )
+        imaged = await wc.imager.confluence(plate, [t.vessel for t in targets])
+        measured = {t.vessel: 100 * imaged[t.vessel] for t in targets}
+        mean = sum(measured.values()) / len(measured)
+        passage = mean >= params.confluence_threshold_percent
+        threshold = params.confluence_threshold_percent
+        decision = (
+            f"passage due: mean confluence {mean:.0f} % reached the {threshold:.0f} % threshold"
+            if passage
+            else f"no passage: mean confluence {mean:.0f} % is below the {threshold:.0f} % "
+            "threshold"
+        )
+        decided = {"measured": measured, "passage": passage, "decision": decision}
+        with wc.store.transaction():
+            for vessel, value in measured.items():
+                wc.store.add_measurement(
+                    Measurement(
+                        vessel_id=vessel,
+                        kind="confluence",
+                        value=value / 100,
+                        unit="fraction",
+                        time=wc.clock.now(),
+                        source=wc.imager.name,
+                    )
+                )
+            wc.event(
+                "decision",
+                actor,
+                plate=params.plate,
+                decision=decision,
+                passage=passage,
+                confluence_percent=measured,
+            )
+            wc.journal.remember(f"{NAME}:decision", decided)
+    measured, passage, decision = decided["measured"], decided["passage"], decided["decision"]
     if not passage:
-        if was_in:
+        if was_in and not wc.in_slot(params.plate):
             await wc.store_plate(params.plate)
         return PassagingResult(
             plate=params.plate,
@@ -269,6 +298,8 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             started=started,
             finished=wc.clock.now(),
         )
+    if wc.in_incubator(params.plate):  # resumed before the plate reached the deck
+        await wc.fetch_plate(params.plate)
 
     try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
@@ -282,64 +313,58 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             vessels=[t.vessel for t in targets],
         )
         raise
-    wc.store.set_state([t.vessel for t in targets], "passaged", wc.clock.now())
     parents = [t.vessel for t in targets]
-    parent_passage = max(t.record.passage for t in targets)
+    async with unit(wc, f"{NAME}:passaged", parents) as u:
+        if not u.done:
+            u.then(lambda: wc.store.set_state(parents, "passaged", wc.clock.now()))
     pool = wc.container(d.pool_tube)
     tips_used = detach.tips
 
     # from here on the cells are in the pool: a problem holds them there, it does not raise
-    conc_per_mL, diluted_uL, held = await _dilute_if_needed(wc, params, count, areas, actor)
-    tips_used += DILUTION_TIPS if diluted_uL > 0 else 0
-    usable = max(0.0, pool.tracker.get_used_volume() - dead_volume_uL(pool))
-    cells = conc_per_mL * usable / 1000.0
+    dilution = wc.journal.once(
+        f"{NAME}:dilution", lambda: _dilution(wc, params, count, areas).model_dump()
+    )
+    dil = Dilution.model_validate(dilution)
+    if dil.add_uL > 0:
+        await _dilute(wc, params, dil, actor)
+        tips_used += DILUTION_TIPS
+    conc_per_mL, diluted_uL, held = dil.conc_per_mL, dil.add_uL, dil.held
+    after = wc.journal.once(
+        f"{NAME}:children",
+        lambda: _children(wc, params, count, conc_per_mL, held, free, areas, targets),
+    )
+    cells, held = after["cells"], after["held"]
     children: list[str] = []
     seeded_uL = 0.0
     if held is None:
-        per_vessel = [params.density_cells_per_cm2 * a for a in areas]
-        n = 0
-        while n < len(free) and sum(per_vessel[: n + 1]) <= cells:
-            n += 1
-        chosen = free[:n]
-        if n == 0:
-            held = f"{cells:,.0f} viable cells are too few to seed one vessel"
-        else:
-            sp = seeding.SeedingParams.model_construct(
-                suspension=seeding.Suspension.model_construct(
-                    tube=d.pool_tube,
-                    volume_mL=pool.tracker.get_used_volume() / 1000,
-                    viable_cells_per_mL=conc_per_mL,
-                    viability_percent=count.viability_percent,
-                    passage=parent_passage + 1,
-                    population_doublings=0.0,
-                    lot=f"passage of {params.plate}",
-                ),
-                plates=list(dict.fromkeys(p for p, _ in chosen)),
-                wells=[],
-                density_cells_per_cm2=params.density_cells_per_cm2,
-                medium_mL_per_cm2=params.medium_mL_per_cm2,
-                medium_reservoir=d.medium_reservoir,
-            )
-            try:
-                splan = seeding.plan(wc, sp, loaded=True, only=chosen)
-            except ProtocolRefused as refused:
-                held = "seeding after the count is not possible: " + "; ".join(refused.problems)
-            else:
-                result = await seeding.seed(wc, splan, sp, actor, parents)
-                children = [v.vessel for v in result.vessels]
-                seeded_uL = result.reagents_uL.get(d.pool_tube, 0.0)
-                tips_used += result.tips_used
-                for plate_name in sp.plates:
-                    await wc.store_plate(plate_name)
+        sp = _seeding_params(after["params"])
+        splan = seeding.SeedingPlan.model_validate(after["plan"])
+        result = await seeding.seed(wc, splan, sp, actor, parents)
+        children = [v.vessel for v in result.vessels]
+        seeded_uL = result.reagents_uL.get(d.pool_tube, 0.0)
+        tips_used += result.tips_used
+        for plate_name in sp.plates:
+            if not wc.in_slot(plate_name):
+                await wc.store_plate(plate_name)
     left = conc_per_mL * pool.tracker.get_used_volume() / 1000.0
     if held is not None:
         held = (
             f"{held}; the {left:,.0f} viable cells of {params.plate} are held in "
             f"{d.pool_tube!r} for the operator"
         )
-        wc.event("deviation", actor, plate=params.plate, pool=d.pool_tube, message=held)
+        once_event(
+            wc,
+            f"{NAME}:held",
+            "deviation",
+            actor,
+            plate=params.plate,
+            pool=d.pool_tube,
+            message=held,
+        )
     elif left > 0:
-        wc.event(
+        once_event(
+            wc,
+            f"{NAME}:surplus",
             "surplus",
             actor,
             pool=d.pool_tube,
@@ -347,7 +372,15 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
             message="cells left in the pool after seeding (for banking or discard)",
         )
     finished = wc.clock.now()
-    wc.event("protocol_finished", actor, protocol=NAME, children=children, held=held is not None)
+    once_event(
+        wc,
+        f"{NAME}:protocol_finished",
+        "protocol_finished",
+        actor,
+        protocol=NAME,
+        children=children,
+        held=held is not None,
+    )
     reagents = dict(detach.reagents_uL)
     if diluted_uL:
         reagents[d.medium_reservoir] = reagents.get(d.medium_reservoir, 0.0) + diluted_uL
@@ -371,75 +404,150 @@ async def run(wc: Workcell, params: PassagingParams, actor: str = NAME) -> Passa
     )
 
 
-async def _dilute_if_needed(
-    wc: Workcell,
-    params: PassagingParams,
-    count: CountResult,
-    areas: list[float],
-    actor: str,
-) -> tuple[float, float, str | None]:
-    """Dilute a pool too concentrated for the smallest seeding volume.
+class Dilution(BaseModel):
+    """What the count implies for the pool, decided once (kept in the journal)."""
 
-    Returns the pool's concentration (viable/mL) after it, the medium added (uL),
-    and, when the pool cannot be seeded at the density at all, why (None if it can).
-    """
+    model_config = ConfigDict(extra="forbid")
+
+    conc_per_mL: float = Field(description="viable cells/mL of the pool after any dilution")
+    add_uL: float = Field(default=0.0, description="medium to add to the pool")
+    factor: float = 1.0
+    held: str | None = Field(default=None, description="why the pool cannot be seeded")
+
+
+def _dilution(
+    wc: Workcell, params: PassagingParams, count: CountResult, areas: list[float]
+) -> Dilution:
+    """Whether a pool too concentrated for the smallest seeding volume is diluted, and how;
+    or why the pool cannot be seeded at the density at all."""
     d = params.detach
     conc = count.viable_per_mL
     if conc <= 0:
-        return 0.0, 0.0, "the count found no viable cells"
+        return Dilution(conc_per_mL=0.0, held="the count found no viable cells")
     susp_per_cm2 = params.density_cells_per_cm2 / conc * 1000.0  # uL of pool per cm2
     total_per_cm2 = params.medium_mL_per_cm2 * 1000.0
     if susp_per_cm2 > total_per_cm2:
-        return (
-            conc,
-            0.0,
-            f"the pool holds {conc:,.0f} viable cells/mL: seeding "
-            f"{params.density_cells_per_cm2:,.0f} cells/cm2 needs {susp_per_cm2:.0f} uL/cm2 of it, "
-            f"more than the {total_per_cm2:.0f} uL/cm2 a vessel gets in all",
+        return Dilution(
+            conc_per_mL=conc,
+            held=f"the pool holds {conc:,.0f} viable cells/mL: seeding "
+            f"{params.density_cells_per_cm2:,.0f} cells/cm2 needs {susp_per_cm2:.0f} uL/cm2 of "
+            f"it, more than the {total_per_cm2:.0f} uL/cm2 a vessel gets in all",
         )
     smallest = min(areas) * susp_per_cm2
     if smallest >= MIN_VOLUME_UL:
-        return conc, 0.0, None
+        return Dilution(conc_per_mL=conc)
     factor = min(DILUTION_MARGIN * MIN_VOLUME_UL / smallest, total_per_cm2 / susp_per_cm2)
     pool = wc.container(d.pool_tube)
     medium = wc.container(d.medium_reservoir)
     volume = pool.tracker.get_used_volume()
-    add = volume * (factor - 1.0)
+    add_uL = volume * (factor - 1.0)
     free = pool.tracker.get_free_volume()
     have = max(0.0, medium.tracker.get_used_volume() - dead_volume_uL(medium))
     seed_medium = sum(areas) * total_per_cm2
-    if smallest * factor < MIN_VOLUME_UL or add > free or add + seed_medium > have:
-        return (
-            conc,
-            0.0,
-            f"the pool ({conc:,.0f} viable cells/mL) would need {add / 1000:.1f} mL of medium to "
-            f"bring the smallest seeding volume ({smallest:.1f} uL) to {MIN_VOLUME_UL:.0f} uL; "
-            f"{d.pool_tube!r} has {free / 1000:.1f} mL free and {d.medium_reservoir!r} "
-            f"{have / 1000:.1f} mL usable",
+    if smallest * factor < MIN_VOLUME_UL or add_uL > free or add_uL + seed_medium > have:
+        return Dilution(
+            conc_per_mL=conc,
+            held=f"the pool ({conc:,.0f} viable cells/mL) would need {add_uL / 1000:.1f} mL of "
+            f"medium to bring the smallest seeding volume ({smallest:.1f} uL) to "
+            f"{MIN_VOLUME_UL:.0f} uL; {d.pool_tube!r} has {free / 1000:.1f} mL free and "
+            f"{d.medium_reservoir!r} {have / 1000:.1f} mL usable",
         )
-    lh = wc.liquid_handler
-    tips = TipSupply.of(wc)
-    await with_fresh_tip(lh, tips, [add])
-    await transfer(lh, medium, pool, add, tips)
-    await mix(lh, tips, pool, suspension_mix_uL(pool, tips), MIX_SUSPENSION_CYCLES)
-    await discard_tip(lh, tips)
-    diluted = conc / factor
-    wc.store.add_measurement(
-        Measurement(
-            vessel_id=None,
-            kind="pool_viable_per_mL_diluted",
-            value=diluted,
-            unit="cells/mL",
-            time=wc.clock.now(),
-            source=actor,
-        )
+    return Dilution(conc_per_mL=conc / factor, add_uL=add_uL, factor=factor)
+
+
+async def _dilute(wc: Workcell, params: PassagingParams, dil: Dilution, actor: str) -> None:
+    """Medium into the pool, once (resumable), then the pool mixed; recorded with it."""
+    d = params.detach
+    pool = wc.container(d.pool_tube)
+    medium = wc.container(d.medium_reservoir)
+    async with unit(wc, f"dilute:{d.pool_tube}", []) as u:
+        if u.done:
+            return
+        async with Tip(wc, TipSupply.of(wc), f"dilute:{d.pool_tube}", [dil.add_uL]) as tip:
+            await add(wc, tip, medium, pool, dil.add_uL)
+            await mix_suspension(wc, tip, pool)
+
+        def record() -> None:
+            wc.store.add_measurement(
+                Measurement(
+                    vessel_id=None,
+                    kind="pool_viable_per_mL_diluted",
+                    value=dil.conc_per_mL,
+                    unit="cells/mL",
+                    time=wc.clock.now(),
+                    source=actor,
+                )
+            )
+            wc.event(
+                "pool_diluted",
+                actor,
+                pool=d.pool_tube,
+                medium_uL=dil.add_uL,
+                factor=dil.factor,
+                viable_per_mL=dil.conc_per_mL,
+            )
+
+        u.then(record)
+
+
+def _children(
+    wc: Workcell,
+    params: PassagingParams,
+    count: CountResult,
+    conc_per_mL: float,
+    held: str | None,
+    free: list[tuple[str, str]],
+    areas: list[float],
+    targets: list[Target],
+) -> dict[str, Any]:
+    """How many children the (diluted) pool fills, where, and the seeding plan that makes
+    them; or why the cells stay in the pool (``held``). Decided once, kept in the journal."""
+    d = params.detach
+    pool = wc.container(d.pool_tube)
+    usable = max(0.0, pool.tracker.get_used_volume() - dead_volume_uL(pool))
+    cells = conc_per_mL * usable / 1000.0
+    out: dict[str, Any] = {"cells": cells, "held": held, "params": None, "plan": None}
+    if held is not None:
+        return out
+    per_vessel = [params.density_cells_per_cm2 * a for a in areas]
+    n = 0
+    while n < len(free) and sum(per_vessel[: n + 1]) <= cells:
+        n += 1
+    chosen = free[:n]
+    if n == 0:
+        out["held"] = f"{cells:,.0f} viable cells are too few to seed one vessel"
+        return out
+    parent_passage = max(t.record.passage for t in targets)
+    sp = seeding.SeedingParams.model_construct(
+        suspension=seeding.Suspension.model_construct(
+            tube=d.pool_tube,
+            volume_mL=pool.tracker.get_used_volume() / 1000,
+            viable_cells_per_mL=conc_per_mL,
+            viability_percent=count.viability_percent,
+            passage=parent_passage + 1,
+            population_doublings=0.0,
+            lot=f"passage of {params.plate}",
+        ),
+        plates=list(dict.fromkeys(p for p, _ in chosen)),
+        wells=[],
+        density_cells_per_cm2=params.density_cells_per_cm2,
+        medium_mL_per_cm2=params.medium_mL_per_cm2,
+        medium_reservoir=d.medium_reservoir,
     )
-    wc.event(
-        "pool_diluted",
-        actor,
-        pool=d.pool_tube,
-        medium_uL=add,
-        factor=factor,
-        viable_per_mL=diluted,
+    try:
+        splan = seeding.plan(wc, sp, loaded=True, only=chosen)
+    except ProtocolRefused as refused:
+        out["held"] = "seeding after the count is not possible: " + "; ".join(refused.problems)
+        return out
+    out["params"] = sp.model_dump(mode="json")
+    out["plan"] = splan.model_dump(mode="json")
+    return out
+
+
+def _seeding_params(kept: dict[str, Any]) -> seeding.SeedingParams:
+    """The children's seeding parameters as decided (from the pool's count, so not
+    bounded as an operator's input is: built without validation, as when decided)."""
+    rest = {k: v for k, v in kept.items() if k != "suspension"}
+    return seeding.SeedingParams.model_construct(
+        suspension=seeding.Suspension.model_construct(**kept["suspension"]), **rest
     )
-    return diluted, add, None

@@ -8,6 +8,7 @@ can hold the volume, enough suspension, medium and tips) before any device moves
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -19,14 +20,11 @@ from protocols.pipetting import (
     MIN_VOLUME_UL,
     TipSupply,
     dead_volume_uL,
-    discard_tip,
     plan_tips,
     suspension_group,
-    transfer,
-    transfer_suspension,
     usable_uL,
-    with_fresh_tip,
 )
+from protocols.recovery.resumable import Tip, add, unit
 from protocols.selection import well_of
 from simulators.culture import Liquid
 from workcell.assembly.build import Workcell
@@ -301,22 +299,34 @@ def _check_source(
 
 
 async def run(wc: Workcell, params: SeedingParams, actor: str = "seeding") -> SeedingResult:
-    """Seed the vessels from a suspension the operator loads into the tube."""
-    p = plan(wc, params)
-    s = params.suspension
-    wc.load(
-        s.tube,
-        s.volume_mL * 1000.0,
-        Liquid(
-            viable=s.viable_cells_per_mL * s.volume_mL,
-            dead=s.viable_cells_per_mL * s.volume_mL * (100 / s.viability_percent - 1),
-            nutrient=1.0,
-            pd=s.population_doublings,
-            serum=1.0,
-            donor=s.donor,
-        ),
-        actor="operator",
+    """Seed the vessels from a suspension the operator loads into the tube.
+
+    Resumable: re-entered after an interruption, the plan and the operator's load
+    are the ones of the interrupted run (``protocols/recovery``).
+    """
+    p = SeedingPlan.model_validate(
+        wc.journal.once(
+            f"{NAME}:plan",
+            lambda: plan(wc, params).model_dump(mode="json"),
+            vessels=lambda kept: [v["vessel"] for v in kept["vessels"]],
+        )
     )
+    s = params.suspension
+    async with unit(wc, f"load:{s.tube}", []) as u:
+        if not u.done:
+            wc.load(
+                s.tube,
+                s.volume_mL * 1000.0,
+                Liquid(
+                    viable=s.viable_cells_per_mL * s.volume_mL,
+                    dead=s.viable_cells_per_mL * s.volume_mL * (100 / s.viability_percent - 1),
+                    nutrient=1.0,
+                    pd=s.population_doublings,
+                    serum=1.0,
+                    donor=s.donor,
+                ),
+                actor="operator",
+            )
     return await seed(wc, p, params, actor)
 
 
@@ -327,37 +337,54 @@ async def seed(
     actor: str,
     parents: list[str] | None = None,
 ) -> SeedingResult:
-    """Carry out a seeding plan; every vessel is in the store the moment its cells are in it."""
-    lh = wc.liquid_handler
+    """Carry out a seeding plan; every vessel is in the store the moment its cells are in it.
+
+    Resumable: a vessel's medium and cells are each added once, whatever was
+    interrupted (``protocols/recovery/resumable.py``).
+    """
     tips = TipSupply.of(wc)
     s = params.suspension
-    started = wc.clock.now()
+    started = datetime.fromisoformat(
+        wc.journal.once(f"{NAME}:started", lambda: wc.clock.now().isoformat())
+    )
     tube = wc.container(s.tube)
     medium = wc.container(params.medium_reservoir)
-    wc.event("protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json"))
+    async with unit(wc, f"{NAME}:protocol_started", []) as u:
+        if not u.done:
+            u.then(
+                lambda: wc.event(
+                    "protocol_started", actor, protocol=NAME, params=params.model_dump(mode="json")
+                )
+            )
     with_medium: list[str] = []
     seeded: list[SeededVessel] = []
     try:
         for plate in dict.fromkeys(v.plate for v in p.vessels if v.medium_uL > 0):
             group = [v for v in p.vessels if v.plate == plate and v.medium_uL > 0]
-            await with_fresh_tip(lh, tips, [v.medium_uL for v in group])
-            for v in group:
-                await transfer(lh, medium, _target(wc, v), v.medium_uL, tips)
-                with_medium.append(v.vessel)
-            await discard_tip(lh, tips)
+            async with Tip(wc, tips, f"medium:{plate}", [v.medium_uL for v in group]) as tip:
+                for v in group:
+                    async with unit(wc, f"medium:{v.vessel}", [v.vessel]) as u:
+                        if not u.done:
+                            await add(wc, tip, medium, _target(wc, v), v.medium_uL)
+                    with_medium.append(v.vessel)
         for v in p.vessels:
-            target = _target(wc, v)
-            before = _viable(wc, v.vessel)
-            await with_fresh_tip(lh, tips, suspension_group(v.suspension_uL))
-            await transfer_suspension(lh, tips, tube, target, v.suspension_uL)
-            await discard_tip(lh, tips)
-            after = _viable(wc, v.vessel)
-            done = SeededVessel(
-                **v.model_dump(),
-                cells_delivered=None if after is None or before is None else after - before,
-            )
-            _record_seeded(wc, done, s, actor, parents or [])
-            seeded.append(done)
+            async with unit(wc, f"cells:{v.vessel}", [v.vessel]) as u:
+                if u.done:
+                    _, kept = wc.journal.remembered(f"seeded:{v.vessel}")
+                    seeded.append(SeededVessel.model_validate(kept))
+                    continue
+                target = _target(wc, v)
+                before = _viable(wc, v.vessel)
+                moves = suspension_group(v.suspension_uL)
+                async with Tip(wc, tips, f"cells:{v.vessel}", moves) as tip:
+                    await add(wc, tip, tube, target, v.suspension_uL, mix_source=True)
+                after = _viable(wc, v.vessel)
+                done = SeededVessel(
+                    **v.model_dump(),
+                    cells_delivered=None if after is None or before is None else after - before,
+                )
+                u.then(_recorder(wc, done, s, actor, parents or []))
+                seeded.append(done)
     except Exception as err:
         wc.event(
             "protocol_fault",
@@ -370,7 +397,9 @@ async def seed(
         )
         raise
     finished = wc.clock.now()
-    wc.event("protocol_finished", actor, protocol=NAME, vessels=len(seeded))
+    async with unit(wc, f"{NAME}:protocol_finished", []) as u:
+        if not u.done:
+            u.then(lambda: wc.event("protocol_finished", actor, protocol=NAME, vessels=len(seeded)))
     return SeedingResult(
         vessels=seeded,
         tips_used=p.tips,
@@ -380,17 +409,31 @@ async def seed(
     )
 
 
+def _recorder(
+    wc: Workcell, v: SeededVessel, s: Suspension, actor: str, parents: list[str]
+) -> Callable[[], None]:
+    """The records of a seeded vessel, written with the mark that its cells are in."""
+
+    def write() -> None:
+        _record_seeded(wc, v, s, actor, parents)
+        wc.journal.remember(f"seeded:{v.vessel}", v.model_dump(mode="json"))
+
+    return write
+
+
 def _target(wc: Workcell, v: PlannedVessel) -> Container:
     well = well_of(wc.plate(v.plate), v.well)
     assert well is not None  # checked by plan()
-    wc.register_vessel(well, v.area_cm2)
     return well
 
 
 def _viable(wc: Workcell, vessel: str) -> float | None:
-    if wc.culture is None:
+    """A dry-run's report only: the simulated lab's count of the vessel's viable cells."""
+    if wc.lab is None:
         return None
-    return wc.culture.state(vessel).viable
+    if vessel not in wc.lab.vessels():
+        return 0.0
+    return wc.lab.vessel(vessel).viable
 
 
 def _record_seeded(

@@ -77,3 +77,15 @@ def active_vessels(
         if not wells and found == 0:
             problems.append(f"plate {plate_name!r} holds no active culture vessel")
     return targets
+
+
+def targets_named(wc: Workcell, vessels: list[str]) -> list[Target]:
+    """The targets of a plan kept in the journal, by vessel name (a resumed step's)."""
+    out = []
+    for v in vessels:
+        well = wc.resource(v)
+        record = wc.store.vessel(v)
+        if not isinstance(well, Well) or record is None:
+            raise WorkcellError(f"vessel {v} of the interrupted step is not in the workcell")
+        out.append(Target(record.plate, well, record))
+    return out

@@ -8,9 +8,10 @@ coefficient of variation ``instrument_cv``. Viable and dead cells are counted
 separately, so viability scatters too. The expected CV of a total count at
 concentration ``c`` (cells/uL) is ``sqrt(1 / (c * chamber_volume_uL) + instrument_cv^2)``.
 
-The instrument model (:class:`CounterInstrument`) is shared by the in-process back
-end and the simulator that speaks the serial protocol of
-``docs/instruments/cell-counter.md`` on a pseudo-terminal.
+The instrument model (:class:`CounterInstrument`) lives in the simulated lab and is
+reached either over the lab link (``devices.lab_counter``, fast) or by the
+simulator that speaks the serial protocol of ``docs/instruments/cell-counter.md``
+on a pseudo-terminal, through the real serial driver.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devices.cell_counter import CellCounterBackend, CountResult
+from devices.cell_counter import CountResult
 from simulators.culture import CultureModel, Liquid
 from simulators.serial_port import FaultInjector, PtySimulator
 from workcell.actions import ActionLog
-from workcell.clock import Clock, SimClock
-from workcell.errors import DeviceError
+from workcell.clock import SimClock
 
 COUNT_S = 60.0
 MSC_DIAMETER_UM = 17.0
@@ -101,32 +101,6 @@ class CounterInstrument:
 
     def eject(self) -> None:
         self.sample_name = self.sample = self.result = None
-
-
-class SimulatedCellCounterBackend(CellCounterBackend):
-    """In-process back end: the instrument without a serial line, for fast dry-runs."""
-
-    def __init__(
-        self, device: str, instrument: CounterInstrument, clock: Clock, log: ActionLog
-    ) -> None:
-        self.device = device
-        self.instrument = instrument
-        self.clock = clock
-        self.log = log
-
-    async def count(self, sample: str, volume_uL: float) -> CountResult:
-        try:
-            self.instrument.load(sample, volume_uL)
-            self.instrument.count()
-            result = self.instrument.result
-            assert result is not None
-        except CounterRefusal as err:
-            self.instrument.eject()
-            raise DeviceError(self.device, f"count {sample}", str(err)) from err
-        self.instrument.eject()
-        self.log.record(self.clock.now(), self.device, "count", **result.model_dump())
-        await self.clock.sleep(COUNT_S)
-        return result
 
 
 def checksum(body: str) -> str:

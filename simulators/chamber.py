@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -169,6 +170,37 @@ class Chamber:
 
     def slot_of(self, plate: str) -> int | None:
         return next((s for s, p in self.slots.items() if p == plate), None)
+
+    # --- persistence -------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The chamber's state as JSON-able data (its random generator included)."""
+        return {
+            "setpoint_C": self.setpoint_C,
+            "door_open": self.door_open,
+            "slots": {str(k): v for k, v in self.slots.items()},
+            "transfer_station": self.transfer_station,
+            "wells": self.wells,
+            "t": self._t,
+            "drift_C": self._drift_C,
+            "drift_co2": self._drift_co2,
+            "door_loss_C": self._door_loss_C,
+            "door_loss_co2": self._door_loss_co2,
+            "excursions": [asdict(e) for e in self._excursions],
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.setpoint_C = float(st["setpoint_C"])
+        self.door_open = bool(st["door_open"])
+        self.slots = {int(k): v for k, v in st["slots"].items()}
+        self.transfer_station = st["transfer_station"]
+        self.wells = {k: list(v) for k, v in st["wells"].items()}
+        self._t = float(st["t"])
+        self._drift_C, self._drift_co2 = st["drift_C"], st["drift_co2"]
+        self._door_loss_C, self._door_loss_co2 = st["door_loss_C"], st["door_loss_co2"]
+        self._excursions = [Excursion(**e) for e in st["excursions"]]
+        self.rng.bit_generator.state = st["rng"]
 
 
 def room_temperature(_t: float) -> float:

@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.confluence import EstimatorParams, estimate_confluence
 from simulators.brightfield import FieldOptics, capture_field
-from simulators.culture import CultureParameters
 
 CONFLUENCE_GRID = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0]
 PD_GRID = [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 40.0]
@@ -94,6 +93,8 @@ def sample(
 
 def cell_shape(pd: float) -> tuple[float, float]:
     """Cell length and width (um) at ``pd``, as the culture model's defaults draw them."""
+    from simulators.culture import CultureParameters  # the model only when measuring
+
     return CultureParameters().cell_shape_um(pd)
 
 

@@ -64,6 +64,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -814,7 +815,49 @@ class CultureModel:
             donor=v.donor,
         )
 
+    def liquid_of(self, container: str) -> Liquid:
+        """What a container or vessel holds now (the model's own object: do not change it)."""
+        self.sync()
+        return self._liquid_of(container)
+
     def liquid(self, container: str) -> Liquid:
         """A copy of what a non-vessel container holds now."""
         self._sync_for(container)
         return replace(self._liquid_of(container))
+
+    # --- persistence (the simulated lab keeps its state on disk) ---------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here, as JSON-able data.
+
+        Not synced first: the model advances lazily from ``_t``, so the vessels as they
+        are at ``_t`` are the exact state.
+        """
+        vessels = {}
+        for n, v in self.vessels.items():
+            st = dict(vars(v))  # plain fields; faster than dataclasses.asdict, called per action
+            del st["environment"]
+            st["medium"] = dict(vars(v.medium))
+            vessels[n] = st
+        return {
+            "t": self._t,
+            "seed": self.seed,
+            "vessels": vessels,
+            "containers": {n: dict(vars(liq)) for n, liq in self.containers.items()},
+        }
+
+    def load_state(
+        self, state: dict[str, Any], environment_of: Callable[[str | None], Environment | None]
+    ) -> None:
+        """Continue from ``to_state`` data; ``environment_of`` maps an environment's name
+        (``Vessel.environment_name``) back to its temperature function."""
+        self._t = float(state["t"])
+        self.seed = int(state["seed"])
+        self.vessels = {}
+        for name, st in state["vessels"].items():
+            data = dict(st)
+            data["medium"] = Liquid(**data["medium"])
+            v = Vessel(**data)
+            v.environment = environment_of(v.environment_name)
+            self.vessels[name] = v
+        self.containers = {n: Liquid(**liq) for n, liq in state["containers"].items()}

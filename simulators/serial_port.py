@@ -25,7 +25,9 @@ import threading
 import tty
 from abc import ABC, abstractmethod
 from collections import Counter, deque
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,7 +94,13 @@ class PtySimulator(ABC):
 
     reply_terminator = b"\r\n"
 
-    def __init__(self, name: str, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        faults: FaultInjector | None = None,
+        lock: Any = None,
+        after_command: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.faults = faults or FaultInjector()
         self.commands: list[str] = []
@@ -100,7 +108,10 @@ class PtySimulator(ABC):
         self._slave: int | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        # a lab shares one lock among all its devices, and saves its state after each
+        # command (``after_command``), so a line command is as durable as any other action
+        self._lock = lock if lock is not None else threading.Lock()
+        self.after_command = after_command
         self.port = ""
 
     @property
@@ -176,6 +187,8 @@ class PtySimulator(ABC):
                 self._close()
                 return False
             reply = self.error_reply(line) if fault is Fault.ERROR else self.handle(line)
+            if self.after_command is not None:
+                self.after_command()
         data = reply.encode() + self.reply_terminator
         if fault is Fault.NO_ANSWER:
             return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -56,8 +56,11 @@ def sim_config(sim_data: dict[str, Any]) -> WorkcellConfig:
 
 
 @pytest.fixture
-def wc(sim_config: WorkcellConfig) -> Workcell:
-    """An assembled simulated workcell, set up (reservoirs loaded) and ready."""
+def wc(sim_config: WorkcellConfig) -> Iterator[Workcell]:
+    """An assembled simulated workcell (its lab process started), set up and ready."""
     workcell = build_workcell(sim_config)
-    run(workcell.setup())
-    return workcell
+    try:
+        run(workcell.setup())
+        yield workcell
+    finally:
+        run(workcell.stop())

@@ -230,3 +230,31 @@ def test_killed_campaign_resumes_with_every_vessel_history_intact(
     assert sorted(got) == sorted(want), "a vessel was lost or added"
     for vessel, history in want.items():
         assert sorted(got[vessel], key=repr) == sorted(history, key=repr), vessel
+
+
+def test_the_campaign_decides_under_the_device_locks(
+    reference: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A decision is taken while this run holds the locks, from the state they protect."""
+    import shutil
+
+    from protocols.campaign import engine as engine_module
+
+    cfg_path, ref_dir = reference
+    shutil.copytree(
+        ref_dir, tmp_path / "run", ignore=shutil.ignore_patterns("lab.json", "lab.lock")
+    )
+    held: list[int] = []
+
+    async def go() -> None:
+        async with open_session(load_config(cfg_path), tmp_path / "run") as s:
+
+            def decide(*args: object, **kw: object) -> engine_module.Decision:
+                held.append(s._held)
+                return engine_module.Decision(actions=[], finished=True)
+
+            monkeypatch.setattr(engine_module, "decide", decide)
+            await CampaignEngine(s, CampaignParams(), auto_approve()).run()
+
+    run(go())
+    assert held == [1]

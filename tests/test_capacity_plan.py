@@ -43,8 +43,7 @@ def _plan(data: dict[str, Any], params: CampaignParams = PARAMS) -> Any:
     try:
         return plan_for(wc, params)
     finally:
-        assert wc.world is not None
-        wc.world.stop()
+        run(wc.stop())  # the lab it started stops with it
 
 
 def test_the_70kg_dose_fits_the_clinical_workcell_within_five_weeks() -> None:

@@ -159,14 +159,15 @@ def test_simulated_serial_counter_from_the_config(sim_data: dict[str, Any]) -> N
 
     async def go() -> Any:
         async with wc:
-            assert wc.culture is not None
-            wc.culture.load("pool_tube", Liquid(10_000, 5e6, 2e5, 1.0))
-            return await wc.cell_counter.count("pool_tube", 20)
+            assert wc.lab is not None
+            wc.load("pool_tube", 10_000, Liquid(10_000, 5e6, 2e5, 1.0), "test")
+            port = wc.lab.serial("counter")["port"]
+            return await wc.cell_counter.count("pool_tube", 20), port
 
-    result = run(go())
+    result, port = run(go())
     assert result.viable_per_mL == pytest.approx(5e5, rel=0.2)
-    assert wc.world is not None
-    assert [s.running for s in wc.world.serial_simulators] == [False]  # stopped with the workcell
+    assert port.startswith("/dev/pts/")  # the real serial driver talked to the lab's terminal
+    assert wc.lab is None  # the workcell's own lab was stopped with it
 
 
 def test_faults_from_the_config_are_recovered_without_repeats(sim_data: dict[str, Any]) -> None:
@@ -175,19 +176,18 @@ def test_faults_from_the_config_are_recovered_without_repeats(sim_data: dict[str
     )
     wc = build_workcell(parse_config(sim_data))
 
-    async def go() -> list[Any]:
+    async def go() -> tuple[list[Any], dict[str, Any], float]:
         async with wc:
-            assert wc.culture is not None
-            wc.culture.load("pool_tube", Liquid(10_000, 5e6, 2e5, 1.0))
-            return [await wc.cell_counter.count("pool_tube", 20) for _ in range(8)]
+            assert wc.lab is not None
+            wc.load("pool_tube", 10_000, Liquid(10_000, 5e6, 2e5, 1.0), "test")
+            results = [await wc.cell_counter.count("pool_tube", 20) for _ in range(8)]
+            return results, wc.lab.serial("counter"), wc.lab.liquid("pool_tube").volume_uL
 
-    results = run(go())
-    assert wc.world is not None
-    sim = wc.world.serial_simulators[0]
-    assert isinstance(sim, CellCounterSimulator)
-    assert sum(sim.faults.injected.values()) >= 3
-    assert sim.instrument.seq == len(results) == 8  # each sample counted once
-    assert sim.commands.count("COUNT") - sim.faults.injected["error"] <= 8
-    loads = [c for c in sim.commands if c.startswith("LOAD")]
-    assert wc.culture.liquid("pool_tube").volume_uL == pytest.approx(10_000 - 20 * 8)
+    results, sim, left = run(go())
+    injected = sim["injected"]
+    assert sum(injected.values()) >= 3
+    assert sim["seq"] == len(results) == 8  # each sample counted once
+    assert sim["commands"].count("COUNT") - injected.get("error", 0) <= 8
+    loads = [c for c in sim["commands"] if c.startswith("LOAD")]
+    assert left == pytest.approx(10_000 - 20 * 8)
     assert len(loads) >= 8

@@ -149,6 +149,7 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
         "report": [[g, "-o", str(tmp / "r.html")], [g, "-o", missing_out + ".html"]],
         "worker": [["--config", str(b["latin1_config"])]],  # without and with PREFECT_API_URL
         "facility up": [["--dir", run]],
+        "lab": [["--config", str(b["latin1_config"])], ["--state-dir", run]],
     }
 
 

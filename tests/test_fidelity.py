@@ -69,9 +69,9 @@ def test_a_donor_is_reproducible_and_two_donors_differ() -> None:
 
 def test_two_donors_on_one_workcell_grow_as_their_own_cells(wc: Workcell) -> None:
     """Two vials of two donors seeded in one run: each plate grows as its donor does."""
-    assert wc.culture is not None
+    assert wc.lab is not None
     names = [f"BM-{i:03d}" for i in range(20)]
-    td = {d: wc.culture.donor_params(d).doubling_time_h for d in names}
+    td = {d: CultureParameters().for_donor(d).doubling_time_h for d in names}
     faster, slower = min(names, key=td.__getitem__), max(names, key=td.__getitem__)
     for plate, donor in (("plate_1", faster), ("plate_2", slower)):
         vial = seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5, donor=donor)
@@ -80,7 +80,7 @@ def test_two_donors_on_one_workcell_grow_as_their_own_cells(wc: Workcell) -> Non
     run(wc.clock.sleep(5 * 86400))
     growth = {}
     for plate, donor in (("plate_1", faster), ("plate_2", slower)):
-        states = [wc.culture.state(v) for v in wc.culture.vessels if v.startswith(plate)]
+        states = [wc.lab.vessel(v) for v in wc.lab.vessels() if v.startswith(plate)]
         assert {s.donor for s in states} == {donor}
         growth[donor] = sum(s.population_doublings for s in states) / len(states)
     assert growth[faster] > growth[slower] + 0.5

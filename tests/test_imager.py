@@ -76,7 +76,7 @@ def test_estimator_refuses_colour_images() -> None:
 
 
 def test_imager_measures_each_well_through_pylabrobot(wc: Workcell) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     params = seeding.SeedingParams(
         suspension=seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5),
         plates=["plate_1"],
@@ -91,7 +91,7 @@ def test_imager_measures_each_well_through_pylabrobot(wc: Workcell) -> None:
     assert plate.parent is home  # back where it was
     assert set(measured) == {w.name for w in plate.get_all_items()}
     for well, value in measured.items():
-        truth = wc.culture.state(well).confluence
+        truth = wc.lab.vessel(well).confluence
         assert 0.2 < truth < 0.95
         assert value == pytest.approx(truth, abs=0.05)
     captures = wc.log.of("capture")
@@ -100,7 +100,7 @@ def test_imager_measures_each_well_through_pylabrobot(wc: Workcell) -> None:
 
 def test_each_well_is_imaged_where_it_is_and_only_the_wells_asked_for(wc: Workcell) -> None:
     """Wells of different confluence: each value is its own well's (not a neighbour's)."""
-    assert wc.culture is not None
+    assert wc.lab is not None
     params = seeding.SeedingParams(
         suspension=seeding.Suspension(volume_mL=5, viable_cells_per_mL=5e5),
         plates=["plate_1"],

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from simulators.confluence_error import EstimatorError, rendered_estimates, sample
+from simulators.culture import Liquid
 from simulators.estimator_error_data import MEASURED
 from tests.conftest import run
 from workcell.assembly.build import build_workcell
@@ -35,28 +36,35 @@ def test_fast_estimates_agree_with_rendered_fields_in_distribution(
 
 
 def test_the_config_chooses_the_fast_path_per_run(sim_data: dict) -> None:  # type: ignore[type-arg]
+    # the controller's imager asks the lab for estimates; the lab draws them, no pixels
     sim_data["devices"]["imager"]["fidelity"] = {"mode": "fast"}
     cfg: WorkcellConfig = parse_config(sim_data)
     wc = build_workcell(cfg)
 
-    async def go() -> dict[str, float]:
+    async def go() -> tuple[float, dict[str, float], list[dict]]:  # type: ignore[type-arg]
         await wc.setup()
-        assert wc.culture is not None
+        assert wc.lab is not None
         plate = wc.plate("plate_1")
         well = plate.get_item("A1")
-        wc.culture.register_vessel(well.name, 9.6)
-        wc.culture.vessels[well.name].attached = 1.0e5
-        truth.append(wc.culture.state(well.name).confluence)
-        return await wc.imager.confluence(plate, [well.name])
+        wc.load(well.name, 2000.0, Liquid(viable=1.5e5, nutrient=1.0, serum=1.0), actor="test")
+        await wc.store_plate("plate_1")
+        await wc.clock.sleep(2 * 86400)  # the cells attach and grow, at 37 C
+        await wc.fetch_plate("plate_1")
+        truth = wc.lab.vessel(well.name).confluence
+        seen = await wc.imager.confluence(plate, [well.name])
+        return truth, seen, wc.lab.log()
 
-    truth: list[float] = []
     try:
-        (value,) = run(go()).values()
+        truth, seen, lab_log = run(go())
     finally:
         run(wc.stop())
-    assert 0.1 < truth[0] < 0.95 and abs(value - truth[0]) < 0.03
+    (value,) = seen.values()
+    assert 0.05 < truth < 0.95 and abs(value - truth) < 0.03
     captures = [a for a in wc.log.actions if a.action == "capture"]
     assert captures and all(a.detail.get("fast") for a in captures)
+    # judged from the lab's own log: the imager took the fields, fast
+    taken = [r for r in lab_log if r["device"] == "imager" and r["action"] == "capture"]
+    assert taken and all(r["detail"].get("fast") for r in taken)
 
 
 def test_a_fast_path_with_custom_optics_needs_its_own_error_table(sim_data: dict) -> None:  # type: ignore[type-arg]

@@ -19,35 +19,34 @@ DAY = 86400.0
 
 
 def test_plates_grow_in_the_incubator_not_on_the_deck(wc: Workcell) -> None:
-    assert wc.culture is not None and wc.world is not None
+    assert wc.lab is not None
     run(seeding.run(wc, SEED))
     run(wc.store_plate("plate_1"))
-    chamber = wc.world.chambers["incubator"]
-    assert list(chamber.slots.values()) == ["plate_1"]
+    assert list(wc.lab.chamber("incubator")["slots"].values()) == ["plate_1"]
     assert wc.store.vessel("plate_1_well_A1").location.startswith("incubator:")  # type: ignore[union-attr]
     run(wc.clock.sleep(3 * DAY))
-    inside = wc.culture.state("plate_1_well_A1").attached_viable
-    on_deck = wc.culture.state("plate_2_well_A1").attached_viable
+    inside = wc.lab.vessel("plate_1_well_A1").attached_viable
+    on_deck = wc.lab.vessel("plate_2_well_A1").attached_viable
     assert inside > 1.8 * on_deck
     run(wc.fetch_plate("plate_1"))
-    assert chamber.slots == {} and chamber.transfer_station is None
+    chamber = wc.lab.chamber("incubator")
+    assert chamber["slots"] == {} and chamber["transfer_station"] is None
     assert wc.plate("plate_1").parent is not None
     assert wc.store.vessel("plate_1_well_A1").location == "deck:plate_carrier-0"  # type: ignore[union-attr]
 
 
 def test_door_open_too_long_and_temperature_excursion_are_alarms(wc: Workcell) -> None:
-    assert wc.world is not None
-    chamber = wc.world.chambers["incubator"]
+    assert wc.lab is not None
     assert run(wc.check_incubators()) == []
-    chamber.set_door(True)
+    wc.lab.set_door("incubator", True)
     assert run(wc.check_incubators()) == []  # just opened
     run(wc.clock.sleep(90))
     messages = run(wc.check_incubators())
     assert any("device door open for 90 s (limit 60 s)" in m for m in messages)
-    chamber.set_door(False)
+    wc.lab.set_door("incubator", False)
     run(wc.clock.sleep(3600))
     assert run(wc.check_incubators()) == []  # recovered after closing
-    chamber.inject_excursion(2.0, 1800)
+    wc.lab.heater_fault("incubator", 2.0, 1800)
     messages = run(wc.check_incubators())
     assert any(re.search(r"temperature 3[89]\.\d C outside 37\.0 \+/- 0\.5 C", m) for m in messages)
     kinds = [e.data["alarm"] for e in wc.store.events("alarm")]
@@ -58,12 +57,12 @@ def test_door_open_too_long_and_temperature_excursion_are_alarms(wc: Workcell) -
 
 
 def test_open_door_cools_the_chamber_and_slows_growth(wc: Workcell) -> None:
-    assert wc.world is not None
-    chamber = wc.world.chambers["incubator"]
-    chamber.set_door(True)
+    assert wc.lab is not None
+    wc.lab.set_door("incubator", True)
     run(wc.clock.sleep(1200))
-    assert chamber.temperature() < 33.0
-    assert chamber.co2() < 1.0
+    chamber = wc.lab.chamber("incubator")
+    assert chamber["temperature_C"] < 33.0
+    assert chamber["co2_percent"] < 1.0
 
 
 def test_simulated_serial_incubator_through_the_workcell(sim_data: dict[str, Any]) -> None:
@@ -71,18 +70,22 @@ def test_simulated_serial_incubator_through_the_workcell(sim_data: dict[str, Any
     wc = build_workcell(parse_config(sim_data))
 
     async def scenario() -> list[str]:
-        async with wc:
-            await seeding.run(wc, SEED.model_copy(update={"plates": ["plate_1"]}))
-            await wc.store_plate("plate_1")
-            await wc.clock.sleep(DAY)
-            alarms = await wc.check_incubators()
-            await wc.fetch_plate("plate_1")
-            return alarms
+        await seeding.run(wc, SEED.model_copy(update={"plates": ["plate_1"]}))
+        await wc.store_plate("plate_1")
+        await wc.clock.sleep(DAY)
+        alarms = await wc.check_incubators()
+        await wc.fetch_plate("plate_1")
+        return alarms
 
-    assert run(scenario()) == []
-    assert wc.world is not None
-    sim = wc.world.serial_simulators[0]
-    assert [c for c in sim.commands if c.startswith("mv:")] == ["mv:ts 001", "mv:st 001"]
-    assert "ch:it" in sim.commands and "ch:bs" in sim.commands
-    assert sim.port.startswith("/dev/pts/")
+    async def scenario_and_lab() -> tuple[list[str], dict[str, Any]]:
+        async with wc:
+            alarms = await scenario()
+            assert wc.lab is not None
+            return alarms, wc.lab.serial("incubator")
+
+    alarms, sim = run(scenario_and_lab())
+    assert alarms == []
+    assert [c for c in sim["commands"] if c.startswith("mv:")] == ["mv:ts 001", "mv:st 001"]
+    assert "ch:it" in sim["commands"] and "ch:bs" in sim["commands"]
+    assert sim["port"].startswith("/dev/pts/")
     assert wc.store.vessel("plate_1_well_A1").location == "deck:plate_carrier-0"  # type: ignore[union-attr]

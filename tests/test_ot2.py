@@ -20,7 +20,6 @@ from pylabrobot.liquid_handling.backends.opentrons_backend import OpentronsOT2Ba
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping
-from simulators.ot2_api import OT2Fault, OT2Robot
 from tests.conftest import run
 from workcell.actions import Action
 from workcell.assembly.build import build_workcell
@@ -45,9 +44,10 @@ def _star() -> WorkcellConfig:
     return cfg.model_copy(update={"clock": cfg.clock.model_copy(update={"start": START})})
 
 
-def _robot(wc: Workcell) -> OT2Robot:
-    assert wc.world is not None
-    return wc.world.http_simulators[0].robot
+def _robot_log(wc: Workcell) -> list[dict[str, Any]]:
+    """The simulated OT-2's own log rows, from the simulated lab's physical log."""
+    assert wc.lab is not None
+    return [r for r in wc.lab.log() if r["device"] == "ot2"]
 
 
 def _volumes(actions: list[Action], device: str) -> dict[tuple[str, str], float]:
@@ -71,7 +71,8 @@ PASSAGE = passaging.PassagingParams(
 
 
 async def _scenario(config: WorkcellConfig) -> tuple[dict[str, dict], Workcell, dict[str, Any]]:
-    """Seed, feed, passage and harvest on one workcell; each operation's volumes."""
+    """Seed, feed, passage and harvest on one workcell; each operation's volumes (and, for
+    an OT-2, what the simulated robot logged and counted, before its lab stops)."""
     wc = build_workcell(config)
     device = next(n for n, d in config.devices.items() if d.kind == "liquid_handler")
     ops: dict[str, dict] = {}
@@ -96,6 +97,10 @@ async def _scenario(config: WorkcellConfig) -> tuple[dict[str, dict], Workcell, 
         # the operator empties the passage's pool tube: a harvest pools into an empty one
         housekeeping.do(wc, [housekeeping.Chore(kind="empty", target="pool_tube")], "operator")
         await op("harvest", harvest.run(wc, harvest.HarvestParams(plates=["plate_2", "plate_4"])))
+        assert wc.lab is not None
+        if device in wc.lab.ports:
+            results["robot_log"] = _robot_log(wc)
+            results["robot"] = wc.lab.ot2(device)
     return ops, wc, results
 
 
@@ -105,17 +110,18 @@ def test_each_unit_operation_on_the_ot2_moves_the_star_volumes() -> None:
 
     # it really went through PyLabRobot's OT-2 back end and the HTTP API
     assert isinstance(wc.liquid_handler.backend, OpentronsOT2Backend)
-    robot = _robot(wc)
-    aspirates = [a for a in wc.log.actions if a.device == "ot2" and a.action == "aspirate"]
-    assert robot.commands_run["aspirateInPlace"] == len(aspirates) > 100
-    assert robot.commands_run["moveToCoordinates"] >= 2 * len(aspirates)
+    robot = ot2_results["robot"]
+    aspirates = [r for r in ot2_results["robot_log"] if r["action"] == "aspirate"]
+    journalled = [a for a in wc.log.actions if a.device == "ot2" and a.action == "aspirate"]
+    assert robot["commands_run"]["aspirateInPlace"] == len(aspirates) == len(journalled) > 100
+    assert robot["commands_run"]["moveToCoordinates"] >= 2 * len(aspirates)
     # both pipettes did their share: the P300 the small suspension volumes, the P1000 the rest
-    used = {a.detail["pipette"] for a in aspirates}
+    used = {r["detail"]["pipette"] for r in aspirates}
     assert used == {"p1000_single_gen2", "p300_single_gen2"}
     assert all(
-        a.detail["pipette"] == "p300_single_gen2"
-        for a in aspirates
-        if a.detail["source"] == "cell_suspension"
+        r["detail"]["pipette"] == "p300_single_gen2"
+        for r in aspirates
+        if r["detail"]["source"] == "cell_suspension"
     )
 
     for name in ("seeding", "media_exchange", "harvest"):
@@ -147,10 +153,11 @@ def test_a_failed_tip_pick_up_at_the_wire_is_recovered_with_the_next_tip() -> No
     wc = build_workcell(_ot2())
     run(wc.setup())
     try:
-        _robot(wc).faults.queue(OT2Fault.FAIL, "pickUpTip")
+        assert wc.lab is not None
+        wc.lab.ot2_fault("ot2", "fail", "pickUpTip")
         _seed_small(wc)
-        failed = [a for a in wc.log.actions if a.action == "command_failed"]
-        assert [a.detail["command"] for a in failed] == ["pickUpTip"]
+        failed = [r for r in _robot_log(wc) if r["action"] == "command_failed"]
+        assert [r["detail"]["command"] for r in failed] == ["pickUpTip"]
         assert len(wc.log.of("pick_up_tip")) == 3  # medium, and a tip per well
         assert wc.resource("tips_1000_1_tipspot_A1").tracker.has_tip is False  # written off
     finally:
@@ -161,16 +168,15 @@ def test_a_dropped_connection_is_a_device_error_and_a_recorded_fault() -> None:
     wc = build_workcell(_ot2())
     run(wc.setup())
     try:
-        robot = _robot(wc)
-        robot.faults.queue(OT2Fault.SLOW, "aspirateInPlace")
-        robot.faults.slow_answer_s = 0.2
-        robot.faults.queue(OT2Fault.DROP, "dispenseInPlace")
+        assert wc.lab is not None
+        wc.lab.ot2_fault("ot2", "slow", "aspirateInPlace", slow_answer_s=0.2)
+        wc.lab.ot2_fault("ot2", "drop", "dispenseInPlace")
         with pytest.raises(DeviceError) as exc:
             _seed_small(wc)
         assert exc.value.device == "ot2" and exc.value.command == "dispense"
         assert "connection to the robot lost" in str(exc.value)
         # the slow answer was waited for; the dropped dispense never reached the robot
-        assert [a.action for a in wc.log.actions if a.device == "ot2"][-3:] == [
+        assert [r["action"] for r in _robot_log(wc)][-3:] == [
             "aspirate",
             "slow_answer",
             "connection_dropped",
@@ -219,5 +225,5 @@ def test_a_real_ot2_is_reached_at_the_configured_address() -> None:
     backend = wc.liquid_handler.backend
     assert isinstance(backend, OpentronsOT2Backend)
     assert (backend.host, backend.port) == ("192.0.2.7", 31950)
-    assert wc.world is not None and not wc.world.http_simulators
+    assert wc.lab is not None and "ot2" not in wc.lab.ports  # no simulated robot
     run(wc.stop())

@@ -26,13 +26,13 @@ def _params(**changes: Any) -> seeding.SeedingParams:
 
 
 def test_cells_taken_equal_cells_seeded_within_pipetting_loss(wc: Workcell) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     result = run(seeding.run(wc, _params()))
-    tube = wc.culture.liquid("cell_suspension")
+    tube = wc.lab.liquid("cell_suspension")
     loaded = 5.0 * 5e5
     taken = loaded - tube.viable
     delivered = sum(v.cells_delivered or 0 for v in result.vessels)
-    lost = wc.liquid_handler.backend.cells_discarded_in_tips  # type: ignore[attr-defined]
+    lost = wc.lab.star()["cells_discarded"]
     # cells leave the tube only into wells or the discarded tips (viable + dead in tips)
     assert delivered <= taken
     assert taken - delivered <= lost + 1e-6 * taken
@@ -66,7 +66,7 @@ def _refused(wc: Workcell, params: seeding.SeedingParams) -> str:
     t0 = wc.clock.elapsed()
     with pytest.raises(ProtocolRefused) as exc:
         run(seeding.run(wc, params))
-    assert len(wc.log) == 1  # only the incubator's initialisation at set-up: nothing moved
+    assert len(wc.log) == 3  # only the operator filling the three reagent troughs: nothing moved
     assert wc.store.vessels() == []
     assert wc.clock.elapsed() == t0
     assert wc.container("cell_suspension").tracker.get_used_volume() == 0

@@ -38,9 +38,9 @@ def _refused(wc: Workcell, coro: Any) -> str:
 # spent medium out: a tip per vessel; fresh medium in: a tip per vessel or per plate
 @pytest.mark.parametrize(("policy", "tips"), [("per_vessel", 12), ("per_plate", 7)])
 def test_media_exchange_renews_medium(wc: Workcell, policy: str, tips: int) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     _grow(wc, 2.5)
-    before = {v: wc.culture.state(v) for v in wc.culture.vessels}
+    before = {v: wc.lab.vessel(v) for v in wc.lab.vessels()}
     result = run(
         media_exchange.run(
             wc,
@@ -55,7 +55,7 @@ def test_media_exchange_renews_medium(wc: Workcell, policy: str, tips: int) -> N
     for well in plate.get_all_items():
         area = math.pi * (well.get_size_x() / 2) ** 2 / 100
         assert well.tracker.get_used_volume() == pytest.approx(250 * area)
-        state = wc.culture.state(well.name)
+        state = wc.lab.vessel(well.name)
         assert state.nutrient > 0.97 > before[well.name].nutrient
         assert state.dead < 0.1 * before[well.name].dead  # floating dead cells went to waste
         assert state.attached_viable == pytest.approx(before[well.name].attached_viable, rel=0.01)
@@ -105,9 +105,9 @@ def test_media_exchange_parameter_ranges(change: dict[str, Any]) -> None:
 
 
 def test_passaging_85_percent_plate_gives_the_children_the_count_implies(wc: Workcell) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     _grow(wc, 7)
-    conf = [wc.culture.state(v).confluence for v in wc.culture.vessels]
+    conf = [wc.lab.vessel(v).confluence for v in wc.lab.vessels()]
     assert 0.8 < sum(conf) / len(conf) < 0.92  # about 85 %
     # an 85 % plate holds about 3.7e4 cells/cm2 at PD 4-10 (4.4e4 at confluence): 5 x 6
     # free wells at 7,000 cells/cm2 take them all
@@ -150,7 +150,7 @@ def test_passaging_below_threshold_puts_the_plate_back(wc: Workcell) -> None:
 
 
 def test_enzyme_time_trades_yield_against_viability(wc: Workcell) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     _grow(wc, 6, ["plate_1", "plate_2"])
     short = passaging.PassagingParams(
         plate="plate_1",
@@ -170,7 +170,7 @@ def test_enzyme_time_trades_yield_against_viability(wc: Workcell) -> None:
         housekeeping.do(wc, housekeeping.due(wc), "operator")  # the last pool is emptied
         run(passaging.run(wc, p))
         left[p.plate] = sum(
-            wc.culture.state(f"{p.plate}_well_{w}").attached_viable
+            wc.lab.vessel(f"{p.plate}_well_{w}").attached_viable
             for w in ("A1", "A2", "A3", "B1", "B2", "B3")
         )
     assert left["plate_1"] > 3 * left["plate_2"]  # 2 min leaves many more cells behind
@@ -215,9 +215,9 @@ def test_passaging_refusals(wc: Workcell) -> None:
 
 
 def test_harvest_reports_total_cells_viability_and_dose(wc: Workcell) -> None:
-    assert wc.culture is not None
+    assert wc.lab is not None
     _grow(wc, 7, ["plate_1", "plate_2"])
-    truth = sum(wc.culture.state(v).attached_viable for v in wc.culture.vessels)
+    truth = sum(wc.lab.vessel(v).attached_viable for v in wc.lab.vessels())
     result = run(
         harvest.run(
             wc,

@@ -1,7 +1,9 @@
 """The log of device actions a workcell performed, in order.
 
-Every back end reports each physical action here (a tip pick-up, an aspirate, a
-plate moved). Dry-run reports are drawn from it, and tests use it to prove that a
+Every device action the journal completes is appended here (a tip pick-up, an
+aspirate, a plate moved); a driver's own notes (a retried serial line) are
+recorded here too and go to the batch record through ``sink``. Dry-run reports
+and the Opentrons export are drawn from it, and tests use it to prove that a
 refused protocol moved nothing.
 """
 
@@ -35,6 +37,10 @@ class ActionLog:
         self.actions.append(Action(time=time, device=device, action=action, detail=detail))
         if self.sink is not None:
             self.sink(time, device, action, detail)
+
+    def append(self, time: datetime, device: str, action: str, **detail: Any) -> None:
+        """An action the journal already wrote to the record: the in-memory log only."""
+        self.actions.append(Action(time=time, device=device, action=action, detail=detail))
 
     def __len__(self) -> int:
         return len(self.actions)

@@ -5,7 +5,8 @@ pure functions of their inputs and take ~5-15 ms each; a campaign images
 thousands of fields. They run in a process pool (one worker per core, started
 with ``spawn`` so no event-loop or Prefect thread state is forked), so a dry-run
 uses the second core of a 2-core CI machine. ``WORKCELL_CPU_WORKERS=0`` (or a
-one-core machine) runs them inline, for debugging and profiling.
+one-core machine) runs them inline, for debugging and profiling. A worker ends
+when the process that started it dies, even by SIGKILL (``workcell/lifeline.py``).
 
 Results do not depend on which worker ran them: every random draw is seeded by
 the caller, in a fixed order, before the work is handed out.
@@ -20,6 +21,8 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
+
+from workcell.lifeline import worker_initializer
 
 T = TypeVar("T")
 _pool: ProcessPoolExecutor | None = None
@@ -64,7 +67,10 @@ def _start(n: int) -> ProcessPoolExecutor:
     main.__dict__["__spec__"] = None
     try:
         executor = ProcessPoolExecutor(
-            max_workers=n, mp_context=multiprocessing.get_context("spawn")
+            max_workers=n,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker_initializer,  # a worker ends when this process dies
+            initargs=(os.getpid(),),
         )
         for f in [executor.submit(_ready) for _ in range(n)]:
             f.result()
@@ -80,6 +86,14 @@ async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
     if p is None:
         return fn(*args)
     return await asyncio.get_running_loop().run_in_executor(p, fn, *args)
+
+
+def map_cpu(fn: Callable[..., T], calls: list[tuple[Any, ...]]) -> list[T]:
+    """``[fn(*args) for args in calls]`` on the workers, in order (blocking; for the lab)."""
+    p = pool()
+    if p is None or len(calls) < 2:
+        return [fn(*args) for args in calls]
+    return list(p.map(fn, *zip(*calls, strict=True)))
 
 
 def worker_pids() -> list[int]:

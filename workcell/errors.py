@@ -38,5 +38,21 @@ class DeviceError(WorkcellError):
         super().__init__(f"{device}: command {command!r} failed: {reason}")
 
 
-class TipPickupError(DeviceError):
+class DeviceRefused(DeviceError):
+    """The device refused the command and did nothing: the outcome is known.
+
+    Every other ``DeviceError`` (no reply, a broken line, the lab gone) leaves the
+    outcome unknown until the device is asked (``workcell/assembly/reconcile.py``).
+    """
+
+
+class TipPickupError(DeviceRefused):
     """A channel came up without a tip (on a STAR, a 'no tip' error)."""
+
+
+class HeldForOperator(WorkcellError):
+    """Work stopped at a hold point: an operator must decide before the step goes on.
+
+    The step stays interrupted (it is finished, with the operator's decision, when
+    the run is resumed); the message says what to check and which vessels.
+    """

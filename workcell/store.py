@@ -77,6 +77,16 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     seq INTEGER NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    step_id INTEGER,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL DEFAULT '',
+    ref INTEGER,
+    time TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_step ON journal(step_id, kind);
 CREATE INDEX IF NOT EXISTS measurements_vessel ON measurements(vessel_id, kind, time);
 CREATE INDEX IF NOT EXISTS events_vessel ON events(vessel_id, time);
 CREATE INDEX IF NOT EXISTS vessel_changes_vessel ON vessel_changes(vessel_id, id);
@@ -197,9 +207,18 @@ BUSY_TIMEOUT_S = 120.0
 
 
 class Store:
-    """Vessels, measurements and events of one run."""
+    """Vessels, measurements and events of one run.
 
-    def __init__(self, path: str | Path = ":memory:", read_only: bool = False) -> None:
+    ``durable``: every commit waits until it is on the disk (SQLite
+    ``synchronous=FULL``), so a power cut loses no journal entry: what a workcell
+    with real instruments needs. A dry-run's store (every device simulated) uses
+    ``NORMAL``: a commit survives the process being killed, which is all a
+    simulated lab can suffer, without waiting for the disk.
+    """
+
+    def __init__(
+        self, path: str | Path = ":memory:", read_only: bool = False, durable: bool = True
+    ) -> None:
         self.path = str(path)
         self.read_only = read_only
         self._depth = 0
@@ -217,6 +236,7 @@ class Store:
                 self._db.execute("PRAGMA foreign_keys = ON")
                 if self.path != ":memory:":
                     self._db.execute("PRAGMA journal_mode = WAL")
+                    self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._db.executescript(SCHEMA + DERIVED_TRIGGERS)
             self.record = BatchRecord(self._db, create=not read_only)
         except sqlite3.DatabaseError as err:
@@ -491,6 +511,100 @@ class Store:
         """A device action, into the batch record only (the action log keeps the rest)."""
         with self._tx():
             self.record.append("device", action, device, time, None, detail)
+
+    # --- the action journal (workcell/journal.py) ------------------------------------------
+
+    def add_journal(
+        self,
+        step_id: int | None,
+        kind: str,
+        key: str,
+        time: datetime,
+        data: dict[str, Any],
+        ref: int | None = None,
+        record: tuple[str, str, str, str | None] | None = None,
+    ) -> int:
+        """One journal row, and its batch-record entry, in its own transaction.
+
+        ``record`` is (type, kind, actor, vessel) of the entry; by default a
+        ``journal`` entry of ``kind``. Returns the row's id.
+        """
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO journal (step_id, kind, key, ref, time, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (step_id, kind, key, ref, time.isoformat(), json.dumps(data, default=str)),
+            )
+            row_id = int(cur.lastrowid or 0)
+            type_, rkind, actor, vessel = record or ("journal", kind, "workcell", None)
+            self.record.append(
+                type_,
+                rkind,
+                actor,
+                time,
+                vessel,
+                {**data, "journal": row_id, "step": step_id, "key": key, "ref": ref},
+            )
+        return row_id
+
+    def journal(
+        self, step_id: int | None = None, since: int = 0, kinds: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Journal rows (of one step, or all after ``since``), oldest first."""
+        sql = "SELECT id, step_id, kind, key, ref, time, data FROM journal WHERE id > ?"
+        args: list[Any] = [since]
+        if step_id is not None:
+            sql += " AND step_id = ?"
+            args.append(step_id)
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            args.extend(kinds)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            {
+                "id": r[0],
+                "step_id": r[1],
+                "kind": r[2],
+                "key": r[3],
+                "ref": r[4],
+                "time": datetime.fromisoformat(r[5]),
+                "data": json.loads(r[6]),
+            }
+            for r in rows
+        ]
+
+    def last_journal_id(self) -> int:
+        row = self._db.execute("SELECT MAX(id) FROM journal").fetchone()
+        return int(row[0] or 0)
+
+    def add_event_id(self, e: Event) -> int:
+        """``add_event`` that returns the event's id (a step's id is its start event's)."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
+                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
+            )
+            self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+        return int(cur.lastrowid or 0)
+
+    def events_with_ids(self, kind: str) -> list[tuple[int, Event]]:
+        rows = self._db.execute(
+            "SELECT id, time, kind, actor, vessel_id, data FROM events WHERE kind = ? ORDER BY id",
+            (kind,),
+        ).fetchall()
+        return [
+            (
+                int(r["id"]),
+                Event(
+                    time=r["time"],
+                    kind=r["kind"],
+                    actor=r["actor"],
+                    vessel_id=r["vessel_id"],
+                    data=json.loads(r["data"]),
+                ),
+            )
+            for r in rows
+        ]
 
     def events(self, kind: str | tuple[str, ...] | None = None) -> list[Event]:
         """Events in the order they were written; of one kind, or of any of several."""

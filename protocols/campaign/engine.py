@@ -31,7 +31,7 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,14 +39,18 @@ from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign import housekeeping, logistics
 from protocols.campaign.plan import CapacityPlan
 from protocols.checks import MAX_NAME, DeckName, DeckNames, WellNames
-from protocols.detachment import DetachParams
+from protocols.detachment import DetachParams, once_event
 from protocols.imaging import image_plates
+from protocols.recovery.finish import return_plates
+from protocols.recovery.resumable import unit
 from simulators.culture import CultureParameters
 from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.batch import lineage
 from workcell.errors import ProtocolRefused
+from workcell.journal import StepInfo
+from workcell.operator import AbortedByOperator, Answer, Hold
 from workcell.ot_labware import same_product
 from workcell.store import Store
 
@@ -226,6 +230,7 @@ class Kind(StrEnum):
     HARVEST = "harvest"
     STOP = "stop"
     REPLENISH = "replenish"
+    RECOVER = "recover"  # a hold point met while finishing or doing a step
 
 
 class Action(BaseModel):
@@ -677,41 +682,71 @@ class CampaignEngine:
     async def run(self, hand_over: HandOver | None = None) -> CampaignSummary:
         """Until the campaign finishes, or until ``hand_over`` says to stop at a wait.
 
-        A hand-over records ``campaign_handed_over`` and returns the summary so far
-        (outcome "unfinished"); ``handed_over_at_s`` says when the campaign wakes.
+        An interrupted step is finished first; then each decision is taken under the
+        device locks, from the state they protect. A hand-over records
+        ``campaign_handed_over`` and returns the summary so far (outcome
+        "unfinished"); ``handed_over_at_s`` says when the campaign wakes.
         """
-        self._start()
+        async with self.session.locked():
+            self._start()  # the plan (kept, or made and checked) before any step is re-entered
+        await self.finish_interrupted()
         began_s: float | None = None
         while True:
-            v = self._view()
-            began_s = v.now_s if began_s is None else began_s
-            d = decide(v, self.params, self.deck_plates, self.plan)
-            if d.finished:
-                break
-            await self._report(v)
-            if not d.actions:
-                assert d.wake_at_s is not None
-                if hand_over is not None and hand_over(v.now_s - began_s, d.wake_at_s - v.now_s):
-                    self.handed_over_at_s = d.wake_at_s
-                    self.wc.event(
-                        "campaign_handed_over",
-                        "campaign",
-                        from_day=round(began_s / DAY_S, 3),
-                        at_day=round(v.now_s / DAY_S, 3),
-                        wakes_at_day=round(d.wake_at_s / DAY_S, 3),
-                    )
+            async with self.session.locked():  # decided from the state the locks protect
+                v = self._view()
+                began_s = v.now_s if began_s is None else began_s
+                d = decide(v, self.params, self.deck_plates, self.plan)
+                if d.finished:
                     break
-                await self._wait(d.wake_at_s)
-                continue
-            for action in d.actions:
-                await self._do(action)
+                await self._report(v)
+                if not d.actions:
+                    assert d.wake_at_s is not None
+                    if hand_over is not None and hand_over(
+                        v.now_s - began_s, d.wake_at_s - v.now_s
+                    ):
+                        self.handed_over_at_s = d.wake_at_s
+                        self.wc.event(
+                            "campaign_handed_over",
+                            "campaign",
+                            from_day=round(began_s / DAY_S, 3),
+                            at_day=round(v.now_s / DAY_S, 3),
+                            wakes_at_day=round(d.wake_at_s / DAY_S, 3),
+                        )
+                        break
+                    await self._wait(d.wake_at_s)
+                    continue
+                for action in d.actions:
+                    await self._do(action)
         return summarize(self.wc.store, self.params)
 
-    async def _wait(self, until_s: float) -> None:
-        label = f"wait until day {until_s / DAY_S:.2f}"
+    async def finish_interrupted(self) -> None:
+        """Steps the session found interrupted: the campaign's own are re-entered and
+        finished by the same code; any other by its protocol's recovery."""
+        from protocols.recovery.finish import finish_interrupted
+
+        async def campaign_step(step: StepInfo) -> None:
+            data = step.data
+            if "action" in data:
+                await self._do(Action.model_validate(data["action"]), resume=step)
+            else:
+                await self._wait(float(data.get("until_s", 0.0)), resume=step)
+
+        await finish_interrupted(self.session, self._hold_answer, {"campaign": campaign_step})
+
+    async def _hold_answer(self, hold: Hold) -> Answer:
+        """A protocol's hold point, put to the campaign's operator."""
+        answer = await self._ask(
+            Action(kind=Kind.RECOVER, reason=hold.reason, deviation=True, needs_operator=True)
+        )
+        return Answer(operator=answer.operator, decision=answer.decision, comment=answer.comment)
+
+    async def _wait(self, until_s: float, resume: StepInfo | None = None) -> None:
+        label = resume.label if resume else f"wait until day {until_s / DAY_S:.2f}"
 
         async def work() -> None:
-            async with self.session.step(label) as wc:
+            async with self.session.step(
+                label, owner="campaign", data={"until_s": until_s}, resume=resume
+            ) as wc:
                 # watch the incubators while waiting: a fault between images is seen
                 every = self.params.monitor_every_min * 60
                 end = wc.clock.elapsed() + until_s - view(wc.store, wc.clock.now()).now_s
@@ -722,97 +757,85 @@ class CampaignEngine:
         await self.run_step(label, work)
 
     async def do(self, a: Action) -> object:
-        """Carry out one decided action as a step (what a scheduler calls, one at a time)."""
+        """Carry out one decided action as a step (what a scheduler calls, one at a time).
+
+        An interrupted step of this campaign is finished instead: it was decided first.
+        """
+        if self.session.interrupted:
+            await self.finish_interrupted()
+            return None
         return await self._do(a)
 
-    async def _do(self, a: Action) -> object:
-        p = self.params
-        label = f"day {self._view().now_s / DAY_S:.2f} {a.label}"
-        if a.needs_operator:
-            answer = await self._ask(a)
-            self.wc.event(
-                "operator_decision",
-                answer.operator,
-                action=a.kind.value,
-                reason=a.reason,
-                decision=answer.decision,
-                comment=answer.comment,
-            )
-            if answer.decision == "abort" or a.kind is Kind.STOP:
-                self.wc.event("campaign_finished", "campaign", outcome=f"stopped: {a.reason}")
-                return None
+    async def _do(self, a: Action, resume: StepInfo | None = None) -> object:
+        label = resume.label if resume else f"day {self._view().now_s / DAY_S:.2f} {a.label}"
+        # The operator is asked here, under the locks but outside the step's task (a
+        # Prefect run pauses or suspends only at the flow's level); the answer is recorded
+        # inside the step, once, with the step's other records. A step re-entered after
+        # an interruption uses the answer it recorded and never asks again.
+        given: dict[str, object] | None = None
+        if a.needs_operator and not (resume is not None and _answered(self.wc, resume)):
+            given = await self._ask_json(a)
+
+        async def asked() -> dict[str, object]:
+            return given if given is not None else await self._ask_json(a)
 
         async def work() -> object:
-            async with self.session.step(label) as wc:
+            async with self.session.step(
+                label, owner="campaign", data={"action": a.model_dump(mode="json")}, resume=resume
+            ) as wc:
+                wc.operator = self._hold_answer
+                if a.needs_operator:  # the hold point is part of its step: asked once
+                    answer = OperatorDecision.model_validate(
+                        await _once_async(wc, "operator_decision", asked)
+                    )
+                    once_event(
+                        wc,
+                        "operator_decision_recorded",
+                        "operator_decision",
+                        answer.operator,
+                        action=a.kind.value,
+                        reason=a.reason,
+                        decision=answer.decision,
+                        comment=answer.comment,
+                    )
+                    if answer.decision == "abort" or a.kind is Kind.STOP:
+                        once_event(
+                            wc,
+                            "campaign_finished",
+                            "campaign_finished",
+                            "campaign",
+                            outcome=f"stopped: {a.reason}",
+                        )
+                        return None
                 await self._housekeeping(wc)
-                wc.event(
-                    "decision", "campaign", action=a.kind.value, plates=a.plates, reason=a.reason
-                )
-                if self.plan is not None and wc.inventory is not None:
-                    return await self._do_planned(wc, a)
-                if a.kind is Kind.SEED:
-                    seeded = await seeding.run(
-                        wc,
-                        seeding.SeedingParams(
-                            suspension=p.suspension,
-                            plates=a.plates,
-                            wells=p.initial_wells,
-                            density_cells_per_cm2=p.density_cells_per_cm2,
-                            medium_mL_per_cm2=p.medium_mL_per_cm2,
-                        ),
-                        actor="campaign",
-                    )
-                    for plate in a.plates:
-                        await wc.store_plate(plate)
-                    return seeded
-                if a.kind is Kind.IMAGE:
-                    return await image_plates(wc, a.plates)
-                if a.kind is Kind.FEED:
-                    return await media_exchange.run(
-                        wc,
-                        media_exchange.MediaExchangeParams(
-                            plates=a.plates, medium_mL_per_cm2=p.medium_mL_per_cm2
-                        ),
-                        actor="campaign",
-                    )
-                if a.kind is Kind.PASSAGE:
-                    return await passaging.run(
-                        wc,
-                        passaging.PassagingParams(
-                            plate=a.plates[0],
-                            destination_plates=a.destinations,
-                            confluence_threshold_percent=p.confluence_threshold_percent,
-                            density_cells_per_cm2=p.density_cells_per_cm2,
-                            medium_mL_per_cm2=p.medium_mL_per_cm2,
-                            detach=p.detach,
-                            max_child_vessels=a.max_children,
-                        ),
-                        actor="campaign",
-                    )
-                result = await harvest.run(
+                once_event(
                     wc,
-                    harvest.HarvestParams(
-                        plates=a.plates,
-                        patient_weight_kg=p.patient_weight_kg,
-                        target_dose_cells_per_kg=p.target_dose_cells_per_kg,
-                        detach=p.detach.model_copy(update={"pool_tube": p.harvest_pool}),
-                    ),
-                    actor="campaign",
+                    "decision",
+                    "decision",
+                    "campaign",
+                    action=a.kind.value,
+                    plates=a.plates,
+                    reason=a.reason,
                 )
-                deviation = a.deviation
-                if not result.dose_reached:
-                    deviation = True
-                    wc.event(
-                        "deviation",
+                try:
+                    result = await self._act(wc, a)
+                    if wc.journal.resumed:  # a culture plate the interruption left out goes back
+                        await return_plates(wc)
+                    return result
+                except AbortedByOperator as err:
+                    once_event(
+                        wc,
+                        "campaign_finished",
+                        "campaign_finished",
                         "campaign",
-                        message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
-                        f"target {result.target_dose_cells_per_kg:.3g}",
+                        outcome=f"stopped: {err}",
                     )
-                outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
-                wc.event("campaign_finished", "campaign", outcome=outcome)
-                return result
+                    return None
 
         return await self.run_step(label, work)
+
+    async def _ask_json(self, a: Action) -> dict[str, object]:
+        return (await self._ask(a)).model_dump(mode="json")
 
     async def _ask(self, a: Action) -> OperatorDecision:
         """Hold for the operator. The hold (and its deviation) is recorded once, under a
@@ -846,31 +869,115 @@ class CampaignEngine:
         deviation = a.deviation
         if not result.dose_reached:
             deviation = True
-            wc.event(
+            once_event(
+                wc,
+                "low_dose",
                 "deviation",
                 "campaign",
                 message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
                 f"target {result.target_dose_cells_per_kg:.3g}",
             )
         outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
-        wc.event("campaign_finished", "campaign", outcome=outcome)
+        once_event(wc, "campaign_finished", "campaign_finished", "campaign", outcome=outcome)
+
+    async def _act(self, wc: Workcell, a: Action) -> object:
+        p = self.params
+        if self.plan is not None and wc.inventory is not None:
+            return await self._do_planned(wc, a)
+        if a.kind is Kind.SEED:
+            seeded = await seeding.run(
+                wc,
+                seeding.SeedingParams(
+                    suspension=p.suspension,
+                    plates=a.plates,
+                    wells=p.initial_wells,
+                    density_cells_per_cm2=p.density_cells_per_cm2,
+                    medium_mL_per_cm2=p.medium_mL_per_cm2,
+                ),
+                actor="campaign",
+            )
+            for plate in a.plates:
+                if not wc.in_slot(plate):
+                    await wc.store_plate(plate)
+            return seeded
+        if a.kind is Kind.IMAGE:
+            return await image_plates(wc, a.plates)
+        if a.kind is Kind.FEED:
+            return await media_exchange.run(
+                wc,
+                media_exchange.MediaExchangeParams(
+                    plates=a.plates, medium_mL_per_cm2=p.medium_mL_per_cm2
+                ),
+                actor="campaign",
+            )
+        if a.kind is Kind.PASSAGE:
+            return await passaging.run(
+                wc,
+                passaging.PassagingParams(
+                    plate=a.plates[0],
+                    destination_plates=a.destinations,
+                    confluence_threshold_percent=p.confluence_threshold_percent,
+                    density_cells_per_cm2=p.density_cells_per_cm2,
+                    medium_mL_per_cm2=p.medium_mL_per_cm2,
+                    detach=p.detach,
+                    max_child_vessels=a.max_children,
+                ),
+                actor="campaign",
+            )
+        result = await harvest.run(
+            wc,
+            harvest.HarvestParams(
+                plates=a.plates,
+                patient_weight_kg=p.patient_weight_kg,
+                target_dose_cells_per_kg=p.target_dose_cells_per_kg,
+                detach=p.detach.model_copy(update={"pool_tube": p.harvest_pool}),
+            ),
+            actor="campaign",
+        )
+        deviation = a.deviation
+        if not result.dose_reached:
+            deviation = True
+            once_event(
+                wc,
+                "low_dose",
+                "deviation",
+                "campaign",
+                message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
+                f"target {result.target_dose_cells_per_kg:.3g}",
+            )
+        outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
+        once_event(wc, "campaign_finished", "campaign_finished", "campaign", outcome=outcome)
+        return result
 
     async def _housekeeping(self, wc: Workcell) -> None:
-        """Top up reagents, empty waste and tubes, replace tips before a step needs them."""
-        chores = housekeeping.due(wc)
-        if not chores:
-            return
-        actor = housekeeping.SIMULATED_OPERATOR
-        if wc.world is None:  # a person does it on a real workcell
-            answer = await self._ask(
-                Action(
-                    kind=Kind.REPLENISH,
-                    needs_operator=True,
-                    reason="; ".join(c.text for c in chores),
+        """Top up reagents, empty waste and tubes, replace tips before a step needs them.
+
+        Once per step: a step re-entered after an interruption does not tidy up again
+        (its pool tube holds the cells it is working on).
+        """
+        async with unit(wc, "housekeeping", []) as u:
+            if u.done:
+                return
+            chores = housekeeping.due(wc)
+            if not chores:
+                return
+            actor = housekeeping.SIMULATED_OPERATOR
+            if not wc.simulated:  # a person does it on a real workcell
+                answer = OperatorDecision.model_validate(
+                    await _once_async(
+                        wc,
+                        "replenish",
+                        lambda: self._ask_json(
+                            Action(
+                                kind=Kind.REPLENISH,
+                                needs_operator=True,
+                                reason="; ".join(c.text for c in chores),
+                            )
+                        ),
+                    )
                 )
-            )
-            actor = answer.operator
-        housekeeping.do(wc, chores, actor)
+                actor = answer.operator
+            housekeeping.do(wc, chores, actor)
 
     async def _report(self, v: CampaignView) -> None:
         if self.progress is None:
@@ -902,11 +1009,7 @@ def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
 
     probe = labware.make("labware", p.vessel_labware, "probe")
     area = sum(growth_area_cm2(w) for w in probe.get_all_items())  # type: ignore[arg-type]
-    culture = (
-        wc.culture.params
-        if wc.culture is not None
-        else CultureParameters(**wc.config.culture.overrides)
-    )
+    culture = CultureParameters(**wc.config.culture.overrides)  # the lab's model, by config
     s = p.suspension
     from protocols.pipetting import dead_volume_uL
 
@@ -947,6 +1050,21 @@ def estimated_cells(v: CampaignView, p: CampaignParams) -> float:
         (x.confluence or 0) * cells_per_cm2_at_confluence(x.population_doublings) * x.area_cm2
         for x in v.plates
     )
+
+
+def _answered(wc: Workcell, step: StepInfo) -> bool:
+    """Whether an interrupted step recorded its operator's answer before it stopped."""
+    return any(
+        r["key"] == "operator_decision" for r in wc.store.journal(step_id=step.id, kinds=("memo",))
+    )
+
+
+async def _once_async(wc: Workcell, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """``journal.once`` for an answer that must be awaited (an operator's)."""
+    found, value = wc.journal.remembered(key)
+    if found:
+        return value
+    return wc.journal.remember(key, await compute())
 
 
 def summarize(store: Store, params: CampaignParams) -> CampaignSummary:

@@ -78,26 +78,8 @@ def do(wc: Workcell, chores: list[Chore], actor: str) -> None:
             _empty(wc, chore.target, actor)
         else:
             for rack in wc.tip_racks():
-                refilled = 0
-                for spot in rack.get_all_items():
-                    if not spot.tracker.has_tip:
-                        spot.tracker.add_tip(spot.make_tip(), commit=True)
-                        refilled += 1
-                if refilled:
-                    if wc.world is not None:  # the simulated robot finds the new rack
-                        wc.world.tips_replaced(rack.name)
-                    wc.event("tips_replaced", actor, rack=rack.name, tips=refilled)
+                wc.replace_tips(rack, actor)
 
 
 def _empty(wc: Workcell, name: str, actor: str) -> None:
-    c = wc.container(name)
-    volume = c.tracker.get_used_volume()
-    c.tracker.remove_liquid(volume)
-    c.tracker.commit()
-    viable = dead = 0.0
-    if wc.culture is not None:
-        gone = wc.culture.withdraw(name, wc.culture.liquid(name).volume_uL)
-        viable, dead = gone.viable, gone.dead
-    wc.event(
-        "emptied", actor, container=name, volume_uL=volume, viable_cells=viable, dead_cells=dead
-    )
+    wc.empty(name, actor)

@@ -8,17 +8,26 @@ that fit the working positions and the reservoirs, and between batches calls
 so a step over a hundred vessels needs no more than the deck has. Vessels are
 drawn from the hotel for seeding, unused ones go back, and emptied ones are
 discarded, each recorded by the workcell.
+
+Each batch is a journal scope of its own (``Journal.scope``): a unit operation run
+once per batch within one campaign step keeps its units and decisions per batch,
+so a step interrupted in its third batch is resumed there. Vessels are drawn once
+(their names kept before the first is drawn), and put back or discarded only while
+the model still holds them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign.plan import detach_tips
 from protocols.pipetting import DEAD_VOLUME_SHARE
+from protocols.recovery.resumable import unit
 from workcell.assembly.workcell import Workcell
 from workcell.labware import growth_area_cm2
 
@@ -27,6 +36,7 @@ if TYPE_CHECKING:
     from protocols.campaign.plan import CapacityPlan
 
 Between = Callable[[Workcell], Awaitable[None]]
+R = TypeVar("R", bound=BaseModel)
 ACTOR = "campaign"
 SPARE = 0.95  # plan batches to 95 % of a reservoir, for residuals and rounding
 
@@ -61,6 +71,37 @@ def _chunks(items: list[str], n: int) -> list[list[str]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
+async def draw_once(wc: Workcell, key: str, labware_name: str, n: int) -> list[str]:
+    """``n`` vessels from the hotel, drawn once in this step (or batch): a re-entered
+    step draws only those of the names it kept that it had not drawn yet."""
+    inv = wc.inventory
+    assert inv is not None
+    names = list(wc.journal.once(f"{key}:names", lambda: inv.next_names(n)))
+    async with unit(wc, key, []) as u:
+        if not u.done:
+            todo = [x for x in names if x not in inv.in_use]
+            if todo:
+                wc.draw_vessels(labware_name, len(todo), ACTOR, names=todo)
+    return names
+
+
+async def batch_once(wc: Workcell, model: type[R], run: Callable[[], Awaitable[R]]) -> R:
+    """A batch's unit operation, run once per scope: a re-entered step takes the result a
+    finished batch kept (its vessels may be gone from the deck since) and runs the rest."""
+    found, kept = wc.journal.remembered("result")
+    if found:
+        return model.model_validate(kept)
+    result = await run()
+    wc.journal.remember("result", result.model_dump(mode="json"))
+    return result
+
+
+def discard_if_held(wc: Workcell, plate: str) -> None:
+    """An emptied vessel to waste, unless the model no longer holds it (done before)."""
+    if wc.inventory is not None and plate in wc.inventory.in_use:
+        wc.discard_vessel(plate, ACTOR)
+
+
 def positions(wc: Workcell) -> int:
     assert wc.inventory is not None
     return len(wc.inventory.positions)
@@ -77,22 +118,27 @@ async def seed_from_vial(
     size = batch_size(wc, per, wells + 1, positions(wc))  # a tip per well, one for medium
     results = []
     for i, count in enumerate(_sizes(n, size)):
-        if i:
-            await between(wc)
-        plates = wc.draw_vessels(p.vessel_labware, count, ACTOR)
-        sp = seeding.SeedingParams(
-            suspension=p.suspension,
-            plates=plates,
-            density_cells_per_cm2=p.density_cells_per_cm2,
-            medium_mL_per_cm2=p.medium_mL_per_cm2,
-        )
-        if i == 0:
-            results.append(await seeding.run(wc, sp, actor=ACTOR))  # loads the vial
-        else:
-            planned = seeding.plan(wc, sp, loaded=True)
-            results.append(await seeding.seed(wc, planned, sp, ACTOR))
-        for plate in plates:
-            await wc.store_plate(plate)
+        with wc.journal.scope(f"batch{i + 1}"):
+            if i and not wc.journal.remembered("result")[0]:
+                await between(wc)
+            plates = await draw_once(wc, "draw", p.vessel_labware, count)
+            sp = seeding.SeedingParams(
+                suspension=p.suspension,
+                plates=plates,
+                density_cells_per_cm2=p.density_cells_per_cm2,
+                medium_mL_per_cm2=p.medium_mL_per_cm2,
+            )
+
+            async def seed(i: int = i, sp: seeding.SeedingParams = sp) -> seeding.SeedingResult:
+                if i == 0:
+                    return await seeding.run(wc, sp, actor=ACTOR)  # loads the vial
+                planned = seeding.plan(wc, sp, loaded=True)
+                return await seeding.seed(wc, planned, sp, ACTOR)
+
+            results.append(await batch_once(wc, seeding.SeedingResult, seed))
+            for plate in plates:
+                if not wc.in_slot(plate):
+                    await wc.store_plate(plate)
     tube = wc.container(p.suspension.tube)
     left = tube.tracker.get_used_volume()
     wc.event(
@@ -119,17 +165,19 @@ async def feed(
     size = batch_size(wc, per, 2 * wells, positions(wc))
     out = []
     for i, group in enumerate(_chunks(plates, size)):
-        if i:
-            await between(wc)
-        out.append(
-            await media_exchange.run(
-                wc,
-                media_exchange.MediaExchangeParams(
-                    plates=group, medium_mL_per_cm2=p.medium_mL_per_cm2
-                ),
-                actor=ACTOR,
+        with wc.journal.scope(f"batch{i + 1}"):
+            if i and not wc.journal.remembered("result")[0]:
+                await between(wc)
+            params = media_exchange.MediaExchangeParams(
+                plates=group, medium_mL_per_cm2=p.medium_mL_per_cm2
             )
-        )
+
+            async def run(
+                params: media_exchange.MediaExchangeParams = params,
+            ) -> media_exchange.MediaExchangeResult:
+                return await media_exchange.run(wc, params, actor=ACTOR)
+
+            out.append(await batch_once(wc, media_exchange.MediaExchangeResult, run))
     return out
 
 
@@ -147,7 +195,8 @@ async def passage(
     free = len(wc.inventory.free_positions()) if wc.inventory else 0
     left = wc.inventory.stock.get(p.vessel_labware, 0) if wc.inventory else 0
     k = max(1, min(max_plates, fit, free - 1, left))
-    children = wc.draw_vessels(p.vessel_labware, k, ACTOR)
+    k = int(wc.journal.once("children", lambda: k))  # as decided before an interruption
+    children = await draw_once(wc, "draw", p.vessel_labware, k)
     result = await passaging.run(
         wc,
         passaging.PassagingParams(
@@ -161,11 +210,12 @@ async def passage(
         ),
         actor=ACTOR,
     )
+    inv = wc.inventory
     for child in children:
-        if not wc.in_incubator(child):
+        if inv is not None and child in inv.in_use and not wc.in_incubator(child):
             wc.put_back_vessel(child, ACTOR)
     if result.passaged:
-        wc.discard_vessel(plate, ACTOR)
+        discard_if_held(wc, plate)
     return result
 
 
@@ -182,10 +232,8 @@ def _area_of_labware(wc: Workcell, labware_name: str) -> float:
     return sum(growth_area_cm2(w) for w in plate.get_all_items())  # type: ignore[arg-type]
 
 
-async def harvest_all(
-    wc: Workcell, plates: list[str], p: CampaignParams, between: Between
-) -> harvest.HarvestResult:
-    """Every vessel, in batches that fit the deck, pooled batch by batch into the lot."""
+def _harvest_groups(wc: Workcell, plates: list[str], p: CampaignParams) -> list[list[str]]:
+    """The harvest's batches: as many vessels as the deck's positions, reservoirs and tips take."""
     d = p.detach.model_copy(update={"pool_tube": p.harvest_pool})
     area = max(_area(wc, x) for x in plates)
     enzyme = d.enzyme_mL_per_cm2 * area * 1000
@@ -198,25 +246,36 @@ async def harvest_all(
     }
     wells = max(wc.plate(x).num_items for x in plates)
     size = batch_size(wc, per, detach_tips(wells), positions(wc))
-    groups = _chunks(plates, size)
+    return _chunks(plates, size)
+
+
+async def harvest_all(
+    wc: Workcell, plates: list[str], p: CampaignParams, between: Between
+) -> harvest.HarvestResult:
+    """Every vessel, in batches that fit the deck, pooled batch by batch into the lot."""
+    d = p.detach.model_copy(update={"pool_tube": p.harvest_pool})
+    # the batches as first cut (a re-entered step's first batches may be gone from the deck)
+    groups = list(wc.journal.once("groups", lambda: _harvest_groups(wc, plates, p)))
     result: harvest.HarvestResult | None = None
     for i, group in enumerate(groups):
-        if i:
-            await between(wc)
-        result = await harvest.run(
-            wc,
-            harvest.HarvestParams(
+        with wc.journal.scope(f"batch{i + 1}"):
+            if i and not wc.journal.remembered("result")[0]:
+                await between(wc)
+            params = harvest.HarvestParams(
                 plates=group,
                 patient_weight_kg=p.patient_weight_kg,
                 target_dose_cells_per_kg=p.target_dose_cells_per_kg,
                 detach=d,
                 part=i + 1,
                 parts=len(groups),
-            ),
-            actor=ACTOR,
-        )
-        for plate in group:
-            wc.discard_vessel(plate, ACTOR)
+            )
+
+            async def run(params: harvest.HarvestParams = params) -> harvest.HarvestResult:
+                return await harvest.run(wc, params, actor=ACTOR)
+
+            result = await batch_once(wc, harvest.HarvestResult, run)
+            for plate in group:
+                discard_if_held(wc, plate)
     assert result is not None
     return result
 

@@ -144,7 +144,13 @@ async def measure(config: WorkcellConfig | None = None, grow_days: float = 7.0) 
             acts = [((x.time - now).total_seconds() + t1, x.device) for x in wc.log.actions[n0:]]
             segs = []
             for a, b in spans:
-                used = sorted({d for t, d in acts if a - 1e-6 <= t <= b + 1e-6 and d not in shared})
+                used = sorted(  # the instruments (not the operator's hands, nor the arm's)
+                    {
+                        d
+                        for t, d in acts
+                        if a - 1e-6 <= t <= b + 1e-6 and d in cfg.devices and d not in shared
+                    }
+                )
                 segs.append((used, round(b - a, 1)))
             samples.append(
                 Sample(kind=kind.value, plates=len(plates), destinations=len(dests), segments=segs)

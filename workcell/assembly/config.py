@@ -21,7 +21,6 @@ from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
 from simulators.confluence_error import EstimatorError
-from simulators.culture import CultureParameters
 from simulators.serial_port import FaultRates
 from workcell import labware, ot_labware
 from workcell.errors import ConfigError
@@ -454,6 +453,18 @@ class SimulatedImager(Strict):
         return self
 
 
+class CytationImager(Strict):
+    """An Agilent BioTek Cytation over USB (FTDI) with its camera, through PyLabRobot's
+    ``CytationBackend``; the same confluence estimator measures its brightfield fields."""
+
+    kind: Literal["imager"]
+    driver: Literal["cytation"]
+    device_id: str | None = Field(default=None, description="FTDI serial of the reader")
+    camera_serial_number: str | None = Field(default=None, description="the camera's serial")
+    fields_per_well: int = Field(default=4, ge=1, le=64)
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams)
+
+
 LiquidHandlerConfig = Annotated[
     SimulatedLiquidHandler | HamiltonStar | SimulatedOT2 | OpentronsOT2,
     Field(discriminator="driver"),
@@ -465,7 +476,7 @@ CellCounterConfig = Annotated[
     SimulatedCellCounter | SimulatedSerialCellCounter | SerialCellCounter,
     Field(discriminator="driver"),
 ]
-ImagerConfig = Annotated[SimulatedImager, Field(discriminator="driver")]
+ImagerConfig = Annotated[SimulatedImager | CytationImager, Field(discriminator="driver")]
 DeviceConfig = Annotated[
     LiquidHandlerConfig | IncubatorConfig | CellCounterConfig | ImagerConfig,
     Field(discriminator="kind"),
@@ -487,6 +498,11 @@ class CultureConfig(Strict):
     @field_validator("overrides")
     @classmethod
     def _known_parameters(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            return v
+        # the culture model is imported only to check overrides (a hardware config has none)
+        from simulators.culture import CultureParameters
+
         try:
             CultureParameters(**v)  # type: ignore[arg-type]
         except ValidationError as err:
@@ -706,6 +722,7 @@ _DRIVERS = {
     "opentrons-ot2",
     "cytomat",
     "serial",
+    "cytation",
 }
 
 

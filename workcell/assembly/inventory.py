@@ -8,8 +8,12 @@ later operation it comes back to a free working position and returns to a slot
 after; an emptied vessel (passaged, harvested) is discarded, freeing its slot.
 
 Every draw, return and discard is an event in the store (who, which vessel, the
-hotel's stock after it), so the record accounts for every vessel. The state here
-(stock left, vessels in use, the next name) is part of the workcell's checkpoint.
+hotel's stock after it), so the record accounts for every vessel, and an action
+in the journal (``hotel``'s draw and return, the operator's discard), which a
+dry-run's lab carries out: the lab keeps the hotel's stock and the drawn vessels
+as physical state on disk. The state here is the controller's model of it (stock
+left, vessels in use, the next name): part of the workcell's checkpoint, with the
+journal's draws, returns and discards replayed on top after a restart.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ class VesselInventory:
     def next_names(self, n: int) -> list[str]:
         return [f"v{self.drawn + i + 1:04d}" for i in range(n)]
 
-    def draw(self, labware_name: str, n: int) -> list[Plate]:
-        """Take ``n`` empty vessels from the hotel onto free working positions."""
+    def check_draw(self, labware_name: str, n: int) -> None:
+        """Refuse a draw of ``n`` the hotel or the deck cannot serve, before any is drawn."""
         left = self.stock.get(labware_name)
         if left is None:
             raise WorkcellError(
@@ -60,14 +64,23 @@ class VesselInventory:
             raise WorkcellError(f"the hotel has {left} empty {labware_name}, {n} needed")
         if n > len(free):
             raise WorkcellError(f"{n} working positions needed, {len(free)} free on the deck")
+
+    def draw(self, labware_name: str, n: int, names: list[str] | None = None) -> list[Plate]:
+        """Take ``n`` empty vessels from the hotel onto free working positions (named
+        ``names`` if given: the names a resumed step decided before)."""
+        self.check_draw(labware_name, n)
+        left = self.stock[labware_name]
+        free = self.free_positions()
         plates = []
-        for name, holder in zip(self.next_names(n), free, strict=False):
+        names = names if names is not None else self.next_names(n)
+        for name, holder in zip(names, free, strict=False):
             plate = labware.make("labware", labware_name, name)
             assert isinstance(plate, Plate)
             holder.assign_child_resource(plate)
             self.in_use[name] = labware_name
             plates.append(plate)
-        self.drawn += n
+            if name.startswith("v") and name[1:].isdigit():
+                self.drawn = max(self.drawn, int(name[1:]))
         self.stock[labware_name] = left - n
         return plates
 
@@ -90,6 +103,22 @@ class VesselInventory:
                 f"({len(self.positions)} positions, all occupied)"
             )
         return free[0]
+
+    # --- a restarted controller's model ----------------------------------------------
+
+    def adopt(self, name: str, labware_name: str, holder: ResourceHolder | None) -> Plate:
+        """A vessel the journal says was drawn: into the model (on ``holder``), counted."""
+        if name in self.in_use:
+            raise WorkcellError(f"vessel {name!r} is already drawn")
+        plate = labware.make("labware", labware_name, name)
+        assert isinstance(plate, Plate)
+        if holder is not None:
+            holder.assign_child_resource(plate)
+        self.in_use[name] = labware_name
+        self.stock[labware_name] = self.stock.get(labware_name, 0) - 1
+        if name.startswith("v") and name[1:].isdigit():
+            self.drawn = max(self.drawn, int(name[1:]))
+        return plate
 
     # --- checkpoint --------------------------------------------------------------------
 

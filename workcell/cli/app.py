@@ -376,8 +376,9 @@ def plan(
     try:
         result = plan_for(wc, model)
     finally:
-        if wc.world is not None:
-            wc.world.stop()
+        import asyncio
+
+        asyncio.run(wc.stop())  # the lab started for it (a dry-run's config) stops too
         wc.store.close()
     table = Table("capacity plan", "", title=f"{model.target_cells:.3g} cells on {cfg.name!r}")
     for k, v in plan_rows(result):
@@ -439,6 +440,40 @@ def demo(
     out.print(f"imaging: {mode} path ({path})")
     code = run_campaign_cli(load_config(path), path, folder, params, True, out, err)
     raise typer.Exit(code=code)
+
+
+@app.command()
+def lab(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="the lab's folder: its state and physical log (a run folder's lab is <run>/lab)",
+        ),
+    ] = Path("runs/lab"),
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free port)")] = 0,
+) -> None:
+    """Run the simulated lab of a config in the foreground, until Ctrl-C.
+
+    Controllers (dry-runs, the campaign, the flows) connect to it; it outlives them,
+    keeps its state on disk after every action, and resumes that state when started
+    again. Without it, they start a lab of their own that ends when they do.
+    """
+    from simulators.lab.process import write_spec
+    from simulators.lab.server import main as serve_lab
+    from workcell.assembly.lab import lab_spec
+
+    try:
+        spec = lab_spec(load_config(config))
+        if spec is None:
+            raise WorkcellError(
+                f"{config}: every device is on a hardware driver; nothing to simulate"
+            )
+        write_spec(state_dir, spec)
+    except (WorkcellError, RuntimeError) as e:
+        raise _fail(e) from None
+    serve_lab(["--state-dir", str(state_dir), "--port", str(port)])
 
 
 @app.command()

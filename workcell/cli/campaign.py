@@ -33,8 +33,10 @@ from protocols.campaign.engine import (
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import open_session
 from workcell.batch.integrity import refuse_damaged
-from workcell.errors import WorkcellError
+from workcell.errors import DeviceError, HeldForOperator, WorkcellError
 from workcell.store import STORE_FILE, Store, store_path
+
+HELD = 3  # the exit code of a run stopped at a hold point (a device fault, a closed window)
 
 
 def new_run_dir() -> Path:
@@ -108,6 +110,13 @@ def run_campaign_cli(
                 summary = _as_flow(
                     config_path, folder, params, auto_approve, show, out.print, adopt_vessels
                 )
+        except (DeviceError, HeldForOperator) as e:
+            err.print(
+                f"[bold red]held for the operator:[/] {e}\nThe step is recorded as held; "
+                f"check the device and the vessels, then run the same command to resume "
+                f"(run folder {folder})."
+            )
+            return HELD
         except WorkcellError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             return 2
