@@ -124,3 +124,27 @@ def test_killed_controller_resumes_with_the_same_hotel(
     assert lost_vessels(got, ref) == []
     assert got.verified
     assert got.cells == pytest.approx(ref.cells, rel=0.1)
+
+
+def test_a_restarted_lab_has_the_same_hotel_and_drawn_vessels() -> None:
+    """The lab's state on disk holds the hotel: a lab started again from it (as after a
+    SIGKILL) has the same stock and the same vessels out, with their wells."""
+    from datetime import UTC, datetime
+
+    from simulators.lab.spec import HotelSpec, LabSpec
+    from simulators.lab.world import Lab, Refusal
+
+    tray = "thermo_nunc_1_troughplate_90000uL_Fb_omnitray"
+    spec = LabSpec(name="hotel", hotel=HotelSpec(name="hotel", stock={tray: 2}))
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    lab = Lab(spec, start)
+    well = {"name": "v0001_well", "area_cm2": 77.0, "max_volume_uL": 90000.0}
+    lab.handle("hotel.draw", {"labware": tray, "plate": "v0001", "wells": [well], "actor": "t"})
+    again = Lab(spec, start)
+    again.load_state(lab.to_state())
+    assert again.handle("hotel.state", {})[0] == {"stock": {tray: 1}, "drawn": {"v0001": tray}}
+    assert again.plate_wells["v0001"] == ["v0001_well"]
+    again.handle("hotel.put_back", {"plate": "v0001", "actor": "t"})
+    assert again.handle("hotel.state", {})[0] == {"stock": {tray: 2}, "drawn": {}}
+    with pytest.raises(Refusal, match="not a vessel drawn"):
+        again.handle("hotel.discard", {"plate": "v0001", "actor": "t"})
