@@ -85,10 +85,13 @@ def judge_point(got: Outcome, ref: Outcome, outage_s: float) -> dict[str, Any]:
     # the enzyme's window: from the last vessel's enzyme to the neutralisation's start
     over = max([0.0, *(end - last - ENZYME_WINDOW_S for last, end in got.enzyme_waits)])
     # and per vessel: its exposure against what the window allows it in the uninterrupted
-    # run (the window, plus its wait there for the rest of its batch to get their enzyme),
-    # so that vessels kept in enzyme through an outage while the rest got theirs count
+    # run: the window, plus what the vessel has there on top of its batch's wait (its
+    # wait for the rest of its batch to get their enzyme, and, since the window ends
+    # where the neutralisation starts, its place in the neutralisation's order), so that
+    # vessels kept in enzyme through an outage while the rest got theirs count
+    ref_wait = max([0.0, *(end - last for last, end in ref.enzyme_waits)])
     vessel_over = {
-        v: t - ref.enzyme_spread.get(v, 0.0) - ENZYME_WINDOW_S
+        v: t - max(0.0, ref.exposure_s[v] - ref_wait) - ENZYME_WINDOW_S
         for v, t in got.exposure_s.items()
         if v in ref.exposure_s
     }
