@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from protocols.campaign.engine import CampaignEngine, CampaignParams, auto_approve, plan_for
+from simulators.lab.store import read_log
 from tests.conftest import START, run
 from workcell.assembly.build import build_workcell
 from workcell.assembly.config import DEFAULT_CONFIG, parse_config
+from workcell.assembly.lab import LAB_FOLDER
 from workcell.assembly.session import open_session
 from workcell.errors import ProtocolRefused
 from workcell.store import STORE_FILE, Store
@@ -78,12 +80,20 @@ def test_a_dose_that_cannot_fit_is_refused_before_any_device_moves(tmp_path: Pat
     assert "L of medium needed, 2 L on hand" in text and "tips needed, 300 on hand" in text
     assert "days expected, the campaign allows 10" in text
     store = Store(tmp_path / "run" / STORE_FILE)
-    try:  # judged from the record: nothing but connecting and loading happened
-        moved = [e for e in store.record.entries("device") if e.kind != "initialise"]
+    try:  # the record: nothing but connecting and the config's reservoirs loaded
+        moved = [
+            e
+            for e in store.record.entries("device")
+            if e.kind != "initialise" and not (e.kind == "load" and e.data["actor"] == "config")
+        ]
         assert moved == []
         assert not store.events("campaign_started") and not store.vessels()
     finally:
         store.close()
+    # and the lab's own log: devices initialised, the operator filled the reservoirs, no more
+    lab_log = read_log(tmp_path / "run" / LAB_FOLDER)
+    assert {r["action"] for r in lab_log} == {"initialise", "load"}
+    assert {r["device"] for r in lab_log if r["action"] == "load"} == {"operator"}
 
 
 def test_start_short_starts_with_a_recorded_deviation_saying_how_far(tmp_path: Path) -> None:
