@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from workcell.errors import ConfigError, DeviceError
 from workcell.labware import growth_area_cm2
 
 if TYPE_CHECKING:  # the simulators are imported only for a config that simulates something
-    from simulators.lab.process import LabProcess
+    from simulators.lab.process import LabAddress, LabProcess
     from simulators.lab.spec import LabSpec
 
 LAB_FOLDER = "lab"  # a run folder's lab lives here
@@ -212,14 +213,44 @@ def open_lab(config: WorkcellConfig, folder: Path | None = None) -> LabHandle | 
 
     temporary = folder is None
     where = Path(tempfile.mkdtemp(prefix="msc-lab-")) if folder is None else folder
-    try:
-        address, process = ensure_lab(where, spec, parent_pid=os.getpid())
-        link = LabLink(address.host, address.port)
-    except (LabStartError, DeviceError) as err:
-        if temporary:
-            shutil.rmtree(where, ignore_errors=True)
-        raise DeviceError("lab", "start", str(err)) from None
-    return LabHandle(link, where, process, temporary)
+    for attempt in range(ATTACH_ATTEMPTS):
+        address: LabAddress | None = None
+        process: LabProcess | None = None
+        try:
+            address, process = ensure_lab(where, spec, parent_pid=os.getpid())
+            link = LabLink(address.host, address.port)
+        except DeviceError as err:
+            # a lab found running may be ending (its controller gone, nobody connected):
+            # wait for it to go and start a new one on the same physical state
+            found = address is not None and process is None
+            if found and attempt + 1 < ATTACH_ATTEMPTS and _ends(address.pid):  # type: ignore[union-attr]
+                continue
+            if temporary:
+                shutil.rmtree(where, ignore_errors=True)
+            raise DeviceError("lab", "start", str(err)) from None
+        except LabStartError as err:
+            if temporary:
+                shutil.rmtree(where, ignore_errors=True)
+            raise DeviceError("lab", "start", str(err)) from None
+        return LabHandle(link, where, process, temporary)
+    raise AssertionError("unreachable")
+
+
+ATTACH_ATTEMPTS = 3
+
+
+def _ends(pid: int, timeout_s: float = 15.0) -> bool:
+    """Whether process ``pid`` is gone within ``timeout_s`` (a lab on its way out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def connect_lab(folder: Path) -> LabLink:
