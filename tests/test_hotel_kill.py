@@ -56,11 +56,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         _stop_labs_in(template)
         work = campaign_work(PARAMS_20KG, 1)  # the campaign's first step: draw and seed
         ref = run_point(template, folder / "ref", cfg, work, campaign_output)
-        store = Store(folder / "ref" / STORE_FILE)
-        try:
-            intents = [r for r in store.journal() if r["kind"] == "intent"]
-        finally:
-            store.close()
+        intents = _intents(folder / "ref")[len(_intents(template)) :]  # the step's own
         yield {
             "folder": folder,
             "cfg": cfg,
@@ -74,6 +70,14 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             os.environ.pop("WORKCELL_CPU_WORKERS", None)
         else:
             os.environ["WORKCELL_CPU_WORKERS"] = saved
+
+
+def _intents(run_dir: Path) -> list[dict[str, Any]]:
+    store = Store(run_dir / STORE_FILE)
+    try:
+        return [r for r in store.journal() if r["kind"] == "intent"]
+    finally:
+        store.close()
 
 
 def _nth(intents: list[dict[str, Any]], pred: Any, nth: int = 0) -> int:
@@ -90,7 +94,8 @@ def test_the_uninterrupted_step_draws_and_seeds_from_the_hotel(bench: dict[str, 
 @pytest.mark.parametrize(
     ("which", "phase"),
     [
-        ("second draw", "reply"),  # the hotel handed the tray out; the controller died
+        ("first draw", "reply"),  # the hotel handed the tray out; the controller died
+        ("second draw", "intent"),  # recorded, not sent
         ("first seeding dispense", "intent"),  # recorded, not sent
     ],
 )
@@ -99,8 +104,9 @@ def test_killed_controller_resumes_with_the_same_hotel(
 ) -> None:
     ref: Outcome = bench["ref"]
     intents = bench["intents"]
-    if which == "second draw":
-        n = _nth(intents, lambda d: d.get("action") == "draw_vessel", 1)
+    if which.endswith("draw"):
+        nth = 0 if which == "first draw" else 1
+        n = _nth(intents, lambda d: d.get("action") == "draw_vessel", nth)
     else:
         n = _nth(
             intents,
@@ -115,7 +121,17 @@ def test_killed_controller_resumes_with_the_same_hotel(
         crash=f"{n}:{phase}",
     )
     assert got.exit_codes == [-9, 0]  # SIGKILLed, then resumed to the end of the step
+    killed_at = bench["intents"][n - 1]["data"]
+    assert killed_at["action"] == ("draw_vessel" if which.endswith("draw") else "dispense")
     assert got.hotel == [], got.hotel  # the lab's hotel and the record agree
+    if (which, phase) == ("first draw", "reply"):  # its event written once it was found done
+        store = Store(bench["folder"] / "k" / STORE_FILE)
+        try:
+            late = [e for e in store.events("vessel_drawn") if e.data.get("recorded_after_restart")]
+            found = [e for e in store.events("recovery") if "draw_vessel: done" in e.data["what"]]
+        finally:
+            store.close()
+        assert len(late) == 1 and len(found) == 1
     draws = [r["detail"]["plate"] for r in got.log if r["action"] == "draw_vessel"]
     assert sorted(draws) == sorted(
         r["detail"]["plate"] for r in ref.log if r["action"] == "draw_vessel"

@@ -521,6 +521,41 @@ class Workcell:
             dead_cells=gone["dead_cells"],
         )
 
+    def record_hotel_events(self, actions: list[Any]) -> None:
+        """After a restart: the record's account of vessels drawn, returned and discarded.
+
+        A hotel action the controller was killed in (done by the hotel, its event not
+        yet written) is found done by the journal's replay or by reconciliation; its
+        event is written now, marked as recorded after the restart, so every vessel
+        out of the hotel is in the record.
+        """
+        kinds = {
+            "draw_vessel": "vessel_drawn",
+            "return_vessel": "vessel_returned",
+            "discard_vessel": "vessel_discarded",
+        }
+        seen: dict[str, set[str]] = {}
+        for a in actions:
+            kind = kinds.get(a.action)
+            if kind is None or a.outcome != "done":
+                continue
+            if kind not in seen:
+                seen[kind] = {str(e.data.get("plate")) for e in self.store.events(kind)}
+            plate = str(a.data.get("plate"))
+            if plate in seen[kind]:
+                continue
+            seen[kind].add(plate)
+            data: dict[str, Any] = {"plate": plate, "recorded_after_restart": True}
+            inv = self.inventory
+            labware_name = a.data.get("labware")
+            if kind == "vessel_drawn":
+                data |= {"labware": labware_name, "position": a.data.get("position", "")}
+            if kind == "vessel_discarded":
+                data |= {"volume_uL": a.data.get("volume_uL", 0.0)}
+            if inv is not None and kind != "vessel_discarded":
+                data |= {"hotel": inv.hotel, "hotel_stock": inv.stock.get(labware_name or "", 0)}
+            self.event(kind, str(a.data.get("actor", "workcell")), **data)
+
     # --- plates between deck and incubators -------------------------------------------
 
     def _incubator_of(self, plate: Plate) -> Incubator | None:
