@@ -26,8 +26,10 @@ from pydantic import BaseModel
 
 from protocols import harvest, media_exchange, passaging, seeding
 from protocols.campaign.plan import detach_tips
+from protocols.detachment import once_event
 from protocols.pipetting import DEAD_VOLUME_SHARE
 from protocols.recovery.resumable import unit
+from workcell.assembly.journaled import culture_wells
 from workcell.assembly.workcell import Workcell
 from workcell.labware import growth_area_cm2
 
@@ -141,7 +143,9 @@ async def seed_from_vial(
                     await wc.store_plate(plate)
     tube = wc.container(p.suspension.tube)
     left = tube.tracker.get_used_volume()
-    wc.event(
+    once_event(  # once per step, should the step be re-entered after it
+        wc,
+        "vial_remainder",
         "vial_remainder",
         ACTOR,
         disposition="unused",
@@ -184,7 +188,30 @@ async def feed(
 async def passage(
     wc: Workcell, plate: str, p: CampaignParams, max_plates: int
 ) -> passaging.PassagingResult:
-    """One vessel split into at most ``max_plates`` new vessels from the hotel."""
+    """One vessel split into at most ``max_plates`` new vessels from the hotel.
+
+    Resumable: a re-entered step whose passage was done (its parent may be discarded
+    since) takes the result it kept and only finishes putting back and discarding.
+    """
+    found, kept = wc.journal.remembered("result")
+    if found:
+        result = passaging.PassagingResult.model_validate(kept)
+        children = list(wc.journal.remembered("draw:names")[1] or [])
+    else:
+        children, result = await _split(wc, plate, p, max_plates)
+        wc.journal.remember("result", result.model_dump(mode="json"))
+    inv = wc.inventory
+    for child in children:
+        if inv is not None and child in inv.in_use and not wc.in_incubator(child):
+            wc.put_back_vessel(child, ACTOR)
+    if result.passaged:
+        discard_if_held(wc, plate)
+    return result
+
+
+async def _split(
+    wc: Workcell, plate: str, p: CampaignParams, max_plates: int
+) -> tuple[list[str], passaging.PassagingResult]:
     d = p.detach
     area = _area(wc, plate)
     wells = wc.plate(plate).num_items
@@ -195,7 +222,11 @@ async def passage(
     free = len(wc.inventory.free_positions()) if wc.inventory else 0
     left = wc.inventory.stock.get(p.vessel_labware, 0) if wc.inventory else 0
     k = max(1, min(max_plates, fit, free - 1, left))
-    k = int(wc.journal.once("children", lambda: k))  # as decided before an interruption
+    # kept with the vessels it concerns, so an interruption before any action on them
+    # (drawing the children) still names them
+    k = int(
+        wc.journal.once("children", lambda: k, vessels=lambda _: culture_wells(wc, wc.plate(plate)))
+    )
     children = await draw_once(wc, "draw", p.vessel_labware, k)
     result = await passaging.run(
         wc,
@@ -210,13 +241,7 @@ async def passage(
         ),
         actor=ACTOR,
     )
-    inv = wc.inventory
-    for child in children:
-        if inv is not None and child in inv.in_use and not wc.in_incubator(child):
-            wc.put_back_vessel(child, ACTOR)
-    if result.passaged:
-        discard_if_held(wc, plate)
-    return result
+    return children, result
 
 
 def _wells_of_labware(labware_name: str) -> int:
@@ -255,7 +280,13 @@ async def harvest_all(
     """Every vessel, in batches that fit the deck, pooled batch by batch into the lot."""
     d = p.detach.model_copy(update={"pool_tube": p.harvest_pool})
     # the batches as first cut (a re-entered step's first batches may be gone from the deck)
-    groups = list(wc.journal.once("groups", lambda: _harvest_groups(wc, plates, p)))
+    groups = list(
+        wc.journal.once(
+            "groups",
+            lambda: _harvest_groups(wc, plates, p),
+            vessels=lambda _: [v for x in plates for v in culture_wells(wc, wc.plate(x))],
+        )
+    )
     result: harvest.HarvestResult | None = None
     for i, group in enumerate(groups):
         with wc.journal.scope(f"batch{i + 1}"):
