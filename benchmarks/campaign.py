@@ -3,6 +3,13 @@
     .venv/bin/python benchmarks/campaign.py                 # all three sizes, as Prefect flows
     .venv/bin/python benchmarks/campaign.py --vessels 48    # one size
     .venv/bin/python benchmarks/campaign.py --without-prefect
+    .venv/bin/python benchmarks/campaign.py --clinical [--rendered]  # the 70 kg dose
+
+``--clinical`` runs the 70 kg campaign (examples/campaign-70kg.json) on the clinical
+workcell (configs/clinical.yaml: OmniTrays from a hotel, 210 incubator slots) and
+prints simulated days to the dose, passages, vessels, incubator slots at the peak,
+litres of medium, tips, device busy hours per simulated day, wall seconds and peak
+RSS; ``--rendered`` uses the rendered imaging path instead of the fast one.
 
 Each size runs in a fresh process (so peak RSS is its own) and prints: wall
 seconds, peak RSS (the controller; its image workers; the simulated lab's process
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -40,6 +48,13 @@ OPERATIONS = {
     "image": ("protocols.campaign.engine", "image_plates"),
     "housekeeping": ("protocols.campaign.housekeeping", "do"),
     "monitor": ("workcell.assembly.workcell:Workcell", "check_incubators"),
+    "vessel moves": ("workcell.assembly.workcell:Workcell", "store_plate"),
+    "vessel fetches": ("workcell.assembly.workcell:Workcell", "fetch_plate"),
+    "hotel": ("workcell.assembly.workcell:Workcell", "draw_vessels"),
+    "discard": ("workcell.assembly.workcell:Workcell", "discard_vessel"),
+    # simulator code wherever it runs: the culture model catching up (after a wait,
+    # at a checkpoint) is the simulated lab's work, not orchestration
+    "culture model": ("simulators.culture:CultureModel", "sync"),
 }
 STORE_WRITES = (
     "add_event",
@@ -62,20 +77,23 @@ def instrument() -> Timers:
         module, _, cls = where.partition(":")
         owner = importlib.import_module(module)
         timers.wrap(getattr(owner, cls) if cls else owner, name, label)
-    in_protocol = lambda: any(timers._depth[k] for k in OPERATIONS)  # noqa: E731
+    in_protocol = lambda: timers._outer > 0  # noqa: E731
     for name in STORE_WRITES:
         original = getattr(Store, name)
 
         def wrapped(self: Any, *a: Any, _orig: Any = original, **k: Any) -> Any:
             label = "store in operations" if in_protocol() else "store"
-            with timers.timing(label):
+            with timers.timing(label, outer=False):
                 return _orig(self, *a, **k)
 
         setattr(Store, name, wrapped)
     return timers
 
 
-def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
+stack = contextlib.ExitStack()  # the temporary Prefect server, stopped when the process ends
+
+
+def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     timers = instrument()
@@ -85,13 +103,16 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
     from workcell.store import STORE_FILE, Store
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{vessels}-"))
-    cfg_path = benchmark_config(folder, vessels)
+    cfg_path = benchmark_config(folder, vessels, imaging=imaging)
     params = campaign_params(vessels, days)
     run_dir = folder / "run"
+    prefect_start = 0.0
     if with_prefect:
         from flows.campaign import campaign
 
-        t_start = time.perf_counter()
+        prefect_start = start_prefect(stack)
+        t_start, c_start = time.perf_counter(), time.process_time()
+        lab_start = _children_cpu_s()
         summary = asyncio.run(
             campaign(
                 params=params,
@@ -106,9 +127,12 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
             async with open_session(load_config(cfg_path), run_dir) as s:
                 return await CampaignEngine(s, params, auto_approve()).run()
 
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.process_time()
+        lab_start = _children_cpu_s()
         summary = asyncio.run(go())
     wall = time.perf_counter() - t_start
+    cpu = time.process_time() - c_start
+    lab_cpu = _children_cpu_s() - lab_start
     from workcell.compute import worker_pids
 
     workers_mib = sum(_peak_rss_mib(pid) for pid in worker_pids())
@@ -125,8 +149,7 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         )
     finally:
         store.close()
-    ops = sum(timers.total(k) for k in OPERATIONS)
-    inside = ops - timers.total("store in operations")
+    inside = timers.outer_s - timers.total("store in operations")
     return {
         "vessels": vessels,
         "wall_s": wall,
@@ -139,7 +162,11 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         "device_actions": actions,
         "device_actions_per_s": actions / wall,
         "overhead_share": max(0.0, 1 - inside / wall),
+        "cpu_s": cpu,
+        "lab_cpu_s": lab_cpu,
+        "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
         "store_s": timers.total("store") + timers.total("store in operations"),
+        "prefect_start_s": prefect_start,
         "days": summary.days,
         "outcome": summary.outcome,
         "steps": summary.steps,
@@ -148,6 +175,139 @@ def run_one(vessels: int, days: float, with_prefect: bool) -> dict[str, Any]:
         "medians_s": {k: timers.median(k) for k in OPERATIONS},
         "counts": {k: len(timers.calls.get(k, [])) for k in OPERATIONS},
     }
+
+
+def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
+    """The 70 kg campaign from one vial on the clinical workcell; figures from its store."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import yaml
+
+    timers = instrument()
+    from protocols.campaign.engine import CampaignEngine, CampaignParams, auto_approve
+    from workcell.assembly.config import DEFAULT_CONFIG, load_config
+    from workcell.assembly.session import open_session
+    from workcell.store import STORE_FILE, Store
+
+    root = Path(__file__).resolve().parent.parent
+    params = CampaignParams.model_validate_json((root / "examples/campaign-70kg.json").read_text())
+    folder = Path(tempfile.mkdtemp(prefix="bench-70kg-"))
+    data = yaml.safe_load((DEFAULT_CONFIG.parent / "clinical.yaml").read_text())
+    data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
+    if rendered:
+        data["devices"]["imager"]["fidelity"] = {"mode": "rendered"}
+    cfg_path = folder / "workcell.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    run_dir = folder / "run"
+    prefect_start = start_prefect(stack) if with_prefect else 0.0
+    t0, c0, lab0 = time.perf_counter(), time.process_time(), _children_cpu_s()
+    if with_prefect:
+        from flows.campaign import campaign
+
+        summary = asyncio.run(
+            campaign(
+                params=params, config=str(cfg_path), run_dir=str(run_dir), auto_approve_dry_run=True
+            )
+        )
+    else:
+
+        async def go() -> Any:
+            async with open_session(load_config(cfg_path), run_dir) as s:
+                return await CampaignEngine(s, params, auto_approve()).run()
+
+        summary = asyncio.run(go())
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    lab_cpu = _children_cpu_s() - lab0  # the simulated lab's process, ended with the session
+    store = Store(run_dir / STORE_FILE)
+    try:
+        figures = clinical_figures(store)
+    finally:
+        store.close()
+    inside = timers.outer_s - timers.total("store in operations")
+    return {
+        **figures,
+        "overhead_share": max(0.0, 1 - inside / wall),
+        "cpu_s": cpu,
+        "lab_cpu_s": lab_cpu,
+        "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
+        "medians_s": {k: timers.median(k) for k in OPERATIONS},
+        "counts": {k: len(timers.calls.get(k, [])) for k in OPERATIONS},
+        "totals_s": {k: timers.total(k) for k in OPERATIONS},
+        "imaging": "rendered" if rendered else "fast",
+        "prefect": with_prefect,
+        "outcome": summary.outcome,
+        "viable_cells": summary.viable_cells,
+        "viability_percent": summary.viability_percent,
+        "days": summary.days,
+        "passages": summary.passages,
+        "wall_s": wall,
+        "prefect_start_s": prefect_start,
+        "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def clinical_figures(store: Any) -> dict[str, Any]:
+    """Vessels, slots at the peak, medium, tips and device busy time, from the record alone."""
+    started = store.events("campaign_started")[0].time
+    where: dict[str, str] = {}
+    peak = 0
+    for e in store.events():  # where each plate is, event by event; discarded ones leave
+        if e.kind == "plate_moved":
+            where[e.data["plate"]] = e.data["location"]
+        elif e.kind == "vessel_discarded":
+            where.pop(e.data["plate"], None)
+        else:
+            continue
+        peak = max(peak, sum(1 for loc in where.values() if _in_slot(loc)))
+    drawn = store.events("vessel_drawn")
+    returned = store.events("vessel_returned")
+    medium_uL = sum(
+        e.data["volume_uL"] for e in store.events("load") if e.data["container"] == "medium"
+    )
+    actions = store.record.entries("device")
+    tips = sum(1 for a in actions if a.kind == "pick_up_tip")
+    busy_s = 0.0
+    steps = {e.data["step"]: e.time for e in store.events("step_started")}
+    for e in store.events("step_finished"):
+        name = e.data["step"]
+        if not name.startswith("wait") and name in steps:
+            busy_s += (e.time - steps[name]).total_seconds()
+    last = store.events()[-1].time
+    days = (last - started).total_seconds() / 86400
+    return {
+        "vessels": len(drawn) - len(returned),
+        "slots_at_peak": peak,
+        "medium_L": medium_uL / 1e6,
+        "tips": tips,
+        "busy_h_per_day": busy_s / 3600 / max(days, 1e-9),
+        "device_actions": len(actions),
+    }
+
+
+def _in_slot(location: str) -> bool:
+    """An incubator slot (``incubator:<site>``), not the deck or a transfer station."""
+    return ":" in location and not location.startswith("deck") and "transfer" not in location
+
+
+def start_prefect(stack: contextlib.ExitStack) -> float:
+    """Start the temporary Prefect server (as `make demo` does); its wall seconds.
+
+    Timed apart from the campaign: the targets are the campaign's wall time "plus
+    the Prefect server's start", and the server starts once per process. The
+    server stops when ``stack`` closes.
+    """
+    from flows.ephemeral import prefect_api
+
+    t0 = time.perf_counter()
+    stack.enter_context(prefect_api(lambda text: None))
+    return time.perf_counter() - t0
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's ended children (the lab process, once it has stopped)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -167,22 +327,68 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=28.0)
     ap.add_argument("--without-prefect", action="store_true", help="the engine alone")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--clinical", action="store_true", help="the 70 kg dose from one vial")
+    ap.add_argument("--rendered", action="store_true", help="rendered imaging (default: fast)")
     args = ap.parse_args()
+    if args.clinical:
+        with stack:
+            r = run_clinical(args.rendered, not args.without_prefect)
+        print(
+            f"70 kg campaign, {r['imaging']} imaging, "
+            f"{'Prefect flow' if r['prefect'] else 'engine alone'}"
+        )
+        for k in (
+            "outcome",
+            "viable_cells",
+            "viability_percent",
+            "days",
+            "passages",
+            "vessels",
+            "slots_at_peak",
+            "medium_L",
+            "tips",
+            "busy_h_per_day",
+            "device_actions",
+            "wall_s",
+            "prefect_start_s",
+            "peak_rss_MiB",
+        ):
+            v = r[k]
+            print(f"  {k:18} {v:.4g}" if isinstance(v, float) else f"  {k:18} {v}")
+        print(f"  {'cpu_s':18} {r['cpu_s']:.4g} (the lab's process: {r['lab_cpu_s']:.4g})")
+        print(
+            f"  {'overhead':18} {100 * r['overhead_share']:.0f} % of wall, "
+            f"{100 * r['overhead_cpu_share']:.0f} % of CPU"
+        )
+        print("  per operation: calls, median s, total s")
+        for k in OPERATIONS:
+            if r["counts"][k]:
+                print(
+                    f"    {k:13} {r['counts'][k]:5d} {r['medians_s'][k]:8.3f} "
+                    f"{r['totals_s'][k]:8.1f}"
+                )
+        return
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.days, not args.without_prefect)))
+        imaging = "rendered" if args.rendered else "fast"
+        with stack:
+            result = run_one(args.one, args.days, not args.without_prefect, imaging)
+        print(json.dumps(result))
         return
     rows = []
     for n in args.vessels:
         cmd = [sys.executable, __file__, "--one", str(n), "--days", str(args.days)]
         if args.without_prefect:
             cmd.append("--without-prefect")
+        if args.rendered:
+            cmd.append("--rendered")
         print(f"running {n} vessel(s) for {args.days:g} simulated days ...", flush=True)
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit(f"{n} vessels failed:\n{res.stderr[-4000:]}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     mode = "engine alone" if args.without_prefect else "Prefect flow (ephemeral server)"
-    print(f"\nexpansion campaign dry-run, {args.days:g} simulated days, {mode}")
+    imaging = "rendered" if args.rendered else "fast"
+    print(f"\nexpansion campaign dry-run, {args.days:g} simulated days, {mode}, {imaging} imaging")
     head = (
         "vessels",
         "wall s",
@@ -190,17 +396,21 @@ def main() -> None:
         "sim s/wall s",
         "device act/s",
         "overhead",
+        "CPU s (lab's)",
+        "overhead (CPU)",
         "steps",
         "record",
     )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    starts = [r["prefect_start_s"] for r in rows if r["prefect_start_s"]]
     for r in rows:
         print(
             f"| {r['vessels']} | {r['wall_s']:.1f} | "
             f"{r['peak_rss_MiB']:.0f} (+{r['workers_rss_MiB']:.0f}, lab {r['lab_rss_MiB']:.0f}) | "
             f"{r['sim_s_per_wall_s']:,.0f} | {r['device_actions_per_s']:,.0f} | "
-            f"{100 * r['overhead_share']:.0f} % | {r['steps']} | "
+            f"{100 * r['overhead_share']:.0f} % | {r['cpu_s']:.1f} ({r['lab_cpu_s']:.1f}) | "
+            f"{100 * r['overhead_cpu_share']:.0f} % | {r['steps']} | "
             f"{'verified' if r['record_verified'] else 'NOT VERIFIED'} |"
         )
     print("\nmedian wall seconds per unit operation (calls)")
@@ -215,6 +425,11 @@ def main() -> None:
         print(f"| {r['vessels']} | " + " | ".join(cells) + " |")
     for r in rows:
         print(f"{r['vessels']} vessels: {r['outcome']}; {r['days']:.1f} days")
+    if starts:
+        print(
+            "Prefect server start (ephemeral, timed apart, not in the wall seconds above): "
+            + ", ".join(f"{x:.1f} s" for x in starts)
+        )
 
 
 if __name__ == "__main__":

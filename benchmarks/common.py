@@ -41,9 +41,12 @@ def labware_for(vessels: int) -> tuple[str, list[str]]:
     return (PLATE_6, WELLS_6) if vessels < 8 else (PLATE_24, WELLS_24)
 
 
-def benchmark_config(folder: Path, vessels: int, name: str = "bench-workcell") -> Path:
+def benchmark_config(
+    folder: Path, vessels: int, name: str = "bench-workcell", imaging: str = "fast"
+) -> Path:
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     data["name"] = name
+    data["devices"]["imager"]["fidelity"] = {"mode": imaging}
     data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
     plate, _ = labware_for(vessels)
     for carrier in data["deck"]["carriers"]:
@@ -84,17 +87,33 @@ class Timers:
     def __init__(self) -> None:
         self.calls: dict[str, list[float]] = defaultdict(list)
         self._depth: dict[str, int] = defaultdict(int)
+        self._outer = 0  # timed calls open now, of any label
+        self._outer_t0 = 0.0
+        self.outer_s = 0.0  # wall seconds inside any timed call (nesting counted once)
+        self._outer_cpu0 = 0.0
+        self.outer_cpu_s = 0.0  # the same in CPU seconds of this process
 
     @contextmanager
-    def timing(self, label: str) -> Iterator[None]:
+    def timing(self, label: str, outer: bool = True) -> Iterator[None]:
+        """Time a call; ``outer=False``: not part of the work whose share is measured."""
         self._depth[label] += 1
+        step = 1 if outer else 0
+        self._outer += step
         t0 = time.perf_counter()
+        if step and self._outer == 1:
+            self._outer_t0 = t0
+            self._outer_cpu0 = time.process_time()
         try:
             yield
         finally:
+            now = time.perf_counter()
             self._depth[label] -= 1
+            self._outer -= step
             if self._depth[label] == 0:  # nested calls count once
-                self.calls[label].append(time.perf_counter() - t0)
+                self.calls[label].append(now - t0)
+            if step and self._outer == 0:
+                self.outer_s += now - self._outer_t0
+                self.outer_cpu_s += time.process_time() - self._outer_cpu0
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
         original = getattr(owner, name)

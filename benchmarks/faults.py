@@ -17,7 +17,13 @@ Scenarios, each from a template run folder prepared once (``benchmarks/kill.py``
   enzyme's window closes while the controller is down;
 * the lab itself SIGKILLed in the middle of an action, at points spread over the
   passage: the controller must stop with a clear device error, hold, and finish
-  once the lab is back.
+  once the lab is back;
+* ``clinical``: a campaign segment around the first passage on the clinical
+  workcell (``configs/clinical.yaml``, a 70 kg dose, vessels drawn from a hotel):
+  the passage draws its children, puts unused ones back and discards the emptied
+  parent, each an action of the hotel the lab keeps on disk. Besides the judgement
+  above, the hotel is judged from the lab: its stock and the vessels out of it
+  must agree with the record's draws, returns and discards.
 
 Every run is judged from the lab's own physical log against an uninterrupted run
 from the same template: reagent additions per vessel (a reagent added twice is a
@@ -68,6 +74,7 @@ from workcell.store import STORE_FILE, Store  # noqa: E402
 OPERATIONS = ("seeding", "media_exchange", "passaging", "harvest")
 LONG_OUTAGE_S = 1800.0
 SEGMENT_STEPS = 3  # the campaign's passage step and the two after it
+CLINICAL_PARAMS = Path(__file__).resolve().parent.parent / "examples" / "campaign-70kg.json"
 
 
 ENZYME_WINDOW_S = enzyme_window_min(DetachParams()) * 60
@@ -118,6 +125,7 @@ def judge_point(got: Outcome, ref: Outcome, outage_s: float) -> dict[str, Any]:
         "over_exposed_unrecorded": unrecorded,
         "over_exposure_held": got.over_exposure_held,
         "outage_s": outage_s,
+        "hotel": got.hotel,
     }
 
 
@@ -168,6 +176,8 @@ def _bad(r: dict[str, Any]) -> list[str]:
         problems.append(f"double additions {r['doubles']}")
     if r["lost"]:
         problems.append(f"lost {r['lost']}")
+    if r.get("hotel"):
+        problems.append(f"hotel: {'; '.join(r['hotel'])}")
     if not r["verified"]:
         problems.append("record does not verify")
     if not window_ok:
@@ -210,6 +220,7 @@ def table_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "verified": sum(r["verified"] for r in rows),
         "deviation_naming_vessels": sum(r["names_vessels"] for r in rows),
         "finished": sum(r["codes"][-1] == 0 for r in rows),
+        "hotel_agrees": sum(not r.get("hotel") for r in rows),
         "bad": sum(bool(_bad(r)) for r in rows),
     }
 
@@ -239,7 +250,9 @@ def _enzyme_points(ref_dir: Path, template: Path) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", default="seeding,media_exchange,passaging,harvest,campaign,long,lab")
+    ap.add_argument(
+        "--only", default="seeding,media_exchange,passaging,harvest,campaign,long,lab,clinical"
+    )
     ap.add_argument("--phases", default="reply,intent")
     ap.add_argument("--every", type=int, default=1, help="every N-th action only")
     ap.add_argument("--json", type=Path, help="also write every kill point's judgement here")
@@ -292,6 +305,25 @@ def main() -> None:
             )
             results["campaign"] = rows
             table.append(table_row("campaign around a passage", rows))
+        if "clinical" in only:
+            params = CampaignParams.model_validate_json(CLINICAL_PARAMS.read_text())
+            cfg, template = campaign_template(tmp / "clinical", params, clinical=True)
+            finished = len(Store(template / STORE_FILE).events("step_finished"))
+            work = campaign_work(params, finished + SEGMENT_STEPS)
+            ref = run_point(template, tmp / "clinical-ref", cfg, work, campaign_output)
+            print(f"clinical campaign around a passage: {ref.intents} device actions", flush=True)
+            _, rows = scenario(
+                "clinical",
+                template,
+                cfg,
+                work,
+                campaign_output,
+                tmp,
+                _points(ref.intents, phases, args.every),
+                ref=ref,
+            )
+            results["clinical"] = rows
+            table.append(table_row("clinical campaign around a passage (hotel)", rows))
         if "long" in only:
             ref, cfg, template = refs["passaging"]
             points = [f"{n}:reply" for n in _enzyme_points(tmp / "passaging-ref", template)]
@@ -339,6 +371,7 @@ def main() -> None:
         "record verified",
         "deviation naming vessels",
         "finished",
+        "hotel (lab = record)",
     )
     print()
     print("| " + " | ".join(head) + " |")
@@ -351,7 +384,8 @@ def main() -> None:
             f"{t['worst_out_of_incubator_s']:.0f} ({t['out_of_incubator_ref_s']:.0f}) | "
             f"{t['vessels_lost']} | {t['cells_min']:.3f}, {t['cells_median']:.3f} | "
             f"{t['verified']}/{t['kill_points']} | {t['deviation_naming_vessels']}/"
-            f"{t['kill_points']} | {t['finished']}/{t['kill_points']} |"
+            f"{t['kill_points']} | {t['finished']}/{t['kill_points']} | "
+            f"{t['hotel_agrees']}/{t['kill_points']} |"
         )
     bad = sum(t["bad"] for t in table)
     points = sum(t["kill_points"] for t in table)

@@ -49,7 +49,8 @@ from protocols.recovery.finish import finish_interrupted
 from protocols.registry import PROTOCOLS
 from simulators.lab.process import read_address
 from simulators.lab.server import CRASH_ENV as LAB_CRASH_ENV
-from simulators.lab.server import LabServer
+from simulators.lab.server import SPEC_FILE, LabServer
+from simulators.lab.spec import LabSpec
 from simulators.lab.store import read_log
 from workcell.assembly.config import DEFAULT_CONFIG, WorkcellConfig, load_config
 from workcell.assembly.lab import LAB_FOLDER
@@ -70,6 +71,19 @@ def bench_config(folder: Path, name: str = "kill-bench") -> Path:
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     data["name"] = name
     data["clock"]["start"] = START.isoformat()
+    data["devices"]["imager"]["fields_per_well"] = 1
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "workcell.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def clinical_config(folder: Path, name: str = "kill-clinical") -> Path:
+    """The clinical workcell (vessels from a hotel), one imaging field per well, a fixed start."""
+    source = Path(__file__).resolve().parent.parent / "configs" / "clinical.yaml"
+    data: dict[str, Any] = copy.deepcopy(yaml.safe_load(source.read_text()))
+    data["name"] = name
+    data.setdefault("clock", {})["start"] = START.isoformat()
     data["devices"]["imager"]["fields_per_well"] = 1
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "workcell.yaml"
@@ -298,9 +312,12 @@ def operation_template(folder: Path, op: str) -> tuple[Path, Path]:
     return cfg_path, run_dir
 
 
-def campaign_template(folder: Path, params: CampaignParams) -> tuple[Path, Path]:
-    """A campaign run up to the step before its first passage."""
-    cfg_path = bench_config(folder)
+def campaign_template(
+    folder: Path, params: CampaignParams, clinical: bool = False
+) -> tuple[Path, Path]:
+    """A campaign run up to the step before its first passage (``clinical``: on the clinical
+    workcell, its vessels drawn from the hotel as the capacity plan says)."""
+    cfg_path = clinical_config(folder) if clinical else bench_config(folder)
     run_dir = folder / "template"
 
     async def until_passage(cfg: WorkcellConfig, run: Path) -> None:
@@ -310,16 +327,19 @@ def campaign_template(folder: Path, params: CampaignParams) -> tuple[Path, Path]
                 for x in cfg.deck.sites()
                 if x.labware == params.vessel_labware
             }
+            engine: CampaignEngine | None = None
 
             async def run_step(label: str, fn: Callable[[], Any]) -> object:
                 result = await fn()
-                d = decide(view(s.wc.store, s.wc.clock.now()), params, deck)
+                plan = engine.plan if engine is not None else None
+                d = decide(view(s.wc.store, s.wc.clock.now()), params, deck, plan)
                 if any(a.kind is Kind.PASSAGE for a in d.actions):
                     raise _Enough
                 return result
 
+            engine = CampaignEngine(s, params, auto_approve(), run_step=run_step)
             with contextlib.suppress(_Enough):
-                await CampaignEngine(s, params, auto_approve(), run_step=run_step).run()
+                await engine.run()
 
     pid = _fork(_controller, cfg_path, run_dir, until_passage, None)
     if _wait(pid, 1800) != 0:
@@ -352,6 +372,34 @@ class Outcome:
     exit_codes: list[int] = field(default_factory=list)
     intents: int = 0
     resumed_at_t: float | None = None
+    hotel: list[str] = field(default_factory=list)  # where the lab's hotel and the record differ
+
+
+def hotel_mismatches(
+    lab_hotel: dict[str, Any], spec_stock: dict[str, int], store: Store
+) -> list[str]:
+    """The vessel hotel judged from the lab: its stock and the vessels out of it against the
+    record's draws, returns and discards, and every vessel drawn once."""
+    drawn = [e.data["plate"] for e in store.events("vessel_drawn")]
+    returned = [e.data["plate"] for e in store.events("vessel_returned")]
+    discarded = [e.data["plate"] for e in store.events("vessel_discarded")]
+    labware = {e.data["plate"]: e.data["labware"] for e in store.events("vessel_drawn")}
+    out = []
+    if len(set(drawn)) != len(drawn):
+        out.append("a vessel drawn twice in the record")
+    held = set(drawn) - set(returned) - set(discarded)
+    if set(lab_hotel.get("drawn", {})) != held:
+        out.append(
+            f"vessels out of the hotel: lab {sorted(lab_hotel.get('drawn', {}))}, "
+            f"record {sorted(held)}"
+        )
+    for name, start in spec_stock.items():
+        expected = start - sum(labware[p] == name for p in drawn)
+        expected += sum(labware.get(p) == name for p in returned)
+        got = lab_hotel.get("stock", {}).get(name)
+        if got != expected:
+            out.append(f"hotel stock of {name}: lab {got}, record {expected}")
+    return out
 
 
 def _journal_intents(store_file: Path, since: int) -> int:
@@ -403,10 +451,20 @@ def examine(
         verified = store.record.verify().ok
     finally:
         store.close()
+    spec = LabSpec.model_validate_json((run_dir / LAB_FOLDER / SPEC_FILE).read_text())
     lab = Lab(run_dir / LAB_FOLDER).start()
     try:
         link = lab.link()
         try:
+            hotel: list[str] = []
+            if spec.hotel is not None:
+                store = Store(run_dir / STORE_FILE)
+                try:
+                    hotel = hotel_mismatches(
+                        link.call("lab", "hotel.state"), spec.hotel.stock, store
+                    )
+                finally:
+                    store.close()
             lab_cells = {v: link.vessel(v).viable for v in link.vessels()}
             cells = sum(lab_cells.get(v, 0.0) for v in targets)
             cells += sum(
@@ -432,6 +490,7 @@ def examine(
         over_exposed=over_exposed,
         over_exposure_held=over_exposure_held,
         intents=_journal_intents(run_dir / STORE_FILE, since_journal),
+        hotel=hotel,
     )
 
 

@@ -5,6 +5,11 @@ through an exchangeable back end: the simulator here, an Agilent/BioTek Cytation
 on hardware. ``ConfluenceImager`` images several fields of every well, measures
 each with :func:`devices.confluence.estimate_confluence` and reports the mean, the
 way imager software reports well confluence.
+
+A back end may instead report confluence itself, as an imager's own analysis
+software does (``reports_confluence`` true, ``measure_confluence`` per field): the
+simulator's fast path, which draws each field's estimate from this estimator's
+measured error rather than rendering pixels.
 """
 
 from __future__ import annotations
@@ -103,6 +108,12 @@ class ConfluenceImager:
         self.imager.assign_child_resource(plate, location=Coordinate.zero())
         try:
             targets = [w for w in plate.get_all_items() if chosen is None or w.name in chosen]
+            backend = self.imager.backend
+            if getattr(backend, "reports_confluence", False):
+                reported = await backend.measure_confluence(  # type: ignore[attr-defined]
+                    plate, targets, self.fields_per_well
+                )
+                return {name: sum(v) / len(v) for name, v in reported.items()}
             fields = [w for w in targets for _ in range(self.fields_per_well)]
             measured = await self._measure_all(plate, fields)
             per_well: dict[str, list[float]] = {}

@@ -5,11 +5,17 @@ fields can be asked for in one request (``capture_wells``), as an imager's plate
 read takes every field of a plate map in one run; ``ConfluenceImager`` uses that
 when the back end offers it, and measures the images here, as it measures a
 Cytation's.
+
+With ``fidelity="fast"`` (the config's ``fidelity.mode``) no pixels cross the link:
+like an imager whose own software reports confluence, the lab answers
+``measure_confluence`` with each field's estimate drawn from the estimator's error
+measured on rendered fields (``simulators/confluence_error.py``), in the same time
+on the lab's clock.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pylabrobot.plate_reading.backend import ImagerBackend
@@ -20,10 +26,31 @@ from devices.lab import LabLink
 
 
 class LabImagerBackend(ImagerBackend):
-    def __init__(self, device: str, link: LabLink) -> None:
+    def __init__(
+        self, device: str, link: LabLink, fidelity: Literal["rendered", "fast"] = "rendered"
+    ) -> None:
         super().__init__()
         self.device = device
         self.link = link
+        self.fidelity = fidelity
+
+    @property
+    def reports_confluence(self) -> bool:
+        """True on the fast path: ``ConfluenceImager`` asks ``measure_confluence``."""
+        return self.fidelity == "fast"
+
+    async def measure_confluence(
+        self, plate: Plate, wells: list[Well], fields: int
+    ) -> dict[str, list[float]]:
+        """The fast path: each field's confluence estimate per well, from the lab."""
+        result = self.link.call(
+            self.device,
+            "imager.measure",
+            device=self.device,
+            wells=[w.name for w in wells],
+            fields=fields,
+        )
+        return {str(k): [float(x) for x in v] for k, v in result.items()}
 
     async def setup(self) -> None:
         pass

@@ -80,6 +80,7 @@ from protocols.campaign.engine import (
     auto_approve,
     summary_rows,
 )
+from protocols.campaign.plan import CapacityPlan, plan_rows
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import Session
 from workcell.clock import SimClock
@@ -287,6 +288,13 @@ async def _run(
         ask = auto_approve() if auto else prefect_operator(timeout_s, session, params, deployed)
         run_step = functools.partial(as_task, folder=folder)
         engine = CampaignEngine(session, params, ask, run_step=run_step, progress=progress)
+        plan = engine.prepare()  # refuses, before any device moves, a dose that cannot fit
+        if plan is not None:
+            await acreate_markdown_artifact(
+                markdown=plan_markdown(plan),
+                key=f"capacity-plan-{key(folder.name)}",
+                description="capacity plan, made before seeding",
+            )
         summary = await engine.run(hand_over=hand_over if deployed else None)
         if engine.handed_over_at_s is not None:
             started = session.wc.store.events("campaign_started")[0].time
@@ -296,7 +304,13 @@ async def _run(
                 message=f"unfinished: {note}",
                 data=summary.model_copy(update={"outcome": f"unfinished: {note}"}),
             )
-        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome)
+        against = (
+            ""
+            if plan is None
+            else f" on day {summary.days:.1f} of ~{plan.days:.0f} planned, "
+            f"{summary.vessels} of {plan.vessels} planned vessels"
+        )
+        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome + against)
         for listener in progress_listeners:
             listener(100.0, summary.outcome)
         store = session.wc.store
@@ -401,3 +415,7 @@ def decisions_markdown(store: Store) -> str:
     return "## Operator decisions\n\n" + table(
         ["day", "hold", "decision", "by", "comment", "reason"], rows
     )
+
+
+def plan_markdown(plan: CapacityPlan) -> str:
+    return "# Capacity plan\n\n" + table(["", ""], [list(r) for r in plan_rows(plan)])

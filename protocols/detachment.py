@@ -399,7 +399,7 @@ def _enzyme_ago(wc: Workcell, vessels: list[str]) -> dict[str, float]:
             or not (a.unit or "").startswith("enzyme:")
         ):
             continue
-        v = (a.unit or "").split(":", 1)[1]
+        v = (a.unit or "").split(":", 1)[1].split("@", 1)[0]  # (a batch's scope after @)
         if v in vessels and v not in out:
             out[v] = (now - a.time).total_seconds()
     return out

@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.cell_counter import CountResult
-from protocols.checks import DeckNames
+from protocols.checks import DeckName, DeckNames
 from protocols.detachment import DetachParams, DetachPlan, detach_and_pool, once_event, plan_detach
 from protocols.pipetting import TipSupply, plan_tips
 from protocols.recovery.resumable import unit
@@ -51,6 +51,25 @@ class HarvestParams(BaseModel):
         default_factory=DetachParams,
         title="Detachment",
         description="wash, enzyme, neutralisation and pooling",
+    )
+    part: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        title="Part",
+        description="this batch's number, when a harvest is done in batches (else empty)",
+    )
+    parts: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        title="Parts",
+        description="how many batches the harvest is done in (else empty)",
+    )
+    collect_into: DeckName = Field(
+        default="harvest_bag",
+        title="Collect into",
+        description="off-deck container each counted batch is collected into (batches only)",
     )
 
 
@@ -125,16 +144,70 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
             vessels=[t.vessel for t in targets],
         )
         raise
-    volume_mL = wc.container(d.pool_tube).tracker.get_used_volume() / 1000
+    batch = [t.vessel for t in targets]
+    # the pool as counted (kept: a batch's pool leaves the deck once it is collected)
+    pooled = wc.journal.once(
+        f"{NAME}:pooled",
+        lambda: {"volume_mL": wc.container(d.pool_tube).tracker.get_used_volume() / 1000},
+    )
+    volume_mL = float(pooled["volume_mL"])
     total = count.viable_per_mL * volume_mL
+    viability = count.viability_percent
+    if params.parts is not None:
+        async with unit(wc, f"{NAME}:collected", batch) as u:
+            if not u.done:
+                _collect(wc, d.pool_tube, params, actor)
+                now = wc.clock.now()
+
+                def record_part() -> None:
+                    wc.store.set_state(batch, "harvested", now)
+                    wc.event(
+                        "harvest_part",
+                        actor,
+                        part=params.part,
+                        parts=params.parts,
+                        vessels=batch,
+                        viable_cells=total,
+                        viability_percent=viability,
+                        volume_mL=volume_mL,
+                        collected_into=params.collect_into,
+                    )
+
+                u.then(record_part)
+        if (params.part or 1) < params.parts:
+            return HarvestResult(
+                vessels=batch,
+                count=count,
+                pool_volume_mL=volume_mL,
+                total_viable_cells=total,
+                viability_percent=viability,
+                dose_cells_per_kg=total / params.patient_weight_kg,
+                target_dose_cells_per_kg=params.target_dose_cells_per_kg,
+                dose_reached=False,
+                reagents_uL=detach.reagents_uL,
+                tips_used=detach.tips,
+                started=started,
+                finished=wc.clock.now(),
+            )
+        parts = wc.store.events("harvest_part")  # the whole lot: every batch's count
+        total = sum(e.data["viable_cells"] for e in parts)
+        dead = sum(e.data["viable_cells"] * (100 / e.data["viability_percent"] - 1) for e in parts)
+        viability = 100 * total / (total + dead) if total > 0 else 0.0
+        volume_mL = sum(e.data["volume_mL"] for e in parts)
+    vessel_names = (
+        [v for e in wc.store.events("harvest_part") for v in e.data["vessels"]]
+        if params.parts is not None
+        else batch
+    )
     dose = total / params.patient_weight_kg
     reached = dose >= params.target_dose_cells_per_kg
     now = wc.clock.now()
-    async with unit(wc, f"{NAME}:harvested", [t.vessel for t in targets]) as u:
+    async with unit(wc, f"{NAME}:harvested", batch) as u:
         if not u.done:
 
             def record() -> None:
-                wc.store.set_state([t.vessel for t in targets], "harvested", now)
+                if params.parts is None:  # a batch of a lot is recorded as it is collected
+                    wc.store.set_state(batch, "harvested", now)
                 for kind, value, unit_ in (
                     ("harvest_viable_cells", total, "cells"),
                     ("harvest_dose", dose, "cells/kg"),
@@ -152,9 +225,9 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
                 wc.event(
                     "harvested",
                     actor,
-                    vessels=[t.vessel for t in targets],
+                    vessels=vessel_names,
                     viable_cells=total,
-                    viability_percent=count.viability_percent,
+                    viability_percent=viability,
                     dose_cells_per_kg=dose,
                     decision=f"dose {dose:.3g} cells/kg {'>=' if reached else '<'} target "
                     f"{params.target_dose_cells_per_kg:.3g}",
@@ -162,11 +235,11 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
 
             u.then(record)
     return HarvestResult(
-        vessels=[t.vessel for t in targets],
+        vessels=vessel_names,
         count=count,
         pool_volume_mL=volume_mL,
         total_viable_cells=total,
-        viability_percent=count.viability_percent,
+        viability_percent=viability,
         dose_cells_per_kg=dose,
         target_dose_cells_per_kg=params.target_dose_cells_per_kg,
         dose_reached=reached,
@@ -175,3 +248,10 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         started=started,
         finished=wc.clock.now(),
     )
+
+
+def _collect(wc: Workcell, pool: str, params: HarvestParams, actor: str) -> None:
+    """A counted batch's pool goes off the deck into the lot's container (a bag or bottle).
+
+    The operator's action, journaled; in a dry-run the lab moves the cells."""
+    wc.collect(pool, params.collect_into, actor)

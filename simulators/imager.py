@@ -6,6 +6,11 @@ confluence, with the cells the culture model says are there (their size changes
 with passage), and takes time on the lab's clock; the images go back over the lab
 link as raw 12-bit pixels. The confluence estimator then
 measures these pictures in the controller, as it would a Cytation's.
+
+The fast path (``measure``, the controller's imager set to ``fidelity: fast``) draws
+no pixels: like an imager whose own software reports confluence, the lab answers
+with the true confluence plus the estimator's error as measured on rendered fields
+(``simulators/confluence_error.py``), in the same time on the lab's clock.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from simulators.brightfield import FieldOptics, capture_field
+from simulators.confluence_error import EstimatorError, sample
 from simulators.culture import CultureModel
 from workcell.compute import map_cpu
 
@@ -37,8 +43,10 @@ class ImagerSimulator:
         log: Callable[..., None],
         rng: np.random.Generator,
         optics: FieldOptics | None = None,
+        error: EstimatorError | None = None,
     ) -> None:
         self.name = name
+        self.error = error
         self.culture = culture
         self.advance = advance
         self.log = log
@@ -50,11 +58,7 @@ class ImagerSimulator:
         """One field per entry of ``wells`` (a well named twice gives two fields)."""
         calls: list[tuple[Any, ...]] = []
         for well in wells:
-            confluence, cell_um = 0.0, self.culture.params.cell_shape_um(0.0)
-            if well in self.culture.vessels:
-                state = self.culture.state(well)
-                confluence = state.confluence
-                cell_um = (state.cell_length_um, state.cell_width_um)
+            confluence, _, cell_um = self._truth(well)
             seed = int(self.rng.integers(2**63))  # drawn in call order: same fields on resume
             self.log(self.name, "capture", well=well)
             self.advance(CAPTURE_S)
@@ -65,6 +69,29 @@ class ImagerSimulator:
             shots = [capture_field(*c) for c in calls]
         self.rendered += len(calls)
         return [image for image, _ in shots], [covered for _, covered in shots]
+
+    def _truth(self, well: str) -> tuple[float, float, tuple[float, float]]:
+        """True confluence, population doublings and cell size (um) of a well's culture."""
+        if well not in self.culture.vessels:
+            return 0.0, 0.0, self.culture.params.cell_shape_um(0.0)
+        state = self.culture.state(well)
+        cell_um = (state.cell_length_um, state.cell_width_um)
+        return state.confluence, state.population_doublings, cell_um
+
+    def measure(self, wells: list[str], fields: int) -> dict[str, list[float]]:
+        """The fast path: each field's estimate per well, drawn from the estimator's error."""
+        error = self.error
+        if error is None:
+            from simulators.estimator_error_data import MEASURED
+
+            error = self.error = EstimatorError.model_validate(MEASURED)
+        out: dict[str, list[float]] = {}
+        for well in wells:
+            confluence, pd, _ = self._truth(well)
+            self.log(self.name, "capture", well=well, fields=fields, fast=True)
+            self.advance(CAPTURE_S * fields)
+            out[well] = sample(error, confluence, pd, self.rng, fields)
+        return out
 
     def to_state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}

@@ -118,7 +118,17 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
             ["--auto-approve", "--without-prefect", "-p", str(b["latin1_params"])],
             ["--config", str(b["latin1_config"]), "--auto-approve"],
         ],
-        "demo": [["--run-dir", run]],
+        "plan": [
+            ["--config", str(b["latin1_config"])],
+            [
+                "--config",
+                str(DEFAULT_CONFIG.parent / "clinical.yaml"),
+                "-p",
+                str(b["latin1_params"]),
+            ],
+            ["--config", str(DEFAULT_CONFIG)],  # no vessel inventory: nothing to plan
+        ],
+        "demo": [["--run-dir", run], ["--clinical", "--run-dir", run]],
         "serve": [["--config", str(b["latin1_config"])]],
         "record verify": [[g], [run]],
         "lineage": [[g]],

@@ -64,6 +64,7 @@ def test_every_device_on_hardware_builds_no_simulator(
     assert set(got["simulators"]) <= {
         "simulators",
         "simulators.brightfield",  # FieldOptics, the simulated imager's optics (a model)
+        "simulators.confluence_error",  # EstimatorError, the fast imaging path's table (a model)
         "simulators.serial_port",  # FaultRates, a simulated line's faults (a model)
     }
     assert got["children"] == []  # no lab process, no image workers

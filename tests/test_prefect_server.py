@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import yaml
 
 from tests.campaign_helpers import child_env, quick_config
 from workcell.anchor import HEAD_FILE
@@ -425,3 +426,37 @@ def _at(t: Any, seconds: float) -> str:
     from datetime import timedelta
 
     return (t + timedelta(seconds=seconds)).isoformat()
+
+
+def test_the_ui_shows_the_capacity_plan_before_seeding_and_progress_against_it(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    from tests.test_capacity_plan import PARAMS, _clinical
+
+    cfg = tmp_path / "clinical.yaml"
+    cfg.write_text(yaml.safe_dump(_clinical()))
+    params = tmp_path / "params.json"
+    params.write_text(PARAMS.model_copy(update={"patient_weight_kg": 3.0}).model_dump_json())
+    run_dir = tmp_path / "run"
+    cmd = [WORKCELL, "campaign", "-c", str(cfg), "-p", str(params), "--run-dir", str(run_dir)]
+    done = subprocess.run(
+        [*cmd, "--auto-approve"], env=server["env"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    async def go(client: Any) -> Any:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        (plan,) = await client.read_artifacts(  # the plan of this run folder ("run")
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["capacity-plan-run"]))
+        )
+        progress = [a for a in await client.read_artifacts() if a.type == "progress"]
+        runs = await client.read_task_runs()
+        return plan, progress, runs
+
+    plan, progress, runs = _client_call(server["url"], go)
+    assert "Capacity plan" in plan.data and "incubator slots at peak" in plan.data
+    seeding = [r for r in runs if r.name.endswith(" seed") and r.start_time is not None]
+    assert len(runs) > 10, [r.name for r in runs]
+    assert seeding and plan.created < min(r.start_time for r in seeding)
+    assert any("planned vessels" in (a.description or "") for a in progress)

@@ -38,6 +38,9 @@ CRASH_ENV = "WORKCELL_CRASH_AT"
 
 _unit: ContextVar[str | None] = ContextVar("journal_unit", default=None)
 _purpose: ContextVar[str | None] = ContextVar("journal_tip_purpose", default=None)
+# a part of a step that runs a unit operation more than once (a campaign step's batches
+# of vessels from a hotel): its units and kept values are its own
+_scope: ContextVar[str | None] = ContextVar("journal_scope", default=None)
 
 
 @dataclass
@@ -195,8 +198,25 @@ class Journal:
 
     # --- units of work and decisions kept ------------------------------------------------
 
+    @contextlib.contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """A part of the step (a batch) whose unit keys and kept values are its own, so a
+        unit operation run once per batch in one step is resumed batch by batch."""
+        token = _scope.set(name)
+        try:
+            yield
+        finally:
+            _scope.reset(token)
+
+    @staticmethod
+    def scoped(key: str) -> str:
+        """``key`` as stored in the current scope (``key@scope``)."""
+        scope = _scope.get()
+        return key if scope is None else f"{key}@{scope}"
+
     def done(self, key: str) -> bool:
         """Whether the unit ``key`` of the current step is done."""
+        key = self.scoped(key)
         return any(r["kind"] == "unit" and r["key"] == key for r in self.rows())
 
     @contextlib.contextmanager
@@ -210,15 +230,16 @@ class Journal:
         self.mark_done(key, vessels or [])
 
     def enter_unit(self, key: str) -> Token[str | None]:
-        return _unit.set(key)
+        return _unit.set(self.scoped(key))
 
     def exit_unit(self, token: Token[str | None]) -> None:
         _unit.reset(token)
 
     def mark_done(self, key: str, vessels: list[str]) -> None:
-        self._add("unit", key, {"vessels": vessels})
+        self._add("unit", self.scoped(key), {"vessels": vessels})
 
     def remembered(self, key: str) -> tuple[bool, Any]:
+        key = self.scoped(key)
         for r in reversed(self.rows()):
             if r["kind"] == "memo" and r["key"] == key:
                 return True, r["data"].get("value")
@@ -227,7 +248,8 @@ class Journal:
     def remember(self, key: str, value: Any, vessels: list[str] | None = None) -> Any:
         """Keep ``value`` for this step; ``vessels`` it concerns are named with it (so an
         interruption before any action on them still names them)."""
-        self._add("memo", key, {"value": value, **({"vessels": vessels} if vessels else {})})
+        data = {"value": value, **({"vessels": vessels} if vessels else {})}
+        self._add("memo", self.scoped(key), data)
         return value
 
     def once(

@@ -54,6 +54,12 @@ def known(kind: str, name: str) -> bool:
     return issubclass(cls, (Container, Plate, TipRack)) and not issubclass(cls, Carrier)
 
 
+def is_plate(name: str) -> bool:
+    """Whether ``name`` is a PyLabRobot plate definition (a culture vessel's labware)."""
+    cls = _probe("labware", name)
+    return cls is not None and issubclass(cls, Plate)
+
+
 def make(kind: str, factory_name: str, resource_name: str) -> Resource:
     """Instantiate a PyLabRobot resource; ``known`` must have been checked by the config."""
     namespace = cytomat_racks if kind == "rack" else plr

@@ -97,6 +97,8 @@ SELECT v.id, v.labware, v.plate, v.passage, v.area_cm2, v.created_at,
     COALESCE((SELECT c.state FROM vessel_changes c WHERE c.vessel_id = v.id
               AND c.state IS NOT NULL ORDER BY c.id DESC LIMIT 1), v.state) AS state
 FROM vessels v;
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, vessel_id, time);
+CREATE INDEX IF NOT EXISTS measurements_kind ON measurements(kind, vessel_id, time);
 """
 
 # the tables that derive from the record: rows are added, never changed or removed
@@ -407,7 +409,42 @@ class Store:
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
-        return [self._record(r) for r in rows]
+        parents: dict[str, list[str]] = {}
+        lineage_sql = "SELECT child_id, parent_id FROM lineage"
+        if state is not None:
+            lineage_sql += " WHERE child_id IN (SELECT id FROM vessels_now WHERE state = ?)"
+        for child, parent in self._db.execute(lineage_sql + " ORDER BY parent_id", args).fetchall():
+            parents.setdefault(child, []).append(parent)
+        return [
+            VesselRecord.model_validate({**dict(r), "parents": parents.get(r["id"], [])})
+            for r in rows
+        ]
+
+    def plates_and_passages(self) -> list[tuple[str, int]]:
+        """(plate, passage) of every vessel: what a campaign decision needs, cheaply."""
+        rows = self._db.execute("SELECT plate, passage FROM vessels").fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def last_event_times(self, kind: str) -> dict[str, datetime]:
+        """Per vessel, the time of its latest event of ``kind`` (one query, not every event)."""
+        rows = self._db.execute(
+            "SELECT vessel_id, MAX(time) FROM events WHERE kind = ? AND vessel_id IS NOT NULL"
+            " GROUP BY vessel_id",
+            (kind,),
+        ).fetchall()
+        return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
+
+    def last_values(self, kind: str) -> dict[str, tuple[datetime, float]]:
+        """Per vessel, (time, value) of its latest measurement of ``kind``, in one query.
+
+        SQLite takes the bare column ``value`` from the row holding ``MAX(time)``.
+        """
+        rows = self._db.execute(
+            "SELECT vessel_id, MAX(time), value FROM measurements"
+            " WHERE kind = ? AND vessel_id IS NOT NULL GROUP BY vessel_id",
+            (kind,),
+        ).fetchall()
+        return {r[0]: (datetime.fromisoformat(r[1]), float(r[2])) for r in rows}
 
     def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
         """Vessels (of those given) now at ``location``: a row and an entry each."""

@@ -36,7 +36,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols import harvest, media_exchange, passaging, seeding
-from protocols.campaign import housekeeping
+from protocols.campaign import housekeeping, logistics
+from protocols.campaign.plan import CapacityPlan
 from protocols.checks import MAX_NAME, DeckName, DeckNames, WellNames
 from protocols.detachment import DetachParams, once_event
 from protocols.imaging import image_plates
@@ -47,6 +48,7 @@ from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_in
 from workcell.assembly.session import Session
 from workcell.assembly.workcell import Workcell
 from workcell.batch import lineage
+from workcell.errors import ProtocolRefused
 from workcell.journal import StepInfo
 from workcell.operator import AbortedByOperator, Answer, Hold
 from workcell.ot_labware import same_product
@@ -56,6 +58,9 @@ DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time
 # may land a microsecond short of it. Anything due within this many seconds is due.
 DUE_SLACK_S = 1.0
+# With vessels from a hotel, imaging and feeding go in rounds: a vessel due within this
+# share of a day (imaging: of its interval) joins the round of one that is due now.
+GROUP_SHARE = 0.25
 
 
 class CampaignParams(BaseModel):
@@ -191,6 +196,26 @@ class CampaignParams(BaseModel):
         description="where the whole batch is pooled at harvest",
         json_schema_extra=choice(Choice.POOL),
     )
+    expected_recovery: float = Field(
+        default=0.8,
+        gt=0.1,
+        le=1.0,
+        title="Expected recovery (planning)",
+        description="planning: share of a passage's counted cells that reach the next vessels",
+    )
+    plan_safety: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=3.0,
+        title="Plan safety factor",
+        description="planning: surface to spare in earlier phases",
+    )
+    start_short: bool = Field(
+        default=False,
+        title="Start short",
+        description="start even when the capacity plan says the dose does not fit "
+        "(recorded as a deviation saying how far it will get)",
+    )
 
     @property
     def target_cells(self) -> float:
@@ -280,6 +305,7 @@ class CampaignView(BaseModel):
     finished: bool
     last_viability: float | None
     used_plates: set[str]
+    made: dict[int, int] = Field(default_factory=dict, description="vessels seeded per passage")
 
 
 def _s(t: datetime, t0: datetime) -> float:
@@ -289,16 +315,12 @@ def _s(t: datetime, t0: datetime) -> float:
 def view(store: Store, now: datetime) -> CampaignView:
     started = store.events("campaign_started")
     t0 = started[0].time if started else now
-    vessels = store.vessels()
-    active = [v for v in vessels if v.state == "active"]
-    fed: dict[str, float] = {}
-    for e in store.events("fed"):
-        if e.vessel_id:
-            fed[e.vessel_id] = max(fed.get(e.vessel_id, 0.0), _s(e.time, t0))
-    conf: dict[str, tuple[float, float]] = {}
-    for m in store.measurements(kind="confluence"):
-        if m.vessel_id:
-            conf[m.vessel_id] = (_s(m.time, t0), m.value)
+    places = store.plates_and_passages()  # every vessel's plate and passage, without records
+    active = store.vessels(state="active")
+    fed = {vessel: _s(t, t0) for vessel, t in store.last_event_times("fed").items()}
+    conf = {
+        vessel: (_s(t, t0), value) for vessel, (t, value) in store.last_values("confluence").items()
+    }
     seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
     pd = lineage.population_doublings(store) if active else {}
     plates: dict[str, list] = {}
@@ -334,7 +356,8 @@ def view(store: Store, now: datetime) -> CampaignView:
         plates=sorted(states, key=lambda p: p.plate),
         finished=bool(store.events("campaign_finished")),
         last_viability=viab[-1].value if viab else None,
-        used_plates={v.plate for v in vessels},
+        used_plates={plate for plate, _ in places},
+        made={n: len({plate for plate, m in places if m == n}) for n in {m for _, m in places}},
     )
 
 
@@ -354,12 +377,24 @@ def _n(cells: float) -> str:
     return f"{cells:,.0f}" if cells < 1e5 else f"{cells:.3g}".replace("e+0", "e").replace("e+", "e")
 
 
-def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> Decision:
-    """The actions due now, from the campaign's view of the store (see module docstring)."""
+def decide(
+    v: CampaignView,
+    p: CampaignParams,
+    deck_plates: dict[str, int],
+    plan: CapacityPlan | None = None,
+) -> Decision:
+    """The actions due now, from the campaign's view of the store (see module docstring).
+
+    With a capacity ``plan`` (vessels from a hotel), vessels come from the hotel
+    rather than from free deck plates, each phase's children are capped at the
+    plan's count for the next phase (shared among that phase's vessels), and the
+    plan's last phase is never passaged: it grows to the harvest.
+    """
     if v.finished:
         return Decision(actions=[], finished=True)
     if v.started_at is None or (not v.plates and not v.used_plates):
-        return Decision(actions=[Action(kind=Kind.SEED, plates=p.initial_plates)])
+        first = [] if plan is not None else p.initial_plates  # planned: drawn from the hotel
+        return Decision(actions=[Action(kind=Kind.SEED, plates=first)])
     if not v.plates:
         return _hold(Kind.STOP, [], "no vessel is left in culture")
     if v.last_viability is not None and v.last_viability < p.viability_floor_percent:
@@ -379,6 +414,11 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
     image_due = [
         x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - DUE_SLACK_S
     ]
+    if image_due and plan is not None:  # a line images in rounds: those due within hours too
+        early = GROUP_SHARE * p.image_every_days * DAY_S
+        image_due = [
+            x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - early
+        ]
     if image_due:
         return Decision(actions=[Action(kind=Kind.IMAGE, plates=[x.plate for x in image_due])])
 
@@ -397,6 +437,8 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
         if x.confluence is not None and 100 * x.confluence >= p.confluence_threshold_percent
     ]
     actions: list[Action] = []
+    if plan is not None:
+        return _decide_planned(v, p, plan, confluent)
     free = [d for d in deck_plates if d not in v.used_plates]
     budget = None
     if p.max_vessels is not None and confluent:
@@ -445,6 +487,62 @@ def decide(v: CampaignView, p: CampaignParams, deck_plates: dict[str, int]) -> D
         and v.now_s - x.last_fed_s >= p.feed_every_days * DAY_S - DUE_SLACK_S
     ]
     if feed_due:
+        actions.append(Action(kind=Kind.FEED, plates=feed_due))
+    if actions:
+        return Decision(actions=actions)
+    wake = min(
+        [x.last_imaged_s + p.image_every_days * DAY_S for x in v.plates]
+        + [x.last_fed_s + p.feed_every_days * DAY_S for x in v.plates]
+        + [p.max_days * DAY_S]
+    )
+    return Decision(actions=[], wake_at_s=wake)
+
+
+def _decide_planned(
+    v: CampaignView, p: CampaignParams, plan: CapacityPlan, confluent: list[PlateState]
+) -> Decision:
+    """Passage and feed with vessels from the hotel, as the capacity plan says."""
+    actions: list[Action] = []
+    final = plan.final_passage()
+    for x in confluent:
+        if x.passage >= final:
+            continue  # the last phase grows on to the harvest
+        if x.passage + 1 > p.passage_limit:
+            return _hold(
+                Kind.HARVEST,
+                [y.plate for y in v.plates],
+                f"{x.plate} is confluent at passage {x.passage}; the passage limit "
+                f"is {p.passage_limit}",
+            )
+        planned = plan.vessels_at(x.passage + 1) or 1
+        made = v.made.get(x.passage + 1, 0)
+        sources = sum(1 for y in v.plates if y.passage == x.passage)
+        share = max(1, math.ceil((planned - made) / max(1, sources)))
+        actions.append(
+            Action(
+                kind=Kind.PASSAGE,
+                plates=[x.plate],
+                max_children=share,
+                reason=f"confluence {100 * (x.confluence or 0):.0f} % >= "
+                f"{p.confluence_threshold_percent:.0f} %; plan: {planned} vessels at "
+                f"P{x.passage + 1}, {made} made",
+            )
+        )
+        break  # one passage per decision: the next sees its children
+    passaged = {a.plates[0] for a in actions}
+    interval = p.feed_every_days * DAY_S
+    feed_due = [
+        x.plate
+        for x in v.plates
+        if x.plate not in passaged and v.now_s - x.last_fed_s >= interval - DUE_SLACK_S
+    ]
+    if feed_due:  # a line feeds in rounds: those due within hours are fed with them
+        feed_due = [
+            x.plate
+            for x in v.plates
+            if x.plate not in passaged
+            and v.now_s - x.last_fed_s >= (1 - GROUP_SHARE / p.feed_every_days) * interval
+        ]
         actions.append(Action(kind=Kind.FEED, plates=feed_due))
     if actions:
         return Decision(actions=actions)
@@ -534,6 +632,7 @@ class CampaignEngine:
             for s in session.config.deck.sites()
             if same_product(s.labware, params.vessel_labware)
         }
+        self.plan: CapacityPlan | None = None
 
     @property
     def wc(self) -> Workcell:
@@ -541,6 +640,44 @@ class CampaignEngine:
 
     def _view(self) -> CampaignView:
         return view(self.wc.store, self.wc.clock.now())
+
+    def _start(self) -> None:
+        """Plan first (vessels from a hotel): refuse a dose that cannot fit, before any motion."""
+        wc = self.wc
+        planned = wc.store.events("campaign_planned")
+        if planned:
+            self.plan = CapacityPlan.model_validate(planned[0].data["plan"])
+            return
+        if wc.store.events("campaign_started"):
+            return  # a campaign without a plan (deck plates), resumed
+        if wc.inventory is not None:
+            self.plan = plan_for(wc, self.params)
+            if not self.plan.fits and not self.params.start_short:
+                raise ProtocolRefused(
+                    "campaign",
+                    [s.message for s in self.plan.shortfalls]
+                    + [
+                        f"the plan reaches ~{self.plan.reachable_cells:.3g} of "
+                        f"{self.plan.target_cells:.3g} cells; start_short starts anyway, "
+                        "recorded as a deviation"
+                    ],
+                )
+        wc.event("campaign_started", "campaign", params=self.params.model_dump(mode="json"))
+        if self.plan is not None:
+            wc.event("campaign_planned", "campaign", plan=self.plan.model_dump(mode="json"))
+            if not self.plan.fits:
+                wc.event(
+                    "deviation",
+                    "campaign",
+                    message="started although the plan does not fit: "
+                    + "; ".join(s.message for s in self.plan.shortfalls)
+                    + f"; it expects to reach ~{self.plan.reachable_cells:.3g} cells",
+                )
+
+    def prepare(self) -> CapacityPlan | None:
+        """Plan (or load the plan of a resumed campaign); refuses a dose that cannot fit."""
+        self._start()
+        return self.plan
 
     async def run(self, hand_over: HandOver | None = None) -> CampaignSummary:
         """Until the campaign finishes, or until ``hand_over`` says to stop at a wait.
@@ -550,18 +687,15 @@ class CampaignEngine:
         ``campaign_handed_over`` and returns the summary so far (outcome
         "unfinished"); ``handed_over_at_s`` says when the campaign wakes.
         """
-        await self.finish_interrupted()
         async with self.session.locked():
-            if not self.wc.store.events("campaign_started"):
-                self.wc.event(
-                    "campaign_started", "campaign", params=self.params.model_dump(mode="json")
-                )
+            self._start()  # the plan (kept, or made and checked) before any step is re-entered
+        await self.finish_interrupted()
         began_s: float | None = None
         while True:
             async with self.session.locked():  # decided from the state the locks protect
                 v = self._view()
                 began_s = v.now_s if began_s is None else began_s
-                d = decide(v, self.params, self.deck_plates)
+                d = decide(v, self.params, self.deck_plates, self.plan)
                 if d.finished:
                     break
                 await self._report(v)
@@ -715,8 +849,41 @@ class CampaignEngine:
             self.wc.event("hold", "campaign", key=key, action=a.kind.value, reason=a.reason)
         return await self.ask(a)
 
+    async def _do_planned(self, wc: Workcell, a: Action) -> object:
+        """An action with vessels from the hotel, in batches that fit the deck."""
+        p, plan = self.params, self.plan
+        assert plan is not None
+        if a.kind is Kind.SEED:
+            return await logistics.seed_from_vial(wc, p, plan, self._housekeeping)
+        if a.kind is Kind.IMAGE:
+            return await image_plates(wc, a.plates)
+        if a.kind is Kind.FEED:
+            return await logistics.feed(wc, a.plates, p, self._housekeeping)
+        if a.kind is Kind.PASSAGE:
+            return await logistics.passage(wc, a.plates[0], p, a.max_children or 1)
+        result = await logistics.harvest_all(wc, a.plates, p, self._housekeeping)
+        self._finish_harvest(wc, a, result)
+        return result
+
+    def _finish_harvest(self, wc: Workcell, a: Action, result: harvest.HarvestResult) -> None:
+        deviation = a.deviation
+        if not result.dose_reached:
+            deviation = True
+            once_event(
+                wc,
+                "low_dose",
+                "deviation",
+                "campaign",
+                message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
+                f"target {result.target_dose_cells_per_kg:.3g}",
+            )
+        outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
+        once_event(wc, "campaign_finished", "campaign_finished", "campaign", outcome=outcome)
+
     async def _act(self, wc: Workcell, a: Action) -> object:
         p = self.params
+        if self.plan is not None and wc.inventory is not None:
+            return await self._do_planned(wc, a)
         if a.kind is Kind.SEED:
             seeded = await seeding.run(
                 wc,
@@ -821,9 +988,59 @@ class CampaignEngine:
             f"day {v.now_s / DAY_S:.1f}: {len(v.plates)} plates, "
             f"~{estimate:.3g} of {self.params.target_cells:.3g} cells"
         )
+        if self.plan is not None:  # progress against the plan
+            made = sum(v.made.values())
+            text = (
+                f"day {v.now_s / DAY_S:.1f} of ~{self.plan.days:.0f} planned: "
+                f"{made} of {self.plan.vessels} planned vessels, {len(v.plates)} in culture, "
+                f"~{estimate:.3g} of {self.params.target_cells:.3g} cells"
+            )
         maybe = self.progress(min(99.0, 100.0 * share), text)
         if maybe is not None:
             await maybe
+
+
+def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
+    """The capacity plan of campaign ``p`` on workcell ``wc`` (vessels from its hotel)."""
+    from protocols.campaign.plan import make_plan
+    from simulators.culture import CultureParameters
+    from workcell import labware
+    from workcell.labware import growth_area_cm2
+
+    probe = labware.make("labware", p.vessel_labware, "probe")
+    area = sum(growth_area_cm2(w) for w in probe.get_all_items())  # type: ignore[arg-type]
+    culture = CultureParameters(**wc.config.culture.overrides)  # the lab's model, by config
+    s = p.suspension
+    from protocols.pipetting import dead_volume_uL
+
+    tube = wc.container(s.tube)  # what the tube's dead volume keeps cannot be seeded
+    usable_mL = max(0.0, s.volume_mL - dead_volume_uL(tube) / 1000)
+    return make_plan(
+        culture=culture,
+        vial_cells=usable_mL * s.viable_cells_per_mL,
+        vial_passage=s.passage,
+        vial_pd=s.population_doublings,
+        target_cells=p.target_cells,
+        harvest_margin=p.harvest_margin,
+        calibration=cells_per_cm2_at_confluence,
+        density_cells_per_cm2=p.density_cells_per_cm2,
+        medium_mL_per_cm2=p.medium_mL_per_cm2,
+        feed_every_days=p.feed_every_days,
+        threshold=p.confluence_threshold_percent / 100,
+        passage_limit=p.passage_limit,
+        max_days=p.max_days,
+        expected_recovery=p.expected_recovery,
+        plan_safety=p.plan_safety,
+        vessel_labware=p.vessel_labware,
+        vessel_area_cm2=area,
+        wells_per_vessel=probe.num_items,  # type: ignore[attr-defined]
+        hotel_stock=wc.inventory.stock.get(p.vessel_labware, 0) if wc.inventory else 0,
+        incubator_slots=wc.incubator_slots(),
+        wash_pbs_mL_per_cm2=p.detach.wash_pbs_mL_per_cm2,
+        enzyme_mL_per_cm2=p.detach.enzyme_mL_per_cm2,
+        neutralise_ratio=p.detach.neutralise_ratio,
+        supplies=wc.inventory.config.supplies.model_dump() if wc.inventory else None,
+    )
 
 
 def estimated_cells(v: CampaignView, p: CampaignParams) -> float:

@@ -23,7 +23,9 @@ def check_without_liquid(wc: Workcell, vessel: str, drained: str, adding: str, w
     times = [  # drained before the interruption (not by this resumed run)
         r["time"]
         for r in wc.journal.rows()
-        if r["kind"] == "unit" and r["key"] == drained and r["id"] <= wc.journal.entered_after
+        if r["kind"] == "unit"
+        and r["key"] == wc.journal.scoped(drained)
+        and r["id"] <= wc.journal.entered_after
     ]
     key = f"without_liquid:{vessel}:{what}"
     if not times or wc.journal.done(key):

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.brightfield import FieldOptics
+from simulators.confluence_error import EstimatorError
 from simulators.serial_port import FaultRates
 
 
@@ -73,8 +74,25 @@ class CounterSpec(Strict):
 
 
 class ImagerSpec(Strict):
+    """The simulated imager. ``error``: the fast path's estimator error table (None: the
+    shipped one); whether a plate is rendered or measured fast is the controller's
+    choice per request (its config's ``fidelity.mode``)."""
+
     name: str
     optics: FieldOptics = Field(default_factory=FieldOptics)
+    error: EstimatorError | None = None
+
+
+class HotelSpec(Strict):
+    """An empty-vessel hotel or stacker: the empty vessels it was loaded with, per labware.
+
+    The vessels drawn from it become the lab's plates (their wells named by the
+    controller, who draws them as PyLabRobot labware); the stock left and the vessels
+    out are the lab's physical state, kept on disk with the rest.
+    """
+
+    name: str
+    stock: dict[str, int]
 
 
 class OT2LabwareSpec(Strict):
@@ -110,6 +128,7 @@ class LabSpec(Strict):
     counter: CounterSpec | None = None
     imager: ImagerSpec | None = None
     plates: list[PlateSpec] = Field(default_factory=list)
+    hotel: HotelSpec | None = None
     containers: list[ContainerSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:

@@ -117,6 +117,9 @@ class Lab:
                 self.wells[w.name] = w
                 self.plate_of[w.name] = p.name
         self.containers = {c.name: c for c in spec.containers}
+        # the hotel's empty vessels, and those drawn from it (now the lab's plates)
+        self.hotel_stock: dict[str, int] = dict(spec.hotel.stock) if spec.hotel else {}
+        self.drawn: dict[str, dict[str, Any]] = {}  # plate -> {"labware", "wells": [WellSpec]}
 
         self.chambers: dict[str, Chamber] = {}
         self.incubators: dict[str, IncubatorSimulator] = {}
@@ -191,6 +194,7 @@ class Lab:
                 self.log,
                 _rng(spec.seed, spec.imager.name),
                 spec.imager.optics,
+                spec.imager.error,
             )
             if spec.imager
             else None
@@ -465,6 +469,108 @@ class Lab:
         }
         return result, [np.ascontiguousarray(im).tobytes() for im in images]
 
+    def op_imager_measure(self, device: str, wells: list[str], fields: int) -> dict[str, Any]:
+        """The fast imaging path: per well, each field's confluence estimate, no pixels."""
+        if self.imager is None or self.imager.name != device:
+            raise Refusal("unknown_device", f"the lab has no imager {device!r}")
+        if fields < 1:
+            raise Refusal("bad_request", f"{device}: {fields} fields per well")
+        return self.imager.measure(wells, fields)
+
+    # the hotel of empty vessels
+    def _hotel(self) -> str:
+        if self.spec.hotel is None:
+            raise Refusal("unknown_device", "the lab has no vessel hotel")
+        return self.spec.hotel.name
+
+    def _add_plate(self, plate: str, wells: list[WellSpec]) -> None:
+        self.plate_wells[plate] = [w.name for w in wells]
+        for w in wells:
+            self.wells[w.name] = w
+            self.plate_of[w.name] = plate
+
+    def _drop_plate(self, plate: str) -> None:
+        for w in self.plate_wells.pop(plate, []):
+            self.wells.pop(w, None)
+            self.plate_of.pop(w, None)
+        self.drawn.pop(plate, None)
+
+    def op_hotel_draw(
+        self, labware: str, plate: str, wells: list[dict[str, Any]], actor: str
+    ) -> dict[str, Any]:
+        """An empty vessel of ``labware`` out of the hotel onto the deck, as ``plate``."""
+        hotel = self._hotel()
+        left = self.hotel_stock.get(labware)
+        if left is None:
+            raise Refusal("unknown", f"the hotel {hotel!r} holds no {labware!r}")
+        if plate in self.plate_wells or plate in self.containers:
+            raise Refusal("exists", f"the lab already has a plate {plate!r}")
+        if left < 1:
+            raise Refusal("hotel_empty", f"the hotel {hotel!r} has no empty {labware!r} left")
+        specs = [WellSpec.model_validate(w) for w in wells]
+        if not specs or any(w.name in self.wells or w.name in self.containers for w in specs):
+            raise Refusal("exists", f"the wells of {plate!r} are not new to the lab")
+        self._add_plate(plate, specs)
+        self.drawn[plate] = {"labware": labware, "wells": [w.model_dump() for w in specs]}
+        self.hotel_stock[labware] = left - 1
+        self.log(hotel, "draw_vessel", plate=plate, labware=labware, actor=actor, stock=left - 1)
+        return {"stock": left - 1}
+
+    def _drawn_on_deck(self, plate: str) -> None:
+        if plate not in self.drawn:
+            raise Refusal("unknown", f"{plate!r} is not a vessel drawn from the hotel")
+        here = self.where(plate)
+        if here != "deck":
+            raise Refusal("not_on_deck", f"vessel {plate!r} is at {here}, not on the deck")
+
+    def op_hotel_put_back(self, plate: str, actor: str) -> dict[str, Any]:
+        """An unused, empty vessel back into the hotel."""
+        hotel = self._hotel()
+        self._drawn_on_deck(plate)
+        for w in self.plate_wells[plate]:
+            if w in self.culture.vessels or self.culture.liquid_of(w).volume_uL > 0:
+                raise Refusal("not_empty", f"vessel {plate!r} has been used; it cannot go back")
+        labware = self.drawn[plate]["labware"]
+        for w in self.plate_wells[plate]:
+            self.culture.containers.pop(w, None)
+        self._drop_plate(plate)
+        self.hotel_stock[labware] += 1
+        stock = self.hotel_stock[labware]
+        self.log(hotel, "return_vessel", plate=plate, labware=labware, actor=actor, stock=stock)
+        return {"stock": stock}
+
+    def op_hotel_discard(self, plate: str, actor: str) -> dict[str, Any]:
+        """An emptied vessel from the deck into biohazard waste, with whatever it still holds."""
+        self._hotel()
+        self._drawn_on_deck(plate)
+        self.culture.sync()
+        viable = dead = volume = 0.0
+        for w in self.plate_wells[plate]:
+            volume += self.culture.liquid_of(w).volume_uL
+            gone = self.culture.vessels.pop(w, None)
+            if gone is not None:
+                viable += gone.attached + gone.medium.viable
+                dead += gone.medium.dead
+            self.culture.containers.pop(w, None)
+        self._drop_plate(plate)
+        self.log(
+            "operator",
+            "discard_vessel",
+            plate=plate,
+            actor=actor,
+            volume_uL=volume,
+            viable_cells=viable,
+            dead_cells=dead,
+        )
+        return {"volume_uL": volume, "viable": viable, "dead": dead}
+
+    def op_hotel_state(self) -> dict[str, Any]:
+        """The hotel's stock and the vessels drawn from it that still exist."""
+        return {
+            "stock": dict(self.hotel_stock),
+            "drawn": {p: d["labware"] for p, d in self.drawn.items()},
+        }
+
     # the simulated operator's hands
     def op_operator_load(self, container: str, liquid: dict[str, Any], actor: str) -> dict:
         self._known(container)
@@ -481,6 +587,26 @@ class Lab:
             "operator",
             "empty",
             container=container,
+            actor=actor,
+            volume_uL=gone.volume_uL,
+            viable_cells=gone.viable,
+            dead_cells=gone.dead,
+        )
+        return {"volume_uL": gone.volume_uL, "viable": gone.viable, "dead": gone.dead}
+
+    def op_operator_collect(self, container: str, into: str, actor: str) -> dict[str, Any]:
+        """A container poured into an off-deck one (a harvest bag), which the lab keeps."""
+        self._known(container)
+        self.touch(container)
+        if into in self.wells or into in self.plate_wells:
+            raise Refusal("bad_place", f"{into!r} is a culture vessel, not an off-deck container")
+        gone = self.culture.withdraw(container, self.culture.liquid_of(container).volume_uL)
+        self.culture.load(into, gone)
+        self.log(
+            "operator",
+            "collect",
+            container=container,
+            into=into,
             actor=actor,
             volume_uL=gone.volume_uL,
             viable_cells=gone.viable,
@@ -605,12 +731,19 @@ class Lab:
             "imager": self.imager.to_state() if self.imager else None,
             "serial": serial,
             "ot2": {n: _ot2_state(r) for n, r in self.ot2.items()},
+            "hotel": {"stock": dict(self.hotel_stock), "drawn": self.drawn},
         }
 
     def load_state(self, st: dict[str, Any]) -> None:
         start = datetime.fromisoformat(st["clock"]["start"])
         self.clock.sim.resume(start, float(st["clock"]["elapsed"]))
         self.log_seq = int(st["log_seq"])
+        hotel = st.get("hotel")
+        if hotel is not None:  # the drawn vessels are plates before anything refers to them
+            self.hotel_stock = dict(hotel["stock"])
+            self.drawn = dict(hotel["drawn"])
+            for plate, d in self.drawn.items():
+                self._add_plate(plate, [WellSpec.model_validate(w) for w in d["wells"]])
         for name, cst in st["chambers"].items():
             self.chambers[name].load_state(cst)
         for name, ist in st["incubators"].items():

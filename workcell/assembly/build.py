@@ -24,7 +24,7 @@ from pylabrobot.storage import Incubator
 from devices.cell_counter import CellCounter, CellCounterBackend
 from devices.imager import ConfluenceImager
 from devices.incubator import CheckedCytomatBackend, IncubatorMonitor
-from workcell import labware, ot_labware
+from workcell import labware, ot_labware, plr_geometry
 from workcell.actions import ActionLog
 from workcell.assembly.config import (
     CytationImager,
@@ -103,6 +103,7 @@ def build_workcell(
     it a config with simulated devices gets a lab of its own in a temporary folder,
     stopped with the workcell.
     """
+    plr_geometry.install()
     set_tip_tracking(True)
     set_volume_tracking(True)
     owns_lab = False
@@ -169,7 +170,7 @@ def _assemble(
                 from devices.lab_imager import LabImagerBackend
 
                 assert link is not None
-                backend = LabImagerBackend(name, link)
+                backend = LabImagerBackend(name, link, dev.fidelity.mode)
             else:
                 from devices.cytation import CheckedCytationBackend
 

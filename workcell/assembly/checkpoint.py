@@ -5,7 +5,10 @@ world: which plate sits where (deck site, incubator slot), PyLabRobot's tip and
 volume trackers, and what the channels hold. A snapshot of that model is written
 at the end of every step; every device action since is in the journal with the
 effect it has on the model. Restoring is: the snapshot, then the effects of every
-action known to be done after it, in order.
+action known to be done after it, in order. Vessels drawn from the hotel (#14's
+inventory) are part of the model: the snapshot holds the hotel's stock and the
+vessels drawn, where each is and what its wells hold; the journal's draws, returns
+and discards are effects like any other.
 
 Nothing here touches the world itself. The simulated lab keeps its own state on
 disk and is never rolled back or restored by the controller: a dry-run and a
@@ -24,14 +27,20 @@ from workcell.journal import ActionRecord, actions_of
 VERSION = 2
 
 
+def _plate_names(wc: Workcell) -> list[str]:
+    """Resources with state: the config's deck sites and the vessels drawn from the hotel."""
+    drawn = list(wc.inventory.in_use) if wc.inventory is not None else []
+    return [s.name for s in wc.config.deck.sites()] + drawn
+
+
 def _plate_places(wc: Workcell) -> dict[str, str]:
     places = {}
-    for site in wc.config.deck.sites():
-        res = wc.resource(site.name)
+    for name in _plate_names(wc):
+        res = wc.resource(name)
         if isinstance(res, Plate) and res.parent is not None:
             holder = res.parent
             inc = wc._incubator_of(res)
-            places[site.name] = f"{inc.name}/{holder.name}" if inc else f"deck/{holder.name}"
+            places[name] = f"{inc.name}/{holder.name}" if inc else f"deck/{holder.name}"
     return places
 
 
@@ -44,37 +53,47 @@ def _head(wc: Workcell) -> dict[str, Any]:
 
 
 def snapshot(wc: Workcell) -> dict[str, Any]:
-    return {
+    data = {
         "version": VERSION,
         "journal": wc.store.last_journal_id(),
         "plates": _plate_places(wc),
-        "resources": {
-            s.name: wc.resource(s.name).serialize_all_state() for s in wc.config.deck.sites()
-        },
+        "resources": {n: wc.resource(n).serialize_all_state() for n in _plate_names(wc)},
         "head": _head(wc),
     }
+    if wc.inventory is not None:
+        data["inventory"] = wc.inventory.state()
+    return data
 
 
 def restore(wc: Workcell, data: dict[str, Any]) -> None:
     """Put a freshly built workcell (set up, reservoirs not loaded) into a snapshot's model."""
     if data.get("version") != VERSION:
         raise ValueError(f"checkpoint version {data.get('version')} is not {VERSION}")
+    drawn = (
+        wc.inventory.restore(data["inventory"])
+        if wc.inventory is not None and "inventory" in data
+        else {}
+    )
     for plate_name, place in data["plates"].items():
-        _place_plate(wc, plate_name, place)
+        _place_plate(wc, plate_name, place, drawn.get(plate_name))
     for name, state in data["resources"].items():
         wc.resource(name).load_all_state(state)
     for ch, h in data.get("head", {}).items():
         _set_head(wc, int(ch), h)
 
 
-def _place_plate(wc: Workcell, plate_name: str, place: str) -> None:
+def _place_plate(wc: Workcell, plate_name: str, place: str, plate: Plate | None = None) -> None:
+    """Put a plate where the model says it is (``plate``: one not placed yet, a drawn vessel)."""
     where, holder_name = place.split("/", 1)
-    plate = wc.plate(plate_name)
+    if plate is None:
+        plate = wc.plate(plate_name)
+    holder: Any
     if where == "deck":
         home = wc._home.get(plate_name)
-        if home is None or plate.parent is home:
-            return
-        holder: Any = home
+        if home is not None and home.name == holder_name:
+            holder = home
+        else:  # a working position (a vessel from the hotel)
+            holder = wc.deck.get_resource(holder_name)
     else:
         inc = wc.incubators[where]
         holder = (
@@ -117,8 +136,23 @@ def apply_effects(wc: Workcell, effects: dict[str, Any]) -> None:
             spot.tracker.add_tip(spot.make_tip(), commit=True)
         elif not has_tip and spot.tracker.has_tip:
             spot.tracker.remove_tip(commit=True)
+    inv = wc.inventory
+    for name, d in effects.get("drawn", {}).items():
+        if inv is not None and name not in inv.in_use:
+            holder = wc.deck.get_resource(d["position"]) if d.get("position") else None
+            assert holder is None or isinstance(holder, ResourceHolder)
+            if holder is not None and holder.resource is not None:
+                holder = None  # its place is taken in the model: placed by a later effect
+            inv.adopt(name, d["labware"], holder)
     for plate, place in effects.get("plate", {}).items():
         _place_plate(wc, plate, place)
+    for name in effects.get("returned", []) + effects.get("discarded", []):
+        if inv is not None and name in inv.in_use:
+            vessel = wc.plate(name)
+            if name in effects.get("returned", []):
+                inv.put_back(vessel)
+            else:
+                inv.discard(vessel)
     for ch, h in effects.get("head", {}).items():
         _set_head(wc, int(ch), h)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.confluence import EstimatorParams
 from devices.incubator import AlarmLimits
 from simulators.brightfield import FieldOptics
+from simulators.confluence_error import EstimatorError
 from simulators.serial_port import FaultRates
 from workcell import labware, ot_labware
 from workcell.errors import ConfigError
@@ -412,6 +413,24 @@ class SerialCellCounter(Strict):
     port: str = Field(min_length=1, max_length=256)
 
 
+class ImagingFidelity(Strict):
+    """How a simulated imager arrives at confluence, chosen per run.
+
+    ``rendered`` draws brightfield fields from the culture model and measures them
+    with the real estimator (what checks the estimator; ~20 ms a field). ``fast``
+    skips the pixels: each field's estimate is the true confluence plus an error
+    drawn from the estimator's error measured on rendered fields
+    (``simulators/confluence_error.py``).
+    """
+
+    mode: Literal["rendered", "fast"] = "rendered"
+    error: EstimatorError | None = Field(
+        default=None,
+        description="the fast path's error table (default: the one measured with the "
+        "default optics and estimator, simulators/estimator_error_data.py)",
+    )
+
+
 class SimulatedImager(Strict):
     """Renders brightfield fields from the culture model; the real estimator measures them."""
 
@@ -420,6 +439,18 @@ class SimulatedImager(Strict):
     fields_per_well: int = Field(default=4, ge=1, le=64)
     optics: FieldOptics = Field(default_factory=FieldOptics)
     estimator: EstimatorParams = Field(default_factory=EstimatorParams)
+    fidelity: ImagingFidelity = Field(default_factory=ImagingFidelity)
+
+    @model_validator(mode="after")
+    def _fast_path_measured(self) -> SimulatedImager:
+        custom = self.optics != FieldOptics() or self.estimator != EstimatorParams()
+        if self.fidelity.mode == "fast" and self.fidelity.error is None and custom:
+            raise ValueError(
+                "fidelity: the fast path's shipped error table was measured with the default "
+                "optics and estimator; measure one for these (python -m "
+                "simulators.confluence_error) and give it as fidelity.error"
+            )
+        return self
 
 
 class CytationImager(Strict):
@@ -511,6 +542,63 @@ class ClockConfig(Strict):
         return v
 
 
+class HotelConfig(Strict):
+    """Empty culture vessels waiting in a plate hotel or stacker (a BenchCel, a Cytomat hotel).
+
+    ``stock`` counts the empty vessels loaded, per PyLabRobot labware definition
+    (a 6-well plate, a single-well SBS plate such as the Nunc OmniTray,
+    ``thermo_nunc_1_troughplate_90000uL_Fb_omnitray``, ...). Vessels drawn from it
+    are created as that labware; an operator refills it (a housekeeping chore).
+    """
+
+    name: str = Field(default="hotel", pattern=NAME_PATTERN)
+    stock: dict[str, int] = Field(min_length=1, description="empty vessels per labware")
+
+    @field_validator("stock")
+    @classmethod
+    def _plates(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, count in v.items():
+            if len(name) > 200 or not labware.is_plate(name):
+                raise ValueError(f"{name!r} is not a PyLabRobot plate definition")
+            if not 0 <= count <= 100_000:
+                raise ValueError(f"{name!r}: {count} vessels is not a count between 0 and 100000")
+        return v
+
+
+class WorkingPosition(Strict):
+    """An empty carrier site on the deck where a vessel sits while it is worked on."""
+
+    carrier: str = Field(pattern=NAME_PATTERN)
+    site: int = Field(ge=0, le=100)
+
+
+class SuppliesConfig(Strict):
+    """Consumables on hand for a campaign, beyond what sits on the deck.
+
+    The housekeeping chores refill the deck's troughs and replace its tip racks from
+    this stock. Left empty, a consumable is restocked without limit (an operator
+    brings more); given, the capacity plan refuses a dose that needs more.
+    """
+
+    medium_L: float | None = Field(default=None, gt=0, le=10_000, description="medium on hand")
+    pbs_L: float | None = Field(default=None, gt=0, le=10_000, description="PBS on hand")
+    enzyme_L: float | None = Field(default=None, gt=0, le=10_000, description="enzyme on hand")
+    tips: int | None = Field(default=None, ge=0, le=10_000_000, description="tips on hand")
+
+
+class InventoryConfig(Strict):
+    """Culture vessels as inventory, not deck sites.
+
+    Vessels are drawn empty from the hotel, live in the incubators between
+    operations (capacity: the incubators' racks) and visit the deck's working
+    positions for each operation. ``supplies``: the consumables a campaign may use.
+    """
+
+    hotel: HotelConfig
+    working_positions: list[WorkingPosition] = Field(min_length=1)
+    supplies: SuppliesConfig = Field(default_factory=SuppliesConfig)
+
+
 class WorkcellConfig(Strict):
     """A whole workcell: devices, deck, clock and (for dry-runs) the culture model."""
 
@@ -525,6 +613,36 @@ class WorkcellConfig(Strict):
         "-> the facility-wide name every sharing workcell gives it (one user at a time)",
     )
     opentrons: OpentronsConfig = Field(default_factory=OpentronsConfig)
+    inventory: InventoryConfig | None = Field(
+        default=None, description="culture vessels from a hotel, kept in the incubators"
+    )
+
+    @model_validator(mode="after")
+    def _working_positions_free(self) -> WorkcellConfig:
+        if self.inventory is None:
+            return self
+        carriers = {c.name: c for c in self.deck.carriers}
+        seen: set[tuple[str, int]] = set()
+        for i, pos in enumerate(self.inventory.working_positions):
+            where = f"inventory.working_positions.{i}"
+            carrier = carriers.get(pos.carrier)
+            if carrier is None:
+                raise ValueError(f"{where}: no carrier {pos.carrier!r} on the deck")
+            n_sites = len(labware.make("carrier", carrier.type, "probe").sites)
+            if pos.site >= n_sites:
+                raise ValueError(
+                    f"{where}: carrier {pos.carrier!r} has sites 0-{n_sites - 1}, not {pos.site}"
+                )
+            taken = [s.name for s in carrier.sites if s.site == pos.site]
+            if taken:
+                raise ValueError(
+                    f"{where}: carrier {pos.carrier!r} site {pos.site} holds {taken[0]!r}; "
+                    "a working position must be an empty site"
+                )
+            if (pos.carrier, pos.site) in seen:
+                raise ValueError(f"{where}: {pos.carrier!r} site {pos.site} is listed twice")
+            seen.add((pos.carrier, pos.site))
+        return self
 
     @model_validator(mode="after")
     def _devices_consistent(self) -> WorkcellConfig:

@@ -326,9 +326,25 @@ def journal_imager(wc: Workcell) -> None:
 
         return capture_many
 
+    def measure_confluence(original: Any) -> Any:
+        async def measure(plate: Plate, wells: list[Well], fields: int) -> Any:
+            names = [w.name for w in wells]
+            return await act(
+                wc,
+                name,
+                "capture",
+                {"plate": plate.name, "wells": names, "fields": fields, "fast": True},
+                lambda: original(plate, wells, fields),
+                [{"well": w, "fields": fields, "fast": True} for w in names],
+            )
+
+        return measure
+
     _wrap(backend, "capture", capture)
     if hasattr(backend, "capture_wells"):
         _wrap(backend, "capture_wells", capture_wells)
+    if hasattr(backend, "measure_confluence"):
+        _wrap(backend, "measure_confluence", measure_confluence)
 
 
 def _has(wc: Workcell, name: str) -> bool:

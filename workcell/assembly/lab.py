@@ -3,10 +3,11 @@
 A config whose devices are (partly) simulated needs a lab process
 (``simulators/lab``). ``lab_spec`` says what it simulates: the simulated devices,
 the deck's plates (each well's growth area from PyLabRobot's geometry) and
-containers, the culture model and the clock. ``open_lab`` finds the lab serving a
-folder (a run folder's ``lab/``) or starts one there, tied to this process: it ends
-when this process is gone and no other controller is connected. Without a folder
-the lab lives in a temporary one, for a throw-away dry-run.
+containers, the empty-vessel hotel's stock, the culture model and the clock.
+``open_lab`` finds the lab serving a folder (a run folder's ``lab/``) or starts one
+there, tied to this process: it ends when this process is gone and no other
+controller is connected. Without a folder the lab lives in a temporary one, for a
+throw-away dry-run.
 
 A config with every device on a hardware driver has no lab spec, and nothing here
 is started.
@@ -66,6 +67,7 @@ def lab_spec(config: WorkcellConfig) -> LabSpec | None:
         ContainerSpec,
         CounterSpec,
         HeaterFaultSpec,
+        HotelSpec,
         ImagerSpec,
         IncubatorSpec,
         LabSpec,
@@ -123,7 +125,7 @@ def lab_spec(config: WorkcellConfig) -> LabSpec | None:
                 faults=dev.faults if isinstance(dev, SimulatedSerialCellCounter) else FaultRates(),
             )
         elif isinstance(dev, SimulatedImager):
-            spec.imager = ImagerSpec(name=name, optics=dev.optics)
+            spec.imager = ImagerSpec(name=name, optics=dev.optics, error=dev.fidelity.error)
         elif isinstance(dev, SimulatedOT2):
             f = dev.faults
             spec.ot2 = OT2Spec(
@@ -143,6 +145,9 @@ def lab_spec(config: WorkcellConfig) -> LabSpec | None:
                 slow_answer=f.slow_answer,
                 slow_answer_s=f.slow_answer_s,
             )
+    if config.inventory is not None:  # empty vessels in a hotel: physical stock of the lab
+        hotel = config.inventory.hotel
+        spec.hotel = HotelSpec(name=hotel.name, stock=dict(hotel.stock))
     for res in _deck_resources(config):
         if isinstance(res, Plate):
             wells = [

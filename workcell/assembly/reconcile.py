@@ -9,6 +9,8 @@ workcell's drivers answer (the simulated lab's back ends answer the same ones):
   (``probe_liquid_volumes``: capacitive liquid-level detection on a STAR);
 * an incubator: whether its transfer station is occupied (the Cytomat's overview
   register), which tells whether a plate move to or from it happened;
+* the vessel hotel (a dry-run's lab): which vessels it has handed out, which tells
+  whether a draw, a return or a discard happened (on hardware, the operator checks);
 * nothing can tell whether a count or an image was taken: those are repeated.
 
 Each answer is a ``reconciled`` journal row (the measurement and the conclusion)
@@ -29,6 +31,7 @@ from workcell.errors import DeviceError, HeldForOperator
 from workcell.journal import ActionRecord
 
 REPEATABLE = {"capture"}  # nothing to undo and nothing to ask: done again
+HOTEL_ACTIONS = {"draw_vessel", "return_vessel", "discard_vessel"}
 
 
 def _closer_to_after(measured: float, before: float, after: float) -> bool:
@@ -111,9 +114,21 @@ async def _outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, 
         if taken:
             apply_effects(wc, a.data.get("effects", {}))
         return False, how, {"container": sample, "measured_uL": measured}
+    if a.action in HOTEL_ACTIONS:
+        plate = str(a.data["plate"])
+        if wc.lab is None:
+            raise HeldForOperator(
+                f"whether {a.device} did {a.action} of {plate} (journal entry {a.id}) is for the "
+                "operator to check: the hotel's count and the deck's working positions"
+            )
+        out = wc.lab.call(a.device, "hotel.state")
+        out_of_hotel = plate in out["drawn"]
+        done = out_of_hotel if a.action == "draw_vessel" else not out_of_hotel
+        state = "handed out and not back" if out_of_hotel else "not out of the hotel"
+        return done, f"vessel {plate} is {state}", {}
     if a.action in REPEATABLE:
         return False, "an image cannot be recovered: it is taken again", {}
-    if a.action in ("load", "empty", "replace_tips"):
+    if a.action in ("load", "empty", "collect", "replace_tips"):
         effects = a.data.get("effects", {})
         vols = effects.get("volume", {})
         if not vols:

@@ -113,6 +113,7 @@ class Session:
         unknown = [a for a in actions if a.outcome is None]
         if unknown:
             await reconcile(wc, unknown)
+        wc.record_hotel_events(actions)  # vessels the hotel handed out while we were down
         self.interrupted = wc.journal.unfinished()
         for step in self.interrupted:
             self._record_interruption(wc, step)

@@ -25,10 +25,12 @@ from devices.incubator import IncubatorMonitor
 from devices.lab import LabLink
 from workcell.actions import ActionLog
 from workcell.assembly.config import Reagent, WorkcellConfig
+from workcell.assembly.inventory import VesselInventory
 from workcell.assembly.journaled import act, act_now, culture_wells
 from workcell.clock import Clock
-from workcell.errors import DeviceError, WorkcellError
+from workcell.errors import DeviceError, DeviceRefused, WorkcellError
 from workcell.journal import Journal
+from workcell.labware import growth_area_cm2
 from workcell.operator import Ask
 from workcell.store import Event, Store
 
@@ -96,6 +98,10 @@ class Workcell:
         # Set by a scheduler that shares the devices between campaigns (see
         # ``devices_free_for``); None: this workcell runs one thing at a time.
         self.devices_free_hook: Callable[[float, str], Awaitable[None]] | None = None
+        self._found: dict[str, Resource] = {}
+        self.inventory = (
+            VesselInventory(config.inventory, deck) if config.inventory is not None else None
+        )
         self.reagents: dict[str, Reagent] = {
             s.name: s.contents.reagent for s in config.deck.sites() if s.contents is not None
         }
@@ -128,12 +134,22 @@ class Workcell:
     # --- resources -------------------------------------------------------------------
 
     def resource(self, name: str) -> Resource:
-        """A resource on the deck or in an incubator, with an error that says what exists."""
-        for root in (self.deck, *self.incubators.values()):
+        """A resource on the deck or in an incubator, with an error that says what exists.
+
+        Found resources are remembered by name while they stay in the workcell: a
+        search walks every site of every rack, and protocols ask thousands of times.
+        """
+        roots = (self.deck, *self.incubators.values())
+        known = self._found.get(name)
+        if known is not None and known.name == name and any(known.get_root() is r for r in roots):
+            return known
+        for root in roots:
             try:
-                return root.get_resource(name)
+                found = root.get_resource(name)
             except ResourceNotFoundError:
                 continue
+            self._found[name] = found
+            return found
         known = sorted(s.name for s in self.config.deck.sites())
         raise WorkcellError(f"no resource {name!r} in the workcell; deck has: {', '.join(known)}")
 
@@ -148,6 +164,21 @@ class Workcell:
         if not isinstance(res, Container):
             raise WorkcellError(f"{name!r} is a {type(res).__name__}, not a container")
         return res
+
+    def culture_plates(self) -> list[str]:
+        """Every culture plate the workcell holds now: the config's and those drawn."""
+        fixed = [
+            s.name for s in self.config.deck.sites() if isinstance(self.resource(s.name), Plate)
+        ]
+        return fixed + (list(self.inventory.in_use) if self.inventory else [])
+
+    def incubator_slots(self) -> int:
+        """Plate slots in all incubators, from their racks."""
+        return sum(
+            len(rack.sites)  # type: ignore[attr-defined]
+            for inc in self.incubators.values()
+            for rack in inc._racks
+        )
 
     def tip_racks(self) -> list[TipRack]:
         """The tip racks the config placed on the deck, in config order."""
@@ -288,6 +319,37 @@ class Workcell:
         )
         return {"volume_uL": volume, "viable": gone["viable"], "dead": gone["dead"]}
 
+    def collect(self, container: str, into: str, actor: str) -> dict[str, float]:
+        """An operator pours a container (a counted pool) into an off-deck one (a bag)."""
+        c = self.container(container)
+        volume = c.tracker.get_used_volume()
+        c.tracker.remove_liquid(volume)
+        c.tracker.commit()
+        lab = self.lab
+
+        def do() -> dict[str, Any]:
+            if lab is None:
+                return {"viable": 0.0, "dead": 0.0}
+            gone = lab.call(
+                "operator", "operator.collect", container=container, into=into, actor=actor
+            )
+            return {"viable": gone["viable"], "dead": gone["dead"]}
+
+        gone = act_now(
+            self,
+            "operator",
+            "collect",
+            {
+                "container": container,
+                "into": into,
+                "volume_uL": volume,
+                "actor": actor,
+                "effects": {"volume": {container: 0.0}},
+            },
+            do,
+        )
+        return {"volume_uL": volume, "viable": gone["viable"], "dead": gone["dead"]}
+
     def replace_tips(self, rack: TipRack, actor: str) -> int:
         """An operator refills a tip rack's empty spots with fresh tips."""
         spots = [s for s in rack.get_all_items() if not s.tracker.has_tip]
@@ -314,6 +376,185 @@ class Workcell:
         )
         self.event("tips_replaced", actor, rack=rack.name, tips=len(spots))
         return len(spots)
+
+    # --- vessels from the hotel -------------------------------------------------------
+
+    def _inventory(self) -> VesselInventory:
+        if self.inventory is None:
+            raise WorkcellError("this workcell has no vessel inventory (config: inventory)")
+        return self.inventory
+
+    def draw_vessels(
+        self, labware_name: str, n: int, actor: str, names: list[str] | None = None
+    ) -> list[str]:
+        """Take ``n`` empty vessels of ``labware_name`` from the hotel onto working positions.
+
+        Each vessel is one action (a stacker hands out one plate at a time): journaled,
+        and in a dry-run carried out by the lab, which keeps the hotel's stock and the
+        drawn vessels as physical state. A refusal puts the model's vessel back.
+        """
+        inv = self._inventory()
+        inv.check_draw(labware_name, n)
+        wanted = names if names is not None else inv.next_names(n)
+        names = []
+        lab = self.lab
+        for name in wanted:
+            (plate,) = inv.draw(labware_name, 1, [name])
+            position = plate.parent.name if plate.parent else ""
+            wells = [
+                {"name": w.name, "area_cm2": growth_area_cm2(w), "max_volume_uL": w.max_volume}
+                for w in plate.get_all_items()
+            ]
+
+            def do(plate_name: str = plate.name, wells: list[dict[str, Any]] = wells) -> None:
+                if lab is not None:
+                    lab.call(
+                        inv.hotel,
+                        "hotel.draw",
+                        labware=labware_name,
+                        plate=plate_name,
+                        wells=wells,
+                        actor=actor,
+                    )
+
+            try:
+                act_now(
+                    self,
+                    inv.hotel,
+                    "draw_vessel",
+                    {
+                        "plate": plate.name,
+                        "labware": labware_name,
+                        "position": position,
+                        "actor": actor,
+                        "effects": {
+                            "drawn": {plate.name: {"labware": labware_name, "position": position}}
+                        },
+                    },
+                    do,
+                )
+            except DeviceRefused:
+                inv.put_back(plate)
+                raise
+            self.event(
+                "vessel_drawn",
+                actor,
+                plate=plate.name,
+                labware=labware_name,
+                hotel=inv.hotel,
+                position=position,
+                hotel_stock=inv.stock[labware_name],
+            )
+            names.append(plate.name)
+        return names
+
+    def put_back_vessel(self, plate_name: str, actor: str) -> None:
+        """An unused, empty vessel from a working position back into the hotel."""
+        inv = self._inventory()
+        plate = self.plate(plate_name)
+        if any(w.tracker.get_used_volume() > 0 for w in plate.get_all_items()):
+            raise WorkcellError(f"vessel {plate_name!r} is not empty; it cannot go back")
+        labware_name = inv.in_use[plate_name]
+        lab = self.lab
+
+        def do() -> None:
+            if lab is not None:
+                lab.call(inv.hotel, "hotel.put_back", plate=plate_name, actor=actor)
+
+        act_now(
+            self,
+            inv.hotel,
+            "return_vessel",
+            {
+                "plate": plate_name,
+                "labware": labware_name,
+                "actor": actor,
+                "effects": {"returned": [plate_name]},
+            },
+            do,
+        )
+        inv.put_back(plate)
+        self.event(
+            "vessel_returned",
+            actor,
+            plate=plate_name,
+            hotel=inv.hotel,
+            hotel_stock=inv.stock[labware_name],
+        )
+
+    def discard_vessel(self, plate_name: str, actor: str) -> None:
+        """An emptied vessel (passaged, harvested) leaves the deck for waste; its cells too."""
+        inv = self._inventory()
+        plate = self.plate(plate_name)
+        if self._incubator_of(plate) is not None:
+            raise WorkcellError(f"vessel {plate_name!r} is in an incubator; fetch it first")
+        volume = sum(w.tracker.get_used_volume() for w in plate.get_all_items())
+        lab = self.lab
+
+        def do() -> dict[str, Any]:
+            if lab is None:  # on hardware nobody counts what went to waste
+                return {"viable_cells": 0.0, "dead_cells": 0.0}
+            gone = lab.call("operator", "hotel.discard", plate=plate_name, actor=actor)
+            return {"viable_cells": gone["viable"], "dead_cells": gone["dead"]}
+
+        gone = act_now(
+            self,
+            "operator",
+            "discard_vessel",
+            {
+                "plate": plate_name,
+                "volume_uL": volume,
+                "actor": actor,
+                "vessels": [w.name for w in plate.get_all_items()],
+                "effects": {"discarded": [plate_name]},
+            },
+            do,
+        )
+        inv.discard(plate)
+        self._home.pop(plate_name, None)
+        self.event(
+            "vessel_discarded",
+            actor,
+            plate=plate_name,
+            volume_uL=volume,
+            viable_cells=gone["viable_cells"],
+            dead_cells=gone["dead_cells"],
+        )
+
+    def record_hotel_events(self, actions: list[Any]) -> None:
+        """After a restart: the record's account of vessels drawn, returned and discarded.
+
+        A hotel action the controller was killed in (done by the hotel, its event not
+        yet written) is found done by the journal's replay or by reconciliation; its
+        event is written now, marked as recorded after the restart, so every vessel
+        out of the hotel is in the record.
+        """
+        kinds = {
+            "draw_vessel": "vessel_drawn",
+            "return_vessel": "vessel_returned",
+            "discard_vessel": "vessel_discarded",
+        }
+        seen: dict[str, set[str]] = {}
+        for a in actions:
+            kind = kinds.get(a.action)
+            if kind is None or a.outcome != "done":
+                continue
+            if kind not in seen:
+                seen[kind] = {str(e.data.get("plate")) for e in self.store.events(kind)}
+            plate = str(a.data.get("plate"))
+            if plate in seen[kind]:
+                continue
+            seen[kind].add(plate)
+            data: dict[str, Any] = {"plate": plate, "recorded_after_restart": True}
+            inv = self.inventory
+            labware_name = a.data.get("labware")
+            if kind == "vessel_drawn":
+                data |= {"labware": labware_name, "position": a.data.get("position", "")}
+            if kind == "vessel_discarded":
+                data |= {"volume_uL": a.data.get("volume_uL", 0.0)}
+            if inv is not None and kind != "vessel_discarded":
+                data |= {"hotel": inv.hotel, "hotel_stock": inv.stock.get(labware_name or "", 0)}
+            self.event(kind, str(a.data.get("actor", "workcell")), **data)
 
     # --- plates between deck and incubators -------------------------------------------
 
@@ -360,7 +601,8 @@ class Workcell:
         holder = self._incubator_of(plate)
         if holder is not None and plate.parent is not holder.loading_tray:
             raise WorkcellError(f"plate {plate_name!r} is already in incubator {holder.name!r}")
-        if holder is None and isinstance(plate.parent, ResourceHolder):
+        on_position = self.inventory is not None and self.inventory.is_position(plate.parent)
+        if holder is None and isinstance(plate.parent, ResourceHolder) and not on_position:
             self._home[plate_name] = plate.parent
         if holder is not None and holder is not inc:
             raise WorkcellError(f"plate {plate_name!r} is on the transfer station of {holder.name}")
@@ -385,6 +627,8 @@ class Workcell:
             self._moved(plate, f"{inc.name}:transfer_station")
             return plate
         home = self._home.get(plate_name)
+        if (home is None or home.resource is not None) and self.inventory is not None:
+            home = self.inventory.position_for(plate_name)
         if home is None or home.resource is not None:
             raise WorkcellError(f"plate {plate_name!r} has no free deck site to return to")
         await self._arm(plate, inc.name, "deck", f"deck/{home.name}")

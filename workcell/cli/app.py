@@ -348,16 +348,97 @@ def campaign(
 
 
 @app.command()
+def plan(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    params: Annotated[
+        Path | None, typer.Option("--params", "-p", help="campaign parameters JSON")
+    ] = None,
+) -> None:
+    """Print the campaign's capacity plan on a workcell; exit 2 if the dose cannot fit."""
+    from protocols.campaign.engine import CampaignParams, plan_for
+    from protocols.campaign.plan import plan_rows
+    from workcell.assembly.build import build_workcell
+
+    try:
+        cfg = load_config(config)
+        model = (
+            CampaignParams.model_validate_json(params.read_text()) if params else CampaignParams()
+        )
+    except WorkcellError as e:
+        raise _fail(e) from None
+    except (OSError, ValueError) as e:
+        raise _fail(WorkcellError(f"campaign parameters {params}: {e}")) from None
+    if cfg.inventory is None:
+        raise _fail(
+            WorkcellError(f"{config}: no vessel inventory (hotel) in this config; nothing to plan")
+        )
+    wc = build_workcell(cfg)
+    try:
+        result = plan_for(wc, model)
+    finally:
+        import asyncio
+
+        asyncio.run(wc.stop())  # the lab started for it (a dry-run's config) stops too
+        wc.store.close()
+    table = Table("capacity plan", "", title=f"{model.target_cells:.3g} cells on {cfg.name!r}")
+    for k, v in plan_rows(result):
+        table.add_row(k, v)
+    out.print(table)
+    if not result.fits:
+        raise _fail(
+            WorkcellError(
+                "the dose does not fit this workcell: "
+                + "; ".join(s.message for s in result.shortfalls)
+            )
+        )
+
+
+@app.command()
 def demo(
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default: a new one)")] = None,
+    clinical: Annotated[
+        bool,
+        typer.Option(
+            "--clinical",
+            help="the 70 kg dose from one vial on the clinical workcell (OmniTrays from a hotel)",
+        ),
+    ] = False,
+    rendered: Annotated[
+        bool,
+        typer.Option(
+            "--rendered",
+            help="render and measure every brightfield field (slower; default: the fast "
+            "imaging path, the estimator's measured error)",
+        ),
+    ] = False,
 ) -> None:
     """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
-    from protocols.campaign.engine import CampaignParams
-    from workcell.cli.campaign import run_campaign_cli
+    import yaml
 
-    code = run_campaign_cli(
-        load_config(None), DEFAULT_CONFIG, run_dir, CampaignParams(), True, out, err
-    )
+    from protocols.campaign.engine import CampaignParams
+    from workcell.cli.campaign import new_run_dir, run_campaign_cli
+    from workcell.store import store_path
+
+    path, params = DEFAULT_CONFIG, CampaignParams()
+    if clinical:
+        path = DEFAULT_CONFIG.parent / "clinical.yaml"
+        params = CampaignParams.model_validate_json(
+            (DEFAULT_CONFIG.parent / "campaign-70kg.json").read_text()
+        )
+    folder = run_dir or new_run_dir()
+    try:
+        store_path(folder)  # the folder can hold the record (and the demo's config)
+    except WorkcellError as e:
+        raise _fail(e) from None
+    data = yaml.safe_load(path.read_text())
+    mode = "rendered" if rendered else "fast"
+    for dev in data["devices"].values():
+        if dev.get("kind") == "imager" and dev.get("driver") == "simulated":
+            dev["fidelity"] = {**dev.get("fidelity", {}), "mode": mode}
+    path = folder / "demo-config.yaml"  # what the demo ran on, kept with its record
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out.print(f"imaging: {mode} path ({path})")
+    code = run_campaign_cli(load_config(path), path, folder, params, True, out, err)
     raise typer.Exit(code=code)
 
 
