@@ -21,8 +21,15 @@ T = TypeVar("T")
 # Property tests (tests/test_refusals.py): a lean profile for every run and CI, more
 # examples with HYPOTHESIS_PROFILE=thorough; benchmarks/refusals.py runs many more.
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+# The suite's examples are derandomized (the same on every run, so CI cannot fail on a
+# draw no one can reproduce); the thorough profile and the benchmark draw new ones.
 settings.register_profile(
-    "ci", max_examples=40, deadline=None, database=None, suppress_health_check=_SLOW_OK
+    "ci",
+    max_examples=40,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=_SLOW_OK,
 )
 settings.register_profile(
     "thorough", max_examples=100, deadline=None, suppress_health_check=_SLOW_OK
