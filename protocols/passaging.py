@@ -422,6 +422,10 @@ def _dilution(
     or why the pool cannot be seeded at the density at all."""
     d = params.detach
     conc = count.viable_per_mL
+    if count.below_detection:
+        return Dilution(
+            conc_per_mL=0.0, held="the pool is below the cell counter's detection limit"
+        )
     if conc <= 0:
         return Dilution(conc_per_mL=0.0, held="the count found no viable cells")
     susp_per_cm2 = params.density_cells_per_cm2 / conc * 1000.0  # uL of pool per cm2

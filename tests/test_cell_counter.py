@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devices.cell_counter import CellCounter
+from devices.cell_counter import CellCounter, CellCounterBackend, CountResult
 from devices.cell_counter_serial import SerialCellCounterBackend, parse_reply
 from simulators.cell_counter import (
     CellCounterSimulator,
@@ -191,3 +191,30 @@ def test_faults_from_the_config_are_recovered_without_repeats(sim_data: dict[str
     loads = [c for c in sim["commands"] if c.startswith("LOAD")]
     assert left == pytest.approx(10_000 - 20 * 8)
     assert len(loads) >= 8
+
+
+@pytest.mark.parametrize("driver", ["simulated", "simulated-serial"])
+def test_a_sample_below_the_detection_limit_is_a_result_not_a_fault(
+    sim_data: dict[str, Any], driver: str
+) -> None:
+    """A pool too dilute to count must not end a passage after motion: the counter's
+    'ERR 20 TOO FEW CELLS' (from the lab, by either driver) comes back as a result."""
+    sim_data["devices"]["counter"]["driver"] = driver
+    wc = build_workcell(parse_config(sim_data))
+
+    async def go() -> Any:
+        async with wc:
+            wc.load("pool_tube", 10_000, Liquid(10_000, 20.0, 0.0, 1.0), "test")
+            return await wc.cell_counter.count("pool_tube", 20)
+
+    result = run(go())
+    assert result.below_detection and result.viable_per_mL == 0.0
+
+
+def test_other_counter_errors_stay_errors() -> None:
+    class Broken(CellCounterBackend):
+        async def count(self, sample: str, volume_uL: float) -> CountResult:
+            raise DeviceError("counter", "COUNT", "refused: ERR 10 NO SAMPLE")
+
+    with pytest.raises(DeviceError, match="ERR 10 NO SAMPLE"):
+        run(CellCounter("counter", Broken()).count("pool_tube", 20))
