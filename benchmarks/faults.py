@@ -248,6 +248,34 @@ def _enzyme_points(ref_dir: Path, template: Path) -> list[int]:
     ]
 
 
+def _campaign_scenario(
+    name: str,
+    label: str,
+    params: CampaignParams,
+    clinical: bool,
+    tmp: Path,
+    phases: list[str],
+    every: int,
+) -> list[dict[str, Any]]:
+    """Kill a campaign segment around its first passage: the step and the two after it."""
+    cfg, template = campaign_template(tmp / name, params, clinical=clinical)
+    finished = len(Store(template / STORE_FILE).events("step_finished"))
+    work = campaign_work(params, finished + SEGMENT_STEPS)
+    ref = run_point(template, tmp / f"{name}-ref", cfg, work, campaign_output)
+    print(f"{label}: {ref.intents} device actions", flush=True)
+    _, rows = scenario(
+        name,
+        template,
+        cfg,
+        work,
+        campaign_output,
+        tmp,
+        _points(ref.intents, phases, every),
+        ref=ref,
+    )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
@@ -286,44 +314,20 @@ def main() -> None:
             )
             results[op] = rows
             table.append(table_row(op, rows))
-        if "campaign" in only:
-            params = CampaignParams()
-            cfg, template = campaign_template(tmp / "campaign", params)
-            finished = len(Store(template / STORE_FILE).events("step_finished"))
-            work = campaign_work(params, finished + SEGMENT_STEPS)
-            ref = run_point(template, tmp / "campaign-ref", cfg, work, campaign_output)
-            print(f"campaign around a passage: {ref.intents} device actions", flush=True)
-            _, rows = scenario(
-                "campaign",
-                template,
-                cfg,
-                work,
-                campaign_output,
-                tmp,
-                _points(ref.intents, phases, args.every),
-                ref=ref,
-            )
-            results["campaign"] = rows
-            table.append(table_row("campaign around a passage", rows))
-        if "clinical" in only:
-            params = CampaignParams.model_validate_json(CLINICAL_PARAMS.read_text())
-            cfg, template = campaign_template(tmp / "clinical", params, clinical=True)
-            finished = len(Store(template / STORE_FILE).events("step_finished"))
-            work = campaign_work(params, finished + SEGMENT_STEPS)
-            ref = run_point(template, tmp / "clinical-ref", cfg, work, campaign_output)
-            print(f"clinical campaign around a passage: {ref.intents} device actions", flush=True)
-            _, rows = scenario(
+        for name, label, params, clinical in (
+            ("campaign", "campaign around a passage", CampaignParams(), False),
+            (
                 "clinical",
-                template,
-                cfg,
-                work,
-                campaign_output,
-                tmp,
-                _points(ref.intents, phases, args.every),
-                ref=ref,
-            )
-            results["clinical"] = rows
-            table.append(table_row("clinical campaign around a passage (hotel)", rows))
+                "clinical campaign around a passage (hotel)",
+                CampaignParams.model_validate_json(CLINICAL_PARAMS.read_text()),
+                True,
+            ),
+        ):
+            if name in only:
+                results[name] = _campaign_scenario(
+                    name, label, params, clinical, tmp, phases, args.every
+                )
+                table.append(table_row(label, results[name]))
         if "long" in only:
             ref, cfg, template = refs["passaging"]
             points = [f"{n}:reply" for n in _enzyme_points(tmp / "passaging-ref", template)]
