@@ -934,19 +934,7 @@ class CampaignEngine:
             ),
             actor="campaign",
         )
-        deviation = a.deviation
-        if not result.dose_reached:
-            deviation = True
-            once_event(
-                wc,
-                "low_dose",
-                "deviation",
-                "campaign",
-                message=f"dose {result.dose_cells_per_kg:.3g} cells/kg is below the "
-                f"target {result.target_dose_cells_per_kg:.3g}",
-            )
-        outcome = f"harvested: {a.reason}" + (" (deviation)" if deviation else "")
-        once_event(wc, "campaign_finished", "campaign_finished", "campaign", outcome=outcome)
+        self._finish_harvest(wc, a, result)
         return result
 
     async def _housekeeping(self, wc: Workcell) -> None:
