@@ -488,6 +488,11 @@ def decide(
     ]
     if feed_due:
         actions.append(Action(kind=Kind.FEED, plates=feed_due))
+    return _act_or_wait(actions, v, p)
+
+
+def _act_or_wait(actions: list[Action], v: CampaignView, p: CampaignParams) -> Decision:
+    """The actions due now, or, when none is, a wait until the next image or feed falls due."""
     if actions:
         return Decision(actions=actions)
     wake = min(
@@ -544,14 +549,7 @@ def _decide_planned(
             and v.now_s - x.last_fed_s >= (1 - GROUP_SHARE / p.feed_every_days) * interval
         ]
         actions.append(Action(kind=Kind.FEED, plates=feed_due))
-    if actions:
-        return Decision(actions=actions)
-    wake = min(
-        [x.last_imaged_s + p.image_every_days * DAY_S for x in v.plates]
-        + [x.last_fed_s + p.feed_every_days * DAY_S for x in v.plates]
-        + [p.max_days * DAY_S]
-    )
-    return Decision(actions=[], wake_at_s=wake)
+    return _act_or_wait(actions, v, p)
 
 
 StepRunner = Callable[[str, Callable[[], Awaitable[object]]], Awaitable[object]]
