@@ -54,12 +54,13 @@ os.environ.setdefault("WORKCELL_CPU_WORKERS", "0")  # children are forked: no po
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import judge  # noqa: E402
-from benchmarks.kill import (  # noqa: E402
+from benchmarks.kill import (
     OUTAGE_S,
     Outcome,
     campaign_output,
     campaign_template,
     campaign_work,
+    journal_intents,  # noqa: E402
     lost_vessels,
     operation_template,
     operation_work,
@@ -229,18 +230,10 @@ def _points(n: int, phases: list[str], every: int) -> list[str]:
     return [f"{i}:{p}" for i in range(1, n + 1, every) for p in phases]
 
 
-def _intents(run_dir: Path) -> list[dict[str, Any]]:
-    store = Store(run_dir / STORE_FILE)
-    try:
-        return [r for r in store.journal() if r["kind"] == "intent"]
-    finally:
-        store.close()
-
-
 def _enzyme_points(ref_dir: Path, template: Path) -> list[int]:
     """The action numbers (counted from the template's end, as the controller counts them
     for ``WORKCELL_CRASH_AT``) of the passage's enzyme stage and incubation."""
-    intents = _intents(ref_dir)[len(_intents(template)) :]
+    intents = journal_intents(ref_dir)[len(journal_intents(template)) :]
     return [
         i + 1
         for i, r in enumerate(intents)

@@ -402,6 +402,15 @@ def hotel_mismatches(
     return out
 
 
+def journal_intents(run_dir: Path) -> list[dict[str, Any]]:
+    """Every device-action intent in a run folder's journal, in order."""
+    store = Store(run_dir / STORE_FILE)
+    try:
+        return [r for r in store.journal() if r["kind"] == "intent"]
+    finally:
+        store.close()
+
+
 def _journal_intents(store_file: Path, since: int) -> int:
     db = sqlite3.connect(f"file:{store_file}?mode=ro", uri=True, timeout=30)
     try:

@@ -19,6 +19,7 @@ import pytest
 from benchmarks import judge
 from benchmarks.kill import (
     Outcome,
+    journal_intents,
     lost_vessels,
     operation_template,
     operation_work,
@@ -36,27 +37,14 @@ OP = "passaging"
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    saved = os.environ.get("WORKCELL_CPU_WORKERS")
-    os.environ["WORKCELL_CPU_WORKERS"] = "0"  # controllers are forked: no worker pools
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKCELL_CPU_WORKERS", "0")  # controllers are forked: no worker pools
         folder = tmp_path_factory.mktemp("kill")
         cfg, template = operation_template(folder / "tpl", OP)
         ref = run_point(template, folder / "ref", cfg, operation_work(OP), output_of(OP))
-        intents = _intents(folder / "ref")[len(_intents(template)) :]  # the passage's own
+        before = len(journal_intents(template))
+        intents = journal_intents(folder / "ref")[before:]  # the passage's own
         yield {"folder": folder, "cfg": cfg, "template": template, "ref": ref, "intents": intents}
-    finally:
-        if saved is None:
-            os.environ.pop("WORKCELL_CPU_WORKERS", None)
-        else:
-            os.environ["WORKCELL_CPU_WORKERS"] = saved
-
-
-def _intents(run_dir: Path) -> list[dict[str, Any]]:
-    store = Store(run_dir / STORE_FILE)
-    try:
-        return [r for r in store.journal() if r["kind"] == "intent"]
-    finally:
-        store.close()
 
 
 def _index(intents: list[dict[str, Any]], unit: str, action: str, nth: int = 0) -> int:

@@ -11,7 +11,6 @@ cells added twice, nothing lost (``benchmarks/kill.py``; the benchmark's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from benchmarks.kill import (
     campaign_output,
     campaign_work,
     clinical_config,
+    journal_intents,
     lost_vessels,
     run_point,
 )
@@ -41,9 +41,8 @@ PARAMS_20KG = PARAMS.model_copy(update={"patient_weight_kg": 20.0})
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    saved = os.environ.get("WORKCELL_CPU_WORKERS")
-    os.environ["WORKCELL_CPU_WORKERS"] = "0"  # controllers are forked: no worker pools
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKCELL_CPU_WORKERS", "0")  # controllers are forked: no worker pools
         folder = tmp_path_factory.mktemp("hotel-kill")
         cfg = clinical_config(folder / "tpl")
         template = folder / "tpl" / "template"
@@ -56,7 +55,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         _stop_labs_in(template)
         work = campaign_work(PARAMS_20KG, 1)  # the campaign's first step: draw and seed
         ref = run_point(template, folder / "ref", cfg, work, campaign_output)
-        intents = _intents(folder / "ref")[len(_intents(template)) :]  # the step's own
+        before = len(journal_intents(template))
+        intents = journal_intents(folder / "ref")[before:]  # the step's own
         yield {
             "folder": folder,
             "cfg": cfg,
@@ -65,19 +65,6 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "work": work,
             "intents": intents,
         }
-    finally:
-        if saved is None:
-            os.environ.pop("WORKCELL_CPU_WORKERS", None)
-        else:
-            os.environ["WORKCELL_CPU_WORKERS"] = saved
-
-
-def _intents(run_dir: Path) -> list[dict[str, Any]]:
-    store = Store(run_dir / STORE_FILE)
-    try:
-        return [r for r in store.journal() if r["kind"] == "intent"]
-    finally:
-        store.close()
 
 
 def _nth(intents: list[dict[str, Any]], pred: Any, nth: int = 0) -> int:
