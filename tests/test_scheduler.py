@@ -107,6 +107,9 @@ def test_stored_device_times_match_a_fresh_dry_run() -> None:
 def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     tmp_path: Path,
 ) -> None:
+    """SIGKILL the floor in the middle of a granted passage, run it again on the same
+    folder: judged from the batch records, the interrupted campaign's recovery (#11's
+    declared recovery of its step) is granted before anything else and no window breaks."""
     folder = tmp_path / "floor"
     cmd = [sys.executable, "-m", "protocols.campaign.floor", str(folder), "--days", "8"]
     env = child_env(tmp_path / "locks")
@@ -116,13 +119,15 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
         deadline = time.monotonic() + 120
         while victim is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-            victim = _granted_passage(folder / FLOOR_STORE)
+            victim = _mid_passage(folder)
         assert victim is not None, "the floor never granted a passage"
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # between two device actions of the passage
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    names = ("c0", "c1")
+    before = {c: _count_events(folder / c / STORE_FILE) for c in names}
     # resume on the same folders, to the end
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -136,14 +141,66 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     first = next(e for e in events[resumed[0] :] if e.kind == "granted")
     assert first.data["campaign"] == victim
     assert first.data["reason"].startswith("recovery of an interrupted step")
-    # the campaign's own record: the passage was done once, after the recovery grant
-    record = Store(folder / victim / STORE_FILE)
+    # the batch records, from what each wrote after the resume
+    after = {}
+    for c in names:
+        record = Store(folder / c / STORE_FILE)
+        try:
+            after[c] = record.events()[before[c] :]
+            passages = [e for e in record.events("step_finished") if "passage" in e.data["step"]]
+        finally:
+            record.close()
+        if c == victim:
+            assert len(passages) == 1  # the interrupted passage finished once, not redone
+    mine = [e for e in after[victim] if e.kind == "scheduled"]
+    assert mine and "recovery" in mine[0].data["reason"], [e.data for e in mine[:2]]
+    resumed_step = [e for e in after[victim] if e.kind == "step_resumed"]
+    assert resumed_step and resumed_step[0].time >= mine[0].time
+    assert any(e.kind == "deviation" and e.data.get("interruption") for e in after[victim])
+    for c in names:
+        if c != victim:
+            theirs = [e.time for e in after[c] if e.kind == "scheduled"]
+            assert all(t >= mine[0].time for t in theirs), c
+    params = {c: CampaignParams(max_days=8, max_vessels=12) for c in names}
+    judged = audit({c: folder / c for c in names}, params, FloorParams().windows)
+    assert judged.hard == 0, judged.violations
+    assert judged.device_overlaps == 0
+    assert len(judged.enzyme_waits_min) == 4  # both passages and both harvests
+
+
+def _mid_passage(folder: Path) -> str | None:
+    """A campaign the floor gave a passage to (before its enzyme incubates) whose batch
+    record shows the step begun, with device actions, and not finished."""
+    c = _granted_passage(folder / FLOOR_STORE)
+    path = folder / str(c) / STORE_FILE
+    if c is None or not path.exists():
+        return None
     try:
-        passages = [e for e in record.events("step_finished") if "passage" in e.data["step"]]
-        scheduled = [e for e in record.events("scheduled") if "recovery" in e.data["reason"]]
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)
+        started = db.execute(
+            "SELECT id, data FROM events WHERE kind='step_started' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if started is None or "passage" not in json.loads(started[1])["step"]:
+            return None
+        finished = db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind='step_finished' AND data LIKE ?",
+            (f'%"step_id": {started[0]}}}',),
+        ).fetchone()[0]
+        intents = db.execute(
+            "SELECT COUNT(*) FROM journal WHERE kind='intent' AND step_id=?", (started[0],)
+        ).fetchone()[0]
+        db.close()
+    except sqlite3.Error:
+        return None
+    return c if not finished and intents >= 3 else None
+
+
+def _count_events(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
     finally:
-        record.close()
-    assert len(passages) == 1 and scheduled and passages[0].time >= scheduled[0].time
+        db.close()
 
 
 def _granted_passage(path: Path) -> str | None:
@@ -167,3 +224,23 @@ def _granted_passage(path: Path) -> str | None:
         if "passage" in request and "after" not in request:
             return campaign
     return None
+
+
+def test_a_resumed_floor_goes_on_from_its_last_grant_not_a_later_release(
+    tmp_path: Path,
+) -> None:
+    """The floor runs each campaign on its own clock: a release can lie ahead of a later
+    grant. After a kill, the interrupted campaign must not wait for that release's time."""
+    floor = Floor(tmp_path, [CampaignSpec(name="c0"), CampaignSpec(name="c1")])
+    floor.now = 100
+    floor.event("granted", "c1", request="c1: image", devices=["imager"], start_s=100)
+    floor.now = 1100
+    floor.event("released", "c1", request="c1: image", devices=["imager"], start_s=100, end_s=1100)
+    floor.now = 500
+    floor.event("granted", "c0", request="c0: passage", devices=["star"], start_s=500)
+    floor.store.close()
+    again = Floor(tmp_path, [CampaignSpec(name="c0"), CampaignSpec(name="c1")])
+    again._resume()
+    assert again.now == 500 and again.recovering == {"c0"}
+    assert again.free == {"imager": 1100}
+    again.store.close()

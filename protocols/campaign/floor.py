@@ -14,9 +14,17 @@ simulated lab's clock says the work ended, not when the plan said it would.
 Every grant is an event in the floor's own store (``floor.sqlite`` in the floor
 folder: plan method, solve time, reason) and a ``scheduled`` event in the
 campaign's batch record. After a kill the floor is rebuilt from these stores: the
-campaigns resume from their checkpoints, the floor's time from its last record,
-and a campaign whose last grant has no release (its step was interrupted) has its
-next request marked ``recovery``, which every policy puts first.
+floor's time is its last grant, each device is free from its last release, and the
+campaigns reopen their run folders. Opening one reconciles the actions whose outcome
+the kill left unknown (``workcell/assembly/reconcile.py``, asking the campaign's
+devices); every campaign opens before the floor grants anything, so these questions
+come before any other work. A campaign whose record holds an interrupted step asks
+for that step (its decided action) as a ``recovery`` request, which every policy
+puts first, and the engine finishes it by its declared recovery
+(``protocols/recovery/``: nothing done twice, the enzyme's window counted from its
+last addition). A campaign whose last grant has no release but no step begun has its
+next request marked ``recovery`` too. ``tests/test_scheduler.py`` kills a floor in
+the middle of a passage and judges this from the batch records.
 
 In a dry-run each campaign has its own simulated world (cells, deck, incubator
 chamber); the devices they share are shared through the floor's grants, and the
@@ -172,14 +180,21 @@ class Floor:
         if not events:
             self.event("floor_started", "", policy=self.params.scheduler.policy.value)
             return
-        self.now = max(self.seconds(e.time) for e in events)
-        for d in self.profiles_devices():
-            self.free[d] = self.now
+        # The floor's time is its last decision (a grant), not the last release: a
+        # release may lie ahead of a campaign that was granted meanwhile (the floor runs
+        # each campaign on its own clock), and the interrupted step must go on from its
+        # own campaign's time, not wait for the others'. A device is free once the last
+        # release of it says so; one held by an interrupted step goes to its recovery.
+        grants = [self.seconds(e.time) for e in events if e.kind == "granted"]
+        self.now = max(grants) if grants else max(self.seconds(e.time) for e in events)
         last: dict[str, str] = {}
         for e in events:
             c = str(e.data.get("campaign", ""))
             if e.kind in ("granted", "released", "campaign_done"):
                 last[c] = e.kind
+            if e.kind == "released":
+                for d in e.data.get("devices", []):
+                    self.free[d] = max(self.free.get(d, 0.0), float(e.data["end_s"]))
         self.recovering = {c for c, k in last.items() if k == "granted"}
         self.event(
             "floor_resumed",
@@ -417,6 +432,10 @@ class Floor:
                 wc = session.wc
                 t0 = self.seconds(store.events("campaign_started")[0].time)
                 v = view(store, wc.clock.now())
+                redo = _interrupted_action(session)
+                if redo is not None:  # finished first, as it was decided (#11's recovery)
+                    await self._recover(session, spec, engine, redo, p)
+                    continue
                 d = decide(v, p, engine.deck_plates)
                 if d.finished:
                     break
@@ -468,6 +487,34 @@ class Floor:
             self._release(spec.name, session.wc.clock.elapsed())
             self.event("campaign_done", spec.name)
 
+    async def _recover(
+        self,
+        session: Session,
+        spec: CampaignSpec,
+        engine: CampaignEngine,
+        a: Action,
+        p: CampaignParams,
+    ) -> None:
+        """An interrupted step (a kill mid-step): its recovery is asked for as the action
+        it was, due now, and every policy puts it first; the engine then finishes it by
+        the step's declared recovery (``protocols/recovery/``), skipping what is done."""
+        wc = session.wc
+        now = wc.clock.elapsed()
+        req = self._request(spec, a, self._segments(a, p), now, now, None, False)
+        req.recovery = True
+        self.recovering.discard(spec.name)
+        rest = req.segments[1:]
+        await self._ask(session, spec, req=req)
+        session.wc.event(
+            "scheduled",
+            "scheduler",
+            action=f"{a.kind.value} (recovery)",
+            plates=a.plates,
+            reason=self._last_reason.get(spec.name, ""),
+        )
+        session.wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+        await engine.finish_interrupted()
+
     def _gap_hook(
         self, session: Session, spec: CampaignSpec, a: Action, rest: list[Seg], p: CampaignParams
     ):  # type: ignore[no-untyped-def]
@@ -511,6 +558,14 @@ class Floor:
             return False
         self._plates_in_use[spec.name] = need
         return True
+
+
+def _interrupted_action(session: Session) -> Action | None:
+    """The decided action of the campaign's first interrupted step, if any."""
+    for step in session.interrupted:
+        if "action" in step.data:
+            return Action.model_validate(step.data["action"])
+    return None
 
 
 def _slots(session: Session) -> int:
