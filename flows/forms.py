@@ -189,6 +189,8 @@ def plumbing(operation: str, config: str | None, folder: Path) -> dict[str, Any]
         return {**fixed, "campaigns_dir": str(where / "campaigns"), "operations_dir": str(where)}
     if operation == "release":
         return fixed  # the batch's own run folder is named on the form, or by the harvest
+    if operation == "floor":  # several campaigns, each in a run folder under it
+        return {**fixed, "run_dir": str(where / "floor")}
     return {**fixed, "run_dir": str(where)}
 
 

@@ -150,6 +150,13 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
         "worker": [["--config", str(b["latin1_config"])]],  # without and with PREFECT_API_URL
         "facility up": [["--dir", run]],
         "lab": [["--config", str(b["latin1_config"])], ["--state-dir", run]],
+        "floor": [
+            [str(tmp / "floor"), "--policy", "nope"],
+            [str(tmp / "floor"), "--specs", str(b["latin1_params"])],
+            [str(tmp / "floor"), "--specs", str(b["good_params"])],  # not a list of campaigns
+            [str(tmp / "floor"), "--config", str(b["latin1_config"])],
+            [run],  # a file, not a folder
+        ],
     }
 
 

@@ -57,7 +57,17 @@ def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path
         "harvest",
         "expansion-campaign",
         "batch-release",
+        "workcell-floor",
     }
+    floor = deps["workcell-floor"]._parameter_openapi_schema.model_dump()
+    assert {"config", "run_dir"}.isdisjoint(floor["properties"])  # the deployment's
+    assert deps["workcell-floor"].parameters["run_dir"] == str(
+        (tmp_path / "run" / "floor").resolve()
+    )
+    shown = {k: p["default"] for k, p in floor["properties"].items() if "default" in p}
+    assert not _errors(shown, floor)
+    spec = floor["definitions"]["CampaignSpec"]["properties"]
+    assert all(f.get("title") and f.get("description") for f in spec.values())
     release = deps["batch-release"]._parameter_openapi_schema.model_dump()
     assert "run_dir" in release["required"]  # the batch's own folder, named on the form
     assert release["properties"]["run_dir"]["title"] == "Batch run folder"

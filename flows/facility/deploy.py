@@ -24,6 +24,7 @@ from prefect.types.entrypoint import EntrypointType
 from prefect.workers.process import ProcessWorker
 
 from flows.campaign import campaign
+from flows.floor import floor_flow
 from flows.forms import describe_deployment, form_schema, plumbing
 from flows.operations import OPERATION_FLOWS
 from flows.release import release
@@ -33,6 +34,7 @@ from workcell.assembly.config import WorkcellConfig
 ENGINE_COMMAND = f"{sys.executable} -m flows.facility.engine"
 CAMPAIGN = "campaign"
 RELEASE = "release"  # the batch release, started by a harvested campaign
+FLOOR = "floor"  # several campaigns on this workcell under the scheduler (a dry-run)
 
 
 def pool_name(cfg: WorkcellConfig) -> str:
@@ -45,7 +47,7 @@ def deployment_name(operation: str, cfg: WorkcellConfig) -> str:
 
 
 def flows_by_operation() -> dict[str, Flow[..., Any]]:
-    return {**OPERATION_FLOWS, CAMPAIGN: campaign, RELEASE: release}
+    return {**OPERATION_FLOWS, CAMPAIGN: campaign, RELEASE: release, FLOOR: floor_flow}
 
 
 def job_template() -> dict[str, Any]:

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,14 +69,27 @@ START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    params: CampaignParams = Field(default_factory=CampaignParams)
-    priority: int = Field(default=1, ge=1, le=100)
-    start_day: float = Field(default=0.0, ge=0, description="when it starts on the floor")
-    donor: dict[str, float] = Field(
-        default_factory=dict, description="culture model parameters of this donor's cells"
+    name: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        title="Campaign name",
+        description="its run folder under the floor's (letters, digits, - and _)",
     )
-    seed: int = 42
+    params: CampaignParams = Field(
+        default_factory=CampaignParams, title="Campaign", description="the campaign's rules"
+    )
+    priority: int = Field(
+        default=1, ge=1, le=100, title="Priority", description="higher goes first on a tie"
+    )
+    start_day: float = Field(
+        default=0.0, ge=0, title="Start day", description="when it starts on the floor"
+    )
+    donor: dict[str, float] = Field(
+        default_factory=dict,
+        title="Donor",
+        description="culture model parameters of this donor's cells (e.g. doubling_time_h)",
+    )
+    seed: int = Field(default=42, title="Seed", description="the simulated culture's seed")
 
 
 class FloorParams(BaseModel):
@@ -147,7 +161,15 @@ class Floor:
         self.recovering: set[str] = set()
         self.deferred: dict[str, float] = {}
         self.last_plan: Plan | None = None
-        self.on_plan: list[Callable[[Plan, Floor], None]] = []  # for the UI
+        # for the UI (flows/floor.py): awaited as each plan is made, before its grant
+        self.on_plan: list[Callable[[Plan, Floor], Awaitable[None]]] = []
+        # each campaign's progress: (campaign, percent, text), every simulated 6 h
+        self.on_progress: list[Callable[[str, float, str], Awaitable[None]]] = []
+        # runs each campaign's coroutine (a Prefect child flow run per campaign)
+        self.runner: Callable[[CampaignSpec, Coroutine[Any, Any, None]], Awaitable[None]] | None = (
+            None
+        )
+        self._new_plan: Plan | None = None
         self._last_reason: dict[str, str] = {}
         self._plates_in_use: dict[str, int] = {}
 
@@ -210,7 +232,7 @@ class Floor:
 
     async def run(self) -> FloorResult:
         self._resume()
-        tasks = {s.name: asyncio.create_task(self._campaign(s), name=s.name) for s in self.specs}
+        tasks = {s.name: asyncio.create_task(self._run_one(s), name=s.name) for s in self.specs}
         live = set(tasks)
         try:
             while live:
@@ -219,6 +241,10 @@ class Floor:
                     break
                 name, when = self._next()
                 self.now = max(self.now, when)
+                if self._new_plan is not None:
+                    plan, self._new_plan = self._new_plan, None
+                    for cb in self.on_plan:
+                        await cb(plan, self)
                 w = self.waiting.pop(name)
                 self.posted.clear()
                 w.fut.set_result(when)
@@ -263,9 +289,7 @@ class Floor:
             forecasts = [f for w in self.waiting.values() for f in w.forecasts]
             plan = self.scheduler.plan(reqs + forecasts, self.free, self.now)
             self.plans += 1
-            self.last_plan = plan
-            for cb in self.on_plan:
-                cb(plan, self)
+            self.last_plan = self._new_plan = plan
             real = {r.id: r for r in reqs}
             first = min(
                 (s for s in plan.slots if s.request in real and s.segment == 0),
@@ -312,6 +336,31 @@ class Floor:
         self._last_reason[r.campaign] = reason
 
     # --- one campaign -------------------------------------------------------------------
+
+    async def _run_one(self, spec: CampaignSpec) -> None:
+        if self.runner is None:
+            await self._campaign(spec)
+        else:
+            await self.runner(spec, self._campaign(spec))
+
+    async def _progress(self, spec: CampaignSpec, day: float, last: list[int]) -> None:
+        """Tell the progress hooks where a campaign is, every simulated 6 h (and at 100 %)."""
+        quarter = int(day * 4)
+        if not self.on_progress or (quarter == last[0] and day < spec.params.max_days):
+            return
+        last[0] = quarter
+        percent = min(100.0, 100.0 * day / spec.params.max_days)
+        text = f"{spec.name}: day {day:.2f} of {spec.params.max_days:g}"
+        mine = [
+            s
+            for s in (self.last_plan.slots if self.last_plan else [])
+            if s.campaign == spec.name and s.segment == 0
+        ]
+        if mine:
+            nxt = min(mine, key=lambda s: s.start_s)
+            text += f"; next planned: {nxt.label} at day {nxt.start_s / DAY_S:.2f}"
+        for cb in self.on_progress:
+            await cb(spec.name, percent, text)
 
     def config_for(self, spec: CampaignSpec) -> WorkcellConfig:
         c = self.base
@@ -428,10 +477,12 @@ class Floor:
                     priority=spec.priority,
                     donor=spec.donor,
                 )
+            shown = [-1]
             while True:
                 wc = session.wc
                 t0 = self.seconds(store.events("campaign_started")[0].time)
                 v = view(store, wc.clock.now())
+                await self._progress(spec, max(0.0, v.now_s) / DAY_S, shown)
                 redo = _interrupted_action(session)
                 if redo is not None:  # finished first, as it was decided (#11's recovery)
                     await self._recover(session, spec, engine, redo, p)
@@ -486,6 +537,8 @@ class Floor:
                 await engine.do(a)
             self._release(spec.name, session.wc.clock.elapsed())
             self.event("campaign_done", spec.name)
+            for cb in self.on_progress:
+                await cb(spec.name, 100.0, f"{spec.name}: finished")
 
     async def _recover(
         self,

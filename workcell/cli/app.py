@@ -443,6 +443,66 @@ def demo(
 
 
 @app.command()
+def floor(
+    run_dir: Annotated[
+        Path, typer.Argument(help="the floor's folder (an existing one resumes the floor)")
+    ],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    campaigns: Annotated[
+        int, typer.Option(help="twin campaigns named c0, c1, ...", min=1, max=26)
+    ] = 2,
+    days: Annotated[float, typer.Option(help="days each campaign runs", min=1, max=60)] = 8,
+    stagger_days: Annotated[
+        float, typer.Option(help="days between the campaigns' starts", min=0)
+    ] = 0.0,
+    policy: Annotated[
+        str, typer.Option(help="who gets the devices: fifo, priority, dispatch or cpsat")
+    ] = "cpsat",
+    specs: Annotated[
+        Path | None,
+        typer.Option(help="JSON list of campaigns (name, params, priority, start_day, donor)"),
+    ] = None,
+) -> None:
+    """Several campaigns on one simulated workcell, the scheduler deciding who goes next
+    (a dry-run under Prefect; each campaign is a flow run of its own)."""
+    from pydantic import TypeAdapter
+
+    from protocols.campaign.engine import CampaignParams
+    from protocols.campaign.floor import CampaignSpec, FloorParams
+    from protocols.campaign.scheduler import Policy, SchedulerParams
+    from workcell.cli.floor import run_floor_cli
+
+    try:
+        if not load_config(config).simulated:
+            raise WorkcellError("the floor is a dry-run: it runs on a simulated workcell only")
+        chosen = Policy(policy) if policy in {p.value for p in Policy} else None
+        if chosen is None:
+            raise WorkcellError(f"--policy {policy!r}: one of fifo, priority, dispatch, cpsat")
+        if specs is not None:
+            given = TypeAdapter(list[CampaignSpec]).validate_json(specs.read_text())
+        else:
+            given = [
+                CampaignSpec(
+                    name=f"c{i}",
+                    params=CampaignParams(max_days=days, max_vessels=12),
+                    start_day=i * stagger_days,
+                )
+                for i in range(campaigns)
+            ]
+        if not given or len({s.name for s in given}) != len(given):
+            raise WorkcellError(f"{specs}: campaigns need names of their own (and at least one)")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise WorkcellError(f"{run_dir} is not a folder")
+    except WorkcellError as e:
+        raise _fail(e) from None
+    except (OSError, ValueError) as e:
+        raise _fail(WorkcellError(f"campaigns {specs}: {e}")) from None
+    params = FloorParams(scheduler=SchedulerParams(policy=chosen))
+    code = run_floor_cli(run_dir, given, params, config, out, err)
+    raise typer.Exit(code=code)
+
+
+@app.command()
 def lab(
     config: ConfigOpt = DEFAULT_CONFIG,
     state_dir: Annotated[

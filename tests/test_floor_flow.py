@@ -1,0 +1,69 @@
+"""The floor under Prefect, started as the UI does: from the deployment ``workcell serve``
+serves, judged from the Prefect API. Each campaign is a child flow run of its own with
+its progress; the plan of each day is published while the floor runs, not at its end."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.prefect_helpers import prefect_and_workcell
+from workcell.store import STORE_FILE, Store
+
+
+def _t(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_the_floor_flow_runs_each_campaign_as_its_own_flow_run_and_publishes_the_plan_live(
+    tmp_path: Path,
+) -> None:
+    campaigns = [
+        {"name": "a", "params": {"max_days": 2.2}},
+        {"name": "b", "params": {"max_days": 2.2}, "start_day": 0.4, "priority": 2},
+    ]
+    with prefect_and_workcell(tmp_path, ui=False) as served:
+        dep = served.deployment_id("floor @ ui-workcell")
+        run = served.api(
+            f"/deployments/{dep}/create_flow_run", {"parameters": {"campaigns": campaigns}}
+        )
+        floor = served.wait_state(run["id"], {"Completed"}, timeout=600)
+        children = served.api(
+            "/flow_runs/filter",
+            {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}},
+        )
+        artifacts: dict[str, list[dict[str, Any]]] = {}
+        for fr in [floor, *children]:
+            artifacts[fr["id"]] = served.api(
+                "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [fr["id"]]}}}
+            )
+    # a flow run per campaign, under the floor's, each with its own state and artifacts
+    assert sorted(c["name"] for c in children) == ["a on floor", "b on floor"]
+    assert all(c["state"]["name"] == "Completed" for c in children)
+    for c in children:
+        mine = artifacts[c["id"]]
+        progress = [a for a in mine if a["type"] == "progress"]
+        assert progress and progress[0]["data"] == 100.0, progress
+        assert any(a["type"] == "table" for a in mine)  # its vessels
+    # the plan: one artifact per simulated day, device by device with the windows,
+    # each published while the campaigns were still running
+    plans = sorted(
+        (a for a in artifacts[floor["id"]] if a["type"] == "markdown"), key=lambda a: a["key"]
+    )
+    assert [a["key"] for a in plans] == [f"floor-floor-plan-day-{d}" for d in range(3)]
+    for a in plans:
+        text = a["data"]
+        assert text.startswith("# Plan at d") and "star" in text and "imager" in text
+        assert "| start | end | campaign | work | devices | due | closes |" in text
+        assert "## Next planned actions" in text
+    ended = min(_t(c["end_time"]) for c in children)
+    assert _t(plans[0]["created"]) < _t(plans[1]["created"]) < ended
+    assert any(a["key"] == "floor-floor-device-busy" for a in artifacts[floor["id"]])
+    # each campaign's batch record is its own, in its own run folder under the floor's
+    for name in ("a", "b"):
+        store = Store(served.run_dir / "floor" / name / STORE_FILE)
+        try:
+            assert store.events("campaign_started") and store.events("scheduled")
+        finally:
+            store.close()

@@ -1,0 +1,82 @@
+"""The terminal face of the floor: several campaigns on one workcell under the scheduler.
+
+``workcell floor FOLDER`` runs the ``workcell-floor`` flow (``flows/floor.py``) on the
+Prefect API in ``PREFECT_API_URL``, or on a temporary server it starts, and prints
+each campaign's outcome and the floor's figures. Each campaign is a flow run of its
+own under the floor's. Running it again on the same folder resumes the floor after
+a stop or a kill (the interrupted campaign's step first); a floor already running
+cannot be joined by a new campaign.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from protocols.campaign.engine import DAY_S, summarize
+from protocols.campaign.floor import CampaignSpec, FloorParams, FloorResult
+from workcell.store import STORE_FILE, Store
+
+
+def run_floor_cli(
+    folder: Path,
+    specs: list[CampaignSpec],
+    params: FloorParams,
+    config: Path | None,
+    out: Console,
+    err: Console,
+) -> int:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
+    from flows.ephemeral import ServerStartError, prefect_api  # upward, lazily
+    from flows.floor import floor_flow
+
+    out.print(
+        f"floor {folder}: {len(specs)} campaigns under {params.scheduler.policy.value} "
+        f"({', '.join(s.name for s in specs)}), each a flow run of its own"
+    )
+    try:
+        with prefect_api(out.print):
+            state: Any = asyncio.run(
+                floor_flow(  # type: ignore[arg-type]
+                    campaigns=specs,
+                    run_dir=str(folder),
+                    params=params,
+                    config=str(config) if config else None,
+                    return_state=True,
+                )
+            )
+            if not state.is_completed():
+                err.print(f"[bold red]error:[/] the floor ended {state.name}: {state.message}")
+                return 1
+            result: FloorResult = asyncio.run(state.aresult())
+    except (ServerStartError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        return 1
+    table = Table(title=f"floor {folder}")
+    for col in ("campaign", "outcome", "scheduled grants"):
+        table.add_column(col)
+    for s in specs:
+        path = folder / s.name / STORE_FILE
+        if not path.exists():
+            table.add_row(s.name, "not admitted (incubator slots)", "0")
+            continue
+        store = Store(path)
+        try:
+            outcome = summarize(store, s.params).outcome
+            table.add_row(s.name, outcome, str(len(store.events("scheduled"))))
+        finally:
+            store.close()
+    out.print(table)
+    solve = max(result.solve_s, default=0.0)
+    out.print(
+        f"{result.grants} grants, {result.plans} plans (slowest {solve:.3f} s, "
+        f"{result.fallbacks} fallbacks), day {result.end_s / DAY_S:.2f}; "
+        f"record: {folder / 'floor.sqlite'}"
+    )
+    return 0
