@@ -5,7 +5,9 @@ Each campaign's record holds what the simulated lab did and when: the vessels fe
 plates back out of the incubator for neutralisation (``enzyme_added``,
 ``enzyme_incubated``), the plates moved (``plate_moved``), and every device action.
 From these alone the audit measures every window of ``windows.py`` and checks that
-no device was used by two campaigns at once.
+no device was used by two campaigns at once (a device's use runs from each action's
+intent, committed as it was sent, to its completion, the device's reply; actions
+less than ``RUN_GAP_S`` apart are one use, and the uses' total is its busy time).
 
 The enzyme window is measured from the last plate's enzyme (the plates then go into
 the incubator) to the event that starts neutralisation. A harvest or passage of
@@ -155,22 +157,25 @@ def audit(
                                 hard="out_of_incubator" in w.hard,
                             )
                         )
-            # device uses, from the device actions in the record
+            # device uses, from the device actions in the record: each from its intent
+            # (committed as the action was sent) to its completion (the device's reply)
             t0 = origin or datetime.min
-            times: dict[str, list[float]] = {}
+            sent = {r["id"]: r["time"] for r in store.journal(kinds=("intent",))}
+            times: dict[str, list[tuple[float, float]]] = {}
             for entry in store.record.entries("device"):
                 if entry.actor in shared:
+                    began = sent.get(entry.data.get("ref"), entry.process_time)
                     times.setdefault(entry.actor, []).append(
-                        (entry.process_time - t0).total_seconds()
+                        ((began - t0).total_seconds(), (entry.process_time - t0).total_seconds())
                     )
             for dev, ts in times.items():
                 ts.sort()
-                a = b = ts[0]
-                for t in ts[1:]:
-                    if t - b > RUN_GAP_S:
+                a, b = ts[0]
+                for ta, tb in ts[1:]:
+                    if ta - b > RUN_GAP_S:
                         uses.setdefault(dev, []).append((a, b, name))
-                        a = t
-                    b = t
+                        a = ta
+                    b = max(b, tb)
                 uses.setdefault(dev, []).append((a, b, name))
         finally:
             store.close()
