@@ -302,17 +302,21 @@ class RealResult:
     grants: int
     wall: float
     enzyme_max_min: float
+    first_plate_max_min: float
     violations: list[str]
 
 
-def real_one(n: int, policy: Policy, folder: Path, days: float) -> RealResult:
+def real_one(
+    n: int, policy: Policy, folder: Path, days: float, stagger: float = 0.37, twins: bool = False
+) -> RealResult:
+    """``twins``: one donor, the same seed, started ``stagger`` days apart (0: together)."""
     specs = [
         CampaignSpec(
             name=f"c{i}",
             params=CampaignParams(max_days=days, max_vessels=12),
-            start_day=round(i * 0.37, 2),
-            donor={"doubling_time_h": DONOR_TD_H[i % len(DONOR_TD_H)]},
-            seed=100 + i,
+            start_day=round(i * stagger, 2),
+            donor={} if twins else {"doubling_time_h": DONOR_TD_H[i % len(DONOR_TD_H)]},
+            seed=100 if twins else 100 + i,
             priority=1 + (i % 3 == 0),
         )
         for i in range(n)
@@ -339,6 +343,7 @@ def real_one(n: int, policy: Policy, folder: Path, days: float) -> RealResult:
         grants=res.grants,
         wall=wall,
         enzyme_max_min=max(a.enzyme_waits_min, default=0.0),
+        first_plate_max_min=a.enzyme_first_plate_max_min,
         violations=sorted({v.window.split()[0] for v in a.violations if v.hard}),
     )
 
@@ -347,6 +352,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", default="1,2,4", help="campaign counts on the simulated workcell")
     ap.add_argument("--real-days", type=float, default=10)
+    ap.add_argument(
+        "--stagger-days", type=float, default=0.37, help="days between the campaigns' starts"
+    )
+    ap.add_argument(
+        "--twins", action="store_true", help="one donor and seed for all (their steps coincide)"
+    )
     ap.add_argument("--model", default="1,2,4,8,16,32", help="campaign counts in the sweep")
     ap.add_argument(
         "--slots", type=int, default=600, help="incubator slots (600: several incubators)"
@@ -399,19 +410,23 @@ def main() -> None:
 
     real = [int(x) for x in args.real.split(",") if x]
     if real:
-        print(f"\nsimulated workcell ({args.real_days:g}-day campaigns, judged from batch records)")
+        kind = "twins (one donor)" if args.twins else "mixed donors"
         print(
-            "| N | policy | hard | which | soft h | overlaps | star | imager | counter "
-            "| enzyme max min | grants | solve max/median s | wall s |"
+            f"\nsimulated workcell ({args.real_days:g}-day campaigns, {kind}, starts "
+            f"{args.stagger_days:g} d apart; judged from the batch records)"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| N | policy | hard | which | soft h | overlaps | star % | imager % | counter % "
+            "| enzyme max min | first plate max min | grants | solve max/median s | wall s |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         folder = Path(tempfile.mkdtemp(prefix="sched-bench-"))
         zero: dict[Policy, int] = {p: 0 for p in POLICIES}
         ended: set[Policy] = set()  # a policy stops counting at its first hard violation
         try:
             for n in real:
                 for policy in POLICIES:
-                    rr = real_one(n, policy, folder, args.real_days)
+                    rr = real_one(n, policy, folder, args.real_days, args.stagger_days, args.twins)
                     u = rr.util
                     if rr.hard == 0 and policy not in ended:
                         zero[policy] = n
@@ -419,8 +434,9 @@ def main() -> None:
                         ended.add(policy)
                     print(
                         f"| {n} | {policy.value} | {rr.hard} | {','.join(rr.violations) or '-'} "
-                        f"| {rr.soft_h:.1f} | {rr.overlaps} | {u['star']:.3f} "
-                        f"| {u['imager']:.3f} | {u['counter']:.3f} | {rr.enzyme_max_min:.1f} "
+                        f"| {rr.soft_h:.1f} | {rr.overlaps} | {100 * u['star']:.2f} "
+                        f"| {100 * u['imager']:.2f} | {100 * u['counter']:.2f} "
+                        f"| {rr.enzyme_max_min:.1f} | {rr.first_plate_max_min:.1f} "
                         f"| {rr.grants} | {rr.solve_max:.3f}/{rr.solve_median:.3f} "
                         f"| {rr.wall:.0f} |",
                         flush=True,

@@ -2,7 +2,8 @@
 
 ``workcell serve --config FILE`` calls ``serve_workcell``: one deployment per flow,
 named for the operation and the workcell (``seed @ sim-workcell``, ..., ``campaign @
-sim-workcell``, ``release @ sim-workcell``). The plumbing is fixed by the deployment and
+sim-workcell``, ``release @ sim-workcell``, and ``floor @ sim-workcell``: several
+campaigns under the scheduler, ``flows/floor.py``). The plumbing is fixed by the deployment and
 kept off the form (``flows.forms.plumbing``): the config file, the run folder of the
 unit operations (``runs/<workcell name>`` unless ``--run-dir``), and the folder under
 which each campaign gets a run folder of its own (``<run folder>/campaigns``; a campaign
