@@ -20,7 +20,7 @@ from protocols.campaign.profiles import fit, floor_config, load_profiles, measur
 from protocols.campaign.scheduler import Policy, Request, Scheduler, SchedulerParams, Seg
 from tests.campaign_helpers import child_env
 from tests.conftest import run
-from workcell.store import STORE_FILE, Store
+from workcell.store import STORE_FILE, Event, Store
 
 
 def _req(id_: str, segs: list[Seg], earliest: float, **kw: object) -> Request:
@@ -107,7 +107,8 @@ def test_stored_device_times_match_a_fresh_dry_run() -> None:
 def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     tmp_path: Path,
 ) -> None:
-    """SIGKILL the floor in the middle of a granted passage, run it again on the same
+    """SIGKILL the floor in the middle of a granted detachment (a passage or a harvest:
+    the enzyme's window is hard), run it again on the same
     folder: judged from the batch records, the interrupted campaign's recovery (#11's
     declared recovery of its step) is granted before anything else and no window breaks."""
     folder = tmp_path / "floor"
@@ -119,9 +120,9 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
         deadline = time.monotonic() + 120
         while victim is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-            victim = _mid_passage(folder)
-        assert victim is not None, "the floor never granted a passage"
-        proc.send_signal(signal.SIGKILL)  # between two device actions of the passage
+            victim = _mid_detach(folder)
+        assert victim is not None, "the floor never granted a passage or a harvest"
+        proc.send_signal(signal.SIGKILL)  # between two device actions of the step
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -142,21 +143,22 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     assert first.data["campaign"] == victim
     assert first.data["reason"].startswith("recovery of an interrupted step")
     # the batch records, from what each wrote after the resume
-    after = {}
+    after: dict[str, list[Event]] = {}
+    finished: list[Event] = []
     for c in names:
         record = Store(folder / c / STORE_FILE)
         try:
             after[c] = record.events()[before[c] :]
-            passages = [e for e in record.events("step_finished") if "passage" in e.data["step"]]
+            finished = finished if c != victim else record.events("step_finished")
         finally:
             record.close()
-        if c == victim:
-            assert len(passages) == 1  # the interrupted passage finished once, not redone
+    (cut,) = [e for e in after[victim] if e.kind == "deviation" and e.data.get("interruption")]
+    # the interrupted step finished once, not redone as a new step
+    assert [e.data["step_id"] for e in finished].count(cut.data["step_id"]) == 1
     mine = [e for e in after[victim] if e.kind == "scheduled"]
     assert mine and "recovery" in mine[0].data["reason"], [e.data for e in mine[:2]]
     resumed_step = [e for e in after[victim] if e.kind == "step_resumed"]
     assert resumed_step and resumed_step[0].time >= mine[0].time
-    assert any(e.kind == "deviation" and e.data.get("interruption") for e in after[victim])
     for c in names:
         if c != victim:
             theirs = [e.time for e in after[c] if e.kind == "scheduled"]
@@ -168,10 +170,10 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     assert len(judged.enzyme_waits_min) == 4  # both passages and both harvests
 
 
-def _mid_passage(folder: Path) -> str | None:
-    """A campaign the floor gave a passage to (before its enzyme incubates) whose batch
+def _mid_detach(folder: Path) -> str | None:
+    """A campaign the floor gave a detachment to (before its enzyme incubates) whose batch
     record shows the step begun, with device actions, and not finished."""
-    c = _granted_passage(folder / FLOOR_STORE)
+    c = _granted_detach(folder / FLOOR_STORE)
     path = folder / str(c) / STORE_FILE
     if c is None or not path.exists():
         return None
@@ -180,7 +182,8 @@ def _mid_passage(folder: Path) -> str | None:
         started = db.execute(
             "SELECT id, data FROM events WHERE kind='step_started' ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        if started is None or "passage" not in json.loads(started[1])["step"]:
+        label = "" if started is None else json.loads(started[1])["step"]
+        if started is None or not any(k in label for k in DETACHING):
             return None
         finished = db.execute(
             "SELECT COUNT(*) FROM events WHERE kind='step_finished' AND data LIKE ?",
@@ -203,8 +206,11 @@ def _count_events(path: Path) -> int:
         db.close()
 
 
-def _granted_passage(path: Path) -> str | None:
-    """The campaign the floor gave a passage to and has not released yet, if any."""
+DETACHING = ("passage", "harvest")
+
+
+def _granted_detach(path: Path) -> str | None:
+    """The campaign the floor gave a passage or harvest to and has not released yet."""
     if not path.exists():
         return None
     try:
@@ -221,7 +227,7 @@ def _granted_passage(path: Path) -> str | None:
         elif kind == "released":
             holding.pop(d["campaign"], None)
     for campaign, request in holding.items():
-        if "passage" in request and "after" not in request:
+        if any(k in request for k in DETACHING) and "after" not in request:
             return campaign
     return None
 
