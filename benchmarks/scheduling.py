@@ -20,6 +20,14 @@ the incubator slots divided by a campaign's peak plates; the smaller of the two.
 
     .venv/bin/python benchmarks/scheduling.py                 # both parts
     .venv/bin/python benchmarks/scheduling.py --real 1,2 --model 1,2,4,8,16,32
+    .venv/bin/python benchmarks/scheduling.py --real 1,2,4,8 --model ""    # simulated only
+    .venv/bin/python benchmarks/scheduling.py --real 2,4,8 --twins --stagger-days 0 --model ""
+    .venv/bin/python benchmarks/scheduling.py --real ""      # the sweep only
+
+The simulated rows print as a markdown table: hard-window violations (and which
+windows), soft lateness, device overlaps, each shared device's busy share (from the
+records: each action's intent to its reply), the enzyme's longest wait and the first
+plate's exposure, grants, solve times and wall seconds.
 """
 
 from __future__ import annotations
