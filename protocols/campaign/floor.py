@@ -24,7 +24,7 @@ puts first, and the engine finishes it by its declared recovery
 (``protocols/recovery/``: nothing done twice, the enzyme's window counted from its
 last addition). A campaign whose last grant has no release but no step begun has its
 next request marked ``recovery`` too. ``tests/test_scheduler.py`` kills a floor in
-the middle of a passage and judges this from the batch records.
+the middle of a passage or harvest and judges this from the batch records.
 
 In a dry-run each campaign has its own simulated world (cells, deck, incubator
 chamber); the devices they share are shared through the floor's grants, and the
