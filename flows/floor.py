@@ -32,7 +32,7 @@ Start it from the CLI (``workcell floor FOLDER``) or from the UI
 from __future__ import annotations
 
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ from workcell.store import STORE_FILE, Store
 # a child flow run takes its own and runs it (a coroutine is not a flow parameter).
 _PENDING: dict[tuple[str, str], Coroutine[Any, Any, None]] = {}
 _FLOORS: dict[str, Floor] = {}
+# whoever started the floor in this process and wants each campaign's progress as it
+# comes (the command line's bars): called with (campaign, percent, text)
+progress_listeners: list[Callable[[str, float, str], None]] = []
 
 
 def artifact_key(folder: str | Path, what: str) -> str:
@@ -86,6 +89,8 @@ async def floor_campaign(spec: CampaignSpec, folder: str) -> str:
     async def progress(campaign: str, percent: float, text: str) -> None:
         if campaign == spec.name:
             await aupdate_progress_artifact(progress_id, percent, description=text)
+            for listener in progress_listeners:
+                listener(campaign, percent, text)
 
     floor.on_progress.append(progress)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -13,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from workcell.cli.app import app
-from workcell.store import Store
+from workcell.store import STORE_FILE, Store
 
 runner = CliRunner()
 SIM = str(Path(__file__).parents[1] / "configs" / "sim.yaml")
@@ -136,3 +137,24 @@ def test_demo_prints_the_growth_table() -> None:
     assert "confluence (imager)" in res.output
     assert "plate_1_well_A1" in res.output
     assert "3 simulated days" in res.output
+
+
+def test_floor_shows_each_campaigns_progress_and_its_record(tmp_path: Path) -> None:
+    """`workcell floor` on a temporary Prefect server: a bar per campaign while it runs,
+    then the outcome; judged also from the campaign's own batch record on disk."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workcell.cli", "floor", str(tmp_path / "f")]
+        + ["--campaigns", "1", "--days", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "c0: finished" in proc.stdout and "100%" in proc.stdout
+    store = Store(tmp_path / "f" / "c0" / STORE_FILE)
+    try:
+        assert store.events("scheduled") and store.events("campaign_finished")
+        assert store.record.verify().ok
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from protocols.campaign.engine import DAY_S, summarize
@@ -34,14 +35,30 @@ def run_floor_cli(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
     from flows.ephemeral import ServerStartError, prefect_api  # upward, lazily
-    from flows.floor import floor_flow
+    from flows.floor import floor_flow, progress_listeners
 
     out.print(
         f"floor {folder}: {len(specs)} campaigns under {params.scheduler.policy.value} "
         f"({', '.join(s.name for s in specs)}), each a flow run of its own"
     )
+    bars = Progress(
+        TextColumn("[bold]{task.fields[campaign]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=out,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def show(campaign: str, percent: float, text: str) -> None:
+        if campaign not in tasks:
+            tasks[campaign] = bars.add_task("", total=100, campaign=campaign)
+        bars.update(tasks[campaign], completed=percent, description=text)
+
+    progress_listeners.append(show)
     try:
-        with prefect_api(out.print):
+        with prefect_api(out.print), bars:
             state: Any = asyncio.run(
                 floor_flow(  # type: ignore[arg-type]
                     campaigns=specs,
@@ -58,6 +75,8 @@ def run_floor_cli(
     except (ServerStartError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
         return 1
+    finally:
+        progress_listeners.remove(show)
     table = Table(title=f"floor {folder}")
     for col in ("campaign", "outcome", "scheduled grants"):
         table.add_column(col)
