@@ -6,7 +6,9 @@ workcell config; dry-runs, tests and the demo start it for the user). It listens
 each connection on its own thread, and carries out one request at a time under one
 lock, also shared with the serial devices on their pseudo-terminals. After each
 request (and each serial command) it saves its state and the physical log rows of
-what happened, before it replies: a reply means the action happened and is on disk.
+what happened, before it replies: a reply means the action happened and is on disk
+(``simulators/lab/store.py``: the request in a redo log, the whole state in a
+snapshot now and then; a restarted lab replays the redo log onto the snapshot).
 
 Started with ``--parent-pid``, the lab ends once that process is gone and no
 controller is connected any more; started without it (detached), it runs until
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.lab.spec import LabSpec
-from simulators.lab.store import LAB_DB, LabStore, read_log
+from simulators.lab.store import LAB_DB, SNAPSHOT_EVERY, LabStore, read_log
 from simulators.lab.world import Lab, Refusal
 from workcell.lifeline import die_with_parent
 from workcell.wire import HOST, LinkError, recv_frame, send_frame
@@ -55,11 +57,13 @@ class LabServer:
         self.lock = threading.RLock()
         self.lab = Lab(self.spec, start)
         self.lab.make_serial(self.lock, self.persist)
+        self.replayable = self.lab.clock.kind == "simulated"  # a wall clock cannot be replayed
+        self._since_snapshot = 0  # requests in the redo log
         saved = self.store.state()
         if saved is not None:
             self.lab.load_state(saved)
-        else:
-            self.persist()
+            self._replay()
+        self.persist()
         self.connections = 0
         self.requests = 0
         self.ot2_servers: dict[str, Any] = {}
@@ -68,10 +72,36 @@ class LabServer:
         self._port = port
         self._server: socketserver.ThreadingTCPServer | None = None
 
-    def persist(self) -> None:
-        """Save the lab's state and the new log rows (called with the lock held)."""
+    def persist(self, op: str | None = None, args_json: str | None = None) -> None:
+        """Save what the last request (``op`` with ``args_json``) or command did, and the
+        new log rows (called with the lock held): the request into the redo log, or a
+        snapshot of the whole state every ``SNAPSHOT_EVERY`` requests and after anything
+        that is not a replayable request."""
         rows, self.lab.rows = self.lab.rows, []
-        self.store.save(self.lab.to_state(), rows)
+        if op is not None and args_json is not None and self._since_snapshot < SNAPSHOT_EVERY:
+            self.store.save_request(op, args_json, rows)
+            self._since_snapshot += 1
+        else:
+            self.store.save(self.lab.to_state(), rows)
+            self._since_snapshot = 0
+
+    def _replay(self) -> None:
+        """Carry out again the requests logged after the snapshot: the state they left.
+
+        Their physical log rows are on disk already (saved with each request)."""
+        for op, args in self.store.redo():
+            with contextlib.suppress(Exception):  # a refusal or fault then is one again now
+                self.lab.handle(op, args)
+        self.lab.rows = []
+        logged = self.store.last_log_seq()
+        if self.lab.log_seq != logged:  # not what it did before: say so, never reuse a seq
+            print(
+                f"lab: replaying the redo log reached log row {self.lab.log_seq}, "
+                f"the log holds {logged}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.lab.log_seq = max(self.lab.log_seq, logged)
 
     def handle(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         op = str(header.get("op", ""))
@@ -87,6 +117,8 @@ class LabServer:
             return {"ok": True, "result": {"stopping": idle}, "t": self.lab.clock.elapsed()}, []
         with self.lock:
             self.requests += 1
+            # the request as it came, for the redo log (before anything can change its args)
+            args_json = json.dumps(args, separators=(",", ":")) if self.replayable else None
             try:
                 result, blobs = self.lab.handle(op, args)
                 reply: dict[str, Any] = {"ok": True, "result": result}
@@ -101,7 +133,7 @@ class LabServer:
                 blobs = []
             if self.crash_at is not None and self.requests == self.crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-            self.persist()
+            self.persist(op, args_json)
             reply["t"] = self.lab.clock.elapsed()
         return reply, blobs
 
@@ -159,6 +191,8 @@ class LabServer:
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(address.read_text()).get("pid") == os.getpid():
                     address.unlink()
+            with contextlib.suppress(Exception):  # a clean stop leaves a snapshot, no redo log
+                self.persist()
             self.store.close()
             os._exit(0)
 
