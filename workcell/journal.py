@@ -90,6 +90,7 @@ class Journal:
         self.intents = 0  # intents committed by this process (for WORKCELL_CRASH_AT)
         self._crash = _parse_crash(os.environ.get(CRASH_ENV, ""))
         self._cache: list[dict[str, Any]] | None = None  # rows of the current step
+        self._done: set[str] = set()  # the current step's done unit keys (from the rows)
         self._actions: tuple[tuple[int | None, int], list[ActionRecord]] | None = None
 
     # --- steps ---------------------------------------------------------------------
@@ -103,6 +104,7 @@ class Journal:
         )
         self.step_id = self.store.add_event_id(e)
         self._cache = []
+        self._done = set()
         self.resumed = False
         return self.step_id
 
@@ -110,6 +112,7 @@ class Journal:
         """Re-enter an interrupted step: its done units and kept decisions apply."""
         self.step_id = step_id
         self._cache = self.store.journal(step_id=step_id)
+        self._done = {r["key"] for r in self._cache if r["kind"] == "unit"}
         self.resumed = True
         self.entered_after = self._cache[-1]["id"] if self._cache else 0
 
@@ -174,6 +177,8 @@ class Journal:
         step = self.step_id if step_id is None else step_id
         row_id = self.store.add_journal(step, kind, key, time, data, ref, record)
         if self._cache is not None and step == self.step_id:
+            if kind == "unit":
+                self._done.add(key)
             self._cache.append(
                 {
                     "id": row_id,
@@ -216,8 +221,9 @@ class Journal:
 
     def done(self, key: str) -> bool:
         """Whether the unit ``key`` of the current step is done."""
-        key = self.scoped(key)
-        return any(r["kind"] == "unit" and r["key"] == key for r in self.rows())
+        if self._cache is None:  # no step in hand: nothing of it is done
+            return False
+        return self.scoped(key) in self._done
 
     @contextlib.contextmanager
     def unit(self, key: str, vessels: list[str] | None = None) -> Iterator[None]:

@@ -224,6 +224,7 @@ class Store:
         self._depth = 0
         self._pending_anchor: list[str] = []
         self._wrote = False  # this connection committed something (close anchors it)
+        self._head_file: Path | None = None
         if read_only:
             self._db = _connect_read_only(Path(self.path))
         else:
@@ -267,7 +268,9 @@ class Store:
     @property
     def head_file(self) -> Path | None:
         """The anchors of this store (None for a store in memory)."""
-        return None if self.path == ":memory:" else anchor.head_file(self.path)
+        if self._head_file is None and self.path != ":memory:":
+            self._head_file = anchor.head_file(self.path)
+        return self._head_file
 
     def anchor(self, reason: str) -> None:
         """Anchor the record's head beside the store once what is written is committed."""
