@@ -39,3 +39,36 @@ def test_memoised_geometry_equals_pylabrobots_own() -> None:
     assert fast == plain
     n = len(plain) // 4
     assert plain[:n] != plain[2 * n : 3 * n]  # the move changed the wells' locations
+
+
+def _tree(name: str, *children: str) -> plr.Resource:
+    res = plr.Resource(name, size_x=1, size_y=1, size_z=1)
+    for child in children:
+        res.assign_child_resource(_tree(child), location=Coordinate(0, 0, 0))
+    return res
+
+
+def _conflicts() -> list[str]:
+    out = []
+    for name, children in [("n", ("x", "a2", "b")), ("a", ()), ("n", ("x", "y"))]:
+        root = _tree("root", "b0")
+        root.children[0].assign_child_resource(_tree("a", "a1", "a2"), Coordinate(0, 0, 0))
+        try:
+            root.assign_child_resource(_tree(name, *children), location=Coordinate(0, 0, 0))
+            out.append("no conflict")
+        except ValueError as err:
+            out.append(str(err))
+    return out
+
+
+def test_the_naming_check_refuses_the_same_conflicts_with_the_same_message() -> None:
+    plr_geometry.uninstall()
+    try:
+        plain = _conflicts()
+        plr_geometry.install()
+        fast = _conflicts()
+    finally:
+        plr_geometry.install()
+    assert "'a2' already exists" in plain[0] and "'a' already exists" in plain[1]
+    assert plain[2] == "no conflict"
+    assert fast == plain

@@ -17,6 +17,7 @@ any other error leaves it without a completion: its outcome is unknown.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,9 @@ async def act(
 def _wrap(backend: Any, name: str, make: Callable[[Any], Any]) -> None:
     original = getattr(backend, name)
     wrapped = functools.wraps(original)(make(original))
+    # PyLabRobot checks each call's arguments against the back end method's signature;
+    # given here once, it is not worked out again through ``__wrapped__`` on every call
+    wrapped.__signature__ = inspect.signature(original)
     setattr(backend, name, wrapped)
 
 
