@@ -225,6 +225,7 @@ class Store:
         self._pending_anchor: list[str] = []
         self._wrote = False  # this connection committed something (close anchors it)
         self._head_file: Path | None = None
+        self._memo: dict[str, tuple[Any, Any]] = {}  # name: (version, value)
         if read_only:
             self._db = _connect_read_only(Path(self.path))
         else:
@@ -422,6 +423,45 @@ class Store:
             VesselRecord.model_validate({**dict(r), "parents": parents.get(r["id"], [])})
             for r in rows
         ]
+
+    def version(
+        self,
+        tables: tuple[str, ...] = (),
+        events: tuple[str, ...] = (),
+        measurements: tuple[str, ...] = (),
+    ) -> tuple[int, ...]:
+        """Row counts of whole tables and of some kinds of events and measurements: as
+        rows are only ever added, what is derived from those rows alone is the same
+        while these are (``memo``)."""
+        parts = [f"(SELECT COUNT(*) FROM {t})" for t in tables]
+        args: list[str] = []
+        if events:
+            parts.append(
+                f"(SELECT COUNT(*) FROM events WHERE kind IN ({', '.join('?' * len(events))}))"
+            )
+            args += events
+        if measurements:
+            parts.append(
+                "(SELECT COUNT(*) FROM measurements"
+                f" WHERE kind IN ({', '.join('?' * len(measurements))}))"
+            )
+            args += measurements
+        return tuple(
+            int(n) for n in self._db.execute(f"SELECT {', '.join(parts)}", args).fetchone()
+        )
+
+    def memo(self, name: str, version: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or its value kept from the last call at the same ``version``.
+
+        Not inside a transaction: rows it may roll back could be counted in ``version``."""
+        if self._depth:
+            return compute()
+        kept = self._memo.get(name)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        value = compute()
+        self._memo[name] = (version, value)
+        return value
 
     def plates_and_passages(self) -> list[tuple[str, int]]:
         """(plate, passage) of every vessel: what a campaign decision needs, cheaply."""

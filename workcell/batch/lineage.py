@@ -25,6 +25,18 @@ class VesselPD:
 
 
 def population_doublings(store: Store) -> dict[str, VesselPD]:
+    """Every vessel's PD (kept while the rows it derives from are the same: a campaign
+    asks at every decision, and most decisions follow no seeding, pooling or count)."""
+    version = store.version(
+        tables=("vessels", "lineage"),
+        events=("seeded", "pooled", "counted"),
+        measurements=("pool_volume",),
+    )
+    kept = store.memo("population_doublings", version, lambda: _population_doublings(store))
+    return {v: VesselPD(p.at_seeding, p.at_end) for v, p in kept.items()}
+
+
+def _population_doublings(store: Store) -> dict[str, VesselPD]:
     seeded: dict[str, float] = {}
     vial_pd: dict[str, float] = {}
     for e in store.events("seeded"):
