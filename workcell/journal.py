@@ -91,6 +91,7 @@ class Journal:
         self._crash = _parse_crash(os.environ.get(CRASH_ENV, ""))
         self._cache: list[dict[str, Any]] | None = None  # rows of the current step
         self._done: set[str] = set()  # the current step's done unit keys (from the rows)
+        self._label: str | None = None  # the current step's label, when this process started it
         self._actions: tuple[tuple[int | None, int], list[ActionRecord]] | None = None
 
     # --- steps ---------------------------------------------------------------------
@@ -105,12 +106,14 @@ class Journal:
         self.step_id = self.store.add_event_id(e)
         self._cache = []
         self._done = set()
+        self._label = label
         self.resumed = False
         return self.step_id
 
     def enter(self, step_id: int) -> None:
         """Re-enter an interrupted step: its done units and kept decisions apply."""
         self.step_id = step_id
+        self._label = None
         self._cache = self.store.journal(step_id=step_id)
         self._done = {r["key"] for r in self._cache if r["kind"] == "unit"}
         self.resumed = True
@@ -119,7 +122,7 @@ class Journal:
     def finish_step(self) -> None:
         if self.step_id is None:
             return
-        label = next((s.label for s in self.steps() if s.id == self.step_id), "")
+        label = self._label if self._label is not None else self._label_of(self.step_id)
         self.store.add_event(
             Event(
                 time=self.now(),
@@ -129,12 +132,17 @@ class Journal:
             )
         )
         self.step_id = None
+        self._label = None
         self._cache = None
         self.resumed = False
+
+    def _label_of(self, step_id: int) -> str:
+        return next((s.label for s in self.steps() if s.id == step_id), "")
 
     def leave(self) -> None:
         """Leave a step unfinished (it failed or is held): it stays interrupted."""
         self.step_id = None
+        self._label = None
         self._cache = None
         self.resumed = False
 
