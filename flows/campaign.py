@@ -211,6 +211,10 @@ def _started(store: Store, now: datetime) -> datetime:
     return started[0].time if started else now
 
 
+# the progress artifact is updated at most this often (wall seconds); the end always
+PROGRESS_EVERY_S = 2.0
+
+
 @flow(name="expansion-campaign")
 async def campaign(
     params: CampaignParams = DEFAULT_PARAMS,
@@ -274,8 +278,15 @@ async def _run(
         progress=0.0, description=f"expansion campaign in {folder}"
     )
 
+    shown = [-PROGRESS_EVERY_S]  # when (monotonic s) it was last shown
+
     async def progress(percent: float, text: str) -> None:
-        await aupdate_progress_artifact(progress_id, percent, description=text)
+        # the artifact at most every PROGRESS_EVERY_S of wall time (a dry-run's steps come
+        # many a second): each update is a write on the Prefect server, sharing the machine
+        now = time.monotonic()
+        if now - shown[0] >= PROGRESS_EVERY_S:
+            shown[0] = now
+            await aupdate_progress_artifact(progress_id, percent, description=text)
         for listener in progress_listeners:
             listener(percent, text)
 
