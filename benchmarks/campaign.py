@@ -18,7 +18,10 @@ per second, and the orchestration overhead: the share of wall time spent outside
 protocol code and the lab (Prefect, the engine's decisions, the store, the batch
 record and journal, checkpoints). Then the median wall time of each unit
 operation.
-Targets (48 vessels): under 60 s, under 1 GiB, overhead under 30 %.
+Targets (#14, a 2-core machine, fast imaging): 48 vessels under 20 s wall and the
+70 kg campaign under 60 s, memory under 1 GiB, orchestration overhead under 15 %.
+Compare code versions as ratios of runs made in turn in the same minutes: the
+machine's load moves wall seconds by 2x.
 """
 
 from __future__ import annotations
