@@ -89,7 +89,7 @@ def _wrap(backend: Any, name: str, make: Callable[[Any], Any]) -> None:
     wrapped = functools.wraps(original)(make(original))
     # PyLabRobot checks each call's arguments against the back end method's signature;
     # given here once, it is not worked out again through ``__wrapped__`` on every call
-    wrapped.__signature__ = inspect.signature(original)
+    wrapped.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
     setattr(backend, name, wrapped)
 
 
