@@ -10,17 +10,23 @@ descriptions, bounds). ``form_schema`` then makes that schema this workcell's:
 * the plumbing (the config file, the run folder) is taken off the form: the
   deployment fixes it in its parameters, so the server still passes it to the run;
 * the flow's own parameters get a title and a description (Prefect gives them
-  the Python name and drops the description).
+  the Python name and drops the description);
+* a model field filled by a ``default_factory`` gets that default in the schema
+  (pydantic leaves it out), so an item added to a list on the form (a campaign on
+  the floor's form) starts filled in, not with its vial's volume and count blank.
 """
 
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any
 
 from prefect import Flow
 from prefect.utilities.callables import ParameterSchema, parameter_schema
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from workcell.assembly.choices import MARK, Choice, choices
 from workcell.assembly.config import WorkcellConfig
@@ -77,6 +83,21 @@ FLOW_FIELDS: dict[str, tuple[str, str]] = {
         "Hand over at waits longer than (h)",
         "a longer wall-clock wait ends this run and schedules the next",
     ),
+    "campaigns": (
+        "Campaigns",
+        "the campaigns on this floor, each with a run folder of its own under the floor's "
+        "folder; the same names again resume them. Add item: another campaign",
+    ),
+}
+# a flow's own title for a parameter another flow names the same
+FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
+    "workcell-floor": {
+        "params": (
+            "Floor settings",
+            "the scheduler's policy and budget, how late each kind of work may be, and the "
+            "incubator slots; the defaults suit a dry-run",
+        ),
+    },
 }
 
 
@@ -158,6 +179,40 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+def _models(flow: Flow[..., Any]) -> dict[str, type[BaseModel]]:
+    """Every pydantic model the flow's parameters use, by name (the schema's definitions)."""
+    found: dict[str, type[BaseModel]] = {}
+
+    def visit(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp.__name__ in found:
+                return
+            found[tp.__name__] = tp
+            for f in tp.model_fields.values():
+                visit(f.annotation)
+        for arg in typing.get_args(tp):
+            visit(arg)
+
+    for tp in typing.get_type_hints(flow.fn).values():
+        visit(tp)
+    return found
+
+
+def _factory_defaults(flow: Flow[..., Any], definitions: dict[str, Any]) -> None:
+    """Give each model field filled by a ``default_factory`` its default in the schema."""
+    for name, model in _models(flow).items():
+        props = definitions.get(name, {}).get("properties", {})
+        for field_name, f in model.model_fields.items():
+            prop = props.get(f.alias or field_name)
+            if prop is None or "default" in prop or f.default_factory is None:
+                continue
+            try:
+                value = f.default_factory()  # type: ignore[call-arg]
+            except TypeError:  # a factory of the other fields: no default of its own
+                continue
+            prop["default"] = _without_nulls(to_jsonable_python(value))
+
+
 def form_schema(flow: Flow[..., Any], cfg: WorkcellConfig) -> ParameterSchema:
     """The flow's parameter schema as this workcell's Run form shows it."""
     raw = copy.deepcopy(parameter_schema(flow).model_dump())
@@ -166,10 +221,12 @@ def form_schema(flow: Flow[..., Any], cfg: WorkcellConfig) -> ParameterSchema:
         raw["properties"].pop(name, None)
     raw["required"] = [r for r in raw.get("required", []) if r not in hidden]
     definitions = raw.get("definitions", {})
+    _factory_defaults(flow, definitions)
+    own = FLOW_FIELDS_OF.get(flow.name, {})
     for name, prop in raw["properties"].items():
         if "default" in prop:
             prop["default"] = _without_nulls(prop["default"])
-        titled = FLOW_FIELDS.get(name) or _title(prop, definitions)
+        titled = own.get(name) or FLOW_FIELDS.get(name) or _title(prop, definitions)
         if titled:
             prop["title"], description = titled
             if description:

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flows.floor import floor_lock
 from tests.prefect_helpers import prefect_and_workcell
 from workcell.store import STORE_FILE, Store
 
@@ -25,6 +26,19 @@ def test_the_floor_flow_runs_each_campaign_as_its_own_flow_run_and_publishes_the
     ]
     with prefect_and_workcell(tmp_path, ui=False) as served:
         dep = served.deployment_id("floor @ ui-workcell")
+        # a floor already running on the folder (here: its lock held): a second is refused
+        # before any campaign starts, saying so in one line
+        (served.run_dir / "floor").mkdir(parents=True)
+        with floor_lock(served.run_dir / "floor", "the test's floor"):
+            twice = served.api(
+                f"/deployments/{dep}/create_flow_run", {"parameters": {"campaigns": campaigns}}
+            )
+            refused = served.wait_state(twice["id"], {"Failed"}, timeout=600)
+        assert refused["state"]["message"].startswith(
+            f"floor not started: the floor {(served.run_dir / 'floor').resolve()} is already "
+            "running (the test's floor, pid "
+        ), refused["state"]["message"]
+        assert not (served.run_dir / "floor" / "a").exists()
         run = served.api(
             f"/deployments/{dep}/create_flow_run", {"parameters": {"campaigns": campaigns}}
         )
@@ -41,6 +55,17 @@ def test_the_floor_flow_runs_each_campaign_as_its_own_flow_run_and_publishes_the
     # a flow run per campaign, under the floor's, each with its own state and artifacts
     assert sorted(c["name"] for c in children) == ["a on floor", "b on floor"]
     assert all(c["state"]["name"] == "Completed" for c in children)
+    # each run's state says what became of it, from the campaign's own record
+    assert floor["name"] == "floor: a, b"
+    assert floor["state"]["message"].startswith("2 of 2 campaigns run (a, b); ")
+    for c in children:
+        name = c["name"].split()[0]
+        store = Store(served.run_dir / "floor" / name / STORE_FILE)
+        try:
+            outcome = store.events("campaign_finished")[-1].data["outcome"]
+        finally:
+            store.close()
+        assert c["state"]["message"].startswith(f"{name}: {outcome} (day "), c["state"]
     for c in children:
         mine = artifacts[c["id"]]
         progress = [a for a in mine if a["type"] == "progress"]

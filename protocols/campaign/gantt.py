@@ -10,6 +10,7 @@ text so it reads the same in a terminal.
 from __future__ import annotations
 
 import string
+from datetime import datetime
 
 from protocols.campaign.engine import DAY_S
 from protocols.campaign.scheduler import Plan, Slot
@@ -22,7 +23,17 @@ def _hm(s: float) -> str:
     return f"d{int(day)} {int(rest // 3600):02d}:{int(rest % 3600 // 60):02d}"
 
 
-def plan_markdown(plan: Plan, devices: list[str], minutes_per_char: int = 15) -> str:
+def _work(s: Slot) -> str:
+    """The slot's work without its campaign's name, which has a column of its own."""
+    prefix = f"{s.campaign}: "
+    return s.label[len(prefix) :] if s.label.startswith(prefix) else s.label
+
+
+def plan_markdown(
+    plan: Plan, devices: list[str], minutes_per_char: int = 20, start: datetime | None = None
+) -> str:
+    """One day of ``plan``; times read ``d<day> HH:MM`` from the floor's ``start``. At 20 min
+    a character the chart is 72 characters wide: it fits the Prefect UI's page unscrolled."""
     if not plan.slots:
         return f"# Plan at {_hm(plan.made_at_s)}\n\nNothing planned."
     day0 = int(plan.made_at_s // DAY_S) * DAY_S
@@ -47,7 +58,9 @@ def plan_markdown(plan: Plan, devices: list[str], minutes_per_char: int = 15) ->
         "",
         f"Day {int(day0 // DAY_S)}, one character = {minutes_per_char} min; capitals are "
         "requested work, small letters forecasts. "
-        + ", ".join(f"{letter[c]} = {c}" for c in campaigns),
+        + ", ".join(f"{letter[c]} = {c}" for c in campaigns)
+        + ". Times are days and hours since the floor's start"
+        + (f" ({start:%Y-%m-%d %H:%M %Z})." if start is not None else "."),
         "",
         "```",
         f"{'hour':8s}  {hours}",
@@ -64,14 +77,15 @@ def plan_markdown(plan: Plan, devices: list[str], minutes_per_char: int = 15) ->
     out += ["", "## Next planned actions", "", "| campaign | next | at |", "|---|---|---|"]
     for c in campaigns:
         first = min((s for s in plan.slots if s.campaign == c), key=lambda s: s.start_s)
-        out.append(f"| {c} | {first.label} | {_hm(first.start_s)} |")
+        what = _work(first) + (" (forecast)" if first.forecast else "")
+        out.append(f"| {c} | {what} | {_hm(first.start_s)} |")
     return "\n".join(out)
 
 
 def _row(s: Slot) -> str:
     closes = "-" if s.closes_s is None else _hm(s.closes_s) + (" (hard)" if s.hard else "")
     due = "-" if s.due_s is None else _hm(s.due_s)
-    work = s.label + (f" (part {s.segment + 1})" if s.segment else "")
+    work = _work(s) + (f" (part {s.segment + 1})" if s.segment else "")
     if s.forecast:
         work += " (forecast)"
     return (
