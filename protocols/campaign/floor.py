@@ -93,14 +93,25 @@ class CampaignSpec(BaseModel):
 
 
 class FloorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Floor settings")
 
-    scheduler: SchedulerParams = Field(default_factory=SchedulerParams)
-    windows: WindowParams = Field(default_factory=WindowParams)
-    incubator_slots: int | None = Field(
-        default=None, ge=1, description="plates the incubators hold (None: the config's)"
+    scheduler: SchedulerParams = Field(
+        default_factory=SchedulerParams, title="Scheduler", description="the policy and its budget"
     )
-    start: datetime = START
+    windows: WindowParams = Field(
+        default_factory=WindowParams,
+        title="Time windows",
+        description="how late each kind of work may be, and which windows are hard",
+    )
+    incubator_slots: int | None = Field(
+        default=None,
+        ge=1,
+        title="Incubator slots",
+        description="plates the incubators hold (empty: the config's)",
+    )
+    start: datetime = Field(
+        default=START, title="Start", description="the floor's simulated start (UTC)"
+    )
 
 
 class Busy(BaseModel):

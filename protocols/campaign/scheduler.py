@@ -108,12 +108,28 @@ class Plan(BaseModel):
 
 
 class SchedulerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Scheduler")
 
-    policy: Policy = Policy.CPSAT
-    horizon_h: float = Field(default=24, ge=1, le=24 * 14, description="how far ahead to plan")
-    budget_s: float = Field(default=1.0, gt=0, le=60, description="solve time per plan")
-    workers: int = Field(default=2, ge=1, le=16)
+    policy: Policy = Field(
+        default=Policy.CPSAT,
+        title="Policy",
+        description="who gets the devices next: fifo (first asked, first served), priority "
+        "(greedy by priority), dispatch (window-aware heuristic) or cpsat (OR-Tools CP-SAT "
+        "over the horizon, warm-started from dispatch)",
+    )
+    horizon_h: float = Field(
+        default=24, ge=1, le=24 * 14, title="Horizon (h)", description="how far ahead to plan"
+    )
+    budget_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        title="Solve budget (s)",
+        description="CP-SAT's time per plan; past it, the dispatch plan is used",
+    )
+    workers: int = Field(
+        default=2, ge=1, le=16, title="Solver threads", description="CP-SAT's search workers"
+    )
 
 
 # --- plans from list scheduling ---------------------------------------------------------

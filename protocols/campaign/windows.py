@@ -27,30 +27,45 @@ HARD_BY_DEFAULT = ["feed", "passage", "enzyme", "out_of_incubator"]
 class WindowParams(BaseModel):
     """How late each kind of work may be, and which windows are hard."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Time windows")
 
     feed_late_h: float = Field(
-        default=12, ge=0.5, le=72, description="a feed starts at most this long after it is due"
+        title="Feed late at most (h)",
+        default=12,
+        ge=0.5,
+        le=72,
+        description="a feed starts at most this long after it is due",
     )
     image_late_h: float = Field(
-        default=6, ge=0.25, le=24, description="an image is taken at most this late"
+        title="Image late at most (h)",
+        default=6,
+        ge=0.25,
+        le=24,
+        description="an image is taken at most this late",
     )
     passage_within_h: float = Field(
+        title="Passage within (h)",
         default=24,
         ge=1,
         le=96,
         description="a passage starts within this long of the image that showed the threshold",
     )
     enzyme_over_min: float = Field(
+        title="Enzyme overrun at most (min)",
         default=3,
         ge=0.5,
         le=30,
         description="the enzyme is neutralised at most this long after its set time",
     )
     max_out_of_incubator_min: float = Field(
-        default=90, ge=5, le=600, description="longest a plate may stay out of the incubator"
+        title="Out of the incubator at most (min)",
+        default=90,
+        ge=5,
+        le=600,
+        description="longest a plate may stay out of the incubator",
     )
     hard: list[str] = Field(
+        title="Hard windows",
         default_factory=lambda: list(HARD_BY_DEFAULT),
         description="which windows are hard (feed, image, passage, enzyme, out_of_incubator); "
         "the others only count lateness",
