@@ -1,11 +1,17 @@
 """Detach and pool: the half of passaging and harvest that is the same.
 
-Bench version, per plate: aspirate the medium (leaving a wet residual; a tip per
-well, discarded from above the waste), wash with PBS and aspirate it (again a tip
-per well), add the detachment enzyme, incubate at 37 C for the set time,
-neutralise with medium, resuspend each well by pipetting and pool everything into
-a tube, then count a sample of the pool. How many cells lift, and how many the
-enzyme kills, the culture model decides from the incubation time.
+Bench version, plate by plate: aspirate the medium (leaving a wet residual; a tip
+per well, discarded from above the waste), wash with PBS and aspirate it (again a
+tip per well), add the detachment enzyme, incubate at 37 C for the set time, and
+neutralise with medium; then the next plate. Once every plate is neutralised, each
+well is resuspended by pipetting and everything is pooled into a tube, and a
+sample of the pool is counted. How many cells lift, and how many the enzyme kills,
+the culture model decides from the incubation time.
+
+Each plate is an enzyme batch of its own, timed by itself: were all plates to get
+their enzyme first and incubate together, the first plate would sit in enzyme for
+its set time plus the time the others took (20.7 min against a set time of 5 and a
+window of 8 on a campaign's harvest), and the culture model would over-digest it.
 """
 
 from __future__ import annotations
@@ -187,19 +193,19 @@ def _pooled_uL(s: DetachStep) -> float:
 def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
     """What each tip moves, in the order ``detach_and_pool`` takes them: per plate, a tip
     per well for its spent medium, one for PBS in, a tip per well for the PBS out, one
-    for the enzyme (before the incubation); then one for the neutralising medium and
-    one for mixing and pooling (after it). The plan counts tips from these groups."""
+    for the enzyme (before its incubation) and one for the neutralising medium (after
+    it); then, per plate, one for mixing and pooling. The plan counts tips from these."""
     plates = list(dict.fromkeys(s.plate for s in steps))
-    before: list[list[float]] = []
-    after: list[list[float]] = []
+    batches: list[list[float]] = []
+    pooling: list[list[float]] = []
     for plate in plates:
         g = [s for s in steps if s.plate == plate]
-        before += removal_groups([s.remove_uL for s in g])
-        before += [[s.pbs_uL for s in g]]
-        before += removal_groups([s.pbs_uL for s in g])
-        before += [[s.enzyme_uL for s in g]]
-        after += [[s.medium_uL for s in g], [_pooled_uL(s) for s in g]]
-    return before + after
+        batches += removal_groups([s.remove_uL for s in g])
+        batches += [[s.pbs_uL for s in g]]
+        batches += removal_groups([s.pbs_uL for s in g])
+        batches += [[s.enzyme_uL for s in g], [s.medium_uL for s in g]]
+        pooling += [[_pooled_uL(s) for s in g]]
+    return batches + pooling
 
 
 async def detach_and_pool(
@@ -207,11 +213,17 @@ async def detach_and_pool(
 ) -> CountResult:
     """Carry out the plan; the plates are on the deck. Returns the count of the pool.
 
+    Plate by plate: drain, wash, enzyme, incubate (the plate alone, in the incubator,
+    for the enzyme's set time from its last well's enzyme), neutralise; then the
+    next plate. Once all are neutralised, each plate is resuspended and pooled.
+
     Resumable (``protocols/recovery``): re-entered after an interruption, each
     vessel's stages that are done are skipped, the one in progress is finished, no
-    vessel gets a reagent twice, and the enzyme's time is counted from its last
-    addition; past its window the vessels are neutralised at once, quarantined,
-    named in a deviation, and held for the operator.
+    vessel gets a reagent twice, and a plate's enzyme time is counted from its last
+    addition (its journal keys are the plate's own: ``incubate:<plate>``,
+    ``enzyme_until:<plate>``, ``enzyme_window:<plate>``, ``enzyme_first:<plate>``);
+    past its window the vessels are neutralised at once, quarantined, named in a
+    deviation, and held for the operator before pooling.
     """
     tips = TipSupply.of(wc)
     wells = {t.vessel: t.well for t in targets}
@@ -250,9 +262,14 @@ async def detach_and_pool(
 
         await stage("neutralise", group, [s.medium_uL for s in group], work, purpose)
 
-    await _finish_first_batch(wc, plan, d, neutralise)
-    for plate in plates:
+    last = plates[-1]
+    for plate in plates:  # each plate is an enzyme batch of its own, timed by itself
         group = [s for s in plan.steps if s.plate == plate]
+        vessels = [s.vessel for s in group]
+        # only the last plate's incubation leaves the devices free for a scheduler: the
+        # earlier ones are followed by the next plate's work, which must not wait
+        lend = plate == last
+        await _finish_first_batch(wc, plate, group, d, neutralise, lend)
         # spent medium out, a tip per well; PBS in by one tip; PBS out, a tip per well
         await stage(
             "drain",
@@ -274,14 +291,14 @@ async def detach_and_pool(
             lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL, to_waste=True),
             per_vessel=True,
         )
-        if wc.journal.resumed and _enzyme_ago(wc, [s.vessel for s in plan.steps]):
-            todo = [s.vessel for s in group if not wc.journal.done(f"enzyme:{s.vessel}")]
+        if wc.journal.resumed and _enzyme_ago(wc, vessels):
+            todo = [v for v in vessels if not wc.journal.done(f"enzyme:{v}")]
             if todo:
                 wc.journal.recovery(
-                    f"enzyme into the {len(todo)} vessels that had none",
+                    f"enzyme into the {len(todo)} vessels of {plate} that had none",
                     "the interruption came while the enzyme went in; a vessel that had it "
                     "(or, by its liquid level, may have had it) gets none again, and the "
-                    "enzyme's time is counted from the last addition",
+                    "enzyme's time is counted from the plate's last addition",
                     todo,
                 )
 
@@ -293,23 +310,19 @@ async def detach_and_pool(
             return add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL, flow, along_wall=True)
 
         await stage("enzyme", group, [s.enzyme_uL for s in group], digest)
+        once_event(wc, f"enzyme_added:{plate}", "enzyme_added", actor, plate=plate, vessels=vessels)
+        await _incubate(wc, plate, vessels, d, plate, lend)
         once_event(
             wc,
-            f"enzyme_added:{plate}",
-            "enzyme_added",
+            f"enzyme_incubated:{plate}",
+            "enzyme_incubated",
             actor,
-            plate=plate,
-            vessels=[s.vessel for s in group],
+            plates=[plate],
+            minutes=d.enzyme_time_min,
         )
+        await _check_window(wc, plate, vessels, d)
+        await neutralise(group)
 
-    await _incubate(wc, plates, plan, d)
-    once_event(
-        wc, "enzyme_incubated", "enzyme_incubated", actor, plates=plates, minutes=d.enzyme_time_min
-    )
-    await _check_window(wc, plan, d)
-
-    for plate in plates:
-        await neutralise([s for s in plan.steps if s.plate == plate])
     # over-exposed vessels, now neutralised and safe: the operator decides before pooling
     await _hold_if_over_exposed(wc, plan)
     for plate in plates:
@@ -381,7 +394,7 @@ def once_event(wc: Workcell, key: str, kind: str, actor: str, **data: Any) -> No
 
 
 def enzyme_window_min(d: DetachParams) -> float:
-    """The longest the enzyme may act: from the last vessel's enzyme to the neutralisation,
+    """The longest the enzyme may act: from a plate's last enzyme to its neutralisation,
     its set time plus the overrun the campaign's windows allow (``windows.py``)."""
     from protocols.campaign.windows import WindowParams  # windows imports the engine
 
@@ -405,46 +418,52 @@ def _enzyme_ago(wc: Workcell, vessels: list[str]) -> dict[str, float]:
     return out
 
 
-async def _incubate(wc: Workcell, plates: list[str], plan: DetachPlan, d: DetachParams) -> None:
-    """The enzyme at 37 C for its time; resumed, counted from its last addition."""
-    if wc.journal.done("incubate"):
+async def _incubate(
+    wc: Workcell, plate: str, vessels: list[str], d: DetachParams, key: str, lend: bool
+) -> None:
+    """A plate's enzyme at 37 C, in the incubator, for its time; resumed, counted from the
+    last addition to ``vessels`` (none left: the plate stays where it is).
+
+    ``key`` names this incubation in the journal (its plate, or ``first:<plate>`` for a
+    resumed plate's first batch); ``lend``: a scheduler may lend the devices out
+    meanwhile (``Workcell.devices_free_for``), else the clock just waits.
+    """
+    if wc.journal.done(f"incubate:{key}"):
         return
-    for plate in plates:
-        async with unit(wc, f"incubate_in:{plate}", []) as u:
-            if not u.done and not wc.in_slot(plate):
-                await wc.store_plate(plate)
+    ago = _enzyme_ago(wc, vessels) if wc.journal.resumed else {}
+    wait = d.enzyme_time_min * 60 - (min(ago.values()) if ago else 0.0)
+    async with unit(wc, f"incubate_in:{key}", []) as u:
+        if not u.done and wait > 0 and not wc.in_slot(plate):
+            await wc.store_plate(plate)
     now = wc.clock.now()
-    ago = _enzyme_ago(wc, [s.vessel for s in plan.steps])
-    if wc.journal.resumed and ago:
-        wait = d.enzyme_time_min * 60 - min(ago.values())
-    else:
-        wait = d.enzyme_time_min * 60
     until = datetime.fromisoformat(
         wc.journal.once(
-            "enzyme_until", lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat()
+            f"enzyme_until:{key}",
+            lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat(),
         )
     )
     left = (until - wc.clock.now()).total_seconds()
-    if left > 0:  # no device is needed meanwhile: a scheduler may lend them out
+    if left > 0 and lend:  # no device is needed meanwhile: a scheduler may lend them out
         await wc.devices_free_for(left, "enzyme")
-    for plate in plates:
-        async with unit(wc, f"incubate_out:{plate}", []) as u:
-            if not u.done and wc.in_incubator(plate):
-                await wc.fetch_plate(plate)
-    wc.journal.mark_done("incubate", [])
+    elif left > 0:
+        await wc.clock.sleep(left)
+    async with unit(wc, f"incubate_out:{key}", []) as u:
+        if not u.done and wc.in_incubator(plate):
+            await wc.fetch_plate(plate)
+    wc.journal.mark_done(f"incubate:{key}", [])
 
 
-async def _check_window(wc: Workcell, plan: DetachPlan, d: DetachParams) -> None:
-    """Resumed past the enzyme's window: a deviation naming the vessels and quarantine now;
-    they are neutralised at once (next), and the operator decides once they are safe."""
-    if not wc.journal.resumed or wc.journal.done("enzyme_window"):
+async def _check_window(wc: Workcell, plate: str, vessels: list[str], d: DetachParams) -> None:
+    """Resumed past a plate's enzyme window: a deviation naming its vessels and quarantine
+    now; they are neutralised at once (next), and the operator decides once they are safe."""
+    if not wc.journal.resumed or wc.journal.done(f"enzyme_window:{plate}"):
         return
-    vessels = [s.vessel for s in plan.steps if not wc.journal.done(f"neutralise:{s.vessel}")]
-    ago = _enzyme_ago(wc, vessels)
+    todo = [v for v in vessels if not wc.journal.done(f"neutralise:{v}")]
+    ago = _enzyme_ago(wc, todo)
     if ago and min(ago.values()) > enzyme_window_min(d) * 60:
-        _over_exposed(wc, ago, d, "enzyme_window")
+        _over_exposed(wc, ago, d, f"enzyme_window:{plate}")
     else:
-        wc.journal.mark_done("enzyme_window", sorted(ago))
+        wc.journal.mark_done(f"enzyme_window:{plate}", sorted(ago))
 
 
 def _over_exposed(wc: Workcell, ago: dict[str, float], d: DetachParams, done: str) -> None:
@@ -460,7 +479,7 @@ def _over_exposed(wc: Workcell, ago: dict[str, float], d: DetachParams, done: st
         "decide whether they go on"
     )
     found, before = wc.journal.remembered("over_exposed")
-    if found:  # a first batch was over-exposed already: one hold names them all
+    if found:  # another batch was over-exposed already: one hold names them all
         reason = f"{before['reason']}; {reason}"
         over = sorted({*before["vessels"], *over})
     with wc.store.transaction():
@@ -479,84 +498,57 @@ def _over_exposed(wc: Workcell, ago: dict[str, float], d: DetachParams, done: st
 
 async def _finish_first_batch(
     wc: Workcell,
-    plan: DetachPlan,
+    plate: str,
+    group: list[DetachStep],
     d: DetachParams,
     neutralise: Callable[[list[DetachStep], str | None], Any],
+    lend: bool,
 ) -> None:
-    """Resumed in the middle of the enzyme stage: the vessels that had their enzyme are
-    finished first, as a batch of their own.
+    """Resumed in the middle of a plate's enzyme stage: the plate's vessels that had their
+    enzyme are finished first, as a batch of their own.
 
-    The enzyme's window is counted from the last vessel's enzyme: were the rest to get
-    theirs now, the first would wait for them the whole outage longer than their window
-    allows. So they are neutralised first: window open, after the rest of their
+    The plate's enzyme window is counted from its last vessel's enzyme: were the rest to
+    get theirs now, the first would wait for them the whole outage longer than their
+    window allows. So they are neutralised first: window open, after the rest of their
     enzyme's time (in the incubator, counted from their last addition); window closed,
     at once, quarantined and named in an over-exposure deviation, and held for the
     operator before pooling. Then the rest are washed, get their enzyme and go on as usual.
     """
-    if not wc.journal.resumed or wc.journal.done("enzyme_first"):
+    key = f"enzyme_first:{plate}"
+    if not wc.journal.resumed or wc.journal.done(key):
         return
-    found, kept = wc.journal.remembered("enzyme_first:vessels")
+    vessels = [s.vessel for s in group]
+    found, kept = wc.journal.remembered(f"{key}:vessels")
     if found:
         first = list(kept)
     else:
-        vessels = [s.vessel for s in plan.steps]
         had = _enzyme_ago(wc, vessels)
         first = [v for v in vessels if v in had and not wc.journal.done(f"neutralise:{v}")]
         if not first or all(v in had for v in vessels):
-            wc.journal.mark_done("enzyme_first", [])
+            wc.journal.mark_done(key, [])
             return
         with wc.store.transaction():
-            wc.journal.remember("enzyme_first:vessels", first, first)
+            wc.journal.remember(f"{key}:vessels", first, first)
             wc.journal.recovery(
-                "the vessels that had their enzyme are neutralised first",
+                f"the vessels of {plate} that had their enzyme are neutralised first",
                 "the interruption came while the enzyme went in; the rest would keep them "
                 "in enzyme past its window, so they are finished as a batch of their own",
                 first,
             )
-    steps = [s for s in plan.steps if s.vessel in first]
-    plates = list(dict.fromkeys(s.plate for s in steps))
+    steps = [s for s in group if s.vessel in first]
     limit = enzyme_window_min(d) * 60
     todo = [v for v in first if not wc.journal.done(f"neutralise:{v}")]
     ago = _enzyme_ago(wc, todo)
-    if ago and not wc.journal.done("enzyme_first:window"):
+    if ago and not wc.journal.done(f"{key}:window"):
         if min(ago.values()) <= limit:
-            await _wait_enzyme(wc, plates, d, ago, "first")
+            await _incubate(wc, plate, todo, d, f"first:{plate}", lend)
             ago = _enzyme_ago(wc, todo)
         if min(ago.values()) > limit:
-            _over_exposed(wc, ago, d, "enzyme_first:window")
+            _over_exposed(wc, ago, d, f"{key}:window")
         else:
-            wc.journal.mark_done("enzyme_first:window", todo)
-    for plate in plates:
-        await neutralise([s for s in steps if s.plate == plate], "neutralise_first")
-    wc.journal.mark_done("enzyme_first", first)
-
-
-async def _wait_enzyme(
-    wc: Workcell, plates: list[str], d: DetachParams, ago: dict[str, float], batch: str
-) -> None:
-    """The rest of the enzyme's time (counted from the batch's last addition) at 37 C, in
-    the incubator; none left, the plates stay where they are."""
-    if d.enzyme_time_min * 60 - min(ago.values()) <= 0:
-        return
-    for plate in plates:
-        async with unit(wc, f"incubate_in:{batch}:{plate}", []) as u:
-            if not u.done and not wc.in_slot(plate):
-                await wc.store_plate(plate)
-    now = wc.clock.now()
-    since = min(ago.values())
-    until = datetime.fromisoformat(
-        wc.journal.once(
-            f"enzyme_until:{batch}",
-            lambda: (now + timedelta(seconds=max(0.0, d.enzyme_time_min * 60 - since))).isoformat(),
-        )
-    )
-    left = (until - wc.clock.now()).total_seconds()
-    if left > 0:
-        await wc.devices_free_for(left, "enzyme")
-    for plate in plates:
-        async with unit(wc, f"incubate_out:{batch}:{plate}", []) as u:
-            if not u.done and wc.in_incubator(plate):
-                await wc.fetch_plate(plate)
+            wc.journal.mark_done(f"{key}:window", todo)
+    await neutralise(steps, "neutralise_first")
+    wc.journal.mark_done(key, first)
 
 
 async def _hold_if_over_exposed(wc: Workcell, plan: DetachPlan) -> None:
