@@ -108,7 +108,8 @@ OPERATIONS: dict[str, tuple[float, list[str], dict[str, Any]]] = {
             "max_child_vessels": 6,
         },
     ),
-    "harvest": (7.0, [], {"plates": ["plate_1"]}),
+    # two plates: each is an enzyme batch of its own, so a kill may fall between them
+    "harvest": (7.0, [], {"plates": ["plate_1", "plate_2"]}),
 }
 
 

@@ -430,11 +430,9 @@ async def _incubate(
     """
     if wc.journal.done(f"incubate:{key}"):
         return
-    ago = _enzyme_ago(wc, vessels) if wc.journal.resumed else {}
+    # from the last addition (the plate's trip into the incubator is part of the time)
+    ago = _enzyme_ago(wc, vessels)
     wait = d.enzyme_time_min * 60 - (min(ago.values()) if ago else 0.0)
-    async with unit(wc, f"incubate_in:{key}", []) as u:
-        if not u.done and wait > 0 and not wc.in_slot(plate):
-            await wc.store_plate(plate)
     now = wc.clock.now()
     until = datetime.fromisoformat(
         wc.journal.once(
@@ -442,6 +440,9 @@ async def _incubate(
             lambda: (now + timedelta(seconds=max(0.0, wait))).isoformat(),
         )
     )
+    async with unit(wc, f"incubate_in:{key}", []) as u:
+        if not u.done and until > wc.clock.now() and not wc.in_slot(plate):
+            await wc.store_plate(plate)
     left = (until - wc.clock.now()).total_seconds()
     if left > 0 and lend:  # no device is needed meanwhile: a scheduler may lend them out
         await wc.devices_free_for(left, "enzyme")

@@ -125,7 +125,10 @@ async def prepare_cultures(wc: Workcell, plates: list[str], days: float) -> None
     for plate in todo:
         restore_deck(wc)
         try:
-            await seeding.run(wc, prelude_seeding(wc, plate), actor=PRELUDE_ACTOR)
+            # each plate's seeding is a part of the step of its own: its plan and units
+            # are not the previous plate's (``Journal.scope``)
+            with wc.journal.scope(f"prelude-seed-{plate.name}"):
+                await seeding.run(wc, prelude_seeding(wc, plate), actor=PRELUDE_ACTOR)
         except ProtocolRefused as refused:
             raise WorkcellError(
                 f"the dry-run's culture prelude cannot seed {plate.name!r}: {refused}"
