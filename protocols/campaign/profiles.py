@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols import seeding
 from protocols.campaign.engine import DAY_S, Action, CampaignEngine, CampaignParams, Kind
@@ -38,13 +38,25 @@ SHARED_KINDS = {"incubator"}
 
 
 class Segment(BaseModel):
-    """One stretch of an operation that holds its devices from start to end."""
+    """One stretch of an operation that holds its devices from start to end.
+
+    ``fixed_s`` may be below zero: a harvest's first segment is one plate's wash and
+    enzyme plus, for each further plate, the previous plate's incubation and
+    neutralisation and its own wash and enzyme (each plate is an enzyme batch of its
+    own), so its line crosses zero above one plate. One plate's time is never below zero.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     devices: list[str]
-    fixed_s: float = Field(ge=0)
+    fixed_s: float
     per_plate_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _one_plate_takes_time(self) -> Segment:
+        if self.fixed_s + self.per_plate_s < 0:
+            raise ValueError(f"one plate would take {self.fixed_s + self.per_plate_s:g} s")
+        return self
 
     def duration_s(self, plates: int) -> float:
         return self.fixed_s + self.per_plate_s * max(1, plates)
@@ -182,9 +194,7 @@ def fit(samples: list[Sample], config: str) -> Profiles:
                 per = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
                 fixed = ys[0] - per * xs[0]
             segs.append(
-                Segment(
-                    devices=devices, fixed_s=round(max(0.0, fixed), 1), per_plate_s=round(per, 1)
-                )
+                Segment(devices=devices, fixed_s=round(fixed, 1), per_plate_s=round(per, 1))
             )
         ops[kind] = OperationProfile(
             kind=kind,
