@@ -83,8 +83,9 @@ def test_two_campaigns_fifo_overruns_the_enzyme_and_cpsat_does_not(tmp_path: Pat
     for policy in (Policy.FIFO, Policy.CPSAT):
         floor, dirs = _two_campaigns(tmp_path, policy)
         results[policy] = audit(dirs, params, floor.params.windows)
-        # both campaigns ran to their end, in their own records
-        assert results[policy].feeds > 0 and len(results[policy].enzyme_waits_min) == 4
+        # both campaigns ran to their end, in their own records: each plate detached is an
+        # enzyme batch of its own (per campaign a passage of one plate, a harvest of two)
+        assert results[policy].feeds > 0 and len(results[policy].enzyme_waits_min) == 6
         assert results[policy].device_overlaps == 0
     fifo, cp = results[Policy.FIFO], results[Policy.CPSAT]
     assert any(v.window == "enzyme" and v.hard for v in fifo.violations)
@@ -167,7 +168,8 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     judged = audit({c: folder / c for c in names}, params, FloorParams().windows)
     assert judged.hard == 0, judged.violations
     assert judged.device_overlaps == 0
-    assert len(judged.enzyme_waits_min) == 4  # both passages and both harvests
+    # both passages (one plate each) and both harvests (two plates each: a batch a plate)
+    assert len(judged.enzyme_waits_min) == 6
 
 
 def _mid_detach(folder: Path) -> str | None:

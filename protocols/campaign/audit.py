@@ -9,11 +9,12 @@ no device was used by two campaigns at once (a device's use runs from each actio
 intent, committed as it was sent, to its completion, the device's reply; actions
 less than ``RUN_GAP_S`` apart are one use, and the uses' total is its busy time).
 
-The enzyme window is measured from the last plate's enzyme (the plates then go into
-the incubator) to the event that starts neutralisation. A harvest or passage of
-several plates also exposes the first plate for the time it takes to put enzyme on
-the others; that is the protocol's, not the scheduler's, and is reported apart
-(``enzyme_first_plate_max_min``).
+The enzyme window is measured from an enzyme batch's last plate's enzyme (the
+plates then go into the incubator) to the event that starts neutralisation. Each
+plate is an enzyme batch of its own (``protocols/detachment.py``), so this is each
+plate's own window; ``enzyme_first_plate_max_min`` (from a batch's first plate's
+enzyme) is reported apart and equals it, unless a batch holds several plates
+(as the detachment did before it went plate by plate).
 """
 
 from __future__ import annotations

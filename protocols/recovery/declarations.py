@@ -13,7 +13,8 @@ controller stopped in it (a crash, a power cut, a device fault):
 and the time windows the biology imposes. The enzyme's and the incubator's are the
 campaign's own (``protocols/campaign/windows.py``, which the scheduler plans with
 and the audit checks): the enzyme is neutralised no later than its set time
-(``enzyme_time_min``) plus ``enzyme_over_min`` after the last vessel got it, and a
+(``enzyme_time_min``) plus ``enzyme_over_min`` after the last vessel of its plate
+got it (each plate is an enzyme batch of its own, its journal keys the plate's), and a
 plate stays out of the incubator at most ``max_out_of_incubator_min``. Declared
 here: the longest a culture may sit under its wet residual without medium, and the
 time within which a closed window is acted on once the controller is back. The
@@ -156,21 +157,27 @@ DETACHMENT = Declaration(
             name="enzyme",
             policy=Policy.COMPENSATE,
             adds="enzyme",
-            recovery="enzyme is never added again to a vessel that had it (or may have had "
-            "it: the liquid level decides). Interrupted with some vessels in enzyme and "
-            "others without, the first are finished as a batch of their own before the rest "
-            "get theirs: window open, the rest of their enzyme's time then neutralise; "
-            "window closed, neutralise at once, quarantine, record the over-exposure naming "
-            "them and hold for the operator. The rest then go on as usual",
+            recovery="each plate is an enzyme batch of its own (drain, wash, enzyme, "
+            "incubate, neutralise; then the next plate), its keys scoped by the plate "
+            "(enzyme_first:<plate>, incubate:<plate>, enzyme_until:<plate>, "
+            "enzyme_window:<plate>): plates neutralised before the interruption are not "
+            "touched, plates not begun go on as usual. Enzyme is never added again to a "
+            "vessel that had it (or may have had it: the liquid level decides). "
+            "Interrupted with some vessels of a plate in enzyme and others without, the "
+            "first are finished as a batch of their own before the rest get theirs: window "
+            "open, the rest of their enzyme's time then neutralise; window closed, "
+            "neutralise at once, quarantine, record the over-exposure naming them and hold "
+            "for the operator before pooling. The rest then go on as usual",
         ),
         Stage(
             name="incubate",
             policy=Policy.COMPENSATE,
-            recovery="the enzyme acts for its time counted from its last addition: window "
-            "open, the rest of the time (or none) then neutralise; window closed (past its "
-            "time plus the overrun windows.py allows), neutralise at once, quarantine the "
-            "vessels, record the over-exposure naming them, and hold for the operator "
-            "before they are pooled",
+            recovery="a plate's enzyme acts for its time counted from the plate's last "
+            "addition (the plate in the incubator): window open, the rest of the time (or "
+            "none) then neutralise; window closed (past its time plus the overrun "
+            "windows.py allows), neutralise at once, quarantine the plate's vessels, record "
+            "the over-exposure naming them, and hold for the operator before pooling. The "
+            "end time is kept once per plate (enzyme_until:<plate>)",
         ),
         Stage(
             name="neutralise",
