@@ -541,9 +541,10 @@ async def _finish_first_batch(
     todo = [v for v in first if not wc.journal.done(f"neutralise:{v}")]
     ago = _enzyme_ago(wc, todo)
     if ago and not wc.journal.done(f"{key}:window"):
-        if min(ago.values()) <= limit:
-            await _incubate(wc, plate, todo, d, f"first:{plate}", lend)
-            ago = _enzyme_ago(wc, todo)
+        # the rest of their time in the incubator; none left, no trip (but a plate found
+        # in the incubator, interrupted there, comes back to the deck first)
+        await _incubate(wc, plate, todo, d, f"first:{plate}", lend)
+        ago = _enzyme_ago(wc, todo)
         if min(ago.values()) > limit:
             _over_exposed(wc, ago, d, f"{key}:window")
         else:
