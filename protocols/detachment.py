@@ -430,10 +430,11 @@ async def _incubate(
     """
     if wc.journal.done(f"incubate:{key}"):
         return
-    # from the last addition (the plate's trip into the incubator is part of the time)
-    ago = _enzyme_ago(wc, vessels)
+    # from the last addition (the plate's trip into the incubator is part of the time):
+    # in a fresh step, that is now; resumed, the journal says how long ago it was
+    ago = _enzyme_ago(wc, vessels) if wc.journal.resumed else {}
     wait = d.enzyme_time_min * 60 - (min(ago.values()) if ago else 0.0)
-    now = wc.clock.now()
+    now = _lab_now(wc)
     until = datetime.fromisoformat(
         wc.journal.once(
             f"enzyme_until:{key}",
@@ -452,6 +453,15 @@ async def _incubate(
         if not u.done and wc.in_incubator(plate):
             await wc.fetch_plate(plate)
     wc.journal.mark_done(f"incubate:{key}", [])
+
+
+def _lab_now(wc: Workcell) -> datetime:
+    """The time now, asked of the simulated lab if there is one: a liquid handler that is
+    not the lab's own (an OT-2 behind its HTTP API) does not move the controller's view of
+    the lab's time, which would otherwise lag by the pipetting just done."""
+    if wc.lab is not None and wc.lab.clock is not None:
+        wc.lab.clock.sync()
+    return wc.clock.now()
 
 
 async def _check_window(wc: Workcell, plate: str, vessels: list[str], d: DetachParams) -> None:
