@@ -322,6 +322,7 @@ async def detach_and_pool(
         )
         await _check_window(wc, plate, vessels, d)
         await neutralise(group)
+        _check_neutralised_in_time(wc, plate, vessels, d)
 
     # over-exposed vessels, now neutralised and safe: the operator decides before pooling
     await _hold_if_over_exposed(wc, plan)
@@ -475,6 +476,42 @@ async def _check_window(wc: Workcell, plate: str, vessels: list[str], d: DetachP
         _over_exposed(wc, ago, d, f"enzyme_window:{plate}")
     else:
         wc.journal.mark_done(f"enzyme_window:{plate}", sorted(ago))
+
+
+def _check_neutralised_in_time(
+    wc: Workcell, plate: str, vessels: list[str], d: DetachParams
+) -> None:
+    """Resumed: was the plate's neutralisation started within its window, by the journal?
+
+    ``_check_window`` looks before the neutralisation; the window may close in the seconds
+    between (a controller back just inside it, a plate still to be fetched). Then the
+    over-exposure is recorded the same way (deviation, quarantine, hold before pooling).
+    A first batch of the plate (``_finish_first_batch``) is not part of this batch."""
+    key = f"enzyme_neutralised:{plate}"
+    if not wc.journal.resumed or wc.journal.done(key):
+        return
+    _, first = wc.journal.remembered(f"enzyme_first:{plate}:vessels")
+    _, over = wc.journal.remembered("over_exposed")
+    held = set((over or {}).get("vessels", []))
+    mine = [v for v in vessels if v not in (first or []) and v not in held]
+    added: dict[str, datetime] = {}
+    stopped: dict[str, datetime] = {}
+    for a in wc.journal.actions():
+        if a.outcome != "done" or a.action != "dispense":
+            continue
+        stage, _, rest = (a.unit or "").partition(":")
+        v = rest.split("@", 1)[0]
+        if v in mine and stage == "enzyme":
+            added.setdefault(v, a.time)
+        elif v in mine and stage == "neutralise":
+            stopped.setdefault(v, a.time)
+    late = {v: (stopped[v] - added[v]).total_seconds() for v in mine if v in added and v in stopped}
+    if late and added and stopped:
+        wait = (min(stopped.values()) - max(added.values())).total_seconds()
+        if wait > enzyme_window_min(d) * 60:
+            _over_exposed(wc, late, d, key)
+            return
+    wc.journal.mark_done(key, [])
 
 
 def _over_exposed(wc: Workcell, ago: dict[str, float], d: DetachParams, done: str) -> None:

@@ -177,7 +177,9 @@ DETACHMENT = Declaration(
             "none) then neutralise; window closed (past its time plus the overrun "
             "windows.py allows), neutralise at once, quarantine the plate's vessels, record "
             "the over-exposure naming them, and hold for the operator before pooling. The "
-            "end time is kept once per plate (enzyme_until:<plate>)",
+            "end time is kept once per plate (enzyme_until:<plate>). A resumed plate whose "
+            "neutralisation, by the journal, started past its window (it closed in the "
+            "seconds between the check and the neutralisation) is recorded the same way",
         ),
         Stage(
             name="neutralise",
