@@ -57,9 +57,10 @@ def serve_workcell(config: str | None, run_dir: str | None, limit: int | None = 
         *deployments(config, run_dir),
         limit=limit,
         # Prefect pauses every deployment on the way out, through the API; with the API
-        # gone first (a server stopped before its workcell) that call retries and the
-        # serving process never ends. Nothing here runs on a schedule, and a run asked
-        # for while the workcell is down should wait for it, not find it paused.
+        # gone first (a server stopped before its workcell) that call retries for long.
+        # Nothing here runs on a schedule, and a run asked for while the workcell is down
+        # should wait for it, not find it paused. (Its shutdown can still wait on the
+        # gone API elsewhere: a second SIGTERM ends it at once.)
         pause_on_shutdown=False,
         print_starting_message=True,
         query_seconds=poll,

@@ -49,7 +49,6 @@ class Served:
     home: Path
     run_dir: Path
     env: dict[str, str]
-    procs: list[subprocess.Popen[bytes]]  # the server, then `workcell serve`
 
     def api(self, path: str, body: Any = None) -> Any:
         """One call to the Prefect REST API (POST with a JSON body, GET without)."""
@@ -172,9 +171,7 @@ def prefect_and_workcell(
                 start_new_session=True,
             )
         )
-        yield Served(
-            url=url, ui=f"http://127.0.0.1:{port}", home=home, run_dir=run_dir, env=env, procs=procs
-        )
+        yield Served(url=url, ui=f"http://127.0.0.1:{port}", home=home, run_dir=run_dir, env=env)
     finally:
         for p in reversed(procs):
             stop(p)
