@@ -120,6 +120,19 @@ def show_tab(pg: Any, name: str) -> None:
     pg.locator(".p-tabs, [role=tablist]").first.get_by_text(name, exact=True).click()
 
 
+def submit_resume(modal: Any) -> None:
+    """Submit a valid Resume form: the modal closes once the run resumes. The Prefect
+    server's SQLite can answer "database is locked" on a busy machine: submit again."""
+    for _ in range(3):
+        modal.get_by_role("button", name="Submit").click()
+        try:
+            modal.wait_for(state="hidden", timeout=30_000)
+            return
+        except Exception:  # noqa: BLE001 - still open: the resume did not go through
+            continue
+    raise AssertionError("the Resume form did not go through")
+
+
 def test_operator_path_in_the_prefect_ui(served: Served, page: Any, shots: Path) -> None:
     pg = page
     t_start = time.monotonic()
@@ -184,7 +197,7 @@ def test_operator_path_in_the_prefect_ui(served: Served, page: Any, shots: Path)
     pg.screenshot(path=shots / "04b-hold-vessels.png")
     field(pg, "Your name").locator("input, textarea").first.fill("J. Doe")
     field(pg, "Comment").locator("input, textarea").first.fill("counts and images fine")
-    modal.get_by_role("button", name="Submit").click()
+    submit_resume(modal)
     run = served.wait_state(campaign_id, {"Completed"})
     assert "approved by J. Doe" in run["state"]["message"]
     pg.reload()
@@ -267,22 +280,10 @@ def test_release_waits_for_qc_results_from_its_form(served: Served, page: Any, s
     pg.get_by_text(re.compile("1000 is greater than the maximum of 100")).first.wait_for()
     assert served.api(f"/flow_runs/{run_id}")["state"]["name"] == "Suspended"
 
-    def submit(modal: Any) -> None:
-        """Submit a valid form: the modal closes once the run resumes. The Prefect server's
-        SQLite can answer "database is locked" on a busy machine: submit again."""
-        for _ in range(3):
-            modal.get_by_role("button", name="Submit").click()
-            try:
-                modal.wait_for(state="hidden", timeout=30_000)
-                return
-            except Exception:  # noqa: BLE001 - still open: the resume did not go through
-                continue
-        raise AssertionError("the Resume form did not go through")
-
     # an unknown user: the flow enters nothing and asks again, saying why
     field(pg, "Your user id").locator("textarea, input").first.fill("x.nobody")
     field(pg, "CD90").locator("input").fill("98.5")
-    submit(modal)
+    submit_resume(modal)
     _suspended_at(served, run_id, "qc-2")
     assert _qc_results(batch) == []
     modal = open_resume()
@@ -296,7 +297,7 @@ def test_release_waits_for_qc_results_from_its_form(served: Served, page: Any, s
     pick(pg, "Sterility", "negative")
     pick(pg, "Mycoplasma", "negative")
     field(pg, "Endotoxin").locator("input").fill("0.1")
-    submit(modal)
+    submit_resume(modal)
     _suspended_at(served, run_id, "sign-1")
     entered = _qc_results(batch)
     assert {e.data["test"] for e in entered} == {
