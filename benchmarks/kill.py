@@ -588,3 +588,13 @@ def lost_vessels(got: Outcome, ref: Outcome) -> list[str]:
     if missing and len(missing) > 2:  # more than a count's rounding: vessels went missing
         lost |= set(missing)
     return sorted(lost)
+
+
+def operation_reference(folder: Path, op: str) -> dict[str, Any]:
+    """What a kill test of ``op`` compares against: its template (the culture it starts
+    from), one run of it without a kill, and the journal intents that run added (the
+    points to kill at). Keys: folder, cfg, template, ref, intents."""
+    cfg, template = operation_template(folder / "tpl", op)
+    ref = run_point(template, folder / "ref", cfg, operation_work(op), output_of(op))
+    intents = journal_intents(folder / "ref")[len(journal_intents(template)) :]
+    return {"folder": folder, "cfg": cfg, "template": template, "ref": ref, "intents": intents}

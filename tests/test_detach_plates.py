@@ -17,9 +17,8 @@ import pytest
 from benchmarks import judge
 from benchmarks.kill import (
     OPERATIONS,
-    journal_intents,
     lost_vessels,
-    operation_template,
+    operation_reference,
     operation_work,
     output_of,
     run_point,
@@ -36,12 +35,7 @@ PLATES: list[str] = OPERATIONS[OP][2]["plates"]
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKCELL_CPU_WORKERS", "0")  # controllers are forked: no worker pools
-        folder = tmp_path_factory.mktemp("plates")
-        cfg, template = operation_template(folder / "tpl", OP)
-        ref = run_point(template, folder / "ref", cfg, operation_work(OP), output_of(OP))
-        before = len(journal_intents(template))
-        intents = journal_intents(folder / "ref")[before:]
-        yield {"folder": folder, "cfg": cfg, "template": template, "ref": ref, "intents": intents}
+        yield operation_reference(tmp_path_factory.mktemp("plates"), OP)
 
 
 def _within_window(log: list[dict[str, Any]]) -> dict[str, float]:

@@ -19,8 +19,8 @@ import pytest
 from benchmarks import judge
 from benchmarks.kill import (
     Outcome,
-    journal_intents,
     lost_vessels,
+    operation_reference,
     operation_template,
     operation_work,
     output_of,
@@ -39,12 +39,7 @@ OP = "passaging"
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKCELL_CPU_WORKERS", "0")  # controllers are forked: no worker pools
-        folder = tmp_path_factory.mktemp("kill")
-        cfg, template = operation_template(folder / "tpl", OP)
-        ref = run_point(template, folder / "ref", cfg, operation_work(OP), output_of(OP))
-        before = len(journal_intents(template))
-        intents = journal_intents(folder / "ref")[before:]  # the passage's own
-        yield {"folder": folder, "cfg": cfg, "template": template, "ref": ref, "intents": intents}
+        yield operation_reference(tmp_path_factory.mktemp("kill"), OP)
 
 
 def _index(intents: list[dict[str, Any]], unit: str, action: str, nth: int = 0) -> int:
