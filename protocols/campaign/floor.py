@@ -32,6 +32,13 @@ audit (``protocols/campaign/audit.py``) checks from the records that no device
 was ever used by two campaigns at once. Incubator slots are an admission limit: a
 campaign starts when its plates fit. Deck working positions are not yet a
 constraint (each dry-run campaign has a deck of its own).
+
+A campaign may join a running floor, and a campaign on it may be cancelled, from
+another process (``inbox.py``): the floor takes such requests between its decisions.
+A joined campaign starts at the floor's present (or its own later start day) and is
+in the floor's record, so a resumed floor runs it too. A cancelled one stops before
+its next step, never inside one (its interrupted step, its enzyme's wait), and both
+records say who cancelled it and why.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.campaign import inbox
 from protocols.campaign.engine import (
     DAY_S,
     Action,
@@ -55,6 +63,7 @@ from protocols.campaign.engine import (
     decide,
     view,
 )
+from protocols.campaign.inbox import Cancel, Posted
 from protocols.campaign.profiles import Profiles, floor_config, load_profiles
 from protocols.campaign.scheduler import Plan, Request, Scheduler, SchedulerParams, Seg
 from protocols.campaign.windows import WindowParams, action_window, enzyme_window, upcoming
@@ -133,11 +142,26 @@ class FloorResult(BaseModel):
     deferred_starts: dict[str, float] = Field(default_factory=dict)
 
 
+class CampaignCancelled(Exception):
+    """Raised in a campaign waiting between two steps when it is cancelled."""
+
+    def __init__(self, cancel: Cancel) -> None:
+        super().__init__(f"{cancel.campaign} cancelled by {cancel.by}: {cancel.reason}")
+        self.cancel = cancel
+
+
 class _Waiting:
-    def __init__(self, req: Request | None, wake_s: float | None, forecasts: list[Request]):
+    def __init__(
+        self,
+        req: Request | None,
+        wake_s: float | None,
+        forecasts: list[Request],
+        between_steps: bool = True,
+    ):
         self.req = req
         self.wake_s = wake_s
         self.forecasts = forecasts
+        self.between_steps = between_steps  # False: inside a step, which ends first
         self.fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
 
@@ -171,6 +195,9 @@ class Floor:
         self.grants = 0
         self.recovering: set[str] = set()
         self.deferred: dict[str, float] = {}
+        self.cancels: dict[str, Cancel] = {}  # asked for, applied at the next step's start
+        self.cancelled: dict[str, Cancel] = {}
+        self._unanswered: list[Posted | tuple[str, str]] = []  # taken before a kill
         self.last_plan: Plan | None = None
         # for the UI (flows/floor.py): awaited as each plan is made, before its grant
         self.on_plan: list[Callable[[Plan, Floor], Awaitable[None]]] = []
@@ -210,6 +237,9 @@ class Floor:
     def _resume(self) -> None:
         """Rebuild the floor's picture from its own record after a stop or a kill."""
         events = self.store.events()
+        answers = ("campaign_joined", "join_refused", "cancel_requested", "cancel_refused")
+        answered = {str(e.data.get("ticket")) for e in events if e.kind in answers}
+        self._unanswered = inbox.unanswered(self.folder, answered)
         if not events:
             self.event("floor_started", "", policy=self.params.scheduler.policy.value)
             return
@@ -229,6 +259,17 @@ class Floor:
                 for d in e.data.get("devices", []):
                     self.free[d] = max(self.free.get(d, 0.0), float(e.data["end_s"]))
         self.recovering = {c for c, k in last.items() if k == "granted"}
+        known = {s.name for s in self.specs}
+        for e in events:
+            if e.kind == "campaign_joined" and e.data["campaign"] not in known:
+                self.specs.append(CampaignSpec.model_validate(e.data["spec"]))
+                known.add(str(e.data["campaign"]))
+            elif e.kind == "cancel_requested":
+                self.cancels[str(e.data["campaign"])] = Cancel.model_validate(
+                    {k: e.data[k] for k in ("campaign", "by", "reason")}
+                )
+            elif e.kind == "campaign_cancelled":
+                self.cancelled[str(e.data["campaign"])] = self.cancels.pop(str(e.data["campaign"]))
         self.event(
             "floor_resumed",
             "",
@@ -243,11 +284,17 @@ class Floor:
 
     async def run(self) -> FloorResult:
         self._resume()
-        tasks = {s.name: asyncio.create_task(self._run_one(s), name=s.name) for s in self.specs}
+        tasks = {
+            s.name: asyncio.create_task(self._run_one(s), name=s.name)
+            for s in self.specs
+            if s.name not in self.cancelled
+        }
         live = set(tasks)
         try:
-            while live:
+            while True:
                 await self._until_all_waiting(tasks, live)
+                if self._take_inbox(tasks, live):
+                    continue  # a joined campaign posts first; a cancelled one stops
                 if not live:
                     break
                 name, when = self._next()
@@ -274,6 +321,72 @@ class Floor:
             end_s=self.now,
             deferred_starts=self.deferred,
         )
+
+    def _take_inbox(self, tasks: dict[str, asyncio.Task[None]], live: set[str]) -> bool:
+        """Take the campaigns that join and the cancellations posted since the last
+        decision; True when any changed who is on the floor."""
+        items, self._unanswered = self._unanswered + inbox.take(self.folder), []
+        changed = False
+        for item in items:
+            if isinstance(item, tuple):
+                self.event("join_refused", "", ticket=item[0], reason=item[1])
+            elif item.kind == "join":
+                changed |= self._join(item, tasks, live)
+            else:
+                changed |= self._cancel(item, tasks)
+        return changed
+
+    def _join(self, item: Posted, tasks: dict[str, asyncio.Task[None]], live: set[str]) -> bool:
+        try:
+            spec = CampaignSpec.model_validate(item.data)
+        except ValueError as e:
+            self.event("join_refused", "", ticket=item.ticket, reason=f"not a campaign: {e}")
+            return False
+        if spec.name in {s.name for s in self.specs} or (self.folder / spec.name).exists():
+            self.event(
+                "join_refused",
+                spec.name,
+                ticket=item.ticket,
+                reason=f"the floor already has a campaign {spec.name!r}: choose another name",
+            )
+            return False
+        spec.start_day = max(spec.start_day, self.now / DAY_S)
+        self.specs.append(spec)
+        self.event(
+            "campaign_joined",
+            spec.name,
+            ticket=item.ticket,
+            at_day=round(self.now / DAY_S, 4),
+            spec=spec.model_dump(mode="json"),
+        )
+        tasks[spec.name] = asyncio.create_task(self._run_one(spec), name=spec.name)
+        live.add(spec.name)
+        return True
+
+    def _cancel(self, item: Posted, tasks: dict[str, asyncio.Task[None]]) -> bool:
+        try:
+            c = Cancel.model_validate(item.data)
+        except ValueError as e:
+            self.event("cancel_refused", "", ticket=item.ticket, reason=f"not a cancel: {e}")
+            return False
+        task = tasks.get(c.campaign)
+        if task is None or task.done() or c.campaign in self.cancels:
+            why = "it is being cancelled" if c.campaign in self.cancels else "it is not running"
+            self.event(
+                "cancel_refused",
+                c.campaign,
+                ticket=item.ticket,
+                reason=f"no campaign {c.campaign!r} to cancel on this floor: {why}",
+            )
+            return False
+        self.cancels[c.campaign] = c
+        self.event("cancel_requested", c.campaign, ticket=item.ticket, by=c.by, reason=c.reason)
+        w = self.waiting.get(c.campaign)
+        if w is None or not w.between_steps:
+            return False  # inside a step: it stops when it next asks between steps
+        del self.waiting[c.campaign]
+        w.fut.set_exception(CampaignCancelled(c))
+        return True
 
     async def _until_all_waiting(
         self, tasks: dict[str, asyncio.Task[None]], live: set[str]
@@ -392,15 +505,19 @@ class Floor:
         req: Request | None = None,
         wake_s: float | None = None,
         forecasts: list[Request] | None = None,
+        between_steps: bool = True,
     ) -> float:
-        """Post a request (or a wake-up time) and wait for the floor; move the clock there."""
+        """Post a request (or a wake-up time) and wait for the floor; move the clock there.
+        Between two steps, a cancelled campaign stops here (``CampaignCancelled``)."""
         wc = session.wc
         now = wc.clock.elapsed()
         self._release(spec.name, now)
+        if between_steps and spec.name in self.cancels:
+            raise CampaignCancelled(self.cancels[spec.name])
         if req is not None and spec.name in self.recovering:
             req.recovery = True
             self.recovering.discard(spec.name)
-        w = _Waiting(req, wake_s, forecasts or [])
+        w = _Waiting(req, wake_s, forecasts or [], between_steps)
         self.waiting[spec.name] = w
         self.posted.set()
         when = await w.fut
@@ -473,83 +590,105 @@ class Floor:
         p = spec.params
         async with open_session(self.config_for(spec), run_dir) as session:
             engine = CampaignEngine(session, p, auto_approve("auto-approve (floor dry-run)"))
-            store = session.wc.store
-            if not store.events("campaign_started"):
-                start = spec.start_day * DAY_S
-                slots = self.params.incubator_slots or _slots(session)
-                if not self._admit(spec, slots, start):
-                    return
-                await self._ask(session, spec, wake_s=max(start, session.wc.clock.elapsed()))
-                session.wc.event(
-                    "campaign_started",
-                    "campaign",
-                    params=p.model_dump(mode="json"),
-                    floor=str(self.folder),
-                    priority=spec.priority,
-                    donor=spec.donor,
-                )
-            shown = [-1]
-            while True:
-                wc = session.wc
-                t0 = self.seconds(store.events("campaign_started")[0].time)
-                v = view(store, wc.clock.now())
-                await self._progress(spec, max(0.0, v.now_s) / DAY_S, shown)
-                redo = _interrupted_action(session)
-                if redo is not None:  # finished first, as it was decided (#11's recovery)
-                    await self._recover(session, spec, engine, redo, p)
-                    continue
-                d = decide(v, p, engine.deck_plates)
-                if d.finished:
-                    break
-                if not d.actions:
-                    assert d.wake_at_s is not None
-                    fc = []
-                    for a, win in upcoming(v, p, self.params.windows):
-                        fc.append(
-                            self._request(
-                                spec,
-                                a,
-                                self._segments(a, p),
-                                wc.clock.elapsed(),
-                                t0 + win.due_s,
-                                None if win.closes_s is None else t0 + win.closes_s,
-                                win.hard,
-                                forecast=True,
-                                earliest=t0 + max(win.due_s, v.now_s),
-                            )
+            try:
+                await self._steps(session, spec, engine)
+            except CampaignCancelled as c:
+                await self._stopped(session, spec, c.cancel)
+
+    async def _stopped(self, session: Session, spec: CampaignSpec, c: Cancel) -> None:
+        """A cancelled campaign: it ends between steps, at the floor's present (not at the
+        wake it was waiting for); both records say who and why."""
+        if self.now > session.wc.clock.elapsed():
+            await session.wc.clock.sleep(self.now - session.wc.clock.elapsed())
+        if not session.wc.store.events("campaign_cancelled"):  # once, after a kill too
+            session.wc.event("campaign_cancelled", c.by, reason=c.reason)
+        self._release(spec.name, session.wc.clock.elapsed())
+        del self.cancels[spec.name]
+        self.cancelled[spec.name] = c
+        self._plates_in_use.pop(spec.name, None)
+        self.event("campaign_cancelled", spec.name, by=c.by, reason=c.reason)
+        for cb in self.on_progress:
+            await cb(spec.name, 100.0, f"{spec.name}: cancelled by {c.by} ({c.reason})")
+
+    async def _steps(self, session: Session, spec: CampaignSpec, engine: CampaignEngine) -> None:
+        p = spec.params
+        store = session.wc.store
+        if not store.events("campaign_started"):
+            start = spec.start_day * DAY_S
+            slots = self.params.incubator_slots or _slots(session)
+            if not self._admit(spec, slots, start):
+                return
+            await self._ask(session, spec, wake_s=max(start, session.wc.clock.elapsed()))
+            session.wc.event(
+                "campaign_started",
+                "campaign",
+                params=p.model_dump(mode="json"),
+                floor=str(self.folder),
+                priority=spec.priority,
+                donor=spec.donor,
+            )
+        shown = [-1]
+        while True:
+            wc = session.wc
+            t0 = self.seconds(store.events("campaign_started")[0].time)
+            v = view(store, wc.clock.now())
+            await self._progress(spec, max(0.0, v.now_s) / DAY_S, shown)
+            redo = _interrupted_action(session)
+            if redo is not None:  # finished first, as it was decided (#11's recovery)
+                await self._recover(session, spec, engine, redo, p)
+                continue
+            d = decide(v, p, engine.deck_plates)
+            if d.finished:
+                break
+            if not d.actions:
+                assert d.wake_at_s is not None
+                fc = []
+                for a, win in upcoming(v, p, self.params.windows):
+                    fc.append(
+                        self._request(
+                            spec,
+                            a,
+                            self._segments(a, p),
+                            wc.clock.elapsed(),
+                            t0 + win.due_s,
+                            None if win.closes_s is None else t0 + win.closes_s,
+                            win.hard,
+                            forecast=True,
+                            earliest=t0 + max(win.due_s, v.now_s),
                         )
-                    await self._ask(session, spec, wake_s=t0 + d.wake_at_s, forecasts=fc)
-                    continue
-                a = d.actions[0]
-                if a.kind is Kind.STOP:
-                    await engine.do(a)
-                    continue
-                win = action_window(a, v, p, self.params.windows)
-                req = self._request(
-                    spec,
-                    a,
-                    self._segments(a, p),
-                    wc.clock.elapsed(),
-                    t0 + win.due_s,
-                    None if win.closes_s is None else t0 + win.closes_s,
-                    win.hard,
-                )
-                rest = req.segments[1:]
-                await self._ask(session, spec, req=req)
-                wc = session.wc
-                wc.event(
-                    "scheduled",
-                    "scheduler",
-                    action=a.kind.value,
-                    plates=a.plates,
-                    reason=self._last_reason.get(spec.name, ""),
-                )
-                wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+                    )
+                await self._ask(session, spec, wake_s=t0 + d.wake_at_s, forecasts=fc)
+                continue
+            a = d.actions[0]
+            if a.kind is Kind.STOP:
                 await engine.do(a)
-            self._release(spec.name, session.wc.clock.elapsed())
-            self.event("campaign_done", spec.name)
-            for cb in self.on_progress:
-                await cb(spec.name, 100.0, f"{spec.name}: finished")
+                continue
+            win = action_window(a, v, p, self.params.windows)
+            req = self._request(
+                spec,
+                a,
+                self._segments(a, p),
+                wc.clock.elapsed(),
+                t0 + win.due_s,
+                None if win.closes_s is None else t0 + win.closes_s,
+                win.hard,
+            )
+            rest = req.segments[1:]
+            await self._ask(session, spec, req=req)
+            wc = session.wc
+            wc.event(
+                "scheduled",
+                "scheduler",
+                action=a.kind.value,
+                plates=a.plates,
+                reason=self._last_reason.get(spec.name, ""),
+            )
+            wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+            await engine.do(a)
+        self._release(spec.name, session.wc.clock.elapsed())
+        self.event("campaign_done", spec.name)
+        for cb in self.on_progress:
+            await cb(spec.name, 100.0, f"{spec.name}: finished")
 
     async def _recover(
         self,
@@ -568,7 +707,7 @@ class Floor:
         req.recovery = True
         self.recovering.discard(spec.name)
         rest = req.segments[1:]
-        await self._ask(session, spec, req=req)
+        await self._ask(session, spec, req=req, between_steps=False)
         session.wc.event(
             "scheduled",
             "scheduler",
@@ -601,7 +740,7 @@ class Floor:
                 earliest=e.due_s,
             )
             req.label = f"{spec.name}: {a.label} after the {why}"
-            await self._ask(session, spec, req=req)
+            await self._ask(session, spec, req=req, between_steps=False)
             session.wc.event(
                 "scheduled",
                 "scheduler",
