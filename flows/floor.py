@@ -16,11 +16,16 @@ state (Completed, or Failed with the campaign's error) and its own artifacts: a
 progress bar updated every simulated 6 h with the campaign's day and its next
 planned action, and its vessel table at the end.
 
+A campaign joins a floor that is running, or one on it is cancelled, through the
+floor's inbox (``flows/floor_requests.py``: the ``join floor`` and ``cancel on floor``
+deployments, ``workcell floor-join`` and ``workcell floor-cancel``): a joined campaign
+is a child run like the others; a cancelled one ends Cancelled, saying who and why.
+Run the floor again on the same folder to resume after a stop or a kill: the same
+campaigns, the joined ones included, carry on.
+
 Limits, honestly: the child runs are subflows of the floor's run, in the floor's
-process and event loop (the floor decides who goes next, so they cannot be started
-or stopped on their own); a campaign cannot join a floor already running, the
-floor is started with all of its campaigns (run it again on the same folder to
-resume after a stop or a kill, and the same campaigns carry on). A second floor on
+process and event loop (the floor decides who goes next), so the UI's own Cancel
+button on a child run is not how a campaign is stopped: ``cancel on floor`` is. A second floor on
 a folder whose floor is still running is refused before it starts (``floor.lock``,
 an ``flock`` the kernel frees when the process dies), as are a workcell with real
 devices, two campaigns of one name, and a run folder that cannot be made: the run
@@ -51,7 +56,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 
 from flows.artifacts import publish_vessels
 from protocols.campaign.engine import DAY_S, CampaignParams, summarize
@@ -99,13 +104,27 @@ def floor_lock(folder: Path, holder: str) -> Iterator[None]:
             who = f.read().strip() or "another process"
             raise WorkcellError(
                 f"the floor {folder} is already running ({who}): wait for it to end or "
-                "cancel it; to add a campaign, start the floor again with the whole list "
-                "(the folder resumes)"
+                "cancel it; to add a campaign to it, join it (join floor, or "
+                "`workcell floor-join`)"
             ) from None
         f.truncate(0)
         f.write(f"{holder}, pid {os.getpid()}\n")
         f.flush()
         yield
+
+
+def floor_running(folder: Path) -> bool:
+    """Whether a floor holds the folder's lock now (without taking it from anyone)."""
+    path = folder / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def floor_folder(run_dir: str) -> Path:
@@ -168,6 +187,9 @@ async def floor_campaign(spec: CampaignSpec, folder: str) -> str:
         await coro
     finally:
         floor.on_progress.remove(progress)
+    if spec.name in floor.cancelled:
+        c = floor.cancelled[spec.name]
+        return Cancelled(message=f"{spec.name}: cancelled by {c.by} ({c.reason})")  # type: ignore[return-value]
     if spec.name in floor.deferred:
         line = f"{spec.name}: not admitted (the incubator slots are taken)"
         return Completed(message=line, data=line)  # type: ignore[return-value]
@@ -252,7 +274,7 @@ async def _run_floor(
         result = await floor.run()
     finally:
         _FLOORS.pop(folder, None)
-        for spec in campaigns:
+        for spec in floor.specs:  # the joined ones too
             left = _PENDING.pop((folder, spec.name), None)
             if left is not None:
                 left.close()
@@ -261,9 +283,11 @@ async def _run_floor(
         key=artifact_key(folder, "device-busy"),
         description="every device's busy stretches, from the simulated lab's clock",
     )
-    admitted = len(campaigns) - len(floor.deferred)
+    every = floor.specs
+    admitted = len(every) - len(floor.deferred)
+    stopped = f", {len(floor.cancelled)} cancelled" if floor.cancelled else ""
     line = (
-        f"{admitted} of {len(campaigns)} campaigns run ({', '.join(c.name for c in campaigns)}); "
+        f"{admitted} of {len(every)} campaigns run ({', '.join(c.name for c in every)}){stopped}; "
         f"{result.grants} grants, {result.plans} plans, ended day {result.end_s / DAY_S:.2f}"
     )
     return Completed(message=line, data=result)  # type: ignore[return-value]

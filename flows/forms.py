@@ -248,6 +248,8 @@ def plumbing(operation: str, config: str | None, folder: Path) -> dict[str, Any]
         return fixed  # the batch's own run folder is named on the form, or by the harvest
     if operation == "floor":  # several campaigns, each in a run folder under it
         return {**fixed, "run_dir": str(where / "floor")}
+    if operation in ("join floor", "cancel on floor"):  # asks the floor's folder's floor
+        return {"run_dir": str(where / "floor")}
     return {**fixed, "run_dir": str(where)}
 
 

@@ -86,3 +86,40 @@ def test_the_plan_fits_the_page_and_says_each_thing_once() -> None:
     assert "| d1 00:30 | d1 00:50 | c0 | feed plate_1 | star | d1 00:00 | d1 12:00 (hard) |" in text
     assert "| c1 | image plate_1 (forecast) | d1 12:00 |" in text  # the next action
     assert "c0: feed" not in text  # the campaign has its own column
+
+
+def test_join_and_cancel_ask_the_running_floor_and_say_its_answer(tmp_path: Path) -> None:
+    """What ``join floor`` and ``workcell floor-join`` run, against a floor running in this
+    process (its lock held as ``flows/floor.py`` holds it); then with no floor running."""
+    import asyncio
+
+    from flows.floor_requests import ask_floor
+    from protocols.campaign.engine import CampaignParams
+    from protocols.campaign.floor import CampaignSpec, Floor
+    from protocols.campaign.inbox import Cancel
+    from tests.conftest import run
+
+    def spec(name: str) -> CampaignSpec:
+        return CampaignSpec(name=name, params=CampaignParams(max_days=2.2, max_vessels=12))
+
+    floor = Floor(tmp_path, [spec("a")])
+    said: list[str] = []
+
+    async def main() -> None:
+        going = asyncio.create_task(floor.run())
+        said.append(await ask_floor(str(tmp_path), "join", "b", spec("b")))
+        with pytest.raises(WorkcellError, match="already has a campaign 'b'"):
+            await ask_floor(str(tmp_path), "join", "b", spec("b"))
+        stop = Cancel(campaign="b", by="o.op", reason="wrong donor")
+        said.append(await ask_floor(str(tmp_path), "cancel", "b", stop))
+        await going
+
+    with floor_lock(tmp_path, "the test's floor"):
+        run(main())
+    assert said[0].startswith("b joined the floor") and "its run is 'b on" in said[0]
+    assert said[1].endswith("by o.op: it stops before its next step")
+    assert floor.cancelled["b"].reason == "wrong donor"
+    # the floor has ended: a request is refused before it is posted
+    with pytest.raises(WorkcellError, match="no floor is running on"):
+        run(ask_floor(str(tmp_path), "join", "c", spec("c")))
+    assert not list((tmp_path / "inbox").glob("*.json"))

@@ -58,7 +58,18 @@ def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path
         "expansion-campaign",
         "batch-release",
         "workcell-floor",
+        "join-floor",
+        "cancel-on-floor",
     }
+    # a campaign joins, or one stops on, the floor of the same folder
+    for asking in ("join-floor", "cancel-on-floor"):
+        assert deps[asking].parameters == {"run_dir": deps["workcell-floor"].parameters["run_dir"]}
+    join = deps["join-floor"]._parameter_openapi_schema.model_dump()
+    joiner = {k: p["default"] for k, p in join["properties"].items() if "default" in p}
+    assert set(joiner) == {"campaign"} and not _errors(joiner, join)
+    cancel = deps["cancel-on-floor"]._parameter_openapi_schema.model_dump()
+    said = _errors({"cancel": {"campaign": "a", "by": "o.op", "reason": ""}}, cancel)
+    assert said == ["'' is too short"], said
     floor = deps["workcell-floor"]._parameter_openapi_schema.model_dump()
     assert {"config", "run_dir"}.isdisjoint(floor["properties"])  # the deployment's
     assert deps["workcell-floor"].parameters["run_dir"] == str(

@@ -25,6 +25,7 @@ from prefect.workers.process import ProcessWorker
 
 from flows.campaign import campaign
 from flows.floor import floor_flow
+from flows.floor_requests import cancel_on_floor, join_floor
 from flows.forms import describe_deployment, form_schema, plumbing
 from flows.operations import OPERATION_FLOWS
 from flows.release import release
@@ -35,6 +36,8 @@ ENGINE_COMMAND = f"{sys.executable} -m flows.facility.engine"
 CAMPAIGN = "campaign"
 RELEASE = "release"  # the batch release, started by a harvested campaign
 FLOOR = "floor"  # several campaigns on this workcell under the scheduler (a dry-run)
+JOIN_FLOOR = "join floor"  # a campaign joins the running floor
+CANCEL_ON_FLOOR = "cancel on floor"  # a campaign on the running floor stops
 
 
 def pool_name(cfg: WorkcellConfig) -> str:
@@ -47,7 +50,14 @@ def deployment_name(operation: str, cfg: WorkcellConfig) -> str:
 
 
 def flows_by_operation() -> dict[str, Flow[..., Any]]:
-    return {**OPERATION_FLOWS, CAMPAIGN: campaign, RELEASE: release, FLOOR: floor_flow}
+    return {
+        **OPERATION_FLOWS,
+        CAMPAIGN: campaign,
+        RELEASE: release,
+        FLOOR: floor_flow,
+        JOIN_FLOOR: join_floor,
+        CANCEL_ON_FLOOR: cancel_on_floor,
+    }
 
 
 def job_template() -> dict[str, Any]:

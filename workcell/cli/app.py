@@ -502,6 +502,48 @@ def floor(
     raise typer.Exit(code=code)
 
 
+@app.command("floor-join")
+def floor_join(
+    run_dir: Annotated[Path, typer.Argument(help="the folder of the floor that is running")],
+    spec: Annotated[
+        Path, typer.Argument(help="JSON of the campaign (name, params, priority, start_day, donor)")
+    ],
+) -> None:
+    """Add a campaign to a floor that is running (``workcell floor``, or the UI's floor):
+    it starts at the floor's present, a flow run of its own under the floor's."""
+    from flows.floor_requests import ask_floor  # upward, lazily
+    from protocols.campaign.floor import CampaignSpec
+
+    try:
+        given = CampaignSpec.model_validate_json(spec.read_text())
+        out.print(asyncio.run(ask_floor(str(run_dir), "join", given.name, given)))
+    except WorkcellError as e:
+        raise _fail(e) from None
+    except (OSError, ValueError) as e:
+        raise _fail(WorkcellError(f"campaign {spec}: {e}")) from None
+
+
+@app.command("floor-cancel")
+def floor_cancel(
+    run_dir: Annotated[Path, typer.Argument(help="the folder of the floor that is running")],
+    campaign: Annotated[str, typer.Argument(help="the campaign to stop")],
+    by: Annotated[str, typer.Option(help="who cancels it (a user id)")],
+    reason: Annotated[str, typer.Option(help="why, for the batch record")],
+) -> None:
+    """Stop a campaign on a floor that is running, before its next step (a step under way
+    ends first); both records say who and why."""
+    from flows.floor_requests import ask_floor  # upward, lazily
+    from protocols.campaign.inbox import Cancel
+
+    try:
+        cancel = Cancel(campaign=campaign, by=by, reason=reason)
+        out.print(asyncio.run(ask_floor(str(run_dir), "cancel", campaign, cancel)))
+    except WorkcellError as e:
+        raise _fail(e) from None
+    except ValueError as e:
+        raise _fail(WorkcellError(f"cancel {campaign}: {e}")) from None
+
+
 @app.command()
 def lab(
     config: ConfigOpt = DEFAULT_CONFIG,

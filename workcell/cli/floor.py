@@ -4,8 +4,10 @@
 Prefect API in ``PREFECT_API_URL``, or on a temporary server it starts, and prints
 each campaign's outcome and the floor's figures. Each campaign is a flow run of its
 own under the floor's. Running it again on the same folder resumes the floor after
-a stop or a kill (the interrupted campaign's step first); a floor already running
-cannot be joined by a new campaign.
+a stop or a kill (the interrupted campaign's step first). While it runs, another
+terminal adds a campaign (``workcell floor-join FOLDER SPEC.json``) or stops one
+(``workcell floor-cancel FOLDER NAME --by ID --reason WHY``); a joined campaign gets
+its bar here when it starts.
 """
 
 from __future__ import annotations
