@@ -265,7 +265,9 @@ async def _run_floor(
 
     async def runner(spec: CampaignSpec, coro: Coroutine[Any, Any, None]) -> None:
         _PENDING[(folder, spec.name)] = coro
-        await floor_campaign(spec=spec, folder=folder)
+        state = await floor_campaign(spec=spec, folder=folder, return_state=True)
+        if not state.is_cancelled():  # a cancelled campaign ends alone; a failure, loudly
+            await state.aresult()
 
     floor.on_plan.append(on_plan)
     floor.runner = runner

@@ -43,8 +43,13 @@ async def ask_floor(
     folder = Path(run_dir).resolve()
     if not (folder / FLOOR_STORE).exists() or not floor_running(folder):
         raise WorkcellError(
-            f"no floor is running on {folder}: start one (floor @ <workcell>, or "
-            "`workcell floor FOLDER`) with this campaign in its list"
+            f"no floor is running on {folder}: "
+            + (
+                "start one (floor @ <workcell>, or `workcell floor FOLDER`) with this "
+                "campaign in its list"
+                if kind == "join"
+                else f"nothing to cancel ({campaign} has ended, or never ran there)"
+            )
         )
     ticket = inbox.post(folder, kind, campaign, item)
     answer = await asyncio.to_thread(

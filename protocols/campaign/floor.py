@@ -140,6 +140,8 @@ class FloorResult(BaseModel):
     fallbacks: int
     end_s: float
     deferred_starts: dict[str, float] = Field(default_factory=dict)
+    specs: list[CampaignSpec] = Field(default_factory=list)  # those that joined included
+    cancelled: dict[str, str] = Field(default_factory=dict)  # campaign: by whom, and why
 
 
 class CampaignCancelled(Exception):
@@ -320,6 +322,8 @@ class Floor:
             fallbacks=self.scheduler.fallbacks,
             end_s=self.now,
             deferred_starts=self.deferred,
+            specs=self.specs,
+            cancelled={n: f"{c.by} ({c.reason})" for n, c in self.cancelled.items()},
         )
 
     def _take_inbox(self, tasks: dict[str, asyncio.Task[None]], live: set[str]) -> bool:

@@ -514,13 +514,8 @@ def floor_join(
     from flows.floor_requests import ask_floor  # upward, lazily
     from protocols.campaign.floor import CampaignSpec
 
-    try:
-        given = CampaignSpec.model_validate_json(spec.read_text())
-        out.print(asyncio.run(ask_floor(str(run_dir), "join", given.name, given)))
-    except WorkcellError as e:
-        raise _fail(e) from None
-    except (OSError, ValueError) as e:
-        raise _fail(WorkcellError(f"campaign {spec}: {e}")) from None
+    given = CampaignSpec.model_validate_json(spec.read_text())  # refused in one line each
+    out.print(asyncio.run(ask_floor(str(run_dir), "join", given.name, given)))
 
 
 @app.command("floor-cancel")
@@ -535,13 +530,8 @@ def floor_cancel(
     from flows.floor_requests import ask_floor  # upward, lazily
     from protocols.campaign.inbox import Cancel
 
-    try:
-        cancel = Cancel(campaign=campaign, by=by, reason=reason)
-        out.print(asyncio.run(ask_floor(str(run_dir), "cancel", campaign, cancel)))
-    except WorkcellError as e:
-        raise _fail(e) from None
-    except ValueError as e:
-        raise _fail(WorkcellError(f"cancel {campaign}: {e}")) from None
+    cancel = Cancel(campaign=campaign, by=by, reason=reason)
+    out.print(asyncio.run(ask_floor(str(run_dir), "cancel", campaign, cancel)))
 
 
 @app.command()

@@ -82,8 +82,11 @@ def run_floor_cli(
     table = Table(title=f"floor {folder}")
     for col in ("campaign", "outcome", "scheduled grants"):
         table.add_column(col)
-    for s in specs:
+    for s in result.specs:  # those that joined while it ran too
         path = folder / s.name / STORE_FILE
+        if s.name in result.cancelled:
+            table.add_row(s.name, f"cancelled by {result.cancelled[s.name]}", "-")
+            continue
         if not path.exists():
             table.add_row(s.name, "not admitted (incubator slots)", "0")
             continue
