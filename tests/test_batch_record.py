@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -674,3 +675,39 @@ def test_a_crash_before_the_first_anchor_or_mid_anchor_is_not_damage(tmp_path: P
     head.unlink()
     with pytest.raises(WorkcellError, match="no anchor beside it"):
         refuse_damaged(path)
+
+
+def test_a_signature_written_while_the_release_verifies_is_not_a_tampered_row(
+    ready: Path, registry: UserRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (the command line's ``release sign``) commits between two of the
+    release's reads: verification reads one snapshot, and the release judges the entries
+    it verified (a fresh clone's browser test saw "row 49 was not written by any record
+    entry" from this race)."""
+    from workcell.record import BatchRecord
+
+    checker = Store(ready / STORE_FILE)
+    other = Store(ready / STORE_FILE)
+    entries = BatchRecord.entries
+    writes = {"left": 2}
+
+    def entries_then_a_write(self: BatchRecord, type_: str | None = None) -> list[Any]:
+        got = entries(self, type_)
+        if self is checker.record and writes["left"]:
+            writes["left"] -= 1  # the other process signs between this read and the next
+            other.add_event(
+                Event(time=datetime.now(UTC), kind="note", actor="o.operator", data={"n": 1})
+            )
+        return got
+
+    monkeypatch.setattr(BatchRecord, "entries", entries_then_a_write)
+    try:
+        state = release_state(checker, registry)
+        assert state.integrity.ok, state.integrity.problems
+        assert writes["left"] == 0  # both writes happened while it verified
+        assert state.integrity.entries == checker.record.head()[0]  # it judged them all
+        monkeypatch.setattr(BatchRecord, "entries", entries)
+        assert release_state(checker, registry).integrity.ok
+    finally:
+        checker.close()
+        other.close()

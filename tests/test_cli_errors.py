@@ -157,6 +157,16 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
             [str(tmp / "floor"), "--config", str(b["latin1_config"])],
             [run],  # a file, not a folder
         ],
+        "floor-join": [
+            [str(tmp / "floor"), str(b["latin1_params"])],
+            [str(tmp / "floor"), str(b["good_params"])],  # not a campaign
+            [str(tmp / "floor"), missing_out + ".json"],
+        ],
+        "floor-cancel": [
+            [str(tmp / "floor"), "c0", "--by", "o.op", "--reason", "no floor runs there"],
+            [str(tmp / "floor"), "c 0", "--by", "o.op", "--reason", "not a name"],
+            [str(tmp / "floor"), "c0", "--by", "o.op", "--reason", ""],
+        ],
     }
 
 

@@ -222,6 +222,7 @@ class Store:
         self.path = str(path)
         self.read_only = read_only
         self._depth = 0
+        self._reading = False  # inside ``snapshot()``
         self._pending_anchor: list[str] = []
         self._wrote = False  # this connection committed something (close anchors it)
         self._head_file: Path | None = None
@@ -298,6 +299,8 @@ class Store:
         """A write: its own transaction, or part of the enclosing ``transaction()``."""
         if self.read_only:
             raise WorkcellError(f"the store {self.path} is open read-only")
+        if self._reading:
+            raise WorkcellError(f"a write to {self.path} inside a read snapshot")
         if self._depth:
             self._depth += 1
             try:
@@ -317,6 +320,25 @@ class Store:
         finally:
             self._depth = 0
         self._write_anchor()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that all see one state of the file (a read transaction: in WAL mode its
+        first read fixes what the rest see). Why: the release and ``workcell verify``
+        compare the record with the tables it wrote, in several reads; another process
+        (a signature from the command line, a flow run) may commit between two of them,
+        and a check that read the record before and the tables after would report a row
+        no entry wrote. Inside a write, the write's own view is the snapshot already."""
+        if self._reading or self._depth or self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        self._reading = True  # a write now would end the snapshot: ``_tx`` refuses it
+        try:
+            yield
+        finally:
+            self._reading = False
+            self._db.rollback()
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group writes: all of them land together, or (on a crash) none of them."""

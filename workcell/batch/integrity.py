@@ -64,23 +64,12 @@ def verify_store(
 ) -> Integrity:
     """Every check on an open store; ``external`` is [(source, anchors)] from elsewhere."""
     problems: list[str] = []
+    # The anchors first, then the store in one snapshot: a writer commits before it
+    # anchors, so anchors read before the snapshot never claim more than it holds.
+    anchored = 0
+    sources = list(external or [])
+    head = store.head_file
     try:
-        rows = store.sqlite_check()
-        if rows != ["ok"]:
-            problems.append("SQLite integrity check: " + "; ".join(rows[:5]))
-        missing = {"record", "record_head"} - store.tables()
-        if missing:
-            return _failed(
-                f"the store holds no batch record: table {', '.join(sorted(missing))} is gone"
-                + ("; " + "; ".join(problems) if problems else "")
-            )
-        chain = store.record.verify()
-        entries, head_hash = chain.entries, chain.head_hash
-        if not chain.ok:
-            problems.append(f"at entry {chain.first_bad}: {chain.problem}")
-        anchored = 0
-        sources = list(external or [])
-        head = store.head_file
         if head is not None:
             if head.is_file():
                 beside = anchor.read(head)
@@ -93,15 +82,8 @@ def verify_store(
                     f"no anchor beside the store ({head.name} is missing): "
                     "the record cannot be checked for removed entries"
                 )
-        for source, anchors in sources:
-            disagree = check_anchors(store.record, anchors, source)
-            if disagree:  # the first says where; the rest only how many
-                first = disagree[0]
-                more = f" (and {len(disagree) - 1} later anchors)" if len(disagree) > 1 else ""
-                problems.append(f"at entry {first.first_bad}: {first.problem}{more}")
-        if chain.ok:  # rebuilding from a broken chain would only repeat its problem
-            problems += store.derived_mismatches()
-            problems += check_signatures(store, registry)
+        with store.snapshot():
+            entries, head_hash = _check(store, registry, sources, problems)
     except sqlite3.DatabaseError as e:
         damaged = store.unreadable_tables()
         where = f" (unreadable: {', '.join(damaged)})" if damaged else ""
@@ -110,6 +92,8 @@ def verify_store(
     except WorkcellError as e:
         problems.append(str(e))
         return Integrity(ok=False, problems=problems)
+    if entries < 0:  # no record to check anything against
+        return Integrity(ok=False, problems=problems)
     return Integrity(
         ok=not problems,
         entries=entries,
@@ -117,6 +101,38 @@ def verify_store(
         anchored=anchored,
         problems=problems,
     )
+
+
+def _check(
+    store: Store,
+    registry: UserRegistry | None,
+    sources: list[tuple[str, list[Anchor]]],
+    problems: list[str],
+) -> tuple[int, str]:
+    """The store's own checks (inside one snapshot), appending to ``problems``; the
+    record's entries and head hash (entries -1: the store holds no record)."""
+    rows = store.sqlite_check()
+    if rows != ["ok"]:
+        problems.append("SQLite integrity check: " + "; ".join(rows[:5]))
+    missing = {"record", "record_head"} - store.tables()
+    if missing:
+        problems.insert(
+            0, f"the store holds no batch record: table {', '.join(sorted(missing))} is gone"
+        )
+        return -1, ""
+    chain = store.record.verify()
+    if not chain.ok:
+        problems.append(f"at entry {chain.first_bad}: {chain.problem}")
+    for source, anchors in sources:
+        disagree = check_anchors(store.record, anchors, source)
+        if disagree:  # the first says where; the rest only how many
+            first = disagree[0]
+            more = f" (and {len(disagree) - 1} later anchors)" if len(disagree) > 1 else ""
+            problems.append(f"at entry {first.first_bad}: {first.problem}{more}")
+    if chain.ok:  # rebuilding from a broken chain would only repeat its problem
+        problems += store.derived_mismatches()
+        problems += check_signatures(store, registry)
+    return chain.entries, chain.head_hash
 
 
 def verify_run(

@@ -321,10 +321,23 @@ class ReleaseState(BaseModel):
 def release_state(
     store: Store, registry: UserRegistry | None, spec: ReleaseSpec | None = None
 ) -> ReleaseState:
-    """Verify the record first (chain, anchors, derived tables, signatures), then judge."""
-    integrity = verify_store(store, registry)
-    criteria = evaluate(store, spec)
-    sigs, _ = read_signatures(store)
+    """Verify the record first (chain, anchors, derived tables, signatures), then judge
+    what was verified: the criteria and signatures are read in a snapshot holding the
+    same entries (another process writing meanwhile, e.g. a signature from the command
+    line, means verifying again)."""
+    for _ in range(20):
+        integrity = verify_store(store, registry)
+        with store.snapshot():
+            if integrity.ok and store.record.head()[0] != integrity.entries:
+                continue  # written between the two: verify what will be judged
+            criteria = evaluate(store, spec)
+            sigs, _ = read_signatures(store)
+        break
+    else:
+        raise WorkcellError(
+            f"the record of {store.path} kept changing while it was verified: try again when "
+            "nothing writes to it"
+        )
 
     def state(stage: Stage, reason: str) -> ReleaseState:
         return ReleaseState(
