@@ -679,15 +679,8 @@ class Floor:
             )
             rest = req.segments[1:]
             await self._ask(session, spec, req=req)
-            wc = session.wc
-            wc.event(
-                "scheduled",
-                "scheduler",
-                action=a.kind.value,
-                plates=a.plates,
-                reason=self._last_reason.get(spec.name, ""),
-            )
-            wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+            self._scheduled(session, spec, a, a.kind.value)
+            session.wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
             await engine.do(a)
         self._release(spec.name, session.wc.clock.elapsed())
         self.event("campaign_done", spec.name)
@@ -712,15 +705,19 @@ class Floor:
         self.recovering.discard(spec.name)
         rest = req.segments[1:]
         await self._ask(session, spec, req=req, between_steps=False)
+        self._scheduled(session, spec, a, f"{a.kind.value} (recovery)")
+        session.wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
+        await engine.finish_interrupted()
+
+    def _scheduled(self, session: Session, spec: CampaignSpec, a: Action, what: str) -> None:
+        """The grant, in the campaign's own batch record, with the floor's reason."""
         session.wc.event(
             "scheduled",
             "scheduler",
-            action=f"{a.kind.value} (recovery)",
+            action=what,
             plates=a.plates,
             reason=self._last_reason.get(spec.name, ""),
         )
-        session.wc.devices_free_hook = self._gap_hook(session, spec, a, rest, p)
-        await engine.finish_interrupted()
 
     def _gap_hook(
         self, session: Session, spec: CampaignSpec, a: Action, rest: list[Seg], p: CampaignParams
@@ -745,13 +742,7 @@ class Floor:
             )
             req.label = f"{spec.name}: {a.label} after the {why}"
             await self._ask(session, spec, req=req, between_steps=False)
-            session.wc.event(
-                "scheduled",
-                "scheduler",
-                action=f"{a.kind.value} ({why} done)",
-                plates=a.plates,
-                reason=self._last_reason.get(spec.name, ""),
-            )
+            self._scheduled(session, spec, a, f"{a.kind.value} ({why} done)")
 
         return hook
 

@@ -38,7 +38,7 @@ class Cancel(BaseModel):
     """Stop a campaign on a running floor before its next step (a step under way ends
     first: cells in enzyme are never abandoned)."""
 
-    model_config = ConfigDict(extra="forbid", title="Cancel a campaign")
+    model_config = ConfigDict(extra="forbid", title="Cancellation")
 
     campaign: str = Field(
         min_length=1, pattern=r"^[A-Za-z0-9_-]+$", title="Campaign", description="its name"
