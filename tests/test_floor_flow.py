@@ -4,6 +4,8 @@ its progress; the plan of each day is published while the floor runs, not at its
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,65 @@ def test_the_floor_flow_runs_each_campaign_as_its_own_flow_run_and_publishes_the
             assert store.events("campaign_started") and store.events("scheduled")
         finally:
             store.close()
+
+
+def test_a_campaign_joins_the_running_floor_and_another_is_cancelled_from_their_deployments(
+    tmp_path: Path,
+) -> None:
+    """As an operator does from the UI: ``join floor`` while the floor runs, then
+    ``cancel on floor``; judged from the Prefect API and the batch records."""
+    with prefect_and_workcell(tmp_path, ui=False) as served:
+        floor_dep = served.deployment_id("floor @ ui-workcell")
+        join_dep = served.deployment_id("join floor @ ui-workcell")
+        cancel_dep = served.deployment_id("cancel on floor @ ui-workcell")
+        folder = served.run_dir / "floor"
+        record = folder / "floor.sqlite"
+
+        def start(dep: str, parameters: dict[str, Any]) -> str:
+            made = served.api(f"/deployments/{dep}/create_flow_run", {"parameters": parameters})
+            return str(made["id"])
+
+        # no floor yet: the join is refused in one line, and nothing is left to start later
+        early = start(join_dep, {"campaign": {"name": "b", "params": {"max_days": 3}}})
+        refused = served.wait_state(early, {"Failed"})
+        assert refused["state"]["message"].startswith("b not joined: no floor is running on")
+
+        floor_id = start(floor_dep, {"campaigns": [{"name": "a", "params": {"max_days": 20}}]})
+        deadline = time.monotonic() + 300
+        while not (record.exists() and _granted(record)):
+            assert time.monotonic() < deadline, "the floor did not start"
+            time.sleep(0.5)
+        joined = served.wait_state(
+            start(join_dep, {"campaign": {"name": "b", "params": {"max_days": 4}}}),
+            {"Completed"},
+        )
+        assert re.match(
+            r"b joined the floor floor at day \d+\.\d\d: its run is 'b on floor'",
+            joined["state"]["message"],
+        ), joined["state"]["message"]
+        stop = {"campaign": "a", "by": "o.op", "reason": "donor consent withdrawn"}
+        cancelled = served.wait_state(start(cancel_dep, {"cancel": stop}), {"Completed"})
+        assert "a is cancelled on the floor floor by o.op" in cancelled["state"]["message"]
+        floor = served.wait_state(floor_id, {"Completed"}, timeout=600)
+        children = served.api(
+            "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [floor_id]}}}
+        )
+    assert "2 of 2 campaigns run (a, b), 1 cancelled" in floor["state"]["message"]
+    states = {c["name"]: (c["state"]["name"], c["state"]["message"]) for c in children}
+    assert states["a on floor"] == ("Cancelled", "a: cancelled by o.op (donor consent withdrawn)")
+    assert states["b on floor"][0] == "Completed"
+    store = Store(folder / "a" / STORE_FILE)
+    try:
+        (stopped,) = store.events("campaign_cancelled")
+        assert stopped.actor == "o.op" and not store.events("campaign_finished")
+    finally:
+        store.close()
+    assert not (folder / "inbox").exists() or not list((folder / "inbox").glob("*.json"))
+
+
+def _granted(record: Path) -> bool:
+    store = Store(record, read_only=True)
+    try:
+        return bool(store.events("granted"))
+    finally:
+        store.close()
