@@ -73,6 +73,18 @@ async def ask_floor(
     )
 
 
+async def _flow_answer(
+    run_dir: str, kind: Literal["join", "cancel"], campaign: str, item: BaseModel, refused: str
+) -> str:
+    """The flow run's end: Completed with the floor's answer, or Failed saying why."""
+    try:
+        line = await ask_floor(run_dir, kind, campaign, item)
+    except WorkcellError as e:
+        get_run_logger().error(f"{campaign} {refused}: {e}")
+        return Failed(message=f"{campaign} {refused}: {e}")  # type: ignore[return-value]
+    return Completed(message=line, data=line)  # type: ignore[return-value]
+
+
 def _join_run_name() -> str:
     from prefect.runtime import flow_run
 
@@ -88,12 +100,7 @@ async def join_floor(
 ) -> str:
     """Add a campaign to the floor that is running: it starts at the floor's present, a
     flow run of its own under the floor's."""
-    try:
-        line = await ask_floor(run_dir, "join", campaign.name, campaign)
-    except WorkcellError as e:
-        get_run_logger().error(f"{campaign.name} not joined: {e}")
-        return Failed(message=f"{campaign.name} not joined: {e}")  # type: ignore[return-value]
-    return Completed(message=line, data=line)  # type: ignore[return-value]
+    return await _flow_answer(run_dir, "join", campaign.name, campaign, "not joined")
 
 
 def _cancel_run_name() -> str:
@@ -108,9 +115,4 @@ def _cancel_run_name() -> str:
 async def cancel_on_floor(cancel: Cancel, run_dir: str = "runs/floor") -> str:
     """Stop a campaign on the floor that is running, before its next step; the batch
     record says who and why."""
-    try:
-        line = await ask_floor(run_dir, "cancel", cancel.campaign, cancel)
-    except WorkcellError as e:
-        get_run_logger().error(f"{cancel.campaign} not cancelled: {e}")
-        return Failed(message=f"{cancel.campaign} not cancelled: {e}")  # type: ignore[return-value]
-    return Completed(message=line, data=line)  # type: ignore[return-value]
+    return await _flow_answer(run_dir, "cancel", cancel.campaign, cancel, "not cancelled")
