@@ -98,6 +98,14 @@ FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
             "incubator slots; the defaults suit a dry-run",
         ),
     },
+    "join-floor": {
+        "campaign": (
+            "Campaign that joins",
+            "one campaign, filled in as on the floor's form, with a name the floor does not "
+            "have yet (its run folder); it starts at the floor's present, or at its start "
+            "day if that is later",
+        ),
+    },
 }
 
 

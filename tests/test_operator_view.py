@@ -67,9 +67,18 @@ def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path
     join = deps["join-floor"]._parameter_openapi_schema.model_dump()
     joiner = {k: p["default"] for k, p in join["properties"].items() if "default" in p}
     assert set(joiner) == {"campaign"} and not _errors(joiner, join)
+    # titled for people, not the model's class name (the UI showed "CampaignSpec")
+    assert join["properties"]["campaign"]["title"] == "Campaign that joins"
+    assert "a name the floor does not have yet" in join["properties"]["campaign"]["description"]
     cancel = deps["cancel-on-floor"]._parameter_openapi_schema.model_dump()
     said = _errors({"cancel": {"campaign": "a", "by": "o.op", "reason": ""}}, cancel)
     assert said == ["'' is too short"], said
+    asked = cancel["definitions"]["Cancel"]["properties"]
+    assert [asked[k]["title"] for k in ("campaign", "by", "reason")] == [
+        "Campaign to stop",
+        "Your user id",
+        "Reason",
+    ]
     floor = deps["workcell-floor"]._parameter_openapi_schema.model_dump()
     assert {"config", "run_dir"}.isdisjoint(floor["properties"])  # the deployment's
     assert deps["workcell-floor"].parameters["run_dir"] == str(

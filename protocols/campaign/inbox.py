@@ -41,10 +41,21 @@ class Cancel(BaseModel):
     model_config = ConfigDict(extra="forbid", title="Cancellation")
 
     campaign: str = Field(
-        min_length=1, pattern=r"^[A-Za-z0-9_-]+$", title="Campaign", description="its name"
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        title="Campaign to stop",
+        description="its name on the floor (its run is 'NAME on floor')",
     )
-    by: str = Field(min_length=1, title="By", description="who cancels it (a user id)")
-    reason: str = Field(min_length=3, title="Reason", description="why, for the batch record")
+    by: str = Field(
+        min_length=1,
+        title="Your user id",
+        description="who cancels it: written in its batch record and the floor's",
+    )
+    reason: str = Field(
+        min_length=3,
+        title="Reason",
+        description="why it stops, for the batch record (3 characters at least)",
+    )
 
 
 class Posted(BaseModel):
