@@ -62,14 +62,15 @@ async def ask_floor(
     )
     if answer.kind in ("join_refused", "cancel_refused"):
         raise WorkcellError(str(answer.data.get("reason", "refused")))
+    # as the floor's run is named: "the floor" for the deployments' folder, else its name
+    floor = "the floor" if folder.name == "floor" else f"the floor {folder.name}"
     if kind == "join":
         return (
-            f"{campaign} joined the floor {folder.name} at day {answer.data['at_day']:.2f}: "
+            f"{campaign} joined {floor} at day {answer.data['at_day']:.2f}: "
             f"its run is '{campaign} on {folder.name}'"
         )
     return (
-        f"{campaign} is cancelled on the floor {folder.name} by {answer.data['by']}: it stops "
-        "before its next step"
+        f"{campaign} is cancelled on {floor} by {answer.data['by']}: it stops before its next step"
     )
 
 

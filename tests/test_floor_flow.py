@@ -127,12 +127,12 @@ def test_a_campaign_joins_the_running_floor_and_another_is_cancelled_from_their_
             {"Completed"},
         )
         assert re.match(
-            r"b joined the floor floor at day \d+\.\d\d: its run is 'b on floor'",
+            r"b joined the floor at day \d+\.\d\d: its run is 'b on floor'",
             joined["state"]["message"],
         ), joined["state"]["message"]
         stop = {"campaign": "a", "by": "o.op", "reason": "donor consent withdrawn"}
         cancelled = served.wait_state(start(cancel_dep, {"cancel": stop}), {"Completed"})
-        assert "a is cancelled on the floor floor by o.op" in cancelled["state"]["message"]
+        assert "a is cancelled on the floor by o.op" in cancelled["state"]["message"]
         floor = served.wait_state(floor_id, {"Completed"}, timeout=600)
         children = served.api(
             "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [floor_id]}}}
