@@ -1,9 +1,10 @@
 """Detach and pool: the half of passaging and harvest that is the same.
 
-Bench version, plate by plate: aspirate the medium (leaving a wet residual; a tip
-per well, discarded from above the waste), wash with PBS and aspirate it (again a
-tip per well), add the detachment enzyme, incubate at 37 C for the set time, and
-neutralise with medium; then the next plate. Once every plate is neutralised, each
+Bench version, plate by plate: fetch the plate from the incubator (at its turn),
+aspirate the medium (leaving a wet residual; a tip per well, discarded from above
+the waste), wash with PBS and aspirate it (again a tip per well), add the
+detachment enzyme, incubate at 37 C for the set time, and neutralise with medium;
+then the next plate. Once every plate is neutralised, each
 well is resuspended by pipetting and everything is pooled into a tube, and a
 sample of the pool is counted. How many cells lift, and how many the enzyme kills,
 the culture model decides from the incubation time.
@@ -211,9 +212,11 @@ def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
 async def detach_and_pool(
     wc: Workcell, targets: list[Target], plan: DetachPlan, d: DetachParams, actor: str
 ) -> CountResult:
-    """Carry out the plan; the plates are on the deck. Returns the count of the pool.
+    """Carry out the plan; the plates are on the deck or in the incubator. Returns the count
+    of the pool.
 
-    Plate by plate: drain, wash, enzyme, incubate (the plate alone, in the incubator,
+    Plate by plate: fetch (at its turn, so no plate waits on the deck for the others),
+    drain, wash, enzyme, incubate (the plate alone, in the incubator,
     for the enzyme's set time from its last well's enzyme), neutralise; then the
     next plate. Once all are neutralised, each plate is resuspended and pooled.
 
@@ -269,6 +272,7 @@ async def detach_and_pool(
         # only the last plate's incubation leaves the devices free for a scheduler: the
         # earlier ones are followed by the next plate's work, which must not wait
         lend = plate == last
+        await _fetch_at_turn(wc, plate)
         await _finish_first_batch(wc, plate, group, d, neutralise, lend)
         # spent medium out, a tip per well; PBS in by one tip; PBS out, a tip per well
         await stage(
@@ -383,6 +387,21 @@ async def detach_and_pool(
 
         u.then(record)
     return count
+
+
+async def _fetch_at_turn(wc: Workcell, plate: str) -> None:
+    """A plate comes out of the incubator at its turn, not with the others at the start.
+
+    Fetched together, the last of n plates would wait on the deck for the n - 1 before
+    it (about 21 min each): past the out-of-incubator window (90 min) from the sixth
+    plate of a harvest. A plate in its enzyme incubation (a resumed step) stays in: its
+    incubation (``_incubate``) brings it out when its time is up.
+    """
+    if not wc.in_incubator(plate):
+        return
+    if wc.journal.done(f"incubate_in:{plate}") or wc.journal.done(f"incubate_in:first:{plate}"):
+        return
+    await wc.fetch_plate(plate)
 
 
 def once_event(wc: Workcell, key: str, kind: str, actor: str, **data: Any) -> None:

@@ -130,9 +130,7 @@ async def run(wc: Workcell, params: HarvestParams, actor: str = NAME) -> Harvest
         protocol=NAME,
         params=params.model_dump(mode="json"),
     )
-    for plate in params.plates:  # (a plate already in its enzyme incubation stays there)
-        if wc.in_incubator(plate) and not wc.journal.done(f"incubate_in:{plate}"):
-            await wc.fetch_plate(plate)
+    # each plate is fetched from the incubator at its turn (``detach_and_pool``)
     try:
         count = await detach_and_pool(wc, targets, detach, d, actor)
     except Exception as err:
