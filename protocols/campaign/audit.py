@@ -9,6 +9,18 @@ no device was used by two campaigns at once (a device's use runs from each actio
 intent, committed as it was sent, to its completion, the device's reply; actions
 less than ``RUN_GAP_S`` apart are one use, and the uses' total is its busy time).
 
+Two shared resources are judged the same way, from what happened:
+
+* the deck's working positions: a culture plate holds one while it is on the deck
+  with live cells (from its first vessel's creation there, or its move onto the
+  deck, to its move into the incubator, or until its last vessel is passaged,
+  harvested or discarded); ``deck_peak`` is the most plates of all campaigns on the
+  deck at once, ``deck_overfull`` how many times a plate came onto a full deck;
+* the incubator's plate mover: each plate move (the incubator's fetch and take-in,
+  the arm's move between deck and incubator, intent to reply) and each stay of a
+  plate on the incubator's transfer station (where the imager reads it) is a use;
+  ``mover_overlaps`` counts uses by two campaigns at once.
+
 The enzyme window is measured from an enzyme batch's last plate's enzyme (the
 plates then go into the incubator) to the event that starts neutralisation. Each
 plate is an enzyme batch of its own (``protocols/detachment.py``), so this is each
@@ -29,6 +41,8 @@ from protocols.campaign.windows import HOUR_S, WindowParams
 from workcell.store import STORE_FILE, Store
 
 RUN_GAP_S = 120.0  # device actions further apart than this are separate uses
+MOVER = ("incubator", "arm")  # the devices that move plates between incubator and deck
+TRANSFER = "transfer_station"
 
 
 class Violation(BaseModel):
@@ -49,6 +63,13 @@ class Audit(BaseModel):
     images: int
     device_overlaps: int
     device_busy_s: dict[str, float]
+    deck_peak: int = Field(default=0, description="most culture plates on the deck at once")
+    deck_overfull: int = Field(
+        default=0, description="times a plate came onto the deck with every position taken"
+    )
+    mover_overlaps: int = Field(
+        default=0, description="plate moves (or transfer-station stays) of two campaigns at once"
+    )
 
     @property
     def hard(self) -> int:
@@ -60,13 +81,18 @@ def audit(
     params: dict[str, CampaignParams],
     w: WindowParams,
     shared: tuple[str, ...] = ("star", "imager", "counter"),
+    deck_positions: int | None = None,
 ) -> Audit:
+    """Judge the campaigns' records: every window, device overlaps, the deck's working
+    positions (against ``deck_positions``, if given) and the plate mover."""
     out: list[Violation] = []
     soft = 0.0
     waits: list[float] = []
     first_plate = 0.0
     feeds = images = 0
     uses: dict[str, list[tuple[float, float, str]]] = {}
+    on_deck: list[tuple[float, float, str]] = []  # (from, to, campaign) per plate's stay
+    mover: list[tuple[float, float, str]] = []
     origin: datetime | None = None
     for name, folder in run_dirs.items():
         if not (folder / STORE_FILE).exists():
@@ -169,6 +195,8 @@ def audit(
                     times.setdefault(entry.actor, []).append(
                         ((began - t0).total_seconds(), (entry.process_time - t0).total_seconds())
                     )
+            on_deck += _deck_stays(store, t0, name)
+            mover += _mover_uses(store, t0, name, sent)
             for dev, ts in times.items():
                 ts.sort()
                 a, b = ts[0]
@@ -190,6 +218,8 @@ def audit(
             if any(end > a and other != c for end, other in reach):
                 overlaps += 1
             reach = [(end, other) for end, other in reach if end > a] + [(b, c)]
+    mover_overlaps = _overlaps(mover)
+    peak, overfull = _deck_load(on_deck, deck_positions)
     return Audit(
         campaigns=len(run_dirs),
         violations=out,
@@ -200,4 +230,90 @@ def audit(
         images=images,
         device_overlaps=overlaps,
         device_busy_s=busy,
+        deck_peak=peak,
+        deck_overfull=overfull,
+        mover_overlaps=mover_overlaps,
     )
+
+
+def _deck_stays(store: Store, t0: datetime, campaign: str) -> list[tuple[float, float, str]]:
+    """Each culture plate's stays on the deck with live cells, from the record: where its
+    vessels were created and moved (``plate_moved``) and when they stopped being live."""
+    changes: list[tuple[datetime, int, str, str, str]] = []  # (time, order, plate, what, arg)
+    plate_of: dict[str, str] = {}
+    for e in store.record.entries("vessel"):
+        if e.kind == "vessel_created" and e.vessel_id:
+            plate = str(e.data.get("plate", ""))
+            plate_of[e.vessel_id] = plate
+            changes.append((e.process_time, 0, plate, "live", e.vessel_id))
+            changes.append((e.process_time, 1, plate, "at", str(e.data.get("location", ""))))
+        elif e.kind == "vessel_state" and e.vessel_id in plate_of and e.data["state"] != "active":
+            changes.append((e.process_time, 2, plate_of[e.vessel_id], "gone", e.vessel_id))
+    for ev in store.events("plate_moved"):
+        changes.append((ev.time, 1, str(ev.data["plate"]), "at", str(ev.data["location"])))
+    changes.sort(key=lambda c: (c[0], c[1]))
+    live: dict[str, set[str]] = {}
+    where: dict[str, str] = {}
+    since: dict[str, float] = {}
+    out: list[tuple[float, float, str]] = []
+    for t, _, plate, what, arg in changes:
+        if what == "live":
+            live.setdefault(plate, set()).add(arg)
+        elif what == "gone":
+            live.get(plate, set()).discard(arg)
+        else:
+            where[plate] = arg
+        working = bool(live.get(plate)) and where.get(plate, "").startswith("deck:")
+        at = (t - t0).total_seconds()
+        if working and plate not in since:
+            since[plate] = at
+        elif not working and plate in since:
+            out.append((since.pop(plate), at, campaign))
+    end = max((c[0] for c in changes), default=t0)
+    out += [(a, (end - t0).total_seconds(), campaign) for a in since.values()]
+    return out
+
+
+def _mover_uses(
+    store: Store, t0: datetime, campaign: str, sent: dict[object, datetime]
+) -> list[tuple[float, float, str]]:
+    """The plate mover's uses: each move (intent to reply) and each transfer-station stay."""
+    out: list[tuple[float, float, str]] = []
+    for entry in store.record.entries("device"):
+        if entry.actor in MOVER:
+            began = sent.get(entry.data.get("ref"), entry.process_time)
+            out.append(
+                ((began - t0).total_seconds(), (entry.process_time - t0).total_seconds(), campaign)
+            )
+    station: dict[str, float] = {}
+    for ev in store.events("plate_moved"):
+        plate, at = str(ev.data["plate"]), (ev.time - t0).total_seconds()
+        if plate in station:
+            out.append((station.pop(plate), at, campaign))
+        if str(ev.data["location"]).endswith(TRANSFER):
+            station[plate] = at
+    return out
+
+
+def _overlaps(spans: list[tuple[float, float, str]]) -> int:
+    """Uses that begin while another campaign's use of the same resource is under way."""
+    n = 0
+    reach: list[tuple[float, str]] = []
+    for a, b, c in sorted(spans):
+        if any(end > a + 1e-6 and other != c for end, other in reach):
+            n += 1
+        reach = [(end, other) for end, other in reach if end > a] + [(b, c)]
+    return n
+
+
+def _deck_load(stays: list[tuple[float, float, str]], capacity: int | None) -> tuple[int, int]:
+    """The most plates on the deck at once, and how often one came onto a full deck."""
+    kept = [(a, b) for a, b, _ in stays if b > a]
+    points = sorted([(a, 1) for a, _ in kept] + [(b, -1) for _, b in kept])
+    load = peak = over = 0
+    for _, step in points:  # (at one time, plates leave before others arrive: -1 sorts first)
+        load += step
+        peak = max(peak, load)
+        if step > 0 and capacity is not None and load > capacity:
+            over += 1
+    return peak, over

@@ -30,8 +30,14 @@ In a dry-run each campaign has its own simulated world (cells, deck, incubator
 chamber); the devices they share are shared through the floor's grants, and the
 audit (``protocols/campaign/audit.py``) checks from the records that no device
 was ever used by two campaigns at once. Incubator slots are an admission limit: a
-campaign starts when its plates fit. Deck working positions are not yet a
-constraint (each dry-run campaign has a deck of its own).
+campaign starts when its plates fit. The deck's working positions (the culture plate
+sites of the config's deck, or its inventory's working positions) are planned like
+a shared resource: each request holds as many as its operation has plates on the
+deck (``positions_of``), through its enzyme's gap, and no plan puts more on the
+deck at once; the audit counts the plates on the deck from the records. (Each
+dry-run campaign still has a deck of its own in its simulated world: the positions
+are kept by the plans, as the devices are, and judged from the records.) The
+incubator's plate mover is one of the devices (``profiles.py``).
 
 A campaign may join a running floor, and a campaign on it may be cancelled, from
 another process (``inbox.py``): the floor takes such requests between its decisions.
@@ -118,6 +124,12 @@ class FloorParams(BaseModel):
         title="Incubator slots",
         description="plates the incubators hold (empty: the config's)",
     )
+    deck_positions: int | None = Field(
+        default=None,
+        ge=1,
+        title="Deck working positions",
+        description="culture plates the liquid handler's deck holds at once (empty: the config's)",
+    )
     start: datetime = Field(
         default=START, title="Start", description="the floor's simulated start (UTC)"
     )
@@ -184,6 +196,7 @@ class Floor:
         self.base = base or floor_config()
         self.profiles = profiles or load_profiles()
         self.scheduler = Scheduler(self.params.scheduler)
+        self.positions = self.params.deck_positions or deck_positions(self.base)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.folder / FLOOR_STORE)
         self.waiting: dict[str, _Waiting] = {}
@@ -415,7 +428,7 @@ class Floor:
         reqs = [w.req for w in self.waiting.values() if w.req is not None]
         if reqs:
             forecasts = [f for w in self.waiting.values() for f in w.forecasts]
-            plan = self.scheduler.plan(reqs + forecasts, self.free, self.now)
+            plan = self.scheduler.plan(reqs + forecasts, self.free, self.now, self.positions)
             self.plans += 1
             self.last_plan = self._new_plan = plan
             real = {r.id: r for r in reqs}
@@ -557,6 +570,7 @@ class Floor:
     ) -> Request:
         self.seq += 1
         return Request(
+            positions=min(positions_of(a), self.positions),
             id=f"{spec.name}#{self.seq}",
             campaign=spec.name,
             label=f"{spec.name}: {a.label}",
@@ -741,6 +755,10 @@ class Floor:
                 earliest=e.due_s,
             )
             req.label = f"{spec.name}: {a.label} after the {why}"
+            # its plates are on the deck (or in the incubator, coming back): their
+            # positions are held from now, through the gap
+            req.positions = min(positions_of(a), self.positions)
+            req.holds_from_s = now
             await self._ask(session, spec, req=req, between_steps=False)
             self._scheduled(session, spec, a, f"{a.kind.value} ({why} done)")
 
@@ -756,6 +774,27 @@ class Floor:
             return False
         self._plates_in_use[spec.name] = need
         return True
+
+
+def positions_of(a: Action) -> int:
+    """Deck working positions an operation's plates hold: the plates it works on, and a
+    passage's destinations with its parent; an image reads plates on the incubator's
+    transfer station, off the deck."""
+    if a.kind is Kind.IMAGE or a.kind is Kind.STOP:
+        return 0
+    if a.kind is Kind.PASSAGE:
+        # (with vessels from a hotel, no destinations are named: at most max_children)
+        return len(a.plates) + (len(a.destinations) if a.destinations else a.max_children or 1)
+    return len(a.plates)
+
+
+def deck_positions(config: WorkcellConfig) -> int:
+    """The deck's working positions: the inventory's, or its culture plate sites."""
+    from workcell.labware import is_plate
+
+    if config.inventory is not None:
+        return len(config.inventory.working_positions)
+    return sum(1 for s in config.deck.sites() if is_plate(s.labware))
 
 
 def _interrupted_action(session: Session) -> Action | None:

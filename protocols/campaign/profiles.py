@@ -32,9 +32,6 @@ from workcell.assembly.config import DEFAULT_CONFIG, WorkcellConfig, parse_confi
 from workcell.assembly.session import open_session
 
 PROFILES_FILE = Path(__file__).with_name("durations.json")
-# Plate moves of the incubator's handler take seconds and queue at the incubator;
-# the devices a segment holds for its whole length are the others.
-SHARED_KINDS = {"incubator"}
 
 
 class Segment(BaseModel):
@@ -124,7 +121,6 @@ CASES: list[tuple[Kind, list[str], list[str]]] = [
 async def measure(config: WorkcellConfig | None = None, grow_days: float = 7.0) -> list[Sample]:
     """Run each case once on a fresh simulated workcell and cut it into segments."""
     cfg = config or floor_config()
-    shared = {n for n, d in cfg.devices.items() if d.kind in SHARED_KINDS}
     params = CampaignParams(
         suspension=seeding.Suspension(volume_mL=40.0, viable_cells_per_mL=5.0e5),
         confluence_threshold_percent=10,
@@ -156,12 +152,11 @@ async def measure(config: WorkcellConfig | None = None, grow_days: float = 7.0) 
             acts = [((x.time - now).total_seconds() + t1, x.device) for x in wc.log.actions[n0:]]
             segs = []
             for a, b in spans:
-                used = sorted(  # the instruments (not the operator's hands, nor the arm's)
-                    {
-                        d
-                        for t, d in acts
-                        if a - 1e-6 <= t <= b + 1e-6 and d in cfg.devices and d not in shared
-                    }
+                # the instruments (not the operator's hands, nor the arm's); an incubator
+                # among them is its plate mover and transfer station (where the imager
+                # reads): held by a segment that moves plates, so one plate moves at a time
+                used = sorted(
+                    {d for t, d in acts if a - 1e-6 <= t <= b + 1e-6 and d in cfg.devices}
                 )
                 segs.append((used, round(b - a, 1)))
             samples.append(

@@ -25,6 +25,16 @@ Policies:
 
 A request interrupted by a crash (``recovery``) goes before everything else in
 every policy.
+
+Besides the devices, every policy keeps within the deck's *working positions*: a
+request holds ``positions`` of them (the culture plates its operation has on the
+liquid handler's deck) from its first segment's start, or from ``holds_from_s`` if
+its plates are on the deck already (the rest of an operation after its enzyme), to
+its last segment's end, across the gaps between its segments. CP-SAT keeps them
+with a cumulative constraint, the heuristics by not starting a request whose plates
+would not fit. The incubator's plate mover (and its transfer station, where the
+imager reads) is a device like the others: a segment that moves plates holds it
+(``profiles.py``), so one plate moves at a time.
 """
 
 from __future__ import annotations
@@ -77,6 +87,10 @@ class Request(BaseModel):
     seq: int = 0
     forecast: bool = False
     recovery: bool = False
+    positions: int = Field(default=0, ge=0, description="deck working positions it holds")
+    holds_from_s: float | None = Field(
+        default=None, description="its plates hold their positions from then (already on deck)"
+    )
 
 
 class Slot(BaseModel):
@@ -135,16 +149,51 @@ class SchedulerParams(BaseModel):
 # --- plans from list scheduling ---------------------------------------------------------
 
 
+class _Positions:
+    """The deck's working positions over time: holds of (start, end, count); a hold whose
+    request has not placed its last segment yet has no end (``INF``)."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.holds: dict[str, tuple[float, float, int]] = {}
+
+    def used(self, t: float, skip: str = "") -> int:
+        return sum(n for k, (a, b, n) in self.holds.items() if k != skip and a <= t < b)
+
+    def fits(self, a: float, b: float, n: int, skip: str = "") -> bool:
+        """Whether ``n`` more positions are free all through [a, b)."""
+        if self.capacity is None or n == 0:
+            return True
+        n = min(n, self.capacity)  # an operation larger than the deck takes the whole deck
+        points = [a] + [x for k, (x, _, _) in self.holds.items() if k != skip and a < x < b]
+        return all(self.used(t, skip) + n <= self.capacity for t in points)
+
+    def next_free(self, t: float, n: int, length: float = 0.0, skip: str = "") -> float:
+        """The earliest time from ``t`` when ``n`` positions are free for ``length``."""
+        if self.fits(t, t + max(length, 1e-6), n, skip):
+            return t
+        for end in sorted({b for k, (_, b, _) in self.holds.items() if k != skip and b > t}):
+            if end < INF and self.fits(end, end + max(length, 1e-6), n, skip):
+                return end
+        return INF
+
+
 def simulate_dispatch(
     requests: list[Request],
     free: dict[str, float],
     now: float,
     key: Callable[[Request, float], tuple[Any, ...]],
+    positions: int | None = None,
 ) -> list[Slot]:
     """Non-delay dispatch in time order: whenever a request could start, the first by
-    ``key`` among those that could start then gets its devices. A later segment of a
-    request joins the queue when the one before it ends, as a new arrival."""
+    ``key`` among those that could start then gets its devices (and its plates their
+    deck positions). A later segment of a request joins the queue when the one before
+    it ends, as a new arrival."""
     dev = dict(free)
+    deck = _Positions(positions)
+    for r in requests:  # plates on the deck already hold their positions from then
+        if r.positions and r.holds_from_s is not None:
+            deck.holds[r.id] = (min(r.holds_from_s, now), INF, r.positions)
     queue: list[tuple[Request, int, float, float]] = [
         (r, 0, max(r.earliest_s, now), r.submitted_s) for r in requests
     ]
@@ -152,10 +201,15 @@ def simulate_dispatch(
 
     def est(e: tuple[Request, int, float, float]) -> float:
         r, k, ready, _ = e
-        return max([ready, *(dev.get(d, now) for d in r.segments[k].devices)])
+        t = max([ready, *(dev.get(d, now) for d in r.segments[k].devices)])
+        if k == 0 and r.positions and r.id not in deck.holds:
+            t = deck.next_free(t, r.positions)
+        return t
 
     while queue:
         t = min(est(e) for e in queue)
+        if t == INF:  # cannot happen while holds end with their requests' last segments
+            raise RuntimeError("dispatch found no request that fits the deck")
         cands = [e for e in queue if est(e) <= t + 1e-6]
         pick = min(cands, key=lambda e: (not e[0].recovery, *key(e[0], e[3])))
         queue.remove(pick)
@@ -164,6 +218,11 @@ def simulate_dispatch(
         slots.append(_slot(r, k, t, t + seg.duration_s))
         for d in seg.devices:
             dev[d] = t + seg.duration_s
+        if r.positions and r.id not in deck.holds:
+            deck.holds[r.id] = (t, INF, r.positions)
+        if r.positions and k + 1 == len(r.segments):
+            a, _, n = deck.holds[r.id]
+            deck.holds[r.id] = (a, t + seg.duration_s, n)
         if k + 1 < len(r.segments):
             end = t + seg.duration_s
             queue.append((r, k + 1, end + r.segments[k + 1].lag_min_s, end))
@@ -196,10 +255,13 @@ class _Timeline:
         self.busy.sort()
 
 
-def window_dispatch(requests: list[Request], free: dict[str, float], now: float) -> list[Slot]:
+def window_dispatch(
+    requests: list[Request], free: dict[str, float], now: float, positions: int | None = None
+) -> list[Slot]:
     """Requests in order of their hard windows' closing, then priority; each request's
-    segments placed together at the earliest times that fit their lags."""
+    segments placed together at the earliest times that fit their lags and the deck."""
     lines: dict[str, _Timeline] = {}
+    deck = _Positions(positions)
 
     def line(d: str) -> _Timeline:
         if d not in lines:
@@ -213,16 +275,29 @@ def window_dispatch(requests: list[Request], free: dict[str, float], now: float)
     slots: list[Slot] = []
     for r in sorted(requests, key=order):
         t = max(r.earliest_s, now)
-        for _ in range(50):
+        for _ in range(200):
             placed = _place(r, t, line)
-            if placed[1] is None:
+            if placed[1] is not None:
+                t = placed[1]  # a lag would be overrun: start the first segment later
+                continue
+            starts = placed[0]
+            end = starts[-1] + r.segments[-1].duration_s
+            if not r.positions or r.holds_from_s is not None:
+                break  # (plates on the deck already: their positions are theirs)
+            later = deck.next_free(starts[0], r.positions, end - starts[0])
+            if later <= starts[0]:
                 break
-            t = placed[1]  # a lag would be overrun: start the first segment later
+            if later == INF:
+                break  # nothing ends within the plan: keep the devices' times
+            t = later  # the deck is full meanwhile: start when its plates fit
         starts = placed[0]
         for k, (a, seg) in enumerate(zip(starts, r.segments, strict=True)):
             for d in seg.devices:
                 line(d).add(a, a + seg.duration_s)
             slots.append(_slot(r, k, a, a + seg.duration_s))
+        if r.positions:
+            begin = starts[0] if r.holds_from_s is None else min(r.holds_from_s, starts[0])
+            deck.holds[r.id] = (begin, starts[-1] + r.segments[-1].duration_s, r.positions)
     return slots
 
 
@@ -292,6 +367,7 @@ def cpsat(
     hint: list[Slot],
     budget_s: float,
     workers: int,
+    positions: int | None = None,
 ) -> tuple[list[Slot] | None, str]:
     """The plan that minimises hard-window lateness first, then soft lateness x priority."""
     from ortools.sat.python import cp_model  # imported here: a heavy module
@@ -307,6 +383,7 @@ def cpsat(
 
     starts: dict[tuple[str, int], Any] = {}
     intervals: dict[str, list[Any]] = {}
+    holds: list[tuple[Any, int]] = []  # deck positions: (interval, plates)
     objective = []
     for r in requests:
         prev_end = None
@@ -327,6 +404,12 @@ def cpsat(
             if (r.id, k) in hinted:
                 m.AddHint(s, min(horizon, max(lb, rel(hinted[(r.id, k)]))))
             prev_end = s + dur
+        if r.positions and positions is not None:
+            assert prev_end is not None
+            begin = starts[(r.id, 0)] if r.holds_from_s is None else rel(r.holds_from_s)
+            size = m.NewIntVar(0, horizon, f"z_{r.id}")
+            iv = m.NewIntervalVar(begin, size, prev_end, f"p_{r.id}")
+            holds.append((iv, min(r.positions, positions)))
         first = starts[(r.id, 0)]
         soft = m.NewIntVar(0, horizon, f"l_{r.id}")
         m.Add(soft >= first - rel(r.due_s))
@@ -339,6 +422,8 @@ def cpsat(
             objective.append(HARD_WEIGHT * 10 * soft)
     for ivs in intervals.values():
         m.AddNoOverlap(ivs)
+    if holds and positions is not None:
+        m.AddCumulative([h for h, _ in holds], [n for _, n in holds], positions)
     m.Minimize(sum(objective))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = budget_s
@@ -368,7 +453,15 @@ class Scheduler:
         self.solve_times: list[float] = []
         self.fallbacks = 0
 
-    def plan(self, requests: list[Request], free: dict[str, float], now: float) -> Plan:
+    def plan(
+        self,
+        requests: list[Request],
+        free: dict[str, float],
+        now: float,
+        positions: int | None = None,
+    ) -> Plan:
+        """A plan of ``requests`` from ``now``; ``free``: when each device is free;
+        ``positions``: the deck's working positions (None: not a constraint)."""
         p = self.params
         reqs = [
             r
@@ -377,13 +470,15 @@ class Scheduler:
         ]
         t0 = time.perf_counter()
         if p.policy is Policy.FIFO:
-            slots, method = simulate_dispatch(reqs, free, now, fifo_key), "fifo dispatch"
+            slots = simulate_dispatch(reqs, free, now, fifo_key, positions)
+            method = "fifo dispatch"
         elif p.policy is Policy.PRIORITY:
-            slots, method = simulate_dispatch(reqs, free, now, priority_key), "priority dispatch"
+            slots = simulate_dispatch(reqs, free, now, priority_key, positions)
+            method = "priority dispatch"
         else:
-            slots, method = window_dispatch(reqs, free, now), "window dispatch"
+            slots, method = window_dispatch(reqs, free, now, positions), "window dispatch"
             if p.policy is Policy.CPSAT and reqs:
-                solved, how = cpsat(reqs, free, now, slots, p.budget_s, p.workers)
+                solved, how = cpsat(reqs, free, now, slots, p.budget_s, p.workers, positions)
                 if solved is not None and _no_worse(score(reqs, solved), score(reqs, slots), reqs):
                     slots, method = solved, how
                 else:
