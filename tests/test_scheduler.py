@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,23 +67,63 @@ def test_recovery_goes_first_in_every_policy() -> None:
         assert plan.start_of("b1") == 0, policy
 
 
-def _two_campaigns(folder: Path, policy: Policy) -> tuple[Floor, dict[str, Path]]:
+def test_every_policy_keeps_the_deck_positions() -> None:
+    """A passage in its enzyme gap keeps its parent and destinations on the deck: a feed
+    may have the free liquid handler meanwhile only if its plate finds a position."""
+    gap = _req(
+        "a2",
+        [Seg(devices=["star"], duration_s=900)],
+        300,
+        closes_s=480,
+        hard=True,
+        positions=3,
+        holds_from_s=0,
+        submitted=0,
+        seq=1,
+    )
+    feed = _req("b1", [Seg(devices=["star"], duration_s=200)], 0, positions=1, seq=2)
+    for policy in Policy:
+        sched = Scheduler(SchedulerParams(policy=policy, budget_s=2))
+        assert sched.plan([gap, feed], {}, 0, positions=4).start_of("b1") == 0, policy
+        assert sched.plan([gap, feed], {}, 0, positions=3).start_of("b1") == 1200, policy
+
+
+_FLOORS: dict[tuple[Policy, int | None], tuple[Floor, dict[str, Path]]] = {}
+
+
+@pytest.fixture(scope="module")
+def floors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two-campaign floors, each run once for the tests of this module that judge it."""
+    folder = tmp_path_factory.mktemp("floors")
+
+    def get(policy: Policy, positions: int | None = None) -> tuple[Floor, dict[str, Path]]:
+        if (policy, positions) not in _FLOORS:
+            _FLOORS[(policy, positions)] = _two_campaigns(folder, policy, positions)
+        return _FLOORS[(policy, positions)]
+
+    yield get
+    _FLOORS.clear()
+
+
+def _two_campaigns(
+    folder: Path, policy: Policy, positions: int | None = None
+) -> tuple[Floor, dict[str, Path]]:
     # twins started together: their passages and harvests fall on the same hour
     specs = [
         CampaignSpec(name=n, params=CampaignParams(max_days=8, max_vessels=12)) for n in ("a", "b")
     ]
-    floor = Floor(
-        folder / policy.value, specs, FloorParams(scheduler=SchedulerParams(policy=policy))
-    )
+    where = folder / f"{policy.value}-{positions}"
+    params = FloorParams(scheduler=SchedulerParams(policy=policy), deck_positions=positions)
+    floor = Floor(where, specs, params)
     run(floor.run())
-    return floor, {s.name: folder / policy.value / s.name for s in specs}
+    return floor, {s.name: where / s.name for s in specs}
 
 
-def test_two_campaigns_fifo_overruns_the_enzyme_and_cpsat_does_not(tmp_path: Path) -> None:
+def test_two_campaigns_fifo_overruns_the_enzyme_and_cpsat_does_not(floors: Any) -> None:
     params = {n: CampaignParams(max_days=8, max_vessels=12) for n in ("a", "b")}
     results = {}
     for policy in (Policy.FIFO, Policy.CPSAT):
-        floor, dirs = _two_campaigns(tmp_path, policy)
+        floor, dirs = floors(policy)
         results[policy] = audit(dirs, params, floor.params.windows)
         # both campaigns ran to their end, in their own records: each plate detached is an
         # enzyme batch of its own (per campaign a passage of one plate, a harvest of two)
@@ -91,6 +133,25 @@ def test_two_campaigns_fifo_overruns_the_enzyme_and_cpsat_does_not(tmp_path: Pat
     assert any(v.window == "enzyme" and v.hard for v in fifo.violations)
     assert cp.hard == 0
     assert max(cp.enzyme_waits_min) <= 5 + 3
+    assert fifo.mover_overlaps == 0 and cp.mover_overlaps == 0
+
+
+def test_two_campaigns_keep_within_the_deck_positions(floors: Any) -> None:
+    """Two plates at a time on the deck: FIFO with the config's ten positions puts a third
+    on it (a feed in the other campaign's enzyme gap, its harvest's plates still there);
+    with two, FIFO and CP-SAT keep within them. Judged from the batch records."""
+    params = {n: CampaignParams(max_days=8, max_vessels=12) for n in ("a", "b")}
+    floor, dirs = floors(Policy.FIFO)
+    assert floor.positions == 10  # the config's culture plate sites
+    free = audit(dirs, params, floor.params.windows, deck_positions=2)
+    assert free.deck_peak > 2 and free.deck_overfull > 0
+    for policy in (Policy.FIFO, Policy.CPSAT):
+        floor, dirs = floors(policy, positions=2)
+        kept = audit(dirs, params, floor.params.windows, deck_positions=2)
+        assert kept.deck_peak == 2 and kept.deck_overfull == 0, policy
+        assert len(kept.enzyme_waits_min) == 6 and kept.device_overlaps == 0, policy
+        assert kept.mover_overlaps == 0, policy
+    assert kept.hard == 0
 
 
 def test_stored_device_times_match_a_fresh_dry_run() -> None:
