@@ -15,8 +15,11 @@ Two parts, both printed:
    the sweep's own account, not a record's.
 
 The capacity bound: from the operations' device times, the busy hours per day one
-campaign needs on each device; the bottleneck device's 24 h divided by that, and
-the incubator slots divided by a campaign's peak plates; the smaller of the two.
+campaign needs on each device (the incubator's plate mover among them: a segment
+that moves plates holds it); the bottleneck device's 24 h divided by that, the
+incubator slots divided by a campaign's peak plates, and the deck's working
+positions' hours per day divided by the position-hours a campaign needs (each
+operation's plates on the deck, through its enzyme's gap); the smallest of the three.
 
     .venv/bin/python benchmarks/scheduling.py                 # both parts
     .venv/bin/python benchmarks/scheduling.py --real 1,2 --model 1,2,4,8,16,32
@@ -48,8 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protocols.campaign.audit import audit  # noqa: E402
 from protocols.campaign.engine import DAY_S, Action, CampaignParams, Kind  # noqa: E402
-from protocols.campaign.floor import CampaignSpec, Floor, FloorParams  # noqa: E402
-from protocols.campaign.profiles import Profiles, load_profiles  # noqa: E402
+from protocols.campaign.floor import (  # noqa: E402
+    CampaignSpec,
+    Floor,
+    FloorParams,
+    deck_positions,
+    positions_of,
+)
+from protocols.campaign.profiles import Profiles, floor_config, load_profiles  # noqa: E402
 from protocols.campaign.scheduler import (  # noqa: E402
     Policy,
     Request,
@@ -154,7 +163,13 @@ class SweepResult:
 
 
 def sweep_one(
-    n: int, policy: Policy, profiles: Profiles, w: WindowParams, sp: SchedulerParams, seed: int
+    n: int,
+    policy: Policy,
+    profiles: Profiles,
+    w: WindowParams,
+    sp: SchedulerParams,
+    seed: int,
+    positions: int | None = None,
 ) -> SweepResult:
     rng = random.Random(seed)
     enzyme = 5 * 60.0
@@ -205,6 +220,7 @@ def sweep_one(
             priority=c.priority,
             submitted_s=now,
             seq=seq,
+            positions=min(positions_of(a), positions or 10**6),
         )
         pending[c.name] = (r, a, segs)
 
@@ -215,7 +231,7 @@ def sweep_one(
     end = 0.0
     while pending:
         reqs = [r for r, _, _ in pending.values()]
-        plan = sched.plan(reqs, free, now)
+        plan = sched.plan(reqs, free, now, positions)
         first = min((s for s in plan.slots if s.segment == 0), key=lambda s: s.start_s)
         r, a, segs = pending.pop(first.campaign)
         start = max(first.start_s, r.earliest_s, *(free.get(d, 0.0) for d in r.segments[0].devices))
@@ -248,6 +264,8 @@ def sweep_one(
                 priority=c.priority,
                 submitted_s=start + dur,
                 seq=seq,
+                positions=r.positions,  # its plates stay on the deck through the gap
+                holds_from_s=start,
             )
             pending[c.name] = (cont, a, rest)
             continue
@@ -269,22 +287,30 @@ def sweep_one(
     )
 
 
-def bound(profiles: Profiles, slots: int) -> tuple[int, str, dict[str, float], int]:
-    """Campaigns the workcell carries at most: bottleneck device hours, and slots."""
+def bound(
+    profiles: Profiles, slots: int, positions: int
+) -> tuple[int, str, dict[str, float], int, int]:
+    """Campaigns the workcell carries at most: bottleneck device hours, slots, and deck
+    position-hours (each operation's plates on the deck from its start to its end)."""
     per_day: dict[str, list[float]] = {}
+    deck_per_day: list[float] = []
     for td in DONOR_TD_H:
         c = ModelCampaign(name="x", start=0.0, td_h=td)
         busy: dict[str, float] = {}
+        deck = 0.0
         now = 0.0
         while not c.done:
             a, due, _, _ = c.next(now, WindowParams())
             now = max(now, due)
-            for dev, dur in profiles.durations(a):
+            began = now
+            for k, (dev, dur) in enumerate(profiles.durations(a)):
                 for d in dev:
                     busy[d] = busy.get(d, 0.0) + dur
-                now += dur
+                now += dur + (5 * 60.0 if k else 0.0)  # (the enzyme's gap before the rest)
+            deck += min(positions_of(a), positions) * (now - began)
             c.did(a, now)
         days = (now - c.start) / DAY_S
+        deck_per_day.append(deck / days / HOUR_S)
         for d, b in busy.items():
             per_day.setdefault(d, []).append(b / days / HOUR_S)
     hours = {d: statistics.mean(v) for d, v in per_day.items()}
@@ -292,7 +318,8 @@ def bound(profiles: Profiles, slots: int) -> tuple[int, str, dict[str, float], i
     by_device = int(24 / hours[neck])
     peak = ModelCampaign("x", 0, 36).plates0 + ModelCampaign("x", 0, 36).plates1
     by_slots = slots // peak
-    return min(by_device, by_slots), neck, hours, by_slots
+    by_deck = int(positions * 24 / statistics.mean(deck_per_day))
+    return min(by_device, by_slots, by_deck), neck, hours, by_slots, by_deck
 
 
 # --- part 1: the simulated workcell --------------------------------------------------------
@@ -312,6 +339,9 @@ class RealResult:
     enzyme_max_min: float
     first_plate_max_min: float
     violations: list[str]
+    deck_peak: int = 0
+    deck_overfull: int = 0
+    mover_overlaps: int = 0
 
 
 def real_one(
@@ -338,6 +368,7 @@ def real_one(
         {s.name: folder / f"{policy.value}-{n}" / s.name for s in specs},
         {s.name: s.params for s in specs},
         fp.windows,
+        deck_positions=floor.positions,
     )
     span = max(1.0, res.end_s)  # the floor's first start (day 0) to its last release
     return RealResult(
@@ -353,6 +384,9 @@ def real_one(
         enzyme_max_min=max(a.enzyme_waits_min, default=0.0),
         first_plate_max_min=a.enzyme_first_plate_max_min,
         violations=sorted({v.window.split()[0] for v in a.violations if v.hard}),
+        deck_peak=a.deck_peak,
+        deck_overfull=a.deck_overfull,
+        mover_overlaps=a.mover_overlaps,
     )
 
 
@@ -370,6 +404,12 @@ def main() -> None:
     ap.add_argument(
         "--slots", type=int, default=600, help="incubator slots (600: several incubators)"
     )
+    ap.add_argument(
+        "--positions",
+        type=int,
+        default=deck_positions(floor_config()),
+        help="the deck's working positions (default: the floor config's culture plate sites)",
+    )
     ap.add_argument("--budget", type=float, default=1.0, help="CP-SAT seconds per plan")
     ap.add_argument("--horizon-h", type=float, default=24)
     args = ap.parse_args()
@@ -378,13 +418,14 @@ def main() -> None:
     w = WindowParams()
     sp = SchedulerParams(budget_s=args.budget, horizon_h=args.horizon_h, workers=2)
 
-    cap, neck, hours, by_slots = bound(profiles, args.slots)
+    cap, neck, hours, by_slots, by_deck = bound(profiles, args.slots, args.positions)
     print("capacity bound")
     for d, h in sorted(hours.items()):
-        print(f"  {d:8s} {h:6.2f} h busy per campaign-day")
+        print(f"  {d:9s} {h:6.2f} h busy per campaign-day")
     print(
         f"  bottleneck {neck}: {int(24 / hours[neck])} campaigns; incubator slots "
-        f"{args.slots}: {by_slots} campaigns; bound = {cap}"
+        f"{args.slots}: {by_slots} campaigns; deck positions {args.positions}: {by_deck} "
+        f"campaigns; bound = {cap}"
     )
 
     counts = [int(x) for x in args.model.split(",") if x]
@@ -392,19 +433,20 @@ def main() -> None:
     if not counts:  # --model "": the simulated workcell only
         near = []
     print("\ncapacity sweep (campaigns as requests; measured device times +-5 %)")
-    print("  N  policy    hard  soft h  star util  solve max/med s  fallbacks  wall s")
+    print("  N  policy    hard  soft h  star util  mover util  solve max/med s  fallbacks  wall s")
     best: dict[Policy, int] = {p: 0 for p in POLICIES}
     broken: set[Policy] = set()  # the frontier: every N up to it had no hard violation
     for n in sorted(set(counts) | set(near)) if counts else []:
         for policy in POLICIES:
-            r = sweep_one(n, policy, profiles, w, sp, seed=n)
+            r = sweep_one(n, policy, profiles, w, sp, seed=n, positions=args.positions)
             if r.hard == 0 and policy not in broken:
                 best[policy] = n
             elif r.hard:
                 broken.add(policy)
             print(
                 f"  {n:2d} {policy.value:9s} {r.hard:4d} {r.soft_h:7.1f} "
-                f"{r.util.get('star', 0):9.2f}  {r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
+                f"{r.util.get('star', 0):9.2f}  {r.util.get('incubator', 0):10.2f}  "
+                f"{r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
                 f"  {r.fallbacks:9d} {r.wall_s:7.1f}",
                 flush=True,
             )
@@ -424,10 +466,11 @@ def main() -> None:
             f"{args.stagger_days:g} d apart; judged from the batch records)"
         )
         print(
-            "| N | policy | hard | which | soft h | overlaps | star % | imager % | counter % "
-            "| enzyme max min | first plate max min | grants | solve max/median s | wall s |"
+            "| N | policy | hard | which | soft h | overlaps | mover overlaps | deck peak "
+            "| star % | imager % | counter % | enzyme max min | first plate max min | grants "
+            "| solve max/median s | wall s |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         folder = Path(tempfile.mkdtemp(prefix="sched-bench-"))
         zero: dict[Policy, int] = {p: 0 for p in POLICIES}
         ended: set[Policy] = set()  # a policy stops counting at its first hard violation
@@ -442,7 +485,9 @@ def main() -> None:
                         ended.add(policy)
                     print(
                         f"| {n} | {policy.value} | {rr.hard} | {','.join(rr.violations) or '-'} "
-                        f"| {rr.soft_h:.1f} | {rr.overlaps} | {100 * u['star']:.2f} "
+                        f"| {rr.soft_h:.1f} | {rr.overlaps} | {rr.mover_overlaps} "
+                        f"| {rr.deck_peak}{' (over)' if rr.deck_overfull else ''} "
+                        f"| {100 * u['star']:.2f} "
                         f"| {100 * u['imager']:.2f} | {100 * u['counter']:.2f} "
                         f"| {rr.enzyme_max_min:.1f} | {rr.first_plate_max_min:.1f} "
                         f"| {rr.grants} | {rr.solve_max:.3f}/{rr.solve_median:.3f} "

@@ -73,15 +73,26 @@ def test_the_plan_fits_the_page_and_says_each_thing_once() -> None:
         made_at_s=day,
         method="cp-sat optimal",
         slots=[
-            _slot("c0", "feed plate_1", 24.5, due_s=day, closes_s=day + 12 * 3600, hard=True),
+            _slot(
+                "c0",
+                "feed plate_1",
+                24.5,
+                due_s=day,
+                closes_s=day + 12 * 3600,
+                hard=True,
+                positions=2,
+            ),
             _slot("c1", "image plate_1", 36, devices=["imager"], forecast=True),
         ],
     )
     text = plan_markdown(plan, ["imager", "star"], start=datetime(2026, 1, 5, 8, tzinfo=UTC))
     chart = text.split("```")[1].strip().splitlines()
     assert max(len(line) for line in chart) <= 84  # the UI's page shows it unscrolled
-    assert chart[1].startswith("imager   |") and chart[2].startswith("star     |")
-    assert chart[2][10 + 1] == "A" and chart[1][10 + 36] == "b"  # 20 min a character
+    assert chart[1].startswith("imager    |") and chart[2].startswith("star      |")
+    assert chart[2][11 + 1] == "A" and chart[1][11 + 36] == "b"  # 20 min a character
+    # the deck row: the feed's two plates hold two working positions while it runs
+    assert chart[3].startswith("deck      |") and chart[3][11 + 1] == "2"
+    assert set(chart[3][11:-1]) == {".", "2"}
     assert "since the floor's start (2026-01-05 08:00 UTC)" in text
     assert "| d1 00:30 | d1 00:50 | c0 | feed plate_1 | star | d1 00:00 | d1 12:00 (hard) |" in text
     assert "| c1 | image plate_1 (forecast) | d1 12:00 |" in text  # the next action

@@ -50,7 +50,8 @@ def plan_markdown(
             b = max(a + 1, int((s.end_s - day0) / 60 / minutes_per_char + 0.999))
             for i in range(max(0, a), min(width, b)):
                 line[i] = letter[s.campaign].lower() if s.forecast else letter[s.campaign]
-        rows.append(f"{d:8s} |{''.join(line)}|")
+        rows.append(f"{d:9s} |{''.join(line)}|")
+    rows.append(f"{'deck':9s} |{_deck_row(plan, day0, width, minutes_per_char)}|")
     hours = "".join(f"{h:<{60 // minutes_per_char * 3}d}" for h in range(0, 24, 3))
     out = [
         f"# Plan at {_hm(plan.made_at_s)} ({plan.policy.value}: {plan.method}, "
@@ -59,11 +60,12 @@ def plan_markdown(
         f"Day {int(day0 // DAY_S)}, one character = {minutes_per_char} min; capitals are "
         "requested work, small letters forecasts. "
         + ", ".join(f"{letter[c]} = {c}" for c in campaigns)
+        + "; the deck row: culture plates planned on the deck (working positions taken)"
         + ". Times are days and hours since the floor's start"
         + (f" ({start:%Y-%m-%d %H:%M %Z})." if start is not None else "."),
         "",
         "```",
-        f"{'hour':8s}  {hours}",
+        f"{'hour':9s}  {hours}",
         *rows,
         "```",
         "",
@@ -80,6 +82,24 @@ def plan_markdown(
         what = _work(first) + (" (forecast)" if first.forecast else "")
         out.append(f"| {c} | {what} | {_hm(first.start_s)} |")
     return "\n".join(out)
+
+
+def _deck_row(plan: Plan, day0: float, width: int, minutes_per_char: int) -> str:
+    """Per character, the working positions the plan's requests hold (their plates on the
+    deck from their first segment, or from when they came, to their last segment's end)."""
+    holds: dict[str, tuple[float, float, int]] = {}
+    for s in plan.slots:
+        if not s.positions:
+            continue
+        a = s.start_s if s.holds_from_s is None else min(s.start_s, s.holds_from_s)
+        was = holds.get(s.request, (a, s.end_s, s.positions))
+        holds[s.request] = (min(was[0], a), max(was[1], s.end_s), s.positions)
+    out = []
+    for i in range(width):
+        t = day0 + (i + 0.5) * minutes_per_char * 60
+        n = sum(k for a, b, k in holds.values() if a <= t < b)
+        out.append("." if n == 0 else str(n) if n < 10 else "+")
+    return "".join(out)
 
 
 def _row(s: Slot) -> str:

@@ -105,6 +105,8 @@ class Slot(BaseModel):
     due_s: float | None = None
     closes_s: float | None = None
     hard: bool = False
+    positions: int = 0
+    holds_from_s: float | None = None
 
 
 class Plan(BaseModel):
@@ -335,6 +337,8 @@ def _slot(r: Request, k: int, a: float, b: float) -> Slot:
         due_s=r.due_s,
         closes_s=r.closes_s,
         hard=r.hard,
+        positions=r.positions,
+        holds_from_s=r.holds_from_s,
     )
 
 
