@@ -115,3 +115,20 @@ def test_a_request_to_a_floor_that_is_not_running_is_withdrawn(tmp_path: Path) -
     assert inbox.take(tmp_path) == []  # nothing left for a floor started later
     with pytest.raises(ValueError, match="reason"):
         Cancel(campaign="b", by="o.op", reason="")
+
+
+def test_a_paced_floor_keeps_the_wall_time_its_pace_asks(tmp_path: Path) -> None:
+    """At 2 simulated days a minute, a 3-day floor waits about 90 s of wall time in all,
+    spread over its decisions (the waits are counted here, not slept)."""
+    from protocols.campaign.floor import FloorParams
+
+    waits: list[float] = []
+
+    async def count(seconds: float) -> None:
+        waits.append(seconds)
+
+    floor = Floor(tmp_path, [_spec("a")], FloorParams(pace_days_per_min=2.0))
+    floor.pause = count
+    result = run(floor.run())
+    assert len(waits) > 3 and max(waits) < 60
+    assert sum(waits) == pytest.approx(60 * result.end_s / DAY_S / 2.0, rel=0.02)

@@ -133,6 +133,15 @@ class FloorParams(BaseModel):
     start: datetime = Field(
         default=START, title="Start", description="the floor's simulated start (UTC)"
     )
+    pace_days_per_min: float | None = Field(
+        default=None,
+        gt=0,
+        le=1440,
+        title="Pace (simulated days per minute)",
+        description="a dry-run's speed against the wall clock (empty: as fast as the work "
+        "allows, a day in about a second); a slow pace leaves time to join a campaign to "
+        "it or cancel one",
+    )
 
 
 class Busy(BaseModel):
@@ -223,6 +232,8 @@ class Floor:
             None
         )
         self._new_plan: Plan | None = None
+        # waits the wall time a paced dry-run keeps between two decisions
+        self.pause: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._last_reason: dict[str, str] = {}
         self._plates_in_use: dict[str, int] = {}
 
@@ -312,7 +323,10 @@ class Floor:
                     continue  # a joined campaign posts first; a cancelled one stops
                 if not live:
                     break
+                before = self.now
                 name, when = self._next()
+                if self.params.pace_days_per_min and when > before:
+                    await self.pause(60 * (when - before) / DAY_S / self.params.pace_days_per_min)
                 self.now = max(self.now, when)
                 if self._new_plan is not None:
                     plan, self._new_plan = self._new_plan, None
