@@ -462,6 +462,15 @@ def floor(
         Path | None,
         typer.Option(help="JSON list of campaigns (name, params, priority, start_day, donor)"),
     ] = None,
+    pace: Annotated[
+        float | None,
+        typer.Option(
+            help="simulated days per wall minute (default: as fast as the work allows); a "
+            "slow pace leaves time for floor-join and floor-cancel",
+            min=0.001,
+            max=1440,
+        ),
+    ] = None,
 ) -> None:
     """Several campaigns on one simulated workcell, the scheduler deciding who goes next
     (a dry-run under Prefect; each campaign is a flow run of its own)."""
@@ -497,7 +506,7 @@ def floor(
         raise _fail(e) from None
     except (OSError, ValueError) as e:
         raise _fail(WorkcellError(f"campaigns {specs}: {e}")) from None
-    params = FloorParams(scheduler=SchedulerParams(policy=chosen))
+    params = FloorParams(scheduler=SchedulerParams(policy=chosen), pace_days_per_min=pace)
     code = run_floor_cli(run_dir, given, params, config, out, err)
     raise typer.Exit(code=code)
 
