@@ -69,10 +69,16 @@ from protocols.campaign.engine import (
     decide,
     view,
 )
-from protocols.campaign.inbox import Cancel, Posted
+from protocols.campaign.inbox import CAMPAIGN_NAME, Cancel, Posted
 from protocols.campaign.profiles import Profiles, floor_config, load_profiles
 from protocols.campaign.scheduler import Plan, Request, Scheduler, SchedulerParams, Seg
-from protocols.campaign.windows import WindowParams, action_window, enzyme_window, upcoming
+from protocols.campaign.windows import (
+    Window,
+    WindowParams,
+    action_window,
+    enzyme_window,
+    upcoming,
+)
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.session import Session, open_session
 from workcell.store import Event, Store
@@ -86,7 +92,7 @@ class CampaignSpec(BaseModel):
 
     name: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9_-]+$",
+        pattern=CAMPAIGN_NAME,
         title="Campaign name",
         description="its run folder under the floor's (letters, digits, - and _)",
     )
@@ -600,6 +606,29 @@ class Floor:
             forecast=forecast,
         )
 
+    def _windowed(
+        self,
+        spec: CampaignSpec,
+        a: Action,
+        win: Window,
+        t0: float,
+        now: float,
+        earliest: float | None = None,
+    ) -> Request:
+        """A request for ``a`` in its window (the window's times count from the campaign's
+        start ``t0``); with ``earliest``, a forecast of work not yet due."""
+        return self._request(
+            spec,
+            a,
+            self._segments(a, spec.params),
+            now,
+            t0 + win.due_s,
+            None if win.closes_s is None else t0 + win.closes_s,
+            win.hard,
+            forecast=earliest is not None,
+            earliest=earliest,
+        )
+
     def _segments(self, a: Action, p: CampaignParams) -> list[Seg]:
         out = []
         for k, (devices, dur) in enumerate(self.profiles.durations(a)):
@@ -674,21 +703,12 @@ class Floor:
                 break
             if not d.actions:
                 assert d.wake_at_s is not None
-                fc = []
-                for a, win in upcoming(v, p, self.params.windows):
-                    fc.append(
-                        self._request(
-                            spec,
-                            a,
-                            self._segments(a, p),
-                            wc.clock.elapsed(),
-                            t0 + win.due_s,
-                            None if win.closes_s is None else t0 + win.closes_s,
-                            win.hard,
-                            forecast=True,
-                            earliest=t0 + max(win.due_s, v.now_s),
-                        )
+                fc = [
+                    self._windowed(
+                        spec, a, win, t0, wc.clock.elapsed(), earliest=t0 + max(win.due_s, v.now_s)
                     )
+                    for a, win in upcoming(v, p, self.params.windows)
+                ]
                 await self._ask(session, spec, wake_s=t0 + d.wake_at_s, forecasts=fc)
                 continue
             a = d.actions[0]
@@ -696,15 +716,7 @@ class Floor:
                 await engine.do(a)
                 continue
             win = action_window(a, v, p, self.params.windows)
-            req = self._request(
-                spec,
-                a,
-                self._segments(a, p),
-                wc.clock.elapsed(),
-                t0 + win.due_s,
-                None if win.closes_s is None else t0 + win.closes_s,
-                win.hard,
-            )
+            req = self._windowed(spec, a, win, t0, wc.clock.elapsed())
             rest = req.segments[1:]
             await self._ask(session, spec, req=req)
             self._scheduled(session, spec, a, a.kind.value)

@@ -28,6 +28,7 @@ from workcell.errors import WorkcellError
 from workcell.store import Event, Store
 
 INBOX = "inbox"
+CAMPAIGN_NAME = r"^[A-Za-z0-9_-]+$"  # a run folder's name: letters, digits, - and _
 ANSWERS = {
     "join": ("campaign_joined", "join_refused"),
     "cancel": ("cancel_requested", "cancel_refused"),
@@ -42,7 +43,7 @@ class Cancel(BaseModel):
 
     campaign: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9_-]+$",
+        pattern=CAMPAIGN_NAME,
         title="Campaign to stop",
         description="its name on the floor (its run is 'NAME on floor')",
     )
