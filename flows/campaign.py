@@ -41,6 +41,7 @@ the campaign stops without a harvest or a step is refused (one line, no tracebac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -66,7 +67,14 @@ from flows.artifacts import key, publish_vessels, runs_markdown, table
 from flows.narrate import narrating, run_logger_say
 from flows.placement import open_run
 from flows.release import FLOW_NAME as RELEASE_FLOW
-from flows.steps import RUNS_DIR, as_task, flow_run_id, one_line, publish_head, resolve
+from flows.steps import (
+    RUNS_DIR,
+    HeadPublisher,
+    as_task,
+    flow_run_id,
+    one_line,
+    resolve,
+)
 from protocols.campaign.adoption import check_run_folder
 from protocols.campaign.engine import (
     DAY_S,
@@ -78,6 +86,7 @@ from protocols.campaign.engine import (
     HandOver,
     OperatorDecision,
     auto_approve,
+    direct,
     summary_rows,
 )
 from protocols.campaign.plan import CapacityPlan, plan_rows
@@ -213,6 +222,8 @@ def _started(store: Store, now: datetime) -> datetime:
 
 # the progress artifact is updated at most this often (wall seconds); the end always
 PROGRESS_EVERY_S = 2.0
+# the record head's artifact likewise (``flows.steps.HeadPublisher``)
+HEAD_EVERY_S = 2.0
 
 
 @flow(name="expansion-campaign")
@@ -292,66 +303,91 @@ async def _run(
 
     ctx = FlowRunContext.get()
     deployed = bool(ctx and ctx.flow_run and ctx.flow_run.deployment_id)
-    async with open_run(cfg, folder) as session:
-        logger.info("campaign on workcell %s, run folder %s", cfg.name, folder.resolve())
-        by = f"flow run {ctx.flow_run.name}" if ctx and ctx.flow_run else "command line"
-        check_run_folder(session.wc, adopt, by)
-        ask = auto_approve() if auto else prefect_operator(timeout_s, session, params, deployed)
-        run_step = functools.partial(as_task, folder=folder)
-        engine = CampaignEngine(session, params, ask, run_step=run_step, progress=progress)
-        plan = engine.prepare()  # refuses, before any device moves, a dose that cannot fit
-        if plan is not None:
-            await acreate_markdown_artifact(
-                markdown=plan_markdown(plan),
-                key=f"capacity-plan-{key(folder.name)}",
-                description="capacity plan, made before seeding",
+    heads = HeadPublisher(folder, HEAD_EVERY_S)
+    try:
+        async with open_run(cfg, folder) as session:
+            logger.info("campaign on workcell %s, run folder %s", cfg.name, folder.resolve())
+            by = f"flow run {ctx.flow_run.name}" if ctx and ctx.flow_run else "command line"
+            check_run_folder(session.wc, adopt, by)
+            asked = (
+                auto_approve() if auto else prefect_operator(timeout_s, session, params, deployed)
             )
-        summary = await engine.run(hand_over=hand_over if deployed else None)
-        if engine.handed_over_at_s is not None:
-            started = session.wc.store.events("campaign_started")[0].time
-            note = await _continue_later(session.wc.clock, started, engine.handed_over_at_s, folder)
-            await aupdate_progress_artifact(progress_id, 100.0, description=note)
-            return Completed(
-                message=f"unfinished: {note}",
-                data=summary.model_copy(update={"outcome": f"unfinished: {note}"}),
+
+            async def ask(action: Action) -> OperatorDecision:
+                await heads.flush()  # the server holds the newest head while a hold waits
+                return await asked(action)
+
+            run_step = functools.partial(as_task, heads=heads)
+            simulated_clock = session.config.clock.kind == "simulated"
+            engine = CampaignEngine(
+                session,
+                params,
+                ask,
+                run_step=run_step,
+                progress=progress,
+                run_wait=direct if simulated_clock else None,  # takes no wall time
             )
-        against = (
-            ""
-            if plan is None
-            else f" on day {summary.days:.1f} of ~{plan.days:.0f} planned, "
-            f"{summary.vessels} of {plan.vessels} planned vessels"
-        )
-        await aupdate_progress_artifact(progress_id, 100.0, description=summary.outcome + against)
-        for listener in progress_listeners:
-            listener(100.0, summary.outcome)
-        store = session.wc.store
-        await publish_vessels(store, str(folder))
-        simulated = bool(getattr(session.wc.clock, "simulated", False))
-        check = store.record.verify()
-        record = f"Batch record: {check.entries} entries, head hash `{check.head_hash}`" + (
-            "" if check.ok else f" - DOES NOT VERIFY: {check.problem}"
-        )
-        runs = runs_markdown(store, flow_run_id())
-        decisions = store.events("operator_decision")
-        await acreate_markdown_artifact(
-            markdown="\n\n".join(
-                x
-                for x in (
-                    summary_markdown(summary, simulated, time.perf_counter() - t0, folder),
-                    decisions_markdown(store),
-                    record,
-                    runs,
+            plan = engine.prepare()  # refuses, before any device moves, a dose that cannot fit
+            if plan is not None:
+                await acreate_markdown_artifact(
+                    markdown=plan_markdown(plan),
+                    key=f"capacity-plan-{key(folder.name)}",
+                    description="capacity plan, made before seeding",
                 )
-                if x
-            ),
-            key=f"batch-summary-{key(folder.name)}",
-            description=f"batch summary: {summary.outcome}",
-        )
-        batch = store.record.record_id()
-    await publish_head(folder)
-    if summary.outcome.startswith("harvested"):
-        await hand_over_to_release(folder, cfg, batch, release_deployment if deployed else "")
-    return final_state(summary, decisions[-1] if decisions else None)
+            summary = await engine.run(hand_over=hand_over if deployed else None)
+            if engine.handed_over_at_s is not None:
+                started = session.wc.store.events("campaign_started")[0].time
+                note = await _continue_later(
+                    session.wc.clock, started, engine.handed_over_at_s, folder
+                )
+                await aupdate_progress_artifact(progress_id, 100.0, description=note)
+                await heads.flush()
+                return Completed(
+                    message=f"unfinished: {note}",
+                    data=summary.model_copy(update={"outcome": f"unfinished: {note}"}),
+                )
+            against = (
+                ""
+                if plan is None
+                else f" on day {summary.days:.1f} of ~{plan.days:.0f} planned, "
+                f"{summary.vessels} of {plan.vessels} planned vessels"
+            )
+            await aupdate_progress_artifact(
+                progress_id, 100.0, description=summary.outcome + against
+            )
+            for listener in progress_listeners:
+                listener(100.0, summary.outcome)
+            store = session.wc.store
+            await publish_vessels(store, str(folder))
+            simulated = bool(getattr(session.wc.clock, "simulated", False))
+            check = store.record.verify()
+            record = f"Batch record: {check.entries} entries, head hash `{check.head_hash}`" + (
+                "" if check.ok else f" - DOES NOT VERIFY: {check.problem}"
+            )
+            runs = runs_markdown(store, flow_run_id())
+            decisions = store.events("operator_decision")
+            await acreate_markdown_artifact(
+                markdown="\n\n".join(
+                    x
+                    for x in (
+                        summary_markdown(summary, simulated, time.perf_counter() - t0, folder),
+                        decisions_markdown(store),
+                        record,
+                        runs,
+                    )
+                    if x
+                ),
+                key=f"batch-summary-{key(folder.name)}",
+                description=f"batch summary: {summary.outcome}",
+            )
+            batch = store.record.record_id()
+        await heads.flush(always=True)
+        if summary.outcome.startswith("harvested"):
+            await hand_over_to_release(folder, cfg, batch, release_deployment if deployed else "")
+        return final_state(summary, decisions[-1] if decisions else None)
+    finally:  # the newest head, however the run ends (a failed step's too)
+        with contextlib.suppress(Exception):  # never in place of the run's own error
+            await heads.flush()
 
 
 async def hand_over_to_release(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -60,10 +61,14 @@ async def workcell_step(work: Callable[[], Awaitable[object]]) -> object:
 
 
 async def as_task(
-    label: str, work: Callable[[], Awaitable[object]], folder: Path | None = None
+    label: str,
+    work: Callable[[], Awaitable[object]],
+    folder: Path | None = None,
+    heads: HeadPublisher | None = None,
 ) -> object:
     """Run ``work`` as one Prefect task named after the step; then publish the record's
-    head that the step anchored (``folder``: the run folder)."""
+    head that the step anchored (``folder``: the run folder, every step; ``heads``: at
+    most as often as it allows)."""
     state: State[Any] = await workcell_step.with_options(task_run_name=label)(  # type: ignore[misc]
         work, return_state=True
     )
@@ -73,7 +78,40 @@ async def as_task(
         raise StepFailed(state.message or f"{label} failed") from None
     if folder is not None:
         await publish_head(folder)
+    if heads is not None:
+        await heads.step_ended()
     return result
+
+
+class HeadPublisher:
+    """The run's record head published as its artifact at most every ``every_s`` wall
+    seconds, and whenever ``flush`` is called: before a hold (a run may wait there for
+    days), at a hand-over and at the end, failed or not.
+
+    A dry-run finishes several steps a second and each artifact is a write on the
+    Prefect server, which shares the machine; on hardware a step takes minutes, so
+    every step's head is still published. The anchor file beside the store keeps
+    every step's head either way.
+    """
+
+    def __init__(self, folder: Path, every_s: float = 2.0) -> None:
+        self.folder = folder
+        self.every_s = every_s
+        self._last = -every_s  # monotonic seconds of the last publication
+        self._pending = False
+
+    async def step_ended(self) -> None:
+        self._pending = True
+        if time.monotonic() - self._last >= self.every_s:
+            await self.flush()
+
+    async def flush(self, always: bool = False) -> None:
+        """Publish the newest head now, if a step ended since the last publication."""
+        if not (self._pending or always):
+            return
+        self._pending = False
+        self._last = time.monotonic()
+        await publish_head(self.folder)
 
 
 def resolve(config: str | None, run_dir: str | None) -> tuple[WorkcellConfig, Path]:

@@ -604,7 +604,8 @@ def summary_rows(s: CampaignSummary) -> list[tuple[str, str]]:
     ]
 
 
-async def _direct(name: str, work: Callable[[], Awaitable[object]]) -> object:
+async def direct(name: str, work: Callable[[], Awaitable[object]]) -> object:
+    """A step run as it is (no orchestrator around it)."""
     return await work()
 
 
@@ -616,13 +617,17 @@ class CampaignEngine:
         session: Session,
         params: CampaignParams,
         ask: Ask,
-        run_step: StepRunner = _direct,
+        run_step: StepRunner = direct,
         progress: Progress | None = None,
+        run_wait: StepRunner | None = None,
     ) -> None:
         self.session = session
         self.params = params
         self.ask = ask
         self.run_step = run_step
+        # how a wait step runs (default: as any step); the Prefect flow runs a simulated
+        # wait, which takes no wall time, without a task of its own
+        self.run_wait = run_step if run_wait is None else run_wait
         self.progress = progress
         self.handed_over_at_s: float | None = None  # set when run() hands over at a wait
         self.deck_plates = {
@@ -752,7 +757,7 @@ class CampaignEngine:
                     await wc.clock.sleep(min(every, left))
                     await wc.check_incubators()
 
-        await self.run_step(label, work)
+        await self.run_wait(label, work)
 
     async def do(self, a: Action) -> object:
         """Carry out one decided action as a step (what a scheduler calls, one at a time).
