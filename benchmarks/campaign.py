@@ -114,6 +114,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
         from flows.campaign import campaign
 
         prefect_start = start_prefect(stack)
+        server0 = _server_cpu_s()
         t_start, c_start = time.perf_counter(), time.process_time()
         lab_start = _children_cpu_s()
         summary = asyncio.run(
@@ -136,6 +137,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
     wall = time.perf_counter() - t_start
     cpu = time.process_time() - c_start
     lab_cpu = _children_cpu_s() - lab_start
+    server_cpu = _server_cpu_s() - server0 if with_prefect else 0.0
     from workcell.compute import worker_pids
 
     workers_mib = sum(_peak_rss_mib(pid) for pid in worker_pids())
@@ -167,6 +169,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
         "overhead_share": max(0.0, 1 - inside / wall),
         "cpu_s": cpu,
         "lab_cpu_s": lab_cpu,
+        "server_cpu_s": server_cpu,
         "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
         "store_s": timers.total("store") + timers.total("store in operations"),
         "prefect_start_s": prefect_start,
@@ -307,6 +310,20 @@ def start_prefect(stack: contextlib.ExitStack) -> float:
     return time.perf_counter() - t0
 
 
+def _server_cpu_s() -> float:
+    """CPU seconds the temporary Prefect server's process has used so far (0: none here)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    proc = SubprocessASGIServer().server_process
+    if proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _children_cpu_s() -> float:
     """CPU seconds of this process's ended children (the lab process, once it has stopped)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -399,7 +416,7 @@ def main() -> None:
         "sim s/wall s",
         "device act/s",
         "overhead",
-        "CPU s (lab's)",
+        "CPU s (lab's; server's)",
         "overhead (CPU)",
         "steps",
         "record",
@@ -408,11 +425,13 @@ def main() -> None:
     print("|" + "---|" * len(head))
     starts = [r["prefect_start_s"] for r in rows if r["prefect_start_s"]]
     for r in rows:
+        server = f"; {r['server_cpu_s']:.1f}" if r["server_cpu_s"] else ""
         print(
             f"| {r['vessels']} | {r['wall_s']:.1f} | "
             f"{r['peak_rss_MiB']:.0f} (+{r['workers_rss_MiB']:.0f}, lab {r['lab_rss_MiB']:.0f}) | "
             f"{r['sim_s_per_wall_s']:,.0f} | {r['device_actions_per_s']:,.0f} | "
-            f"{100 * r['overhead_share']:.0f} % | {r['cpu_s']:.1f} ({r['lab_cpu_s']:.1f}) | "
+            f"{100 * r['overhead_share']:.0f} % | {r['cpu_s']:.1f} ({r['lab_cpu_s']:.1f}"
+            f"{server}) | "
             f"{100 * r['overhead_cpu_share']:.0f} % | {r['steps']} | "
             f"{'verified' if r['record_verified'] else 'NOT VERIFIED'} |"
         )
