@@ -328,7 +328,9 @@ class Store:
         compare the record with the tables it wrote, in several reads; another process
         (a signature from the command line, a flow run) may commit between two of them,
         and a check that read the record before and the tables after would report a row
-        no entry wrote. Inside a write, the write's own view is the snapshot already."""
+        no entry wrote. Inside ``transaction()`` nothing more is begun (a rollback here
+        would undo its writes): once it has written, its view is fixed already; before
+        its first write, reads there are not isolated."""
         if self._reading or self._depth or self._db.in_transaction:
             yield
             return

@@ -269,8 +269,7 @@ class Floor:
     def _resume(self) -> None:
         """Rebuild the floor's picture from its own record after a stop or a kill."""
         events = self.store.events()
-        answers = ("campaign_joined", "join_refused", "cancel_requested", "cancel_refused")
-        answered = {str(e.data.get("ticket")) for e in events if e.kind in answers}
+        answered = {str(e.data.get("ticket")) for e in events if e.kind in inbox.ANSWER_KINDS}
         self._unanswered = inbox.unanswered(self.folder, answered)
         if not events:
             self.event("floor_started", "", policy=self.params.scheduler.policy.value)

@@ -33,6 +33,7 @@ ANSWERS = {
     "join": ("campaign_joined", "join_refused"),
     "cancel": ("cancel_requested", "cancel_refused"),
 }
+ANSWER_KINDS = tuple(k for pair in ANSWERS.values() for k in pair)  # the floor's answers
 
 
 class Cancel(BaseModel):
@@ -149,13 +150,9 @@ def wait_for_answer(
     claimed_at: float | None = None
     while True:
         if store_file.exists():
-            store = Store(store_file)
+            store = Store(store_file, read_only=True)  # the floor's: only looked at
             try:
-                found = [
-                    e
-                    for e in store.events()
-                    if e.kind in (yes, no) and e.data.get("ticket") == ticket
-                ]
+                found = [e for e in store.events((yes, no)) if e.data.get("ticket") == ticket]
             finally:
                 store.close()
             if found:
