@@ -77,7 +77,7 @@ class LabServer:
         new log rows (called with the lock held): the request into the redo log, or a
         snapshot of the whole state every ``SNAPSHOT_EVERY`` requests and after anything
         that is not a replayable request."""
-        rows, self.lab.rows = self.lab.rows, []
+        rows = self.lab.take_rows()
         if op is not None and args_json is not None and self._since_snapshot < SNAPSHOT_EVERY:
             self.store.save_request(op, args_json, rows)
             self._since_snapshot += 1

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS log (
     time TEXT NOT NULL,
     device TEXT NOT NULL,
     action TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    end_t REAL
 );
 CREATE TABLE IF NOT EXISTS redo (seq INTEGER PRIMARY KEY, op TEXT NOT NULL, args TEXT NOT NULL);
 """
@@ -58,6 +59,9 @@ class LabStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(log)")}
+        if "end_t" not in columns:  # a lab folder from before the rows had their end
+            self._db.execute("ALTER TABLE log ADD COLUMN end_t REAL")
         self._db.commit()
 
     def close(self) -> None:
@@ -99,7 +103,8 @@ class LabStore:
     def _log(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             self._db.executemany(
-                "INSERT INTO log (seq, t, time, device, action, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO log (seq, t, time, device, action, detail, end_t) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r["seq"],
@@ -108,6 +113,7 @@ class LabStore:
                         r["device"],
                         r["action"],
                         json.dumps(r["detail"], default=str),
+                        r.get("end_t"),
                     )
                     for r in rows
                 ],
@@ -119,14 +125,18 @@ class LabStore:
 
 
 def read_log(path: Path | str, since: int = 0) -> list[dict[str, Any]]:
-    """The physical log of a lab folder (or ``lab.db``), read-only: what a judge reads."""
+    """The physical log of a lab folder (or ``lab.db``), read-only: what a judge reads.
+
+    Each row: ``seq``, ``t`` and ``time`` (the lab's clock, in seconds from its start and
+    as a date, when the action began), ``device``, ``action``, ``detail`` and ``end_t``
+    (when it ended; a row written before the lab kept ends has ``end_t == t``)."""
     p = Path(path)
     if p.is_dir():
         p = p / LAB_DB
     db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30)
     try:
         rows = db.execute(
-            "SELECT seq, t, time, device, action, detail FROM log WHERE seq > ? ORDER BY seq",
+            "SELECT seq, t, time, device, action, detail, end_t FROM log WHERE seq > ? ORDER BY seq",
             (since,),
         ).fetchall()
     finally:
@@ -139,6 +149,7 @@ def read_log(path: Path | str, since: int = 0) -> list[dict[str, Any]]:
             "device": r[3],
             "action": r[4],
             "detail": json.loads(r[5]),
+            "end_t": r[1] if r[6] is None else r[6],
         }
         for r in rows
     ]

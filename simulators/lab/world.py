@@ -257,6 +257,20 @@ class Lab:
             }
         )
 
+    def take_rows(self) -> list[dict[str, Any]]:
+        """The rows logged since the last call, each with ``end_t``: when its action ended.
+
+        A request's actions run one after the other on the lab's clock, so an action ends
+        where the next row of the same request begins, and the last one where the lab's
+        clock stands once the request is done (a wait is a request of its own, with no
+        row). A judge needs the end to tell a device's use from its idle time.
+        """
+        rows, self.rows = self.rows, []
+        now = self.clock.elapsed()
+        for i, row in enumerate(rows):
+            row["end_t"] = max(row["t"], rows[i + 1]["t"] if i + 1 < len(rows) else now)
+        return rows
+
     # --- places ---------------------------------------------------------------------------
 
     def _environment(self, name: str | None) -> Environment | None:
