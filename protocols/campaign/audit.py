@@ -38,10 +38,18 @@ from pydantic import BaseModel, Field
 
 from protocols.campaign.engine import DAY_S, CampaignParams
 from protocols.campaign.windows import HOUR_S, WindowParams
+from protocols.campaign import world_audit as world_judge
+from protocols.campaign.world_audit import (
+    MOVER,
+    NAMED,
+    RUN_GAP_S,
+    WorldAudit,
+    compare,
+    deck_load,
+    world_audit,
+)
 from workcell.store import STORE_FILE, Store
 
-RUN_GAP_S = 120.0  # device actions further apart than this are separate uses
-MOVER = ("incubator", "arm")  # the devices that move plates between incubator and deck
 TRANSFER = "transfer_station"
 
 
@@ -70,6 +78,18 @@ class Audit(BaseModel):
     mover_overlaps: int = Field(
         default=0, description="plate moves (or transfer-station stays) of two campaigns at once"
     )
+    enzyme_plate_min: dict[str, list[float]] = Field(
+        default_factory=dict, description="per campaign/plate, each enzyme batch's wait"
+    )
+    out_of_incubator_min: dict[str, float] = Field(
+        default_factory=dict,
+        description="per campaign/plate, the longest stretch out that ended back in a slot",
+    )
+    world: WorldAudit | None = Field(
+        default=None, description="the same judged from the simulated labs' logs (dry-runs)"
+    )
+    disagreements: int = Field(default=0, description="figures where record and world differ")
+    disagreeing: list[str] = Field(default_factory=list, description="the first few, named")
 
     @property
     def hard(self) -> int:
@@ -93,6 +113,8 @@ def audit(
     uses: dict[str, list[tuple[float, float, str]]] = {}
     on_deck: list[tuple[float, float, str]] = []  # (from, to, campaign) per plate's stay
     mover: list[tuple[float, float, str]] = []
+    by_plate: dict[str, list[float]] = {}
+    out_by_plate: dict[str, float] = {}
     origin: datetime | None = None
     for name, folder in run_dirs.items():
         if not (folder / STORE_FILE).exists():
@@ -144,13 +166,16 @@ def audit(
                 seen[m.vessel_id] = m.time
             # enzyme: last plate's enzyme on -> neutralisation starts
             added: list[datetime] = []
+            plate = ""
             for e in events:
                 if e.kind == "enzyme_added":
                     added.append(e.time)
+                    plate = str(e.data.get("plate", ""))
                 elif e.kind == "enzyme_incubated" and added:
                     wait = (e.time - added[-1]).total_seconds()
                     first = (e.time - added[0]).total_seconds()
                     waits.append(wait / 60)
+                    by_plate.setdefault(f"{name}/{plate}", []).append(wait / 60)
                     first_plate = max(first_plate, first / 60)
                     limit = (p.detach.enzyme_time_min + w.enzyme_over_min) * 60
                     if wait > limit + 1:
@@ -173,6 +198,8 @@ def audit(
                     out_since[plate] = e.time
                 elif inside and plate in out_since:
                     spent = (e.time - out_since.pop(plate)).total_seconds()
+                    key = f"{name}/{plate}"
+                    out_by_plate[key] = max(out_by_plate.get(key, 0.0), spent / 60)
                     limit = w.max_out_of_incubator_min * 60
                     if spent > limit + 1:
                         out.append(
@@ -218,9 +245,8 @@ def audit(
             if any(end > a and other != c for end, other in reach):
                 overlaps += 1
             reach = [(end, other) for end, other in reach if end > a] + [(b, c)]
-    mover_overlaps = _overlaps(mover)
-    peak, overfull = _deck_load(on_deck, deck_positions)
-    return Audit(
+    peak, overfull = deck_load(on_deck, deck_positions)
+    found = Audit(
         campaigns=len(run_dirs),
         violations=out,
         soft_lateness_h=soft,
@@ -232,7 +258,23 @@ def audit(
         device_busy_s=busy,
         deck_peak=peak,
         deck_overfull=overfull,
-        mover_overlaps=mover_overlaps,
+        mover_overlaps=world_judge.overlaps(mover),
+        enzyme_plate_min=by_plate,
+        out_of_incubator_min=out_by_plate,
+    )
+    enzyme_max = {n: p.detach.enzyme_time_min + w.enzyme_over_min for n, p in params.items()}
+    world = world_audit(
+        run_dirs,
+        shared=shared,
+        deck_positions=deck_positions,
+        enzyme_max_min=enzyme_max,
+        out_max_min=w.max_out_of_incubator_min,
+    )
+    if world.labs == 0:  # no simulated lab (a hardware floor): the record alone
+        return found
+    differ = compare(found, world)
+    return found.model_copy(
+        update={"world": world, "disagreements": len(differ), "disagreeing": differ[:NAMED]}
     )
 
 
@@ -293,27 +335,3 @@ def _mover_uses(
         if str(ev.data["location"]).endswith(TRANSFER):
             station[plate] = at
     return out
-
-
-def _overlaps(spans: list[tuple[float, float, str]]) -> int:
-    """Uses that begin while another campaign's use of the same resource is under way."""
-    n = 0
-    reach: list[tuple[float, str]] = []
-    for a, b, c in sorted(spans):
-        if any(end > a + 1e-6 and other != c for end, other in reach):
-            n += 1
-        reach = [(end, other) for end, other in reach if end > a] + [(b, c)]
-    return n
-
-
-def _deck_load(stays: list[tuple[float, float, str]], capacity: int | None) -> tuple[int, int]:
-    """The most plates on the deck at once, and how often one came onto a full deck."""
-    kept = [(a, b) for a, b, _ in stays if b > a]
-    points = sorted([(a, 1) for a, _ in kept] + [(b, -1) for _, b in kept])
-    load = peak = over = 0
-    for _, step in points:  # (at one time, plates leave before others arrive: -1 sorts first)
-        load += step
-        peak = max(peak, load)
-        if step > 0 and capacity is not None and load > capacity:
-            over += 1
-    return peak, over
