@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,126 @@ def test_two_campaigns_keep_within_the_deck_positions(floors: Any) -> None:
         assert len(kept.enzyme_waits_min) == 6 and kept.device_overlaps == 0, policy
         assert kept.mover_overlaps == 0, policy
     assert kept.hard == 0
+
+
+def test_the_labs_own_logs_agree_with_the_records(floors: Any) -> None:
+    """The twins judged a second time, from their simulated labs' logs merged on the
+    floor's timeline: CP-SAT on a two-position deck keeps every device to one campaign,
+    the deck within its positions, the plate mover to one campaign and each plate's
+    enzyme within its maximum; FIFO overruns the enzyme and (judged against two
+    positions) fills the deck, and the world sees it too. Records and world agree."""
+    params = {n: CampaignParams(max_days=8, max_vessels=12) for n in ("a", "b")}
+    floor, dirs = floors(Policy.CPSAT, positions=2)
+    kept = audit(dirs, params, floor.params.windows, deck_positions=2)
+    world = kept.world
+    assert world is not None and world.labs == 2
+    assert world.device_overlaps == 0 and world.mover_overlaps == 0, world.overlaps
+    assert world.device_busy_s["star"] > 3600 and world.device_busy_s["imager"] > 0
+    assert world.deck_peak == 2 and world.deck_overfull == 0
+    windows = [m for batches in world.enzyme_window_min.values() for m in batches]
+    assert len(windows) == 6 and world.enzyme_over == 0 and max(windows) <= 5 + 3
+    assert world.out_over == 0 and len(world.out_of_incubator_min) == 6
+    assert kept.disagreements == 0, kept.disagreeing
+    floor, dirs = floors(Policy.FIFO)
+    free = audit(dirs, params, floor.params.windows, deck_positions=2)
+    assert free.world is not None
+    assert free.world.enzyme_over == sum(v.window == "enzyme" for v in free.violations) > 0
+    assert free.world.deck_peak > 2 and free.world.deck_overfull > 0
+    assert free.disagreements == 0, free.disagreeing
+
+
+def _row(seq: int, t: float, device: str, action: str, end: float, **detail: Any) -> Any:
+    start = datetime(2026, 1, 5, 8, tzinfo=UTC) + timedelta(seconds=t)
+    return {
+        "seq": seq,
+        "t": t,
+        "time": start.isoformat(),
+        "device": device,
+        "action": action,
+        "detail": detail,
+        "end_t": end,
+    }
+
+
+def _hand_log(offset: float) -> list[Any]:
+    """One campaign's lab: a plate seeded on the deck, its enzyme on and neutralised
+    (10 min later), pooled; from ``offset`` seconds on the floor's timeline."""
+    o = offset
+    well = "plate_1_well_A1"
+    return [
+        _row(1, o, "star", "dispense", o + 10, target=well, volume_uL=1000, cells=1e5,
+             sources=["cell_suspension"], enzyme=0.0, volume_after_uL=1000),
+        _row(2, o + 10, "star", "aspirate", o + 20, source=well, volume_uL=1000, cells=0,
+             enzyme=0.0),
+        _row(3, o + 20, "star", "dispense", o + 30, target=well, volume_uL=500, cells=0,
+             sources=["enzyme"], enzyme=1.0, volume_after_uL=500),
+        _row(4, o + 630, "star", "dispense", o + 640, target=well, volume_uL=1000, cells=0,
+             sources=["medium"], enzyme=0.0, volume_after_uL=1500),
+        _row(5, o + 640, "star", "aspirate", o + 650, source=well, volume_uL=1500, cells=1e5,
+             enzyme=0.3),
+    ]  # fmt: skip
+
+
+def test_the_world_audit_sees_what_the_labs_did_not_what_was_planned() -> None:
+    """Hand-made lab logs: two campaigns' liquid handling 20 s apart overlaps on the
+    star, puts two plates with cells on a one-position deck, and each enzyme acts 10 min
+    against a maximum of 8. A record that says otherwise disagrees, by name."""
+    from protocols.campaign.audit import Audit
+    from protocols.campaign.world_audit import compare, world_audit
+
+    logs = {"a": _hand_log(0), "b": _hand_log(20)}
+    world = world_audit(logs=logs, deck_positions=1, enzyme_max_min={"a": 8, "b": 8})
+    assert world.labs == 2 and world.device_overlaps == 1
+    assert world.overlaps == ["star: b at day 0.000 (20 s) while a used it"]
+    assert world.deck_peak == 2 and world.deck_overfull == 1
+    assert world.enzyme_over == 2 and world.enzyme_window_min["a/plate_1"] == [10.0]
+    apart = world_audit(logs={"a": _hand_log(0), "b": _hand_log(700)}, deck_positions=1)
+    assert apart.device_overlaps == 0 and apart.deck_peak == 1 and apart.deck_overfull == 0
+    record = Audit(
+        campaigns=2,
+        violations=[],
+        soft_lateness_h=0,
+        enzyme_waits_min=[10.0, 10.0],
+        enzyme_first_plate_max_min=10.0,
+        feeds=0,
+        images=0,
+        device_overlaps=0,
+        device_busy_s={},
+        deck_peak=1,
+        enzyme_plate_min={"a/plate_1": [10.0], "b/plate_1": [5.0]},
+    )
+    assert compare(record, world) == [
+        "device overlaps: record 0, world 1",
+        "deck peak: record 1, world 2",
+        "deck overfull: record 0, world 1",
+        "enzyme b/plate_1 batch 1: record 5.00 min, world 10.00 min",
+    ]
+
+
+class _Forgetful(dict[str, float]):
+    """Device release times the floor never keeps: its device exclusivity switched off."""
+
+    def __setitem__(self, key: str, value: float) -> None:
+        pass
+
+
+def test_a_floor_that_shares_its_devices_carelessly_is_caught_by_its_labs(
+    tmp_path: Path,
+) -> None:
+    """The twins on a floor that forgets who holds which device: each is granted its
+    requests as if the devices were free, and the labs' logs show the liquid handler,
+    the imager and the plate mover used by both at once (the records say the same)."""
+    specs = [CampaignSpec(name=n, params=CampaignParams(max_days=2, max_vessels=12)) for n in "ab"]
+    floor = Floor(tmp_path, specs)
+    floor.free = _Forgetful()
+    run(floor.run())
+    params = {s.name: s.params for s in specs}
+    found = audit({n: tmp_path / n for n in params}, params, floor.params.windows)
+    world = found.world
+    assert world is not None and world.device_overlaps > 0 and world.mover_overlaps > 0
+    assert {o.split(":")[0] for o in world.overlaps} >= {"star", "imager", "plate mover"}
+    assert found.device_overlaps == world.device_overlaps, found.disagreeing
+    assert found.disagreements == 0, found.disagreeing
 
 
 def test_stored_device_times_match_a_fresh_dry_run() -> None:

@@ -36,9 +36,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from protocols.campaign import world_audit as world_judge
 from protocols.campaign.engine import DAY_S, CampaignParams
 from protocols.campaign.windows import HOUR_S, WindowParams
-from protocols.campaign import world_audit as world_judge
 from protocols.campaign.world_audit import (
     MOVER,
     NAMED,

@@ -114,14 +114,12 @@ def world_audit(
     for name, rows in logs.items():
         acts = account.actions(rows)
         for dev in shared:
-            uses.setdefault(dev, []).extend(
-                (a, b, name) for a, b in _runs([(s(x.start), s(x.end)) for x in acts if x.what == dev])
-            )
+            mine = [(s(x.start), s(x.end)) for x in acts if x.what == dev]
+            uses.setdefault(dev, []).extend((a, b, name) for a, b in _runs(mine))
         mover += [(s(x.start), s(x.end), name) for x in acts if x.what in MOVER]
         places = account.plate_places(rows)
-        mover += [
-            (s(x.start), s(x.end), name) for x in places if x.note == account.STATION and x.seconds > 0
-        ]
+        stays = [x for x in places if x.note == account.STATION and x.seconds > 0]
+        mover += [(s(x.start), s(x.end), name) for x in stays]
         live = account.live_cells(rows)
         for p in places:
             if p.note != account.DECK:
@@ -178,17 +176,34 @@ def _runs(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def overlaps(spans: Spans, what: str = "", named: list[str] | None = None) -> int:
     """Uses that begin while another campaign's use of the same resource is under way
-    (each found is added to ``named``, if given)."""
+    (each found is added to ``named``, if given). A campaign's uses that overlap or touch
+    are one use: a plate's stay on the transfer station and the move that takes it off
+    are one use of the mover, however each account places the stay's end."""
     n = 0
     reach: list[tuple[float, str]] = []
-    for a, b, c in sorted(spans):
+    for a, b, c in _joined(spans):
         other = next((o for end, o in reach if end > a + 1e-6 and o != c), None)
         if other is not None:
             n += 1
             if named is not None:
-                named.append(f"{what}: {c} from {a / 86400:.4f} d while {other} used it")
+                day = f"day {a / 86400:.3f} ({a:.0f} s)"
+                named.append(f"{what}: {c} at {day} while {other} used it")
         reach = [(end, o) for end, o in reach if end > a] + [(b, c)]
     return n
+
+
+def _joined(spans: Spans) -> Spans:
+    """Each campaign's spans, those that overlap or touch joined, in order."""
+    out: Spans = []
+    last: dict[str, int] = {}  # campaign -> index of its latest span in out
+    for a, b, c in sorted(spans):
+        i = last.get(c)
+        if i is not None and a <= out[i][1]:
+            out[i] = (out[i][0], max(out[i][1], b), c)
+        else:
+            last[c] = len(out)
+            out.append((a, b, c))
+    return out
 
 
 def deck_load(stays: Spans, capacity: int | None) -> tuple[int, int]:

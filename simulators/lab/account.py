@@ -18,8 +18,9 @@ one lab's log into the facts a judge needs, without reading the controller's sto
   (its end) to the first dispense into one of its wells of liquid without enzyme from
   elsewhere (the neutraliser; its start), the window the protocol declares; and the
   longest any of its wells was in enzyme (its first enzyme to its own neutraliser);
-* ``out_of_incubator``: each plate's stretches out of an incubator slot, from the fetch
-  that takes it out beginning to the take-in that puts it back ending.
+* ``out_of_incubator``: each plate's stretches out of an incubator slot while it held
+  cells, from the fetch that takes it out beginning to the take-in that puts it back
+  ending (or to its cells' end, if it never went back).
 
 The serial Cytomat's log names slots, not plates: its plates' moves are known here from
 the arm's only. A dry-run floor's labs use the link incubator, whose log names the plate.
@@ -71,7 +72,8 @@ def began(row: Row) -> datetime:
 
 
 def ended(row: Row) -> datetime:
-    return began(row) + timedelta(seconds=float(row.get("end_t", row["t"])) - float(row["t"]))
+    end = row.get("end_t")
+    return began(row) + timedelta(seconds=float(row["t"] if end is None else end) - float(row["t"]))
 
 
 def actions(rows: list[Row], devices: tuple[str, ...] | None = None) -> list[Span]:
@@ -102,27 +104,39 @@ def _move(r: Row) -> tuple[str, str, str] | None:
 def plate_places(rows: list[Row]) -> list[Span]:
     """Each plate's stays (``Span.what`` the plate, ``note`` the place: deck, station or
     slot). A plate first seen moving was where that move took it from since the log's
-    start (the lab's own plates are on its deck); one drawn from the hotel is on the deck
+    start (the lab's own plates are on its deck), one whose wells were reached but which
+    never moved was on the deck throughout, and one drawn from the hotel is on the deck
     from then. In transit (a move under way) a plate is in no place."""
     if not rows:
         return []
     start, last = began(rows[0]), max(ended(r) for r in rows)
     at: dict[str, tuple[str, datetime]] = {}
     out: list[Span] = []
+    moved: set[str] = set()
     for r in rows:
         if r["action"] == "draw_vessel":
+            moved.add(str(r["detail"]["plate"]))
             at[str(r["detail"]["plate"])] = (DECK, ended(r))
             continue
         move = _move(r)
         if move is None:
             continue
         plate, was, to = move
+        moved.add(plate)
         place, since = at.pop(plate, (was, start))
         out.append(Span(what=plate, start=since, end=began(r), note=place))
         if to:
             at[plate] = (to, ended(r))
     out += [Span(what=p, start=s, end=last, note=place) for p, (place, s) in at.items()]
+    handled = {_plate(w) for w in _wells(rows)} - moved  # never moved: on its deck throughout
+    out += [Span(what=p, start=start, end=last, note=DECK) for p in sorted(handled)]
     return sorted(out, key=lambda s: (s.start, s.what))
+
+
+def _wells(rows: list[Row]) -> set[str]:
+    """The plates' wells the liquid handler reached."""
+    found = {str(r["detail"].get(k, "")) for r in rows for k in ("target", "source")}
+    return {w for w in found if "_well_" in w}
 
 
 def _plate(well: str) -> str:
@@ -222,9 +236,9 @@ def _batch(
         for r in rows[rows.index(at) :]:
             d = r["detail"]
             w = str(d.get("target", ""))
-            if r["action"] == "dispense" and w in wells and w not in own:
-                if [s for s in d.get("sources", []) if s != w]:
-                    own[w] = began(r)
+            fresh = [s for s in d.get("sources", []) if s != w]
+            if r["action"] == "dispense" and w in wells and w not in own and fresh:
+                own[w] = began(r)
             if len(own) == len(wells):
                 break
     longest = max((own.get(w, stop) - t).total_seconds() for w, t in wells.items())

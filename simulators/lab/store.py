@@ -136,7 +136,8 @@ def read_log(path: Path | str, since: int = 0) -> list[dict[str, Any]]:
     db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30)
     try:
         rows = db.execute(
-            "SELECT seq, t, time, device, action, detail, end_t FROM log WHERE seq > ? ORDER BY seq",
+            "SELECT seq, t, time, device, action, detail, end_t FROM log WHERE seq > ? "
+            "ORDER BY seq",
             (since,),
         ).fetchall()
     finally:
