@@ -101,6 +101,9 @@ def test_a_campaign_joins_a_running_floor_and_another_is_cancelled(tmp_path: Pat
     params = {n: _spec(n).params for n in ("a", "b", "c")}
     found = audit({n: tmp_path / n for n in params}, params, floor.params.windows)
     assert found.device_overlaps == 0 and found.hard == 0, found
+    # and from the three labs' own logs: the same, with nothing the records do not show
+    assert found.world is not None and found.world.labs == 3
+    assert found.world.device_overlaps == 0 and found.disagreements == 0, found.disagreeing
 
     # run again on its folder: the joined campaigns are the floor's own; c stays cancelled
     again = run(Floor(tmp_path, [_spec("a")]).run())

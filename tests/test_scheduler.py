@@ -350,6 +350,8 @@ def test_after_a_kill_the_floor_rebuilds_and_the_interrupted_step_goes_first(
     judged = audit({c: folder / c for c in names}, params, FloorParams().windows)
     assert judged.hard == 0, judged.violations
     assert judged.device_overlaps == 0
+    assert judged.world is not None and judged.world.device_overlaps == 0
+    assert judged.disagreements == 0, judged.disagreeing
     # both passages (one plate each) and both harvests (two plates each: a batch a plate)
     assert len(judged.enzyme_waits_min) == 6
 
