@@ -30,7 +30,8 @@ operation's plates on the deck, through its enzyme's gap); the smallest of the t
 The simulated rows print as a markdown table: hard-window violations (and which
 windows), soft lateness, device overlaps, each shared device's busy share (from the
 records: each action's intent to its reply), the enzyme's longest wait and the first
-plate's exposure, grants, solve times and wall seconds.
+plate's exposure, grants, solve times and wall seconds; last, how many figures the
+simulated labs' own logs disagree with the records on (``world_audit.py``).
 """
 
 from __future__ import annotations
@@ -346,6 +347,7 @@ class RealResult:
     deck_peak: int = 0
     deck_overfull: int = 0
     mover_overlaps: int = 0
+    world_disagreements: int = 0
 
 
 def real_one(
@@ -391,6 +393,7 @@ def real_one(
         deck_peak=a.deck_peak,
         deck_overfull=a.deck_overfull,
         mover_overlaps=a.mover_overlaps,
+        world_disagreements=a.disagreements,
     )
 
 
@@ -490,9 +493,9 @@ def main() -> None:
         print(
             "| N | policy | hard | which | soft h | overlaps | mover overlaps | deck peak "
             "| star % | imager % | counter % | enzyme max min | first plate max min | grants "
-            "| solve max/median s | wall s |"
+            "| solve max/median s | wall s | world disagreements |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         folder = Path(tempfile.mkdtemp(prefix="sched-bench-"))
         zero: dict[Policy, int] = {p: 0 for p in POLICIES}
         ended: set[Policy] = set()  # a policy stops counting at its first hard violation
@@ -513,7 +516,7 @@ def main() -> None:
                         f"| {100 * u['imager']:.2f} | {100 * u['counter']:.2f} "
                         f"| {rr.enzyme_max_min:.1f} | {rr.first_plate_max_min:.1f} "
                         f"| {rr.grants} | {rr.solve_max:.3f}/{rr.solve_median:.3f} "
-                        f"| {rr.wall:.0f} |",
+                        f"| {rr.wall:.0f} | {rr.world_disagreements} |",
                         flush=True,
                     )
         finally:
