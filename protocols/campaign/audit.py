@@ -27,6 +27,11 @@ plate is an enzyme batch of its own (``protocols/detachment.py``), so this is ea
 plate's own window; ``enzyme_first_plate_max_min`` (from a batch's first plate's
 enzyme) is reported apart and equals it, unless a batch holds several plates
 (as the detachment did before it went plate by plate).
+
+In a dry-run the same floor is judged a second time from the simulated labs' own logs
+(``world_audit.py``): the result carries the world's figures (``world``) beside the
+record's, and how many of them disagree (``disagreements``, the first few named in
+``disagreeing``). A disagreement is a defect in the record or in the floor.
 """
 
 from __future__ import annotations
