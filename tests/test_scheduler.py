@@ -4,6 +4,7 @@ batch records, and the measured device times still match the dry-runs."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +21,16 @@ from protocols.campaign.audit import audit
 from protocols.campaign.engine import CampaignParams
 from protocols.campaign.floor import FLOOR_STORE, CampaignSpec, Floor, FloorParams
 from protocols.campaign.profiles import fit, floor_config, load_profiles, measure
-from protocols.campaign.scheduler import Policy, Request, Scheduler, SchedulerParams, Seg
+from protocols.campaign.scheduler import (
+    Policy,
+    Request,
+    Scheduler,
+    SchedulerParams,
+    Seg,
+    Stop,
+    cpsat,
+    window_dispatch,
+)
 from tests.campaign_helpers import child_env
 from tests.conftest import run
 from workcell.store import STORE_FILE, Event, Store
@@ -66,6 +76,49 @@ def test_recovery_goes_first_in_every_policy() -> None:
     for policy in Policy:
         plan = Scheduler(SchedulerParams(policy=policy)).plan([a, b], {}, 0)
         assert plan.start_of("b1") == 0, policy
+
+
+def _crowded(n: int = 24) -> list[Request]:
+    """More work than the devices can do on time: CP-SAT cannot prove a plan optimal fast."""
+    rng = random.Random(7)
+    reqs: list[Request] = []
+    for i in range(n):
+        due = rng.uniform(0, 4 * 3600)
+        segs = [Seg(devices=["star", "mover"], duration_s=rng.uniform(300, 1500))]
+        if i % 3 == 0:  # an enzyme's wait, then the neutralisation
+            segs.append(
+                Seg(
+                    devices=["star", "counter", "mover"],
+                    duration_s=rng.uniform(300, 900),
+                    lag_min_s=300,
+                    lag_max_s=480,
+                )
+            )
+        reqs.append(
+            _req(
+                f"c{i}", segs, due, closes_s=due + 7200, hard=i % 2 == 0, seq=i, positions=1 + i % 4
+            )
+        )
+    return reqs
+
+
+def test_cpsat_stopped_by_its_work_limit_gives_the_same_plan_twice() -> None:
+    """The search is limited by deterministic work, not the wall clock: the same problem
+    gives the same plan whatever else the machine is doing."""
+    reqs = _crowded()
+    hint = window_dispatch(reqs, {}, 0.0, 10)
+    plans = []
+    for _ in range(2):
+        got = cpsat(reqs, {}, 0.0, hint, budget_s=30, workers=1, positions=10, work=0.05)
+        assert got.stop is Stop.WORK, got  # the limit, not optimality, ended the search
+        assert got.slots is not None and abs(got.work - 0.05) < 0.01
+        plans.append([(s.request, s.segment, s.start_s) for s in got.slots])
+    assert plans[0] == plans[1]
+    wall = cpsat(reqs, {}, 0.0, hint, budget_s=0.01, workers=1, positions=10, work=50)
+    assert wall.stop is Stop.WALL and wall.slots is None  # the safety net's plan is not kept
+    sched = Scheduler(SchedulerParams(budget_s=0.01, work=50))
+    plan = sched.plan(reqs, {}, 0.0, 10)
+    assert plan.stop is Stop.WALL and "safety net" in plan.method and sched.fallbacks == 1
 
 
 def test_every_policy_keeps_the_deck_positions() -> None:
@@ -135,6 +188,13 @@ def test_two_campaigns_fifo_overruns_the_enzyme_and_cpsat_does_not(floors: Any) 
     assert cp.hard == 0
     assert max(cp.enzyme_waits_min) <= 5 + 3
     assert fifo.mover_overlaps == 0 and cp.mover_overlaps == 0
+    # every CP-SAT grant says what ended its plan's search, in the floor's own record
+    store = Store(floors(Policy.CPSAT)[0].folder / FLOOR_STORE)
+    try:
+        stops = [e.data["stop"] for e in store.events("granted")]
+    finally:
+        store.close()
+    assert stops and set(stops) <= {"optimal", "work limit", "wall-time safety net"}
 
 
 def test_two_campaigns_keep_within_the_deck_positions(floors: Any) -> None:

@@ -12,19 +12,20 @@ devices are busy from the grant until the campaign posts again, which is when th
 simulated lab's clock says the work ended, not when the plan said it would.
 
 Every grant is an event in the floor's own store (``floor.sqlite`` in the floor
-folder: plan method, solve time, reason) and a ``scheduled`` event in the
-campaign's batch record. After a kill the floor is rebuilt from these stores: the
-floor's time is its last grant, each device is free from its last release, and the
-campaigns reopen their run folders. Opening one reconciles the actions whose outcome
-the kill left unknown (``workcell/assembly/reconcile.py``, asking the campaign's
-devices); every campaign opens before the floor grants anything, so these questions
-come before any other work. A campaign whose record holds an interrupted step asks
-for that step (its decided action) as a ``recovery`` request, which every policy
-puts first, and the engine finishes it by its declared recovery
-(``protocols/recovery/``: nothing done twice, the enzyme's window counted from its
-last addition). A campaign whose last grant has no release but no step begun has its
-next request marked ``recovery`` too. ``tests/test_scheduler.py`` kills a floor in
-the middle of a passage or harvest and judges this from the batch records.
+folder: plan method, solve time, what ended CP-SAT's search, reason) and a
+``scheduled`` event in the campaign's batch record. After a kill the floor is
+rebuilt from these stores: the floor's time is its last grant, each device is free
+from its last release, and the campaigns reopen their run folders. Opening one
+reconciles the actions whose outcome the kill left unknown
+(``workcell/assembly/reconcile.py``, asking the campaign's devices); every campaign
+opens before the floor grants anything, so these questions come before any other
+work. A campaign whose record holds an interrupted step asks for that step (its
+decided action) as a ``recovery`` request, which every policy puts first, and the
+engine finishes it by its declared recovery (``protocols/recovery/``: nothing done
+twice, the enzyme's window counted from its last addition). A campaign whose last
+grant has no release but no step begun has its next request marked ``recovery`` too.
+``tests/test_scheduler.py`` kills a floor in the middle of a passage or harvest and
+judges this from the batch records.
 
 In a dry-run each campaign has its own simulated world (cells, deck, incubator
 chamber); the devices they share are shared through the floor's grants, and the
@@ -165,6 +166,9 @@ class FloorResult(BaseModel):
     plans: int
     solve_s: list[float]
     fallbacks: int
+    stops: dict[str, int] = Field(
+        default_factory=dict, description="CP-SAT searches by what ended them"
+    )
     end_s: float
     deferred_starts: dict[str, float] = Field(default_factory=dict)
     specs: list[CampaignSpec] = Field(default_factory=list)  # those that joined included
@@ -352,6 +356,7 @@ class Floor:
             plans=self.plans,
             solve_s=self.scheduler.solve_times,
             fallbacks=self.scheduler.fallbacks,
+            stops={k.value: v for k, v in self.scheduler.stops.items()},
             end_s=self.now,
             deferred_starts=self.deferred,
             specs=self.specs,
@@ -490,6 +495,8 @@ class Floor:
             policy=plan.policy.value,
             method=plan.method,
             solve_s=round(plan.solve_s, 4),
+            stop=plan.stop.value if plan.stop else None,  # what ended CP-SAT's search
+            work=round(plan.work, 4),  # its deterministic time
             reason=reason,
         )
         self.holding[r.campaign] = (r.label, r.segments[0].devices, start)

@@ -19,9 +19,14 @@ Policies:
   enzyme goes on). Quick; also the warm start of:
 * ``cpsat``: OR-Tools CP-SAT over a horizon: intervals per segment, no overlap per
   device, lags between segments, lateness of hard windows weighted far above soft
-  lateness times priority; hinted with the dispatch plan, within a solve-time
-  budget. If the solver finds nothing in time (or worse than the hint), the
-  dispatch plan is used and the plan says so.
+  lateness times priority; hinted with the dispatch plan. Its search is limited by
+  work, not by the wall clock: ``SchedulerParams.work`` units of the solver's
+  deterministic time, a fixed seed and number of workers, so the same problem gets
+  the same plan however busy the machine is. A wall-time safety net
+  (``budget_s``) abandons a search that runs too long (a plan made then would depend
+  on the load); if the solver finds nothing, is stopped by the net, or finds a plan
+  worse than the hint, the dispatch plan is used, counted as a fallback, and the plan
+  says so (``Plan.stop``: what ended the search).
 
 A request interrupted by a crash (``recovery``) goes before everything else in
 every policy.
@@ -48,6 +53,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 INF = math.inf
+# CP-SAT's deterministic budget per plan: 1.2 s of wall time at most on a 2-core machine at
+# load 3.6 (README, "the scheduler"), below the 2 s a re-plan may take
+WORK_DEFAULT = 0.25
 HARD_WEIGHT = 100_000  # one second late on a hard window outweighs any soft lateness
 
 
@@ -109,12 +117,32 @@ class Slot(BaseModel):
     holds_from_s: float | None = None
 
 
+class Stop(StrEnum):
+    """What ended a CP-SAT search."""
+
+    OPTIMAL = "optimal"
+    WORK = "work limit"  # the deterministic budget: repeatable
+    WALL = "wall-time safety net"  # not repeatable: the plan is not used
+
+
+class Solved(BaseModel):
+    """A CP-SAT search's outcome: its plan (None: none kept), how it ended, its cost."""
+
+    slots: list[Slot] | None = None
+    method: str = ""
+    stop: Stop
+    wall_s: float
+    work: float = Field(description="deterministic time the search used")
+
+
 class Plan(BaseModel):
     policy: Policy
     made_at_s: float
     slots: list[Slot]
     method: str = Field(description="how it was made, e.g. 'cp-sat optimal'")
     solve_s: float = 0.0
+    stop: Stop | None = Field(default=None, description="what ended CP-SAT's search")
+    work: float = Field(default=0.0, description="CP-SAT's deterministic time used")
     hard_late: int = Field(default=0, description="requests planned past a hard window")
     soft_late_s: float = 0.0
 
@@ -136,16 +164,32 @@ class SchedulerParams(BaseModel):
     horizon_h: float = Field(
         default=24, ge=1, le=24 * 14, title="Horizon (h)", description="how far ahead to plan"
     )
+    work: float = Field(
+        default=WORK_DEFAULT,
+        gt=0,
+        le=100,
+        title="Solve budget (deterministic s)",
+        description="CP-SAT's search per plan in the solver's deterministic time (about a "
+        "second of one core's work each): the same problem gets the same plan however busy "
+        "the machine is",
+    )
     budget_s: float = Field(
-        default=1.0,
+        default=1.8,
         gt=0,
         le=60,
-        title="Solve budget (s)",
-        description="CP-SAT's time per plan; past it, the dispatch plan is used",
+        title="Safety net (wall s)",
+        description="wall time after which a CP-SAT search is abandoned and the dispatch "
+        "plan used (counted as a fallback)",
     )
     workers: int = Field(
-        default=2, ge=1, le=16, title="Solver threads", description="CP-SAT's search workers"
+        default=1,
+        ge=1,
+        le=16,
+        title="Solver threads",
+        description="CP-SAT's search workers (one: a sequential search; more: an interleaved "
+        "portfolio, repeatable too but coarser in its work limit)",
     )
+    seed: int = Field(default=0, title="Solver seed", description="CP-SAT's random seed")
 
 
 # --- plans from list scheduling ---------------------------------------------------------
@@ -372,8 +416,16 @@ def cpsat(
     budget_s: float,
     workers: int,
     positions: int | None = None,
-) -> tuple[list[Slot] | None, str]:
-    """The plan that minimises hard-window lateness first, then soft lateness x priority."""
+    work: float = 1.0,
+    seed: int = 0,
+) -> Solved:
+    """The plan that minimises hard-window lateness first, then soft lateness x priority.
+
+    The search stops at ``work`` units of the solver's deterministic time (or when it
+    proves the plan optimal), with ``interleave_search`` and a fixed seed: the same
+    problem gives the same plan on a busy machine or an idle one. ``budget_s`` of wall
+    time is a safety net: a search it stops gives no plan (``Stop.WALL``), since where
+    the search was then depends on the machine's load."""
     from ortools.sat.python import cp_model  # imported here: a heavy module
 
     m = cp_model.CpModel()
@@ -430,17 +482,37 @@ def cpsat(
         m.AddCumulative([h for h, _ in holds], [n for _, n in holds], positions)
     m.Minimize(sum(objective))
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = budget_s
-    solver.parameters.num_workers = workers
+    prm = solver.parameters
+    prm.num_workers = workers  # one: a sequential search, repeatable under a work limit
+    if workers > 1:  # the parallel portfolio is repeatable only interleaved (its work limit is
+        prm.interleave_search = True  # checked between batches, so it overshoots it)
+    prm.random_seed = seed
+    prm.max_deterministic_time = work
+    prm.max_time_in_seconds = budget_s  # the safety net only: past it, the plan is not kept
     status = solver.Solve(m)
+    wall, dtime = solver.wall_time, solver.response_proto.deterministic_time
+    if status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
+        stop = Stop.OPTIMAL  # the search ended by itself
+    elif dtime >= work * 0.98:  # (the solver stops a hair short of its work limit)
+        stop = Stop.WORK
+    else:  # a limit ended it before its work was done: the only other is the wall clock
+        stop = Stop.WALL
+    out = Solved(stop=stop, wall_s=wall, work=dtime)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, f"cp-sat found no plan in {budget_s:g} s"
-    slots = []
+        out.method = f"cp-sat found no plan ({stop.value})"
+        return out
+    if stop is Stop.WALL:  # where the search was when the wall clock ran out: not repeatable
+        out.method = f"cp-sat stopped by the {budget_s:g} s safety net"
+        return out
+    out.slots = []
     for r in requests:
         for k, seg in enumerate(r.segments):
             a = now + solver.Value(starts[(r.id, k)])
-            slots.append(_slot(r, k, a, a + seg.duration_s))
-    return slots, "cp-sat optimal" if status == cp_model.OPTIMAL else "cp-sat feasible (budget)"
+            out.slots.append(_slot(r, k, a, a + seg.duration_s))
+    out.method = (
+        "cp-sat optimal" if stop is Stop.OPTIMAL else f"cp-sat feasible (work limit {work:g})"
+    )
+    return out
 
 
 def _no_worse(a: tuple[int, float], b: tuple[int, float], reqs: list[Request]) -> bool:
@@ -455,7 +527,8 @@ class Scheduler:
         self.params = params or SchedulerParams()
         self.last: Plan | None = None
         self.solve_times: list[float] = []
-        self.fallbacks = 0
+        self.fallbacks = 0  # plans where the dispatch plan was kept instead of CP-SAT's
+        self.stops: dict[Stop, int] = {}  # what ended each CP-SAT search
 
     def plan(
         self,
@@ -473,6 +546,8 @@ class Scheduler:
             if not r.forecast or r.earliest_s <= now + p.horizon_h * 3600 or r.recovery
         ]
         t0 = time.perf_counter()
+        stop: Stop | None = None
+        work = 0.0
         if p.policy is Policy.FIFO:
             slots = simulate_dispatch(reqs, free, now, fifo_key, positions)
             method = "fifo dispatch"
@@ -482,12 +557,22 @@ class Scheduler:
         else:
             slots, method = window_dispatch(reqs, free, now, positions), "window dispatch"
             if p.policy is Policy.CPSAT and reqs:
-                solved, how = cpsat(reqs, free, now, slots, p.budget_s, p.workers, positions)
-                if solved is not None and _no_worse(score(reqs, solved), score(reqs, slots), reqs):
-                    slots, method = solved, how
+                got = cpsat(
+                    reqs, free, now, slots, p.budget_s, p.workers, positions, p.work, p.seed
+                )
+                stop, work = got.stop, got.work
+                self.stops[got.stop] = self.stops.get(got.stop, 0) + 1
+                if got.slots is not None and _no_worse(
+                    score(reqs, got.slots), score(reqs, slots), reqs
+                ):
+                    slots, method = got.slots, got.method
                 else:
                     self.fallbacks += 1
-                    why = how if solved is None else f"{how}, no better than the heuristic"
+                    why = (
+                        got.method
+                        if got.slots is None
+                        else f"{got.method}, no better than the heuristic"
+                    )
                     method = f"window dispatch ({why})"
         took = time.perf_counter() - t0
         if p.policy is Policy.CPSAT:
@@ -500,6 +585,8 @@ class Scheduler:
             slots=slots,
             method=method,
             solve_s=took,
+            stop=stop,
+            work=work,
             hard_late=hard,
             soft_late_s=soft,
         )

@@ -100,7 +100,8 @@ def run_floor_cli(
     solve = max(result.solve_s, default=0.0)
     out.print(
         f"{result.grants} grants, {result.plans} plans (slowest {solve:.3f} s, "
-        f"{result.fallbacks} fallbacks), day {result.end_s / DAY_S:.2f}; "
+        f"{result.fallbacks} fallbacks, {result.stops.get('wall-time safety net', 0)} "
+        f"stopped by the wall-time safety net), day {result.end_s / DAY_S:.2f}; "
         f"record: {folder / 'floor.sqlite'}"
     )
     return 0
