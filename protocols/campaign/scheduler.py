@@ -53,9 +53,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 INF = math.inf
-# CP-SAT's deterministic budget per plan: 1.2 s of wall time at most on a 2-core machine at
-# load 3.6 (README, "the scheduler"), below the 2 s a re-plan may take
-WORK_DEFAULT = 0.25
+# CP-SAT's deterministic budget per plan: 0.64 s of one core at most on this 2-core machine
+# (README, "the scheduler"), so a re-plan stays below 2 s with half a core (load 4)
+WORK_DEFAULT = 0.1
 HARD_WEIGHT = 100_000  # one second late on a hard window outweighs any soft lateness
 
 
