@@ -53,8 +53,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 INF = math.inf
-# CP-SAT's deterministic budget per plan: 0.64 s of one core at most on this 2-core machine
-# (README, "the scheduler"), so a re-plan stays below 2 s with half a core (load 4)
+# CP-SAT's deterministic budget per plan: 0.36 s of one core at most on this 2-core machine
+# (README, "the scheduler"), so a re-plan stays below 2 s with a quarter of a core
 WORK_DEFAULT = 0.1
 HARD_WEIGHT = 100_000  # one second late on a hard window outweighs any soft lateness
 
@@ -487,6 +487,7 @@ def cpsat(
     if workers > 1:  # the parallel portfolio is repeatable only interleaved (its work limit is
         prm.interleave_search = True  # checked between batches, so it overshoots it)
     prm.random_seed = seed
+    prm.linearization_level = 0  # no LP: its bound is useless here, and it costs wall time
     prm.max_deterministic_time = work
     prm.max_time_in_seconds = budget_s  # the safety net only: past it, the plan is not kept
     status = solver.Solve(m)
