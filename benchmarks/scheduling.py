@@ -14,12 +14,20 @@ Two parts, both printed:
    bound in seconds where the full simulation would take hours; violations here are
    the sweep's own account, not a record's.
 
-The capacity bound: from the operations' device times, the busy hours per day one
-campaign needs on each device (the incubator's plate mover among them: a segment
-that moves plates holds it); the bottleneck device's 24 h divided by that, the
-incubator slots divided by a campaign's peak plates, and the deck's working
-positions' hours per day divided by the position-hours a campaign needs (each
-operation's plates on the deck, through its enzyme's gap); the smallest of the three.
+Two capacity bounds, both printed. The *steady-state bound*: from the operations'
+device times, the busy hours per day one campaign needs on each device (the
+incubator's plate mover among them: a segment that moves plates holds it); the
+bottleneck device's 24 h divided by that, the incubator slots divided by a campaign's
+peak plates, and the deck's working positions' hours per day divided by the
+position-hours a campaign needs (each operation's plates on the deck, through its
+enzyme's gap); the smallest of the three: N campaigns at once, each at its mean. The
+*run bound*: the sweep's own staggered run of N, each device alone working the run's
+operations from their due times by earliest window close, pre-emptively (a
+relaxation: no policy keeps the windows of a run it cannot); the largest N it keeps
+every window of, and every hard window of. Each sweep row also says how many
+campaigns are live at once at the run's peak and the mover's demand over the run's
+span. CP-SAT's search is limited by deterministic work (``--work``), so its rows
+repeat from run to run; "net" counts the searches its wall-time safety net stopped.
 
     .venv/bin/python benchmarks/scheduling.py                 # both parts
     .venv/bin/python benchmarks/scheduling.py --real 1,2 --model 1,2,4,8,16,32
