@@ -5,7 +5,8 @@ small imaged chamber volume (``chamber_volume_uL``), so the number counted is
 Poisson-distributed about the true concentration times that volume (counting
 statistics); on top, each reading carries a multiplicative instrument error with
 coefficient of variation ``instrument_cv``. Viable and dead cells are counted
-separately, so viability scatters too. The expected CV of a total count at
+separately, so viability scatters too. Each count's noise is drawn from the
+world (the lab's seed, the sample, the lab time), not from one stream in call order. The expected CV of a total count at
 concentration ``c`` (cells/uL) is ``sqrt(1 / (c * chamber_volume_uL) + instrument_cv^2)``.
 
 The instrument model (:class:`CounterInstrument`) lives in the simulated lab and is
@@ -23,6 +24,7 @@ import numpy as np
 
 from devices.cell_counter import CountResult
 from simulators.culture import CultureModel, Liquid
+from simulators.noise import world_rng
 from simulators.serial_port import FaultInjector, PtySimulator
 from workcell.actions import ActionLog
 from workcell.clock import SimClock
@@ -51,13 +53,15 @@ class CounterInstrument:
     """The counter's cassette, its counting optics and its last result."""
 
     culture: CultureModel
-    rng: np.random.Generator
+    seed: int
+    name: str = "counter"
     chamber_volume_uL: float = 2.0
     instrument_cv: float = 0.03
     sample_name: str | None = None
     sample: Liquid | None = None
     result: CountResult | None = None
     seq: int = 0
+    counts_of_sample: int = 0  # counts of the sample now in the cassette
 
     @property
     def state(self) -> str:
@@ -74,18 +78,29 @@ class CounterInstrument:
         if drawn.volume_uL <= 0:
             raise CounterRefusal("10", "NO SAMPLE")
         self.sample_name, self.sample, self.result = sample, drawn, None
+        self.counts_of_sample = 0
 
-    def _read(self, per_uL: float) -> float:
-        counted = self.rng.poisson(per_uL * self.chamber_volume_uL)
-        error = self.rng.normal(1.0, self.instrument_cv)
+    def _rng(self) -> np.random.Generator:
+        """A count's noise, fixed by the world: the sample, the lab time and which count of
+        the loaded sample it is (a count taken again after a crash leaves later counts as
+        they were; see ``simulators/noise.py``)."""
+        assert self.sample_name is not None
+        t = float(self.culture.time_s())
+        return world_rng(self.seed, self.name, self.sample_name, t, self.counts_of_sample)
+
+    def _read(self, per_uL: float, rng: np.random.Generator) -> float:
+        counted = rng.poisson(per_uL * self.chamber_volume_uL)
+        error = rng.normal(1.0, self.instrument_cv)
         return max(0.0, counted * error / self.chamber_volume_uL * 1000.0)
 
     def count(self) -> int:
         if self.sample is None or self.sample_name is None:
             raise CounterRefusal("10", "NO SAMPLE")
         s = self.sample
-        viable = self._read(s.viable / s.volume_uL)
-        dead = self._read(s.dead / s.volume_uL)
+        rng = self._rng()
+        self.counts_of_sample += 1
+        viable = self._read(s.viable / s.volume_uL, rng)
+        dead = self._read(s.dead / s.volume_uL, rng)
         total = viable + dead
         if total < DETECTION_LIMIT_PER_ML:
             raise CounterRefusal("20", "TOO FEW CELLS")
@@ -95,7 +110,7 @@ class CounterInstrument:
             total_per_mL=total,
             viable_per_mL=viable,
             viability_percent=min(100.0, 100.0 * viable / total),  # 100*v/v can round up
-            mean_diameter_um=float(self.rng.normal(MSC_DIAMETER_UM, 0.5)),
+            mean_diameter_um=float(rng.normal(MSC_DIAMETER_UM, 0.5)),
         )
         return self.seq
 

@@ -11,6 +11,12 @@ The fast path (``measure``, the controller's imager set to ``fidelity: fast``) d
 no pixels: like an imager whose own software reports confluence, the lab answers
 with the true confluence plus the estimator's error as measured on rendered fields
 (``simulators/confluence_error.py``), in the same time on the lab's clock.
+
+Each field's noise (the cells' placement, the camera's noise, the fast path's
+error) comes from a generator seeded by the lab's seed, the imager, the well and
+the lab time of the capture (``simulators/noise.py``), not from one stream in
+call order: an image taken again after the controller was killed before it
+recorded the reply changes only that image's readings, not every later one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from simulators.brightfield import FieldOptics, capture_field
 from simulators.confluence_error import EstimatorError, sample
 from simulators.culture import CultureModel
+from simulators.noise import world_rng
 from workcell.compute import map_cpu
 
 CAPTURE_S = 2.0
@@ -41,7 +48,8 @@ class ImagerSimulator:
         culture: CultureModel,
         advance: Callable[[float], None],
         log: Callable[..., None],
-        rng: np.random.Generator,
+        seed: int,
+        now_s: Callable[[], float],
         optics: FieldOptics | None = None,
         error: EstimatorError | None = None,
     ) -> None:
@@ -50,7 +58,8 @@ class ImagerSimulator:
         self.culture = culture
         self.advance = advance
         self.log = log
-        self.rng = rng
+        self.seed = seed
+        self.now_s = now_s
         self.optics = optics or FieldOptics()
         self.rendered = 0
 
@@ -59,7 +68,7 @@ class ImagerSimulator:
         calls: list[tuple[Any, ...]] = []
         for well in wells:
             confluence, _, cell_um = self._truth(well)
-            seed = int(self.rng.integers(2**63))  # drawn in call order: same fields on resume
+            seed = int(self._rng(well).integers(2**63))  # the field's, from the world
             self.log(self.name, "capture", well=well)
             self.advance(CAPTURE_S)
             calls.append((confluence, cell_um, seed, self.optics))
@@ -89,12 +98,17 @@ class ImagerSimulator:
         for well in wells:
             confluence, pd, _ = self._truth(well)
             self.log(self.name, "capture", well=well, fields=fields, fast=True)
+            rng = self._rng(well)  # at the capture's start: its fields' errors
             self.advance(CAPTURE_S * fields)
-            out[well] = sample(error, confluence, pd, self.rng, fields)
+            out[well] = sample(error, confluence, pd, rng, fields)
         return out
 
+    def _rng(self, well: str) -> np.random.Generator:
+        """The noise of a capture of ``well`` now: fixed by the world, not by call order."""
+        return world_rng(self.seed, self.name, well, float(self.now_s()))
+
     def to_state(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state}
+        return {}  # no random stream to keep: each capture's noise is the world's
 
     def load_state(self, st: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = st["rng"]
+        """Nothing to restore (a state saved before the noise was the world's had a stream)."""

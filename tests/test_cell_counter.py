@@ -34,7 +34,7 @@ def _culture() -> CultureModel:
 
 @pytest.mark.parametrize(("chamber_uL", "cv"), [(0.4, 0.03), (0.05, 0.02)])
 def test_repeated_counts_scatter_as_the_noise_model_says(chamber_uL: float, cv: float) -> None:
-    inst = CounterInstrument(_culture(), np.random.default_rng(3), chamber_uL, cv)
+    inst = CounterInstrument(_culture(), 3, "counter", chamber_uL, cv)
     inst.load("tube", 200)
     totals, viable = [], []
     for _ in range(600):
@@ -52,7 +52,7 @@ def test_repeated_counts_scatter_as_the_noise_model_says(chamber_uL: float, cv: 
 
 @pytest.fixture
 def counter_sim() -> Iterator[CellCounterSimulator]:
-    inst = CounterInstrument(_culture(), np.random.default_rng(5))
+    inst = CounterInstrument(_culture(), 5)
     sim = CellCounterSimulator("counter", inst)
     sim.start()
     yield sim

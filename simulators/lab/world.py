@@ -158,7 +158,8 @@ class Lab:
         self.counter = (
             CounterInstrument(
                 self.culture,
-                _rng(spec.seed, spec.counter.name),
+                spec.seed,
+                spec.counter.name,
                 spec.counter.chamber_volume_uL,
                 spec.counter.instrument_cv,
             )
@@ -192,7 +193,8 @@ class Lab:
                 self.culture,
                 self.clock.advance,
                 self.log,
-                _rng(spec.seed, spec.imager.name),
+                spec.seed,
+                self.clock.elapsed,
                 spec.imager.optics,
                 spec.imager.error,
             )
@@ -721,7 +723,7 @@ class Lab:
                 "sample": asdict(c.sample) if c.sample is not None else None,
                 "result": c.result.model_dump() if c.result is not None else None,
                 "seq": c.seq,
-                "rng": c.rng.bit_generator.state,
+                "counts_of_sample": c.counts_of_sample,
             }
         serial: dict[str, Any] = {}
         for name, sim in self.serial.items():
@@ -773,7 +775,7 @@ class Lab:
             c.sample = Liquid(**cs["sample"]) if cs["sample"] is not None else None
             c.result = CountResult(**cs["result"]) if cs["result"] is not None else None
             c.seq = int(cs["seq"])
-            c.rng.bit_generator.state = cs["rng"]
+            c.counts_of_sample = int(cs.get("counts_of_sample", 0))
         for name, ost in st.get("ot2", {}).items():
             if name in self.ot2:
                 _load_ot2(self.ot2[name], ost)
