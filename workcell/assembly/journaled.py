@@ -38,6 +38,12 @@ def culture_wells(wc: Workcell, plate: Plate) -> list[str]:
     return [w.name for w in plate.get_all_items() if wc.store.vessel(w.name) is not None]
 
 
+def vessels_among(wc: Workcell, wells: list[str]) -> list[str]:
+    """The culture vessels among ``wells`` (each once, in order): an image's intent names
+    them, so its recovery entry after a crash does too."""
+    return [w for w in dict.fromkeys(wells) if wc.store.vessel(w) is not None]
+
+
 async def act(
     wc: Workcell,
     device: str,
@@ -308,7 +314,7 @@ def journal_imager(wc: Workcell) -> None:
                 wc,
                 name,
                 "capture",
-                {"wells": [well]},
+                {"wells": [well], "vessels": vessels_among(wc, [well])},
                 lambda: original(*args, **kw),
                 [{"well": well}],
                 vessel=well,
@@ -323,7 +329,7 @@ def journal_imager(wc: Workcell) -> None:
                 wc,
                 name,
                 "capture",
-                {"plate": plate.name, "wells": wells},
+                {"plate": plate.name, "wells": wells, "vessels": vessels_among(wc, wells)},
                 lambda: original(plate, fields),
                 [{"well": w} for w in wells],
             )
@@ -337,7 +343,13 @@ def journal_imager(wc: Workcell) -> None:
                 wc,
                 name,
                 "capture",
-                {"plate": plate.name, "wells": names, "fields": fields, "fast": True},
+                {
+                    "plate": plate.name,
+                    "wells": names,
+                    "vessels": vessels_among(wc, names),
+                    "fields": fields,
+                    "fast": True,
+                },
                 lambda: original(plate, wells, fields),
                 [{"well": w, "fields": fields, "fast": True} for w in names],
             )

@@ -150,6 +150,8 @@ async def reconcile(wc: Workcell, unknown: list[ActionRecord]) -> list[ActionRec
     done_ones = []
     for a in unknown:
         vessels = list(a.data.get("vessels") or [])
+        if not vessels and a.action in REPEATABLE:  # an image intent written before it named them
+            vessels = list(dict.fromkeys(a.data.get("wells") or []))
         try:
             done, how, measured = await _outcome(wc, a)
         except DeviceError as err:
