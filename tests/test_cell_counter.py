@@ -218,3 +218,26 @@ def test_other_counter_errors_stay_errors() -> None:
 
     with pytest.raises(DeviceError, match="ERR 10 NO SAMPLE"):
         run(CellCounter("counter", Broken()).count("pool_tube", 20))
+
+
+def test_a_count_taken_again_leaves_later_counts_as_they_were() -> None:
+    """A count's noise is the world's (seed, sample, lab time): an extra count of one sample
+    does not move the next sample's result, and two counts of one load differ."""
+
+    def later_count(extra: bool) -> CountResult:
+        culture = _culture()
+        culture.load("other", Liquid(20_000, CONC_PER_ML * 20, 0.0, 1.0))
+        inst = CounterInstrument(culture, 11)
+        inst.load("tube", 200)
+        inst.count()
+        first = inst.result
+        if extra:
+            inst.count()
+            assert inst.result != first
+        inst.eject()
+        inst.load("other", 200)
+        inst.count()
+        assert inst.result is not None
+        return inst.result
+
+    assert later_count(False) == later_count(True)

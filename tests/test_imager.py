@@ -121,3 +121,33 @@ def test_each_well_is_imaged_where_it_is_and_only_the_wells_asked_for(wc: Workce
     assert len(wc.log.of("capture")) - n0 == 7 * wc.imager.fields_per_well
     captured = [a.detail["well"] for a in wc.log.of("capture")[n0:]]
     assert captured.count("plate_1_well_B1") == 2 * wc.imager.fields_per_well
+
+
+def test_a_retaken_image_changes_only_its_own_readings() -> None:
+    """Each capture's noise is the world's (seed, imager, well, lab time), not the next draw
+    of one stream: an image taken again (a controller killed before it recorded the reply)
+    leaves every later image as it was, on the rendered and the fast path."""
+    from simulators.culture import CultureModel
+    from simulators.imager import ImagerSimulator
+
+    def lab(retake: bool) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+        t = [0.0]
+
+        def advance(s: float) -> None:
+            t[0] += s
+
+        sim = ImagerSimulator(
+            "imager", CultureModel(lambda: t[0]), advance, lambda *a, **k: None, 7, lambda: t[0]
+        )
+        first, _ = sim.capture(["w1", "w2"])
+        if retake:
+            again, _ = sim.capture(["w1", "w2"])
+            assert not np.array_equal(again[0], first[0])  # its own readings differ
+        t[0] = 3600.0  # the next image at the time the schedule says
+        later, _ = sim.capture(["w1", "w2"])
+        t[0] = 7200.0
+        return later, sim.measure(["w1", "w2"], fields=3)
+
+    (plain, fast), (resumed, fast_resumed) = lab(False), lab(True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, resumed, strict=True))
+    assert fast == fast_resumed

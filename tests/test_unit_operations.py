@@ -227,7 +227,9 @@ def test_harvest_reports_total_cells_viability_and_dose(wc: Workcell) -> None:
         )
     )
     assert len(result.vessels) == 12
-    assert 0.75 * truth < result.total_viable_cells < truth
+    # the harvest loses some cells; the count's own noise (3 % instrument CV and counting
+    # statistics) can still put one reading a little over the truth
+    assert 0.75 * truth < result.total_viable_cells < 1.1 * truth
     assert result.dose_cells_per_kg == pytest.approx(result.total_viable_cells / 1.5)
     assert result.dose_reached == (result.dose_cells_per_kg >= 1e6)
     assert 85 < result.viability_percent <= 100
