@@ -5,9 +5,10 @@ small imaged chamber volume (``chamber_volume_uL``), so the number counted is
 Poisson-distributed about the true concentration times that volume (counting
 statistics); on top, each reading carries a multiplicative instrument error with
 coefficient of variation ``instrument_cv``. Viable and dead cells are counted
-separately, so viability scatters too. Each count's noise is drawn from the
-world (the lab's seed, the sample, the lab time), not from one stream in call order. The expected CV of a total count at
+separately, so viability scatters too. The expected CV of a total count at
 concentration ``c`` (cells/uL) is ``sqrt(1 / (c * chamber_volume_uL) + instrument_cv^2)``.
+Each count's noise is drawn from the world (the lab's seed, the sample, the lab time), not from one
+stream in call order (``simulators/noise.py``).
 
 The instrument model (:class:`CounterInstrument`) lives in the simulated lab and is
 reached either over the lab link (``devices.lab_counter``, fast) or by the
