@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS vessel_changes (
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint_parts (
+    name TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journal (
@@ -348,15 +352,41 @@ class Store:
 
     # --- checkpoints of the simulated world ---------------------------------------
 
-    def save_checkpoint(self, data: dict[str, Any]) -> int:
-        """Replace the checkpoint; returns its sequence number (one more than the last)."""
+    def save_checkpoint(
+        self,
+        data: dict[str, Any],
+        changed: Collection[str] | None = None,
+        base_seq: int = 0,
+    ) -> int:
+        """Replace the checkpoint; returns its sequence number (one more than the last).
+
+        Each of ``data["resources"]`` is a row of its own (``checkpoint_parts``): with
+        ``changed``, only those rows are written and the others are kept as they are,
+        which holds only while the store's checkpoint is still ``base_seq`` (the one
+        the caller's states were saved as); otherwise every row is written.
+        """
+        resources: dict[str, Any] = data.get("resources", {})
+        header = {k: v for k, v in data.items() if k != "resources"} | {"parts": True}
         with self._tx():
-            seq = self.checkpoint_seq() + 1
+            seq = self.checkpoint_seq()
+            if changed is None or not base_seq or seq != base_seq:
+                self._db.execute("DELETE FROM checkpoint_parts")
+                changed = resources.keys()
+            else:
+                self._db.execute(
+                    "DELETE FROM checkpoint_parts WHERE name NOT IN"
+                    " (SELECT value FROM json_each(?))",
+                    (json.dumps(list(resources)),),
+                )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO checkpoint_parts (name, data) VALUES (?, ?)",
+                [(n, json.dumps(resources[n])) for n in changed if n in resources],
+            )
             self._db.execute(
                 "INSERT OR REPLACE INTO checkpoint (id, seq, data) VALUES (1, ?, ?)",
-                (seq, json.dumps(data)),
+                (seq + 1, json.dumps(header)),
             )
-        return seq
+        return seq + 1
 
     def checkpoint_seq(self) -> int:
         """Which checkpoint the store holds (0: none); another process may have moved it on."""
@@ -365,7 +395,13 @@ class Store:
 
     def checkpoint(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM checkpoint WHERE id = 1").fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(row[0])
+        if data.pop("parts", False):  # the resources in rows of their own
+            rows = self._db.execute("SELECT name, data FROM checkpoint_parts").fetchall()
+            data["resources"] = {r[0]: json.loads(r[1]) for r in rows}
+        return data
 
     # --- vessels ------------------------------------------------------------------
 
@@ -512,6 +548,24 @@ class Store:
             (kind,),
         ).fetchall()
         return {r[0]: (datetime.fromisoformat(r[1]), float(r[2])) for r in rows}
+
+    def values_by_vessel(self, kind: str) -> dict[str, float]:
+        """Per vessel, the value of its latest measurement of ``kind`` (the last in time
+        order, as ``measurements`` lists them), without building a record per row."""
+        rows = self._db.execute(
+            "SELECT vessel_id, value FROM measurements WHERE kind = ? AND vessel_id IS NOT NULL"
+            " ORDER BY time, id",
+            (kind,),
+        ).fetchall()
+        return {r[0]: float(r[1]) for r in rows}
+
+    def last_value(self, kind: str) -> float | None:
+        """The value of the latest measurement of ``kind`` (of any vessel or none)."""
+        row = self._db.execute(
+            "SELECT value FROM measurements WHERE kind = ? ORDER BY time DESC, id DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def move_vessels(self, vessel_ids: list[str], location: str, time: datetime) -> None:
         """Vessels (of those given) now at ``location``: a row and an entry each."""

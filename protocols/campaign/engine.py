@@ -312,6 +312,13 @@ def _s(t: datetime, t0: datetime) -> float:
     return (t - t0).total_seconds()
 
 
+def now_s(store: Store, now: datetime) -> float:
+    """Campaign seconds at ``now`` (0 before the campaign starts): the view's ``now_s``,
+    without building the view."""
+    started = store.events("campaign_started")
+    return _s(now, started[0].time) if started else 0.0
+
+
 def view(store: Store, now: datetime) -> CampaignView:
     started = store.events("campaign_started")
     t0 = started[0].time if started else now
@@ -321,7 +328,7 @@ def view(store: Store, now: datetime) -> CampaignView:
     conf = {
         vessel: (_s(t, t0), value) for vessel, (t, value) in store.last_values("confluence").items()
     }
-    seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells") if m.vessel_id}
+    seeded = store.values_by_vessel("seeded_cells")
     pd = lineage.population_doublings(store) if active else {}
     plates: dict[str, list] = {}
     for v in active:
@@ -349,13 +356,12 @@ def view(store: Store, now: datetime) -> CampaignView:
                 population_doublings=pd_now,
             )
         )
-    viab = store.measurements(kind="pool_viability")
     return CampaignView(
         started_at=started[0].time if started else None,
         now_s=_s(now, t0),
         plates=sorted(states, key=lambda p: p.plate),
         finished=bool(store.events("campaign_finished")),
-        last_viability=viab[-1].value if viab else None,
+        last_viability=store.last_value("pool_viability"),
         used_plates={plate for plate, _ in places},
         made={n: len({plate for plate, m in places if m == n}) for n in {m for _, m in places}},
     )
@@ -644,6 +650,9 @@ class CampaignEngine:
     def _view(self) -> CampaignView:
         return view(self.wc.store, self.wc.clock.now())
 
+    def _now_s(self) -> float:
+        return now_s(self.wc.store, self.wc.clock.now())
+
     def _start(self) -> None:
         """Plan first (vessels from a hotel): refuse a dose that cannot fit, before any motion."""
         wc = self.wc
@@ -752,7 +761,7 @@ class CampaignEngine:
             ) as wc:
                 # watch the incubators while waiting: a fault between images is seen
                 every = self.params.monitor_every_min * 60
-                end = wc.clock.elapsed() + until_s - view(wc.store, wc.clock.now()).now_s
+                end = wc.clock.elapsed() + until_s - now_s(wc.store, wc.clock.now())
                 while (left := end - wc.clock.elapsed()) > 0:
                     await wc.clock.sleep(min(every, left))
                     await wc.check_incubators()
@@ -770,7 +779,7 @@ class CampaignEngine:
         return await self._do(a)
 
     async def _do(self, a: Action, resume: StepInfo | None = None) -> object:
-        label = resume.label if resume else f"day {self._view().now_s / DAY_S:.2f} {a.label}"
+        label = resume.label if resume else f"day {self._now_s() / DAY_S:.2f} {a.label}"
         # The operator is asked here, under the locks but outside the step's task (a
         # Prefect run pauses or suspends only at the flow's level); the answer is recorded
         # inside the step, once, with the step's other records. A step re-entered after

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from workcell.assembly.build import build_workcell
-from workcell.assembly.checkpoint import replay, restore, snapshot
+from workcell.assembly.checkpoint import Kept, replay, restore, save
 from workcell.assembly.config import WorkcellConfig
 from workcell.assembly.lab import LAB_FOLDER, LabHandle, open_lab
 from workcell.assembly.reconcile import reconcile
@@ -77,6 +77,7 @@ class Session:
         self._seq = 0
         self._mark = 0  # the last journal row this session knows of
         self._held = 0  # nesting of ``locked``
+        self._kept = Kept()  # the model's states as last checkpointed
         self.interrupted: list[StepInfo] = []
         self.reloads = 0  # how often another run had moved the workcell on
 
@@ -102,6 +103,7 @@ class Session:
             refuse_damaged(Path(path))  # a record its anchor remembers must still be there
         wc = build_workcell(self.config, path, lab=self.lab)
         self._wc = wc
+        self._kept = Kept()  # a workcell built again checkpoints whole first
         saved = wc.store.checkpoint()
         fresh = saved is None and wc.store.last_journal_id() == 0
         await wc.setup(load_reservoirs=fresh)
@@ -118,7 +120,7 @@ class Session:
         for step in self.interrupted:
             self._record_interruption(wc, step)
         if saved is None or unknown:
-            self._seq = wc.store.save_checkpoint(snapshot(wc))
+            self._seq = save(wc, self._kept)
             wc.store.anchor("workcell set up")
         else:
             self._seq = wc.store.checkpoint_seq()
@@ -262,7 +264,7 @@ class Session:
                 )
             wc.journal.finish_step()
             self.interrupted = [s for s in self.interrupted if resume is None or s.id != resume.id]
-            self._seq = wc.store.save_checkpoint(snapshot(wc))
+            self._seq = save(wc, self._kept)  # the resources the step changed
             wc.store.anchor(f"step end: {name if resume is None else resume.label}")
 
 
