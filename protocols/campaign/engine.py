@@ -319,7 +319,29 @@ def now_s(store: Store, now: datetime) -> float:
     return _s(now, started[0].time) if started else 0.0
 
 
+# What a campaign's view is made from: while these rows are the same (they are only ever
+# added, so their counts say so), the view is the same but for the time.
+VIEW_ROWS: dict[str, tuple[str, ...]] = {
+    "tables": ("vessels", "vessel_changes", "lineage"),
+    "events": ("campaign_started", "campaign_finished", "fed", "seeded", "pooled", "counted"),
+    "measurements": ("confluence", "seeded_cells", "pool_viability", "pool_volume"),
+}
+
+
 def view(store: Store, now: datetime) -> CampaignView:
+    """The campaign's view at ``now``: kept between decisions while its rows are the same
+    (a wait or a step that changed none of them), the time moved on."""
+    started = store.events("campaign_started")
+    if not started:
+        return _view(store, now)
+    t0 = started[0].time
+    kept: CampaignView = store.memo(
+        "campaign_view", store.version(**VIEW_ROWS), lambda: _view(store, t0)
+    )
+    return kept.model_copy(update={"now_s": _s(now, t0)}, deep=True)
+
+
+def _view(store: Store, now: datetime) -> CampaignView:
     started = store.events("campaign_started")
     t0 = started[0].time if started else now
     places = store.plates_and_passages()  # every vessel's plate and passage, without records
