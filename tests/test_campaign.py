@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -362,3 +363,45 @@ def test_the_campaign_decides_under_the_device_locks(
 
     run(go())
     assert held == [1]
+
+
+def test_each_step_checkpoints_the_whole_model_writing_only_what_changed(tmp_path: Path) -> None:
+    """A step's checkpoint writes only the resources that changed, yet the store holds
+    the whole model: after every step, what it holds is a full serialization's equal, and
+    a session opened again on the run folder restores that model."""
+    import json
+
+    from workcell.assembly.checkpoint import snapshot
+
+    cfg_path = quick_config(tmp_path)
+    compared: list[str] = []
+    written: list[int] = []
+    holds: dict[str, object] = {}
+
+    async def go() -> None:
+        async with open_session(load_config(cfg_path), tmp_path / "run") as s:
+            save = s.wc.store.save_checkpoint
+
+            def counting(data: dict[str, object], changed: object = None, base_seq: int = 0) -> int:
+                written.append(len(changed) if changed is not None else -1)  # type: ignore[arg-type]
+                return save(data, changed, base_seq)  # type: ignore[arg-type]
+
+            s.wc.store.save_checkpoint = counting  # type: ignore[method-assign]
+
+            async def checked(label: str, work: Callable[[], Awaitable[object]]) -> object:
+                result = await work()
+                whole = json.loads(json.dumps(snapshot(s.wc)))
+                assert s.wc.store.checkpoint() == whole, label
+                compared.append(label)
+                return result
+
+            engine = CampaignEngine(s, CampaignParams(), auto_approve(), run_step=checked)
+            await engine.run(hand_over=lambda ran_s, wait_s: ran_s >= 3.5 * DAY_S)
+            holds["model"] = json.loads(json.dumps(snapshot(s.wc)))
+        async with open_session(load_config(cfg_path), tmp_path / "run") as again:
+            assert json.loads(json.dumps(snapshot(again.wc))) == holds["model"]
+
+    run(go())
+    assert any(c.split()[2:3] == ["feed"] for c in compared), compared
+    names = len(holds["model"]["resources"])  # type: ignore[index]
+    assert written and max(written[1:]) < names, (written, names)  # never the whole deck again
