@@ -93,9 +93,6 @@ class Journal:
         self._done: set[str] = set()  # the current step's done unit keys (from the rows)
         self._label: str | None = None  # the current step's label, when this process started it
         self._actions: tuple[tuple[int | None, int], list[ActionRecord]] | None = None
-        # names in the effects of actions journalled since the model's last checkpoint
-        # (``workcell.assembly.checkpoint`` serializes again what holds them)
-        self.touched: set[str] = set()
 
     # --- steps ---------------------------------------------------------------------
 
@@ -186,9 +183,6 @@ class Journal:
     ) -> int:
         time = self.now()
         step = self.step_id if step_id is None else step_id
-        effects = data.get("effects")
-        if effects:
-            self._touch(effects)
         row_id = self.store.add_journal(step, kind, key, time, data, ref, record)
         if self._cache is not None and step == self.step_id:
             if kind == "unit":
@@ -205,12 +199,6 @@ class Journal:
                 }
             )
         return row_id
-
-    def _touch(self, effects: dict[str, Any]) -> None:
-        for part in ("volume", "tip", "plate", "drawn"):
-            self.touched.update(effects.get(part) or ())
-        for part in ("returned", "discarded"):
-            self.touched.update(effects.get(part) or ())
 
     def rows(self, step_id: int | None = None) -> list[dict[str, Any]]:
         if step_id is None or step_id == self.step_id:

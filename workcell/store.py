@@ -366,7 +366,7 @@ class Store:
         the caller's states were saved as); otherwise every row is written.
         """
         resources: dict[str, Any] = data.get("resources", {})
-        header = {k: v for k, v in data.items() if k != "resources"} | {"parts": True}
+        header = {k: v for k, v in data.items() if k != "resources"} | {"parts": list(resources)}
         with self._tx():
             seq = self.checkpoint_seq()
             if changed is None or not base_seq or seq != base_seq:
@@ -398,9 +398,10 @@ class Store:
         if row is None:
             return None
         data: dict[str, Any] = json.loads(row[0])
-        if data.pop("parts", False):  # the resources in rows of their own
-            rows = self._db.execute("SELECT name, data FROM checkpoint_parts").fetchall()
-            data["resources"] = {r[0]: json.loads(r[1]) for r in rows}
+        names = data.pop("parts", None)
+        if names is not None:  # the resources in rows of their own, in the order saved
+            rows = dict(self._db.execute("SELECT name, data FROM checkpoint_parts").fetchall())
+            data["resources"] = {n: json.loads(rows[n]) for n in names}
         return data
 
     # --- vessels ------------------------------------------------------------------

@@ -5,7 +5,9 @@ world: which plate sits where (deck site, incubator slot), PyLabRobot's tip and
 volume trackers, and what the channels hold. A snapshot of that model is written
 at the end of every step; every device action since is in the journal with the
 effect it has on the model. Restoring is: the snapshot, then the effects of every
-action known to be done after it, in order. Vessels drawn from the hotel (#14's
+action known to be done after it, in order. Each resource's state is a row of its
+own in the store, and a step's checkpoint writes only the resources whose state
+changed (``Kept``). Vessels drawn from the hotel (#14's
 inventory) are part of the model: the snapshot holds the hotel's stock and the
 vessels drawn, where each is and what its wells hold; the journal's draws, returns
 and discards are effects like any other.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pylabrobot.resources import Plate, Resource, ResourceHolder, TipRack, TipSpot
+from pylabrobot.resources import Plate, ResourceHolder, TipRack, TipSpot
 
 from workcell.assembly.workcell import Workcell
 from workcell.journal import ActionRecord, actions_of
@@ -53,78 +55,30 @@ def _head(wc: Workcell) -> dict[str, Any]:
 
 
 class Kept:
-    """Each resource's state as this session last checkpointed it, and which resources
-    changed since, so a step's checkpoint serializes and writes only those.
+    """Each resource's state as this session last checkpointed it, so a step's checkpoint
+    writes only the resources whose state differs.
 
-    PyLabRobot serializing every deck resource's state (each well's volume tracker,
-    each tip spot's tip) and writing all of it was most of a step's own cost. A
-    resource is changed when PyLabRobot reports a state update in its tree (volume and
-    tip trackers call back on every change they commit), or when an action journalled
-    since the last checkpoint names it (or something in it) in its effects, the same
-    effects a restart replays onto the checkpoint. One ``Kept`` belongs to one built
-    workcell; a workcell built again (reopened) starts a new one, whose first
-    checkpoint is whole, as is any written over another process's checkpoint.
+    Serializing every deck resource is cheap next to writing all of it (177 kB of JSON
+    for the benchmark's deck, every step): the states are serialized whole each time
+    and compared, so what is saved is exactly a whole snapshot, and only the changed
+    rows are written. One ``Kept`` belongs to one built workcell; a workcell built
+    again (reopened) starts a new one, whose first checkpoint is written whole, as is
+    any written over another process's checkpoint.
     """
 
     def __init__(self) -> None:
         self.states: dict[str, dict[str, Any]] = {}
         self.seq = 0  # the checkpoint these states were saved as (0: none yet)
-        self.pending: set[str] = set()  # serialized again, not yet saved
-        self._dirty: set[str] = set()
-        self._watched: dict[str, Resource] = {}
-
-    def _watch(self, name: str, res: Resource) -> None:
-        def changed(_state: dict[str, Any], name: str = name) -> None:
-            self._dirty.add(name)
-
-        for r in [res, *res.get_all_children()]:
-            r.register_state_update_callback(changed)
-        self._watched[name] = res
-
-    def changed(self, wc: Workcell, names: list[str]) -> set[str]:
-        """The resources of ``names`` whose state must be serialized again."""
-        out = {n for n in names if n in self._dirty or n not in self.states}
-        for n in names:
-            res = wc.resource(n)
-            if self._watched.get(n) is not res:  # a new vessel, or one built again
-                self._watch(n, res)
-                out.add(n)
-        wanted = set(names)
-        for touched in wc.journal.touched:
-            out |= _owners(wc, touched, wanted)
-        return out
-
-    def saved(self, seq: int) -> None:
-        """The checkpoint ``seq`` now holds every state kept: changes start afresh."""
-        self.seq = seq
-        self._dirty.clear()
-
-
-def _owners(wc: Workcell, name: str, wanted: set[str]) -> set[str]:
-    """The checkpointed resource holding resource ``name`` (empty: none, or gone)."""
-    if name in wanted:
-        return {name}
-    try:
-        res: Resource | None = wc.resource(name)
-    except Exception:  # noqa: BLE001 - a discarded vessel's well: nothing to keep
-        return set()
-    while res is not None:
-        if res.name in wanted:
-            return {res.name}
-        res = res.parent
-    return set()
+        self.pending: set[str] = set()  # differing from the last saved, not yet saved
 
 
 def snapshot(wc: Workcell, kept: Kept | None = None) -> dict[str, Any]:
     """The model as a checkpoint; with ``kept``, unchanged resources' states are reused."""
     names = _plate_names(wc)
-    if kept is None:
-        states = {n: wc.resource(n).serialize_all_state() for n in names}
-    else:
-        for n in kept.changed(wc, names):
-            kept.states[n] = wc.resource(n).serialize_all_state()
-            kept.pending.add(n)
-        states = {n: kept.states[n] for n in names}
+    states = {n: wc.resource(n).serialize_all_state() for n in names}
+    if kept is not None:  # written again: the states that differ from the last saved
+        kept.pending |= {n for n in names if kept.states.get(n) != states[n]}
+        kept.states.update(states)
     data = {
         "version": VERSION,
         "journal": wc.store.last_journal_id(),
@@ -142,9 +96,8 @@ def save(wc: Workcell, kept: Kept) -> int:
     saved (every one when the store holds another checkpoint than that); its sequence."""
     data = snapshot(wc, kept)
     seq = wc.store.save_checkpoint(data, changed=kept.pending, base_seq=kept.seq)
-    kept.saved(seq)
+    kept.seq = seq
     kept.pending.clear()
-    wc.journal.touched.clear()
     return seq
 
 
