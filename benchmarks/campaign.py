@@ -16,8 +16,9 @@ seconds, peak RSS (the controller; its image workers; the simulated lab's proces
 or its largest image worker), simulated seconds per wall second, device actions
 per second, and the orchestration overhead: the share of wall time spent outside
 protocol code and the lab (Prefect, the engine's decisions, the store, the batch
-record and journal, checkpoints). Then the median wall time of each unit
-operation.
+record and journal, checkpoints; the lab process's start counts as the lab's). With
+Prefect, the CPU column adds the Prefect server's CPU seconds during the campaign.
+Then the median wall time of each unit operation.
 Targets (#14, a 2-core machine, fast imaging): 48 vessels under 20 s wall and the
 70 kg campaign under 60 s, memory under 1 GiB, orchestration overhead under 15 %.
 Compare code versions as ratios of runs made in turn in the same minutes: the
