@@ -7,8 +7,8 @@ statistics); on top, each reading carries a multiplicative instrument error with
 coefficient of variation ``instrument_cv``. Viable and dead cells are counted
 separately, so viability scatters too. The expected CV of a total count at
 concentration ``c`` (cells/uL) is ``sqrt(1 / (c * chamber_volume_uL) + instrument_cv^2)``.
-Each count's noise is drawn from the world (the lab's seed, the sample, the lab time), not from one
-stream in call order (``simulators/noise.py``).
+Each count's noise is drawn from the world (the lab's seed, the source, which sample
+drawn from it), not from one stream in call order (``simulators/noise.py``).
 
 The instrument model (:class:`CounterInstrument`) lives in the simulated lab and is
 reached either over the lab link (``devices.lab_counter``, fast) or by the
@@ -19,7 +19,7 @@ on a pseudo-terminal, through the real serial driver.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class CounterInstrument:
     result: CountResult | None = None
     seq: int = 0
     counts_of_sample: int = 0  # counts of the sample now in the cassette
+    loads: dict[str, int] = field(default_factory=dict)  # samples drawn, per source
 
     @property
     def state(self) -> str:
@@ -80,14 +81,17 @@ class CounterInstrument:
             raise CounterRefusal("10", "NO SAMPLE")
         self.sample_name, self.sample, self.result = sample, drawn, None
         self.counts_of_sample = 0
+        self.loads[sample] = self.loads.get(sample, 0) + 1
 
     def _rng(self) -> np.random.Generator:
-        """A count's noise, fixed by the world: the sample, the lab time and which count of
-        the loaded sample it is (a count taken again after a crash leaves later counts as
-        they were; see ``simulators/noise.py``)."""
+        """A count's noise, fixed by the world: the source, which sample drawn from it this
+        is, and which count of that sample (``simulators/noise.py``). A count taken again
+        after a crash is a new sample with noise of its own and leaves every other count as
+        it was; a count made later than planned (the controller was down) reads the same
+        sample as it would have, so a kill's effect on cells is not hidden in count noise."""
         assert self.sample_name is not None
-        t = float(self.culture.time_s())
-        return world_rng(self.seed, self.name, self.sample_name, t, self.counts_of_sample)
+        n = self.loads.get(self.sample_name, 0)
+        return world_rng(self.seed, self.name, self.sample_name, n, self.counts_of_sample)
 
     def _read(self, per_uL: float, rng: np.random.Generator) -> float:
         counted = rng.poisson(per_uL * self.chamber_volume_uL)

@@ -591,10 +591,6 @@ class CultureModel:
         self.containers: dict[str, Liquid] = {}
         self._donors: dict[str | None, CultureParameters] = {}
 
-    def time_s(self) -> float:
-        """The simulated time now (the lab's clock), in seconds."""
-        return self._now_s()
-
     def donor_params(self, donor: str | None) -> CultureParameters:
         """The parameters of a donor's cells (the reference donor's for ``None``)."""
         return self._donors.get(donor) or self._donor_params(donor)

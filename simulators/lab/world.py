@@ -724,6 +724,7 @@ class Lab:
                 "result": c.result.model_dump() if c.result is not None else None,
                 "seq": c.seq,
                 "counts_of_sample": c.counts_of_sample,
+                "loads": dict(c.loads),
             }
         serial: dict[str, Any] = {}
         for name, sim in self.serial.items():
@@ -776,6 +777,7 @@ class Lab:
             c.result = CountResult(**cs["result"]) if cs["result"] is not None else None
             c.seq = int(cs["seq"])
             c.counts_of_sample = int(cs.get("counts_of_sample", 0))
+            c.loads = {k: int(n) for k, n in cs.get("loads", {}).items()}
         for name, ost in st.get("ot2", {}).items():
             if name in self.ot2:
                 _load_ot2(self.ot2[name], ost)
