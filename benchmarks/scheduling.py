@@ -174,6 +174,22 @@ class SweepResult:
     fallbacks: int
     net: int  # CP-SAT searches stopped by the wall-time safety net (among the fallbacks)
     wall_s: float
+    campaigns: int = 0  # campaigns started (rolling: over the whole run)
+    harvests: int = 0  # harvests ended in the counted span (rolling: the lanes' throughput)
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """Steady state: ``n`` lanes, each starting its next campaign (the next donor in the
+    mix) ``turnaround_d`` days after its previous one's harvest, from the sweep's
+    staggered first starts, until ``days``. Only work due in [``warmup_d``, ``days``)
+    is counted (violations, missed windows, soft lateness), and device busy time is
+    clipped to that span; the run goes on one day past ``days`` so that every counted
+    window (the longest tolerance is 24 h) is decided."""
+
+    days: float = 42.0
+    warmup_d: float = 14.0
+    turnaround_d: float = 0.5
 
 
 def run_campaigns(n: int) -> list[ModelCampaign]:
@@ -197,10 +213,18 @@ def sweep_one(
     sp: SchedulerParams,
     seed: int,
     positions: int | None = None,
+    rolling: Rolling | None = None,
 ) -> SweepResult:
+    """``rolling``: the steady-state run (see :class:`Rolling`); else the staggered run
+    of ``n`` campaigns, each counted whole."""
     rng = random.Random(seed)
     enzyme = 5 * 60.0
     camps = run_campaigns(n)
+    lo, hi = (rolling.warmup_d * DAY_S, rolling.days * DAY_S) if rolling else (-INF, INF)
+    stop = hi + DAY_S if rolling else INF
+    started = len(camps)
+    harvests = 0
+    lanes = {c.name: (i, 0) for i, c in enumerate(camps)}  # campaign: (lane, generation)
     sched = Scheduler(sp.model_copy(update={"policy": policy}))
     free: dict[str, float] = {}
     pending: dict[str, tuple[Request, Action, list[Seg]]] = {}
@@ -253,17 +277,26 @@ def sweep_one(
         reqs = [r for r, _, _ in pending.values()]
         plan = sched.plan(reqs, free, now, positions)
         first = min((s for s in plan.slots if s.segment == 0), key=lambda s: s.start_s)
-        r, a, segs = pending.pop(first.campaign)
+        r, a, segs = pending[first.campaign]
         start = max(first.start_s, r.earliest_s, *(free.get(d, 0.0) for d in r.segments[0].devices))
+        if start >= stop:  # rolling: past the counted span and its windows' tolerance
+            for r2, _, _ in pending.values():  # counted work not begun by now: missed
+                if lo <= r2.due_s < hi and r2.closes_s is not None and r2.closes_s + 1 < stop:
+                    missed += 1
+                    hard += r2.hard
+            break
+        del pending[first.campaign]
         now = start
-        if r.closes_s is not None and start > r.closes_s + 1:
+        counted = lo <= r.due_s < hi
+        if counted and r.closes_s is not None and start > r.closes_s + 1:
             missed += 1
             hard += r.hard
-        soft += r.priority * max(0.0, start - r.due_s) / HOUR_S
+        if counted:
+            soft += r.priority * max(0.0, start - r.due_s) / HOUR_S
         dur = r.segments[0].duration_s * rng.uniform(0.95, 1.05)
         for d in r.segments[0].devices:
             free[d] = start + dur
-            busy[d] = busy.get(d, 0.0) + dur
+            busy[d] = busy.get(d, 0.0) + max(0.0, min(start + dur, hi) - max(start, lo))
         end = max(end, start + dur)
         c = by[r.campaign]
         if len(r.segments) > 1:  # the enzyme incubates: the rest is a request of its own
@@ -291,10 +324,23 @@ def sweep_one(
             pending[c.name] = (cont, a, rest)
             continue
         c.did(a, start + dur)
+        harvests += c.done and lo <= start + dur < hi
         if not c.done:
             post(c, start + dur)
+        elif rolling and start + dur + rolling.turnaround_d * DAY_S < hi:
+            lane, gen = lanes[c.name]  # the lane's next campaign: the next donor in the mix
+            nc = ModelCampaign(
+                name=f"c{lane}.{gen + 1}",
+                start=start + dur + rolling.turnaround_d * DAY_S,
+                td_h=DONOR_TD_H[(lane + gen + 1) % len(DONOR_TD_H)],
+                priority=c.priority,
+            )
+            lanes[nc.name] = (lane, gen + 1)
+            by[nc.name] = nc
+            started += 1
+            post(nc, start + dur)
     first_start = min(c.start for c in camps)
-    span = max(1.0, end - first_start)
+    span = max(1.0, end - first_start) if not rolling else hi - lo
     return SweepResult(
         n=n,
         policy=policy,
@@ -307,6 +353,8 @@ def sweep_one(
         fallbacks=sched.fallbacks,
         net=sched.stops.get(Stop.WALL, 0),
         wall_s=time.perf_counter() - t0,
+        campaigns=started,
+        harvests=harvests,
     )
 
 
@@ -518,6 +566,72 @@ def real_one(
     )
 
 
+def rolling_sweep(
+    args: argparse.Namespace,
+    profiles: Profiles,
+    w: WindowParams,
+    sp: SchedulerParams,
+    policies: list[Policy],
+    cap: int,
+    neck: str,
+    hours: dict[str, float],
+) -> None:
+    """The steady-state rows: N lanes each renewing its campaign until ``--rolling`` days,
+    counted from ``--warmup``; the bottleneck's busy share over that span against N
+    campaigns' mean demand (N x its busy hours per campaign-day / 24 h; the lanes'
+    turnaround lowers it a little), and the harvests in that span (the lanes' throughput:
+    soft work left waiting stretches a campaign)."""
+    roll = Rolling(days=args.rolling, warmup_d=args.warmup, turnaround_d=args.turnaround)
+    print(
+        f"capacity bound (steady state): bottleneck {neck} {hours[neck]:.3f} h busy per "
+        f"campaign-day: {int(24 / hours[neck])} campaigns; bound (with slots {args.slots}, "
+        f"deck positions {args.positions}) = {cap}"
+    )
+    print(
+        f"  CP-SAT: {sp.work:g} deterministic s per plan, {sp.workers} worker(s), seed "
+        f"{sp.seed}, wall-time safety net {sp.budget_s:g} s"
+    )
+    print(
+        f"\nsteady state: N lanes, each seeding its next campaign (next donor) "
+        f"{roll.turnaround_d:g} d after its last harvest, until day {roll.days:g}; counted: "
+        f"work due in days [{roll.warmup_d:g}, {roll.days:g}), busy time in that span"
+    )
+    print(
+        "  N  camps  harvests  N-demand %  policy    hard  missed  soft h  star util  mover util  "
+        "solve max/med s  fallbacks  net  wall s"
+    )
+    counts = sorted({int(x) for x in args.model.split(",") if x})
+    best: dict[Policy, int] = {p: 0 for p in policies}
+    broken: set[Policy] = set()
+    mover: dict[tuple[Policy, int], float] = {}
+    for n in counts:
+        demand = 100 * n * hours[neck] / 24
+        for policy in policies:
+            r = sweep_one(n, policy, profiles, w, sp, n, args.positions, roll)
+            if r.hard == 0 and policy not in broken:
+                best[policy] = n
+            elif r.hard:
+                broken.add(policy)
+            mover[policy, n] = r.util.get(neck, 0.0)
+            print(
+                f"  {n:2d} {r.campaigns:6d} {r.harvests:9d} {demand:11.0f}  "
+                f"{policy.value:9s} {r.hard:4d} "
+                f"{r.missed:7d} {r.soft_h:7.1f} "
+                f"{r.util.get('star', 0):9.2f}  {r.util.get(neck, 0):10.2f}  "
+                f"{r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
+                f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
+                flush=True,
+            )
+    print(
+        f"\nlargest N (of {','.join(map(str, counts))}) with zero hard-window violations at "
+        f"every N up to it, steady state (bound {cap})"
+    )
+    for policy in policies:
+        b = best[policy]
+        share = f", {neck} busy {100 * mover[policy, b]:.0f} %" if b else ""
+        print(f"  {policy.value:9s} {b:3d}  ({100 * b / cap:.0f} % of the bound{share})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", default="1,2,4", help="campaign counts on the simulated workcell")
@@ -551,7 +665,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=d.workers, help="CP-SAT's search workers")
     ap.add_argument("--policies", default=",".join(POLICIES), help="which policies (e.g. cpsat)")
     ap.add_argument("--horizon-h", type=float, default=24)
+    ap.add_argument(
+        "--rolling",
+        type=float,
+        default=0.0,
+        metavar="DAYS",
+        help="steady state instead of the capacity sweep: N lanes (--model), each starting "
+        "a new campaign after its last one's harvest, until DAYS",
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=14.0, help="rolling: days not counted at the start"
+    )
+    ap.add_argument(
+        "--turnaround", type=float, default=0.5, help="rolling: days from harvest to next seed"
+    )
     args = ap.parse_args()
+    if args.rolling and not 0 <= args.warmup < args.rolling:
+        ap.error("--warmup must be at least 0 and below --rolling")
     began = time.perf_counter()
     profiles = load_profiles()
     w = WindowParams()
@@ -561,6 +691,10 @@ def main() -> None:
     )
 
     cap, neck, hours, by_slots, by_deck = bound(profiles, args.slots, args.positions)
+    if args.rolling:
+        rolling_sweep(args, profiles, w, sp, policies, cap, neck, hours)
+        print(f"\nwall {time.perf_counter() - began:.0f} s in all, {os.cpu_count()} cores")
+        return
     run_all, run_hard = run_bound(profiles), run_bound(profiles, hard_only=True)
     print("capacity bound")
     for d_, h in sorted(hours.items()):
