@@ -13,6 +13,10 @@ Two parts, both printed:
    taking its measured device time (``durations.json``) +-5 %. This reaches the
    bound in seconds where the full simulation would take hours; violations here are
    the sweep's own account, not a record's.
+3. **Steady state** (``--rolling DAYS``, instead of part 2): N lanes, each seeding its
+   next campaign half a day after its last harvest, until DAYS; only work due after
+   ``--warmup`` days counts, against the same lanes with no contention (their
+   harvests and the bottleneck's busy share): does a policy carry N at once?
 
 Two capacity bounds, both printed. The *steady-state bound*: from the operations'
 device times, the busy hours per day one campaign needs on each device (the
@@ -34,6 +38,7 @@ repeat from run to run; "net" counts the searches its wall-time safety net stopp
     .venv/bin/python benchmarks/scheduling.py --real 1,2,4,8 --model ""    # simulated only
     .venv/bin/python benchmarks/scheduling.py --real 2,4,8 --twins --stagger-days 0 --model ""
     .venv/bin/python benchmarks/scheduling.py --real ""      # the sweep only
+    .venv/bin/python benchmarks/scheduling.py --real "" --rolling 42 --model 20,25,28
 
 The simulated rows print as a markdown table: hard-window violations (and which
 windows), soft lateness, device overlaps, each shared device's busy share (from the
