@@ -39,7 +39,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.campaign import world_audit as world_judge
 from protocols.campaign.engine import DAY_S, CampaignParams
@@ -59,6 +59,8 @@ TRANSFER = "transfer_station"
 
 
 class Violation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     campaign: str
     window: str
     at: datetime
@@ -67,6 +69,8 @@ class Violation(BaseModel):
 
 
 class Audit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     campaigns: int
     violations: list[Violation]
     soft_lateness_h: float

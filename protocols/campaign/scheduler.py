@@ -102,6 +102,8 @@ class Request(BaseModel):
 
 
 class Slot(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     request: str
     campaign: str
     label: str
@@ -128,6 +130,8 @@ class Stop(StrEnum):
 class Solved(BaseModel):
     """A CP-SAT search's outcome: its plan (None: none kept), how it ended, its cost."""
 
+    model_config = ConfigDict(extra="forbid")
+
     slots: list[Slot] | None = None
     method: str = ""
     stop: Stop
@@ -136,6 +140,8 @@ class Solved(BaseModel):
 
 
 class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     policy: Policy
     made_at_s: float
     slots: list[Slot]
