@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.campaign_helpers import child_env, quick_config
+from workcell.lifeline import lifeline_preexec
 
 BIN = Path(sys.executable).parent
 
@@ -145,6 +146,7 @@ def prefect_and_workcell(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=lifeline_preexec,  # ends with this test process, even if killed
             )
         )
         deadline = time.monotonic() + 600  # a busy 2-core machine: as the demo waits
@@ -169,6 +171,7 @@ def prefect_and_workcell(
                 stdout=serve_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=lifeline_preexec,  # ends with this test process, even if killed
             )
         )
         yield Served(url=url, ui=f"http://127.0.0.1:{port}", home=home, run_dir=run_dir, env=env)

@@ -33,6 +33,7 @@ from tests.campaign_helpers import child_env, quick_config
 from workcell.anchor import HEAD_FILE
 from workcell.batch.release import Stage, release_state
 from workcell.batch.users import UserRegistry
+from workcell.lifeline import lifeline_preexec
 from workcell.store import STORE_FILE, Store
 
 SECRETS = {"q.lead": "lead secret 1", "a.analyst": "analyst secret 1", "o.op": "op secret 12"}
@@ -84,6 +85,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=lifeline_preexec,  # ends with this test process, even if killed
     )
     procs = [srv]
     try:
@@ -107,6 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             stdout=serve_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=lifeline_preexec,  # ends with this test process, even if killed
         )
         procs.append(served)
         yield {"url": url, "env": env, "run_dir": run_dir, "home": home, "served": served}
