@@ -142,7 +142,7 @@ async def _scenario(f: dict[str, Any], client: Any) -> dict[str, Any]:
             "params": SMALL,
             "run_dir": str(camp_a),
             "auto_approve_dry_run": True,
-            "days_per_run": 4,
+            "days_per_run": 2,  # hands over after the resume wherever the kill fell
         },
     )
 
