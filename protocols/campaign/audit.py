@@ -47,7 +47,7 @@ from protocols.campaign.windows import HOUR_S, WindowParams
 from protocols.campaign.world_audit import (
     MOVER,
     NAMED,
-    RUN_GAP_S,
+    SHARED,
     WorldAudit,
     compare,
     deck_load,
@@ -109,7 +109,7 @@ def audit(
     run_dirs: dict[str, Path],
     params: dict[str, CampaignParams],
     w: WindowParams,
-    shared: tuple[str, ...] = ("star", "imager", "counter"),
+    shared: tuple[str, ...] = SHARED,
     deck_positions: int | None = None,
 ) -> Audit:
     """Judge the campaigns' records: every window, device overlaps, the deck's working
@@ -234,26 +234,11 @@ def audit(
             on_deck += _deck_stays(store, t0, name)
             mover += _mover_uses(store, t0, name, sent)
             for dev, ts in times.items():
-                ts.sort()
-                a, b = ts[0]
-                for ta, tb in ts[1:]:
-                    if ta - b > RUN_GAP_S:
-                        uses.setdefault(dev, []).append((a, b, name))
-                        a = ta
-                    b = max(b, tb)
-                uses.setdefault(dev, []).append((a, b, name))
+                uses.setdefault(dev, []).extend((a, b, name) for a, b in world_judge.runs(ts))
         finally:
             store.close()
-    overlaps = 0
-    busy: dict[str, float] = {}
-    for dev, spans in uses.items():
-        spans.sort()
-        busy[dev] = sum(b - a for a, b, _ in spans)
-        reach: list[tuple[float, str]] = []  # (end, campaign) of the spans begun so far
-        for a, b, c in spans:
-            if any(end > a and other != c for end, other in reach):
-                overlaps += 1
-            reach = [(end, other) for end, other in reach if end > a] + [(b, c)]
+    busy = {dev: sum(b - a for a, b, _ in spans) for dev, spans in uses.items()}
+    overlaps = sum(world_judge.overlaps(spans) for spans in uses.values())
     peak, overfull = deck_load(on_deck, deck_positions)
     found = Audit(
         campaigns=len(run_dirs),

@@ -115,7 +115,7 @@ def world_audit(
         acts = account.actions(rows)
         for dev in shared:
             mine = [(s(x.start), s(x.end)) for x in acts if x.what == dev]
-            uses.setdefault(dev, []).extend((a, b, name) for a, b in _runs(mine))
+            uses.setdefault(dev, []).extend((a, b, name) for a, b in runs(mine))
         mover += [(s(x.start), s(x.end), name) for x in acts if x.what in MOVER]
         places = account.plate_places(rows)
         stays = [x for x in places if x.note == account.STATION and x.seconds > 0]
@@ -163,7 +163,7 @@ def world_audit(
     )
 
 
-def _runs(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def runs(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """A device's actions, joined into uses where less than ``RUN_GAP_S`` apart."""
     out: list[tuple[float, float]] = []
     for a, b in sorted(spans):
