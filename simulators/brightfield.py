@@ -19,8 +19,9 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage
-from skimage import draw
+
+# scipy and scikit-image are imported where a field is drawn, not here: the lab process
+# imports this module for its optics model, and on the fast imaging path never draws.
 
 RANDOM_PLACEMENT_LIMIT = 0.85
 TEXTURE = 0.07
@@ -53,6 +54,8 @@ Stamp = tuple[np.ndarray, np.ndarray, int, int, int, int]
 @lru_cache(maxsize=8192)
 def _stamp_cached(a2: int, b2: int, k: int) -> Stamp:
     """Pixel offsets of a filled ellipse around the origin (semi-axes a2/2, b2/2 px)."""
+    from skimage import draw
+
     a, b = a2 * STAMP_STEP_PX, b2 * STAMP_STEP_PX
     theta = k * math.pi / STAMP_ANGLES
     rr, cc = draw.ellipse(0.0, 0.0, a, b, rotation=theta)
@@ -85,6 +88,8 @@ def place_cells(
     crop of a larger monolayer: cells cut by the field's edge come from both sides,
     so the cells centred in the field are the culture's cells per area.
     """
+    from scipy import ndimage
+
     o = optics or FieldOptics()
     n = o.size_px
     target = min(1.0, max(0.0, confluence))
@@ -178,6 +183,8 @@ def cell_borders(labels: np.ndarray) -> np.ndarray:
 def _texture(n: int) -> np.ndarray:
     """Cytoplasm texture (smoothed noise, unit SD) twice a field's size: each field takes a
     random crop of it, which spares a noise image and a filter per field."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(0x7E57)
     texture = ndimage.gaussian_filter(rng.standard_normal((2 * n, 2 * n), dtype=np.float32), 1.2)
     return texture / (texture.std() or 1.0)
