@@ -56,8 +56,14 @@ lock-check:
 demo: $(STAMP)
 	$(BIN)/workcell demo
 
+# Two workers, each taking whole test files (a file's tests share its fixtures and run
+# in order): most tests wait on the child processes they start, so two files at once
+# use both cores. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(OT_STAMP)
-	WORKCELL_OPENTRONS_PYTHON=$(abspath $(OT_VENV))/bin/python $(BIN)/python -m pytest -q
+	WORKCELL_OPENTRONS_PYTHON=$(abspath $(OT_VENV))/bin/python $(BIN)/python -m pytest -q \
+	  -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
