@@ -46,6 +46,7 @@ import fcntl
 import os
 import re
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,12 @@ from prefect.states import Cancelled, Completed, Failed
 
 from flows.artifacts import publish_vessels
 from protocols.campaign.engine import DAY_S, CampaignParams, summarize
-from protocols.campaign.floor import CampaignSpec, Floor, FloorParams, FloorResult
+from protocols.campaign.floor import FLOOR_STORE, CampaignSpec, Floor, FloorParams, FloorResult
 from protocols.campaign.gantt import plan_markdown
 from protocols.campaign.scheduler import Plan
 from workcell.assembly.config import SIMULATED_DRIVERS, WorkcellConfig, load_config
 from workcell.errors import WorkcellError
-from workcell.store import STORE_FILE, Store
+from workcell.store import STORE_FILE, Event, Store
 
 # The campaigns' coroutines of the floors this process runs, by (folder, campaign):
 # a child flow run takes its own and runs it (a coroutine is not a flow parameter).
@@ -74,6 +75,8 @@ _FLOORS: dict[str, Floor] = {}
 # whoever started the floor in this process and wants each campaign's progress as it
 # comes (the command line's bars): called with (campaign, percent, text)
 progress_listeners: list[Callable[[str, float, str], None]] = []
+# ... and the floor's folder, once it is chosen (a floor with no name gets a new one)
+folder_listeners: list[Callable[[Path], None]] = []
 
 
 def artifact_key(folder: str | Path, what: str) -> str:
@@ -127,7 +130,7 @@ def floor_running(folder: Path) -> bool:
         return False
 
 
-def floor_folder(run_dir: str) -> Path:
+def floor_folder(run_dir: str | Path) -> Path:
     folder = Path(run_dir).resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +139,123 @@ def floor_folder(run_dir: str) -> Path:
             f"the floor's run folder {folder} cannot be used: {e.strerror or e}"
         ) from None
     return folder
+
+
+# --- the floors of a workcell: one folder each, under <runs>/floors/, by name --------------
+
+FLOORS = "floors"  # <the workcell's run folder>/floors/<floor name>/
+ENDED = "floor_ended"  # the floor's record's last event when it ran to its end
+NAME_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+NAME_MAX = 64
+
+
+def check_floor_name(name: str) -> str:
+    """The floor's name as given, stripped; ``WorkcellError`` saying what is wrong with
+    it in one line. A name is one folder under ``floors/``, never a path."""
+    given = name.strip()
+    if not given:
+        raise WorkcellError(
+            f"floor name {name!r} is empty: leave it out for a new floor, or give letters "
+            "and digits"
+        )
+    if "/" in given or "\\" in given:
+        raise WorkcellError(
+            f"floor name {given!r} has a path separator: a floor name is one folder name "
+            "(letters, digits, - _ .), the floor's folder is made under floors/"
+        )
+    if given.startswith("."):
+        raise WorkcellError(f"floor name {given!r} begins with '.': begin with a letter or digit")
+    if len(given) > NAME_MAX:
+        raise WorkcellError(f"floor name {given[:20]!r}... is too long ({NAME_MAX} at most)")
+    if not NAME_CHARS.match(given):
+        bad = sorted({c for c in given if not (c.isascii() and (c.isalnum() or c in "-_."))})
+        raise WorkcellError(
+            f"floor name {given!r}: letters, digits, - _ and . only "
+            f"(not {' '.join(map(repr, bad))})"
+        )
+    return given
+
+
+def new_floor_name() -> str:
+    """A new floor's name when none is given: its flow run's UTC start and short id
+    (``20261126-152013-1a2b3c4d``). The same for a run started again (a retry, a resumed
+    worker): it keeps its folder."""
+    from prefect.runtime import flow_run
+
+    started = flow_run.scheduled_start_time
+    when = started.astimezone(UTC) if started is not None else datetime.now(UTC)
+    short = str(flow_run.id or "")[:8] or f"pid{os.getpid()}"
+    return f"{when:%Y%m%d-%H%M%S}-{short}"
+
+
+def floor_ended(folder: Path) -> Event | None:
+    """The ``floor_ended`` event of a floor that ran to its end, else None (a floor that
+    was killed or failed has none: it resumes when run again)."""
+    path = folder / FLOOR_STORE
+    if not path.exists():
+        return None
+    store = Store(path, read_only=True)
+    try:
+        ended = store.events(ENDED)
+    finally:
+        store.close()
+    return ended[-1] if ended else None
+
+
+def named_floor(floors_dir: str | Path, name: str) -> Path:
+    """The folder of a new floor, or of one to resume: ``floors_dir/name`` (a new dated
+    name when ``name`` is empty). Refuses a bad name, and a name a finished floor has."""
+    if name == "":
+        name = new_floor_name()
+    name = check_floor_name(name)
+    folder = Path(floors_dir).resolve() / name
+    ended = floor_ended(folder)
+    if ended is not None:
+        raise WorkcellError(
+            f"floor name {name!r} is taken: that floor ran to its end "
+            f"({ended.data.get('summary', '')}; record {folder / FLOOR_STORE}); "
+            "give another name, or none for a new floor"
+        )
+    return folder
+
+
+def running_floors(floors_dir: str | Path) -> list[Path]:
+    """The floors under ``floors_dir`` running now (each holds its folder's lock)."""
+    root = Path(floors_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and floor_running(p))
+
+
+def the_running_floor(floors_dir: str | Path, name: str = "") -> Path:
+    """The folder of the floor a request is for: the one named, or else the one floor
+    running under ``floors_dir``. ``WorkcellError`` when it is not running, when none
+    runs, or when several run and no name says which."""
+    root = Path(floors_dir).resolve()
+    if name.strip():
+        folder = root / check_floor_name(name)
+        if not floor_running(folder):
+            why = "it ran to its end" if floor_ended(folder) else "it is not running"
+            if not folder.is_dir():
+                why = "there is no such floor"
+            others = [p.name for p in running_floors(root)]
+            raise WorkcellError(
+                f"no floor {name.strip()!r} is running under {root} ({why}); "
+                + (f"running: {', '.join(others)}" if others else "none is running")
+            )
+        return folder
+    running = running_floors(root)
+    if not running:
+        raise WorkcellError(
+            f"no floor is running under {root}: start one (floor @ <workcell>, or `workcell floor`)"
+        )
+    if len(running) > 1:
+        raise WorkcellError(
+            f"{len(running)} floors are running under {root} "
+            f"({', '.join(p.name for p in running)}): name the one you mean (the form's "
+            "Floor name, or --floor)"
+        )
+    return running[0]
 
 
 def _holder() -> str:
@@ -154,8 +274,12 @@ def _floor_run_name() -> str:
         for c in p.get("campaigns") or DEFAULT_CAMPAIGNS
     ]
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    folder = Path(str(p.get("run_dir", "runs/floor"))).name
-    return f"{'floor' if folder == 'floor' else f'floor {folder}'}: {shown}"
+    name = str(p.get("name") or "")
+    try:  # the floor's folder's name: what join and cancel take to say which floor
+        folder = check_floor_name(name) if name else new_floor_name()
+    except WorkcellError:
+        folder = "(bad name)"
+    return f"floor {folder}: {shown}"
 
 
 def _campaign_run_name() -> str:
@@ -208,13 +332,16 @@ async def floor_campaign(spec: CampaignSpec, folder: str) -> str:
 
 @flow(name="workcell-floor", flow_run_name=_floor_run_name)
 async def floor_flow(
+    name: str = "",
     campaigns: list[CampaignSpec] = DEFAULT_CAMPAIGNS,
-    run_dir: str = "runs/floor",
     params: FloorParams = DEFAULT_FLOOR,
     config: str | None = None,
+    floors_dir: str = str(Path("runs") / FLOORS),
 ) -> FloorResult:
     """Several campaigns on one workcell (a dry-run): the scheduler decides who gets which
-    device next; each campaign is a flow run of its own."""
+    device next; each campaign is a flow run of its own. The floor's folder is
+    ``floors_dir/name`` (a new one, named after the date and this run, when ``name`` is
+    empty); a name of a floor that was stopped or killed resumes it."""
     campaigns = [c.model_copy(deep=True) for c in campaigns or DEFAULT_CAMPAIGNS]
     with contextlib.ExitStack() as held:
         try:  # refused before any campaign starts: the run fails saying why, in one line
@@ -225,11 +352,17 @@ async def floor_flow(
                 raise WorkcellError(
                     f"the floor's campaigns need names of their own: {', '.join(twice)} twice"
                 )
-            where = floor_folder(run_dir)
+            where = floor_folder(named_floor(floors_dir, name))
             held.enter_context(floor_lock(where, _holder()))
+            ended = floor_ended(where)  # it ended while this one waited to start
+            if ended is not None:
+                raise WorkcellError(f"the floor {where.name} ran to its end meanwhile")
         except WorkcellError as e:
             get_run_logger().error(f"floor not started: {e}")
             return Failed(message=f"floor not started: {e}")  # type: ignore[return-value]
+        get_run_logger().info(f"the floor {where.name}: folder {where}")
+        for listener in folder_listeners:
+            listener(where)
         return await _run_floor(str(where), campaigns, params or DEFAULT_FLOOR, base)
 
 
@@ -292,4 +425,25 @@ async def _run_floor(
         f"{admitted} of {len(every)} campaigns run ({', '.join(c.name for c in every)}){stopped}; "
         f"{result.grants} grants, {result.plans} plans, ended day {result.end_s / DAY_S:.2f}"
     )
+    _record_end(Path(folder), floor, line)
     return Completed(message=line, data=result)  # type: ignore[return-value]
+
+
+def _record_end(folder: Path, floor: Floor, line: str) -> None:
+    """The floor ran to its end: its record says so, and its name is not used again (a
+    floor stopped or killed before this resumes under its name instead)."""
+    from prefect.runtime import flow_run
+
+    store = Store(folder / FLOOR_STORE)
+    try:
+        store.add_event(
+            Event(
+                time=floor.at(floor.now),
+                kind=ENDED,
+                actor="scheduler",
+                vessel_id=None,
+                data={"summary": line, "flow_run": flow_run.name, "flow_run_id": flow_run.id},
+            )
+        )
+    finally:
+        store.close()

@@ -33,7 +33,7 @@ from workcell.assembly.config import WorkcellConfig
 from workcell.ot_labware import same_product
 
 # fixed by the deployment, never on the form
-PLUMBING = ("config", "run_dir", "campaigns_dir", "operations_dir")
+PLUMBING = ("config", "run_dir", "campaigns_dir", "operations_dir", "floors_dir")
 # the release works on one batch's run folder: the operator names it on the form
 ON_FORM = {"batch-release": ("run_dir",)}
 
@@ -92,6 +92,13 @@ FLOW_FIELDS: dict[str, tuple[str, str]] = {
 # a flow's own title for a parameter another flow names the same
 FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
     "workcell-floor": {
+        "name": (
+            "Floor name",
+            "the floor's run folder under this workcell's floors/ (letters, digits, - _ .); "
+            "empty: a new folder named after the date and time (UTC) and this flow run. The "
+            "name of a floor that was stopped or killed resumes it; one that ran to its end "
+            "is refused",
+        ),
         "params": (
             "Floor settings",
             "the scheduler's policy and budget, how late each kind of work may be, and the "
@@ -104,6 +111,18 @@ FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
             "one campaign, filled in as on the floor's form, with a name the floor does not "
             "have yet (its run folder); it starts at the floor's present, or at its start "
             "day if that is later",
+        ),
+        "floor": (
+            "Floor name",
+            "the running floor's name (its folder under floors/; its run is 'floor NAME: "
+            "...'); empty: the one floor running, refused when several run",
+        ),
+    },
+    "cancel-on-floor": {
+        "floor": (
+            "Floor name",
+            "the running floor's name (its folder under floors/; its run is 'floor NAME: "
+            "...'); empty: the one floor running, refused when several run",
         ),
     },
 }
@@ -254,10 +273,10 @@ def plumbing(operation: str, config: str | None, folder: Path) -> dict[str, Any]
         return {**fixed, "campaigns_dir": str(where / "campaigns"), "operations_dir": str(where)}
     if operation == "release":
         return fixed  # the batch's own run folder is named on the form, or by the harvest
-    if operation == "floor":  # several campaigns, each in a run folder under it
-        return {**fixed, "run_dir": str(where / "floor")}
-    if operation in ("join floor", "cancel on floor"):  # asks the floor's folder's floor
-        return {"run_dir": str(where / "floor")}
+    if operation == "floor":  # floors/<name>: several campaigns, each in a folder under it
+        return {**fixed, "floors_dir": str(where / "floors")}
+    if operation in ("join floor", "cancel on floor"):  # asks a floor running under floors/
+        return {"floors_dir": str(where / "floors")}
     return {**fixed, "run_dir": str(where)}
 
 
@@ -268,6 +287,11 @@ def describe_deployment(flow: Flow[..., Any], cfg: WorkcellConfig, defaults: dic
         return (
             f"{doc} (workcell {cfg.name}; each campaign in a run folder of its own under "
             f"{defaults['campaigns_dir']})"
+        )
+    if "floors_dir" in defaults:
+        return (
+            f"{doc} (workcell {cfg.name}; each floor in a folder of its own under "
+            f"{defaults['floors_dir']})"
         )
     if "run_dir" not in defaults:
         return f"{doc} (workcell {cfg.name}; the batch's run folder is named on the form)"

@@ -301,7 +301,7 @@ class Floor:
                 known.add(str(e.data["campaign"]))
             elif e.kind == "cancel_requested":
                 self.cancels[str(e.data["campaign"])] = Cancel.model_validate(
-                    {k: e.data[k] for k in ("campaign", "by", "reason")}
+                    {k: e.data[k] for k in ("campaign", "by", "reason", "via") if k in e.data}
                 )
             elif e.kind == "campaign_cancelled":
                 self.cancelled[str(e.data["campaign"])] = self.cancels.pop(str(e.data["campaign"]))
@@ -421,7 +421,9 @@ class Floor:
             )
             return False
         self.cancels[c.campaign] = c
-        self.event("cancel_requested", c.campaign, ticket=item.ticket, by=c.by, reason=c.reason)
+        self.event(
+            "cancel_requested", c.campaign, ticket=item.ticket, by=c.by, reason=c.reason, via=c.via
+        )
         w = self.waiting.get(c.campaign)
         if w is None or not w.between_steps:
             return False  # inside a step: it stops when it next asks between steps
@@ -668,12 +670,12 @@ class Floor:
         if self.now > session.wc.clock.elapsed():
             await session.wc.clock.sleep(self.now - session.wc.clock.elapsed())
         if not session.wc.store.events("campaign_cancelled"):  # once, after a kill too
-            session.wc.event("campaign_cancelled", c.by, reason=c.reason)
+            session.wc.event("campaign_cancelled", c.by, reason=c.reason, via=c.via)
         self._release(spec.name, session.wc.clock.elapsed())
         del self.cancels[spec.name]
         self.cancelled[spec.name] = c
         self._plates_in_use.pop(spec.name, None)
-        self.event("campaign_cancelled", spec.name, by=c.by, reason=c.reason)
+        self.event("campaign_cancelled", spec.name, by=c.by, reason=c.reason, via=c.via)
         for cb in self.on_progress:
             await cb(spec.name, 100.0, f"{spec.name}: cancelled by {c.by} ({c.reason})")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from workcell.errors import WorkcellError
 from workcell.store import Event, Store
@@ -58,6 +59,10 @@ class Cancel(BaseModel):
         title="Reason",
         description="why it stops, for the batch record (3 characters at least)",
     )
+    # where the request came from as the software knows it (the cancel's flow run and
+    # deployment, or the command line's OS user): set by whoever posts it, never on the
+    # form; "by" is as typed, not authenticated
+    via: SkipJsonSchema[str] = ""
 
 
 class Posted(BaseModel):

@@ -442,12 +442,33 @@ def demo(
     raise typer.Exit(code=code)
 
 
+FloorRunDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="the workcell's run folder, as `workcell serve` has it: floors are in its floors/ "
+        "(default: runs/<workcell name>)"
+    ),
+]
+
+
+def _floors_dir(config: Path, run_dir: Path | None) -> Path:
+    """Where a workcell's floors are: ``<run folder>/floors``, as the UI's deployments have."""
+    from flows.floor import FLOORS
+
+    return (run_dir or Path("runs") / load_config(config).name) / FLOORS
+
+
 @app.command()
 def floor(
-    run_dir: Annotated[
-        Path, typer.Argument(help="the floor's folder (an existing one resumes the floor)")
-    ],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="the floor's name, its folder under floors/ (empty: a new one named after "
+            "the date and the run); a stopped or killed floor's name resumes it"
+        ),
+    ] = "",
     config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: FloorRunDirOpt = None,
     campaigns: Annotated[
         int, typer.Option(help="twin campaigns named c0, c1, ...", min=1, max=26)
     ] = 2,
@@ -476,12 +497,16 @@ def floor(
     (a dry-run under Prefect; each campaign is a flow run of its own)."""
     from pydantic import TypeAdapter
 
+    from flows.floor import named_floor
     from protocols.campaign.engine import CampaignParams
     from protocols.campaign.floor import CampaignSpec, FloorParams
     from protocols.campaign.scheduler import Policy, SchedulerParams
     from workcell.cli.floor import run_floor_cli
 
     try:
+        floors = _floors_dir(config, run_dir)
+        if name:  # refused here, before a server starts (the flow refuses it too)
+            named_floor(floors, name)
         if not load_config(config).simulated:
             raise WorkcellError("the floor is a dry-run: it runs on a simulated workcell only")
         chosen = Policy(policy) if policy in {p.value for p in Policy} else None
@@ -500,47 +525,66 @@ def floor(
             ]
         if not given or len({s.name for s in given}) != len(given):
             raise WorkcellError(f"{specs}: campaigns need names of their own (and at least one)")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise WorkcellError(f"{run_dir} is not a folder")
+        if floors.exists() and not floors.is_dir():
+            raise WorkcellError(f"{floors} is not a folder")
     except WorkcellError as e:
         raise _fail(e) from None
     except (OSError, ValueError) as e:
         raise _fail(WorkcellError(f"campaigns {specs}: {e}")) from None
     params = FloorParams(scheduler=SchedulerParams(policy=chosen), pace_days_per_min=pace)
-    code = run_floor_cli(run_dir, given, params, config, out, err)
+    code = run_floor_cli(floors, name, given, params, config, out, err)
     raise typer.Exit(code=code)
+
+
+FloorNameOpt = Annotated[
+    str,
+    typer.Option(
+        "--floor",
+        help="the running floor's name (default: the one floor running; needed when several run)",
+    ),
+]
 
 
 @app.command("floor-join")
 def floor_join(
-    run_dir: Annotated[Path, typer.Argument(help="the folder of the floor that is running")],
     spec: Annotated[
         Path, typer.Argument(help="JSON of the campaign (name, params, priority, start_day, donor)")
     ],
+    floor: FloorNameOpt = "",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: FloorRunDirOpt = None,
 ) -> None:
     """Add a campaign to a floor that is running (``workcell floor``, or the UI's floor):
     it starts at the floor's present, a flow run of its own under the floor's."""
-    from flows.floor_requests import ask_floor  # upward, lazily
+    from flows.floor import the_running_floor  # upward, lazily
+    from flows.floor_requests import ask_floor
     from protocols.campaign.floor import CampaignSpec
 
     given = CampaignSpec.model_validate_json(spec.read_text())  # refused in one line each
-    out.print(asyncio.run(ask_floor(str(run_dir), "join", given.name, given)))
+    folder = the_running_floor(_floors_dir(config, run_dir), floor)
+    out.print(asyncio.run(ask_floor(str(folder), "join", given.name, given)))
 
 
 @app.command("floor-cancel")
 def floor_cancel(
-    run_dir: Annotated[Path, typer.Argument(help="the folder of the floor that is running")],
     campaign: Annotated[str, typer.Argument(help="the campaign to stop")],
-    by: Annotated[str, typer.Option(help="who cancels it (a user id)")],
+    by: Annotated[
+        str, typer.Option(help="who cancels it (a user id; recorded as typed, not authenticated)")
+    ],
     reason: Annotated[str, typer.Option(help="why, for the batch record")],
+    floor: FloorNameOpt = "",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    run_dir: FloorRunDirOpt = None,
 ) -> None:
     """Stop a campaign on a floor that is running, before its next step (a step under way
-    ends first); both records say who and why."""
-    from flows.floor_requests import ask_floor  # upward, lazily
+    ends first); both records say who (as typed, with this OS user and host) and why."""
+    from flows.floor import the_running_floor  # upward, lazily
+    from flows.floor_requests import ask_floor, via_command_line
     from protocols.campaign.inbox import Cancel
 
-    cancel = Cancel(campaign=campaign, by=by, reason=reason)
-    out.print(asyncio.run(ask_floor(str(run_dir), "cancel", campaign, cancel)))
+    cancel = Cancel(campaign=campaign, by=by, reason=reason, via=via_command_line())
+    folder = the_running_floor(_floors_dir(config, run_dir), floor)
+    out.print(asyncio.run(ask_floor(str(folder), "cancel", campaign, cancel)))
 
 
 @app.command()

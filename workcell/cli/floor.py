@@ -1,13 +1,16 @@
 """The terminal face of the floor: several campaigns on one workcell under the scheduler.
 
-``workcell floor FOLDER`` runs the ``workcell-floor`` flow (``flows/floor.py``) on the
+``workcell floor [NAME]`` runs the ``workcell-floor`` flow (``flows/floor.py``) on the
 Prefect API in ``PREFECT_API_URL``, or on a temporary server it starts, and prints
-each campaign's outcome and the floor's figures. Each campaign is a flow run of its
-own under the floor's. Running it again on the same folder resumes the floor after
-a stop or a kill (the interrupted campaign's step first). While it runs, another
-terminal adds a campaign (``workcell floor-join FOLDER SPEC.json``) or stops one
-(``workcell floor-cancel FOLDER NAME --by ID --reason WHY``); a joined campaign gets
-its bar here when it starts.
+each campaign's outcome and the floor's figures. The floor's folder follows the UI's
+rule: ``<run folder>/floors/NAME`` (``--run-dir``, default ``runs/<workcell>``, as
+``workcell serve``), a new dated one with no NAME. Each campaign is a flow run of its
+own under the floor's. Running it again with the same NAME resumes the floor after a
+stop or a kill (the interrupted campaign's step first); a floor that ran to its end
+keeps its name. While it runs, another terminal adds a campaign (``workcell floor-join
+SPEC.json``) or stops one (``workcell floor-cancel NAME --by ID --reason WHY``), each
+finding the running floor by itself (``--floor`` when several run); a joined campaign
+gets its bar here when it starts.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from workcell.store import STORE_FILE, Store
 
 
 def run_floor_cli(
-    folder: Path,
+    floors_dir: Path,
+    name: str,
     specs: list[CampaignSpec],
     params: FloorParams,
     config: Path | None,
@@ -37,12 +41,18 @@ def run_floor_cli(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
     from flows.ephemeral import ServerStartError, prefect_api  # upward, lazily
-    from flows.floor import floor_flow, progress_listeners
+    from flows.floor import floor_flow, folder_listeners, progress_listeners
 
-    out.print(
-        f"floor {folder}: {len(specs)} campaigns under {params.scheduler.policy.value} "
-        f"({', '.join(s.name for s in specs)}), each a flow run of its own"
-    )
+    chosen: list[Path] = []
+
+    def where(folder: Path) -> None:
+        chosen.append(folder)
+        out.print(
+            f"floor {folder.name} ({folder}): {len(specs)} campaigns under "
+            f"{params.scheduler.policy.value} ({', '.join(s.name for s in specs)}), each a "
+            "flow run of its own"
+        )
+
     bars = Progress(
         TextColumn("[bold]{task.fields[campaign]}"),
         BarColumn(),
@@ -59,12 +69,14 @@ def run_floor_cli(
         bars.update(tasks[campaign], completed=percent, description=text)
 
     progress_listeners.append(show)
+    folder_listeners.append(where)
     try:
         with prefect_api(out.print), bars:
             state: Any = asyncio.run(
                 floor_flow(  # type: ignore[arg-type]
+                    name=name,
                     campaigns=specs,
-                    run_dir=str(folder),
+                    floors_dir=str(floors_dir),
                     params=params,
                     config=str(config) if config else None,
                     return_state=True,
@@ -79,7 +91,9 @@ def run_floor_cli(
         return 1
     finally:
         progress_listeners.remove(show)
-    table = Table(title=f"floor {folder}")
+        folder_listeners.remove(where)
+    folder = chosen[-1]
+    table = Table(title=f"floor {folder.name}")
     for col in ("campaign", "outcome", "scheduled grants"):
         table.add_column(col)
     for s in result.specs:  # those that joined while it ran too
