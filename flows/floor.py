@@ -163,6 +163,10 @@ def check_floor_name(name: str) -> str:
             f"floor name {given!r} has a path separator: a floor name is one folder name "
             "(letters, digits, - _ .), the floor's folder is made under floors/"
         )
+    if given in (".", ".."):
+        raise WorkcellError(
+            f"floor name {given!r} is not a folder name of its own: give letters and digits"
+        )
     if given.startswith("."):
         raise WorkcellError(f"floor name {given!r} begins with '.': begin with a letter or digit")
     if len(given) > NAME_MAX:
