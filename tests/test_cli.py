@@ -143,7 +143,7 @@ def test_floor_shows_each_campaigns_progress_and_its_record(tmp_path: Path) -> N
     """`workcell floor` on a temporary Prefect server: a bar per campaign while it runs,
     then the outcome; judged also from the campaign's own batch record on disk."""
     proc = subprocess.run(
-        [sys.executable, "-m", "workcell.cli", "floor", str(tmp_path / "f")]
+        [sys.executable, "-m", "workcell.cli", "floor", "f", "--run-dir", str(tmp_path)]
         + ["--campaigns", "1", "--days", "1"],
         capture_output=True,
         text=True,
@@ -152,7 +152,7 @@ def test_floor_shows_each_campaigns_progress_and_its_record(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "c0: finished" in proc.stdout and "100%" in proc.stdout
-    store = Store(tmp_path / "f" / "c0" / STORE_FILE)
+    store = Store(tmp_path / "floors" / "f" / "c0" / STORE_FILE)
     try:
         assert store.events("scheduled") and store.events("campaign_finished")
         assert store.record.verify().ok

@@ -151,21 +151,25 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
         "facility up": [["--dir", run]],
         "lab": [["--config", str(b["latin1_config"])], ["--state-dir", run]],
         "floor": [
-            [str(tmp / "floor"), "--policy", "nope"],
-            [str(tmp / "floor"), "--specs", str(b["latin1_params"])],
-            [str(tmp / "floor"), "--specs", str(b["good_params"])],  # not a list of campaigns
-            [str(tmp / "floor"), "--config", str(b["latin1_config"])],
-            [run],  # a file, not a folder
+            ["f", "--policy", "nope", "--run-dir", str(tmp)],
+            ["f", "--specs", str(b["latin1_params"]), "--run-dir", str(tmp)],
+            ["f", "--specs", str(b["good_params"]), "--run-dir", str(tmp)],  # not a list
+            ["f", "--config", str(b["latin1_config"]), "--run-dir", str(tmp)],
+            ["--run-dir", run],  # a file, not a folder
+            ["../f", "--run-dir", str(tmp)],  # a floor name is one folder, not a path
+            ["  ", "--run-dir", str(tmp)],
         ],
         "floor-join": [
-            [str(tmp / "floor"), str(b["latin1_params"])],
-            [str(tmp / "floor"), str(b["good_params"])],  # not a campaign
-            [str(tmp / "floor"), missing_out + ".json"],
+            [str(b["latin1_params"]), "--run-dir", str(tmp)],
+            [str(b["good_params"]), "--run-dir", str(tmp)],  # not a campaign
+            [missing_out + ".json", "--run-dir", str(tmp)],
+            [str(b["good_params"]), "--floor", "a/b", "--run-dir", str(tmp)],
         ],
         "floor-cancel": [
-            [str(tmp / "floor"), "c0", "--by", "o.op", "--reason", "no floor runs there"],
-            [str(tmp / "floor"), "c 0", "--by", "o.op", "--reason", "not a name"],
-            [str(tmp / "floor"), "c0", "--by", "o.op", "--reason", ""],
+            ["c0", "--by", "o.op", "--reason", "no floor runs there", "--run-dir", str(tmp)],
+            ["c 0", "--by", "o.op", "--reason", "not a name", "--run-dir", str(tmp)],
+            ["c0", "--by", "o.op", "--reason", "", "--run-dir", str(tmp)],
+            ["c0", "--by", "o.op", "--reason", "why", "--floor", "..", "--run-dir", str(tmp)],
         ],
     }
 

@@ -525,8 +525,9 @@ def floor(
             ]
         if not given or len({s.name for s in given}) != len(given):
             raise WorkcellError(f"{specs}: campaigns need names of their own (and at least one)")
-        if floors.exists() and not floors.is_dir():
-            raise WorkcellError(f"{floors} is not a folder")
+        for where in (floors.parent, floors):
+            if where.exists() and not where.is_dir():
+                raise WorkcellError(f"{where} is not a folder")
     except WorkcellError as e:
         raise _fail(e) from None
     except (OSError, ValueError) as e:
