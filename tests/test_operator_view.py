@@ -61,12 +61,17 @@ def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path
         "join-floor",
         "cancel-on-floor",
     }
-    # a campaign joins, or one stops on, the floor of the same folder
+    # a campaign joins, or one stops on, a floor running under the same floors/ folder:
+    # the one running, or the one named on the form
     for asking in ("join-floor", "cancel-on-floor"):
-        assert deps[asking].parameters == {"run_dir": deps["workcell-floor"].parameters["run_dir"]}
+        assert deps[asking].parameters == {
+            "floors_dir": deps["workcell-floor"].parameters["floors_dir"]
+        }
+        asked_for = deps[asking]._parameter_openapi_schema.model_dump()["properties"]["floor"]
+        assert asked_for["title"] == "Floor name" and asked_for["default"] == ""
     join = deps["join-floor"]._parameter_openapi_schema.model_dump()
     joiner = {k: p["default"] for k, p in join["properties"].items() if "default" in p}
-    assert set(joiner) == {"campaign"} and not _errors(joiner, join)
+    assert set(joiner) == {"campaign", "floor"} and not _errors(joiner, join)
     # titled for people, not the model's class name (the UI showed "CampaignSpec")
     assert join["properties"]["campaign"]["title"] == "Campaign that joins"
     assert "a name the floor does not have yet" in join["properties"]["campaign"]["description"]
@@ -79,10 +84,11 @@ def test_forms_show_units_choices_from_the_config_and_no_plumbing(tmp_path: Path
         "Your user id",
         "Reason",
     ]
+    assert "via" not in asked  # where a cancel came from is the flow's to say, not the form's
     floor = deps["workcell-floor"]._parameter_openapi_schema.model_dump()
-    assert {"config", "run_dir"}.isdisjoint(floor["properties"])  # the deployment's
-    assert deps["workcell-floor"].parameters["run_dir"] == str(
-        (tmp_path / "run" / "floor").resolve()
+    assert {"config", "run_dir", "floors_dir"}.isdisjoint(floor["properties"])  # the deployment's
+    assert deps["workcell-floor"].parameters["floors_dir"] == str(
+        (tmp_path / "run" / "floors").resolve()
     )
     shown = {k: p["default"] for k, p in floor["properties"].items() if "default" in p}
     assert not _errors(shown, floor)
