@@ -2,7 +2,13 @@
 
 ``workcell-floor`` is one long-lived flow run: ``protocols.campaign.floor.Floor`` with
 every campaign on the workcell, each with its own run folder and batch record, under
-the chosen policy. It publishes, as it goes:
+the chosen policy. Each floor has a folder of its own, ``<floors folder>/<name>``
+(the deployment's ``floors_dir``: ``<workcell run folder>/floors``): the name given on
+the form or the command line, or, with none, a new one named after the run's UTC
+start and short id (``new_floor_name``). A bad name (a path, ``..``, blank) is refused
+in one line (``check_floor_name``); the name of a floor that ran to its end (its
+record's last event ``floor_ended``) is refused rather than appended to; the name of
+one stopped or killed resumes it. It publishes, as it goes:
 
 * the plan, as a markdown artifact on the floor's run, when the first plan of each
   simulated day is made (``protocols/campaign/gantt.py``: device by device, with the
@@ -11,22 +17,23 @@ the chosen policy. It publishes, as it goes:
 * at the end, a table of every device's busy stretches (``floor-<folder>-device-busy``).
 
 Each campaign runs as a child flow run of its own (``floor-campaign``, named
-``<campaign> on <folder>``): the UI lists it under the floor's run with its own
+``<campaign> on <floor name>``): the UI lists it under the floor's run with its own
 state (Completed, or Failed with the campaign's error) and its own artifacts: a
 progress bar updated every simulated 6 h with the campaign's day and its next
 planned action, and its vessel table at the end.
 
 A campaign joins a floor that is running, or one on it is cancelled, through the
 floor's inbox (``flows/floor_requests.py``: the ``join floor`` and ``cancel on floor``
-deployments, ``workcell floor-join`` and ``workcell floor-cancel``): a joined campaign
-is a child run like the others; a cancelled one ends Cancelled, saying who and why.
-Run the floor again on the same folder to resume after a stop or a kill: the same
-campaigns, the joined ones included, carry on.
+deployments, ``workcell floor-join`` and ``workcell floor-cancel``, which find the
+running floor by its lock, ``the_running_floor``, or take its name when several run):
+a joined campaign is a child run like the others; a cancelled one ends Cancelled,
+saying who and why. Run the floor again under the same name to resume after a stop or
+a kill: the same campaigns, the joined ones included, carry on.
 
 Limits, honestly: the child runs are subflows of the floor's run, in the floor's
 process and event loop (the floor decides who goes next), so the UI's own Cancel
-button on a child run is not how a campaign is stopped: ``cancel on floor`` is. A second floor on
-a folder whose floor is still running is refused before it starts (``floor.lock``,
+button on a child run is not how a campaign is stopped: ``cancel on floor`` is. A second floor
+under the name of one still running is refused before it starts (``floor.lock``,
 an ``flock`` the kernel frees when the process dies), as are a workcell with real
 devices, two campaigns of one name, and a run folder that cannot be made: the run
 fails with a one-line message saying why. The floor's run and each campaign's end
@@ -35,7 +42,7 @@ dry-run: each campaign has its own simulated lab, the decisions that ask an
 operator are approved automatically (and say so in the record); a hardware
 workcell is refused.
 
-Start it from the CLI (``workcell floor FOLDER``) or from the UI
+Start it from the CLI (``workcell floor [NAME]``) or from the UI
 (``workcell serve`` serves the ``floor @ <workcell>`` deployment).
 """
 
