@@ -602,82 +602,114 @@ class CultureModel:
     # --- time -------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Advance every vessel to the clock's current time."""
+        """Advance every vessel to the clock's current time.
+
+        The steps are the same for every vessel (from the model's time to now, at most
+        ``MAX_STEP_S`` each), so the model's results depend only on when it is asked,
+        never on which vessel is asked about. Within one step an environment's
+        temperature is the same for every vessel in it (asked once: a chamber answers
+        the same for the same time), and a vessel with no cells left (passaged,
+        harvested) is not stepped: nothing in it changes.
+        """
         target = self._now_s()
+        vessels = self.vessels
         while self._t < target:
             dt = min(MAX_STEP_S, target - self._t)
-            for v in self.vessels.values():
-                self._step(v, dt)
+            temperatures: dict[Environment, float] = {}
+            for v in vessels.values():
+                if v.attached <= 0 and v.medium.viable <= 0:
+                    continue  # an emptied vessel: nothing left to change
+                env = v.environment
+                if env is None:
+                    temperature = OPTIMUM_C
+                else:
+                    known = temperatures.get(env)
+                    if known is None:
+                        known = temperatures[env] = env(self._t)
+                    temperature = known
+                self._step(v, dt, temperature)
             self._t += dt
 
-    def _step(self, v: Vessel, dt_s: float) -> None:
+    def _step(self, v: Vessel, dt_s: float, temperature: float) -> None:
+        """One step of ``dt_s`` for a vessel with cells, at ``temperature`` (C).
+
+        Called for every vessel at every request that touches one, so written for
+        speed (values read once into locals); the arithmetic is the same, in the same
+        order, as stepping each quantity in turn.
+        """
         m = v.medium
-        if v.attached <= 0 and m.viable <= 0:
-            return  # an emptied vessel (passaged, harvested): nothing left to change
         p = self._donors.get(v.donor) or self._donor_params(v.donor)
         h = dt_s / HOUR
+        attached = v.attached
         capacity = p.confluent_density_at(v.pd) * v.area_cm2
-        covered = min(1.0, v.attached / capacity)
+        covered = min(1.0, attached / capacity)
         # room for attaching and dividing cells: MSC spread freely until close to confluence
         room = 1.0 - covered**p.contact_inhibition_shape
 
-        temperature = OPTIMUM_C if v.environment is None else v.environment(self._t)
         activity = enzyme_activity(m.enzyme, m.serum, p.serum_inhibition) if m.enzyme else 0.0
         if activity > 0:
             self._digest(v, p, h, activity, temperature)
+            attached = v.attached
         else:
             v.enzyme_min = 0.0
 
         # attachment of floating viable cells, and anoikis of the rest; both need a
         # warm plate (cells in a tube or on the deck at room temperature wait)
         warm = 1.0 if temperature == OPTIMUM_C else temperature_growth_factor(temperature)
-        if m.viable > 0 and activity == 0 and warm > 0:
+        viable = m.viable
+        if viable > 0 and activity == 0 and warm > 0:
             settle = 1.0 - math.exp(-h * warm / p.attach_tau_h)
-            settling = m.viable * settle
+            settling = viable * settle
             attaching = settling * p.plating_efficiency * room
             if attaching > 0:
-                v.pd = (v.pd * v.attached + m.pd * attaching) / (v.attached + attaching)
-                v.donor = _majority(v.attached, v.donor, attaching, m.donor)
-            v.attached += attaching
-            m.viable -= settling
+                v.pd = (v.pd * attached + m.pd * attaching) / (attached + attaching)
+                v.donor = _majority(attached, v.donor, attaching, m.donor)
+            attached += attaching
+            v.attached = attached
+            m.viable = viable - settling
             m.dead += settling - attaching
 
-        if v.attached <= 0:
+        if attached <= 0:
             return
         td = p.doubling_time_at(v.pd)
         dividing = min(1.0, m.nutrient / p.nutrient_growth_threshold) * room
         if temperature != OPTIMUM_C:
             dividing *= temperature_growth_factor(temperature)
-        if v.seeded_at_s is not None:
-            dividing *= self._lag(v, p)
+        seeded = v.seeded_at_s
+        if seeded is not None:
+            lag_h = v.lag_h  # a fixed lag long over: the factor is 1.0 (no multiplication)
+            if lag_h is None or (lag_h > 0 and (self._t - seeded) / HOUR <= 40 * lag_h):
+                dividing *= self._lag(v, p)
         r = 0.0 if math.isinf(td) else LN2 / td * v.growth_factor * dividing
 
         # nutrients, in fresh-medium equivalents: dividing cells at the full rate,
         # quiescent ones at a share of it
-        if m.volume_uL > 0:
+        volume = m.volume_uL
+        if volume > 0:
             share = p.quiescent_uptake_share
             per_cell = p.medium_uptake_uL_per_cell_h * (share + (1.0 - share) * dividing)
-            m.nutrient = max(0.0, m.nutrient - per_cell * v.attached * h / m.volume_uL)
+            nutrient = max(0.0, m.nutrient - per_cell * attached * h / volume)
         else:
-            m.nutrient = 0.0
+            nutrient = 0.0
+        m.nutrient = nutrient
 
         death = p.death_rate_per_h
-        if m.volume_uL < p.min_wet_uL_per_cm2 * v.area_cm2:
+        if volume < p.min_wet_uL_per_cm2 * v.area_cm2:
             death += p.drying_death_rate_per_h
         if temperature > HEAT_STRESS_C:
             death += p.heat_death_rate_per_h_per_C * (temperature - HEAT_STRESS_C)
-        if m.nutrient < p.nutrient_death_threshold:
+        if nutrient < p.nutrient_death_threshold:
             v.starved_h += h  # quiescent first, dying only after days without nutrients
             if v.starved_h > p.starvation_quiescence_h:
-                spent = 1.0 - m.nutrient / p.nutrient_death_threshold
+                spent = 1.0 - nutrient / p.nutrient_death_threshold
                 death += p.starvation_death_rate_per_h * spent
         else:
             v.starved_h = 0.0
 
-        born = v.attached * (math.exp(r * h) - 1.0)
-        died = v.attached * (1.0 - math.exp(-death * h))
+        born = attached * (math.exp(r * h) - 1.0)
+        died = attached * (1.0 - math.exp(-death * h))
         v.pd += r * h / LN2
-        v.attached = min(max(capacity, v.attached), v.attached + born - died)
+        v.attached = min(max(capacity, attached), attached + born - died)
         m.dead += died
 
     def _lag(self, v: Vessel, p: CultureParameters) -> float:
