@@ -326,11 +326,6 @@ async def _run(
                 run_step=run_step,
                 progress=progress,
                 run_wait=direct if simulated_clock else None,  # takes no wall time
-                # the steps decided one after another, with no wait between them, as one
-                # task named after its first step (a dry-run's day: images, feeds, a
-                # passage): each task is orchestration work on the controller and the
-                # Prefect server; every step stays its own entry in the journal and record
-                run_round=run_step,
             )
             plan = engine.prepare()  # refuses, before any device moves, a dose that cannot fit
             if plan is not None:

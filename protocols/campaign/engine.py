@@ -27,7 +27,6 @@ Rules, in order, at each decision time:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -633,10 +632,6 @@ def summary_rows(s: CampaignSummary) -> list[tuple[str, str]]:
     ]
 
 
-def _for_operator(d: Decision) -> bool:
-    return any(a.needs_operator for a in d.actions)
-
-
 async def direct(name: str, work: Callable[[], Awaitable[object]]) -> object:
     """A step run as it is (no orchestrator around it)."""
     return await work()
@@ -653,7 +648,6 @@ class CampaignEngine:
         run_step: StepRunner = direct,
         progress: Progress | None = None,
         run_wait: StepRunner | None = None,
-        run_round: StepRunner | None = None,
     ) -> None:
         self.session = session
         self.params = params
@@ -662,10 +656,6 @@ class CampaignEngine:
         # how a wait step runs (default: as any step); the Prefect flow runs a simulated
         # wait, which takes no wall time, without a task of its own
         self.run_wait = run_step if run_wait is None else run_wait
-        # how a round runs: the steps decided one after another with no wait between
-        # them (default: each step through ``run_step``); the Prefect flow runs a round as
-        # one task, each step in it still a step of its own in the journal and the record
-        self.run_round = run_round
         self.progress = progress
         self.handed_over_at_s: float | None = None  # set when run() hands over at a wait
         self.deck_plates = {
@@ -759,27 +749,9 @@ class CampaignEngine:
                         break
                     await self._wait(d.wake_at_s)
                     continue
-                if self.run_round is None or _for_operator(d):
-                    for action in d.actions:
-                        await self._do(action)
-                    continue
-                label = f"day {self._now_s() / DAY_S:.2f} {d.actions[0].label}"
-                await self.run_round(label, functools.partial(self._round, d))
+                for action in d.actions:
+                    await self._do(action)
         return summarize(self.wc.store, self.params)
-
-    async def _round(self, d: Decision) -> None:
-        """The steps of ``d``, then those decided after them, until a decision is a wait,
-        the end, or asks the operator (asked outside any task: a Prefect run pauses only
-        at the flow's level). Each step is still its own checkpointed step; only what
-        runs them (``run_round``) is shared. Called under the device locks."""
-        while True:
-            for action in d.actions:
-                await self._do(action, runner=direct)
-            v = self._view()
-            d = decide(v, self.params, self.deck_plates, self.plan)
-            if d.finished or not d.actions or _for_operator(d):
-                return  # the caller decides again, and waits, ends or asks
-            await self._report(v)
 
     async def finish_interrupted(self) -> None:
         """Steps the session found interrupted: the campaign's own are re-entered and
@@ -828,9 +800,7 @@ class CampaignEngine:
             return None
         return await self._do(a)
 
-    async def _do(
-        self, a: Action, resume: StepInfo | None = None, runner: StepRunner | None = None
-    ) -> object:
+    async def _do(self, a: Action, resume: StepInfo | None = None) -> object:
         label = resume.label if resume else f"day {self._now_s() / DAY_S:.2f} {a.label}"
         # The operator is asked here, under the locks but outside the step's task (a
         # Prefect run pauses or suspends only at the flow's level); the answer is recorded
@@ -896,7 +866,7 @@ class CampaignEngine:
                     )
                     return None
 
-        return await (runner or self.run_step)(label, work)
+        return await self.run_step(label, work)
 
     async def _ask_json(self, a: Action) -> dict[str, object]:
         return (await self._ask(a)).model_dump(mode="json")
