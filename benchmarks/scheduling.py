@@ -75,6 +75,7 @@ from protocols.campaign.floor import (  # noqa: E402
 )
 from protocols.campaign.profiles import Profiles, floor_config, load_profiles  # noqa: E402
 from protocols.campaign.scheduler import (  # noqa: E402
+    Plan,
     Policy,
     Request,
     Scheduler,
@@ -167,6 +168,44 @@ def _p(n: int) -> list[str]:
 
 
 @dataclass
+class Broken:
+    """One hard window the sweep broke: which, by how much, and which plan acted."""
+
+    kind: str  # the request's kind; "enzyme" for the rest of an operation after its enzyme
+    campaign: str
+    label: str
+    due_s: float
+    closes_s: float
+    start_s: float  # when it began (INF: never, the run ended first)
+    by: str  # the plan that started it (CP-SAT, dispatch fallback, safety-net fallback, ...)
+    first_by: str = ""  # for the enzyme: the plan that started the operation's first part
+
+    def line(self) -> str:
+        late = (self.start_s - self.closes_s) / 60
+        began = "never" if self.start_s == INF else f"{self.start_s / HOUR_S:.3f} h"
+        more = f"; its first part by {self.first_by}" if self.first_by else ""
+        return (
+            f"    hard {self.kind} window broken: {self.campaign} {self.label!r}, due "
+            f"{self.due_s / HOUR_S:.3f} h, closes {self.closes_s / HOUR_S:.3f} h, began "
+            f"{began} ({late:.1f} min late), planned by {self.by}{more}"
+        )
+
+
+def plan_source(plan: Plan | None) -> str:
+    """Which plan a start came from: CP-SAT's own, or the dispatch plan it fell back to."""
+    if plan is None:
+        return "?"
+    m = plan.method
+    if plan.policy is not Policy.CPSAT:
+        return m
+    if m.startswith("cp-sat"):
+        return f"CP-SAT ({m})"
+    if "safety net" in m:
+        return f"safety-net fallback ({m})"
+    return f"dispatch fallback ({m})"
+
+
+@dataclass
 class SweepResult:
     n: int
     policy: Policy
@@ -181,6 +220,7 @@ class SweepResult:
     wall_s: float
     campaigns: int = 0  # campaigns started (rolling: over the whole run)
     harvests: int = 0  # harvests ended in the counted span (rolling: the lanes' throughput)
+    broken: list[Broken] = field(default_factory=list)  # each hard window broken
 
 
 @dataclass(frozen=True)
@@ -238,7 +278,15 @@ def sweep_one(
     missed = 0
     soft = 0.0
     busy: dict[str, float] = {}
+    broken: list[Broken] = []
+    first_by: dict[str, str] = {}  # an enzyme's continuation: the plan that began its operation
     t0 = time.perf_counter()
+
+    def breaks(r: Request, start: float, by: str) -> None:
+        assert r.closes_s is not None
+        kind = "enzyme" if r.id in first_by else r.kind
+        fb = first_by.get(r.id, "")
+        broken.append(Broken(kind, r.campaign, r.label, r.due_s, r.closes_s, start, by, fb))
 
     def post(c: ModelCampaign, now: float) -> None:
         nonlocal seq
@@ -289,6 +337,8 @@ def sweep_one(
                 if lo <= r2.due_s < hi and r2.closes_s is not None and r2.closes_s + 1 < stop:
                     missed += 1
                     hard += r2.hard
+                    if r2.hard:
+                        breaks(r2, INF, "none (the run ended first)")
             break
         del pending[first.campaign]
         now = start
@@ -296,6 +346,8 @@ def sweep_one(
         if counted and r.closes_s is not None and start > r.closes_s + 1:
             missed += 1
             hard += r.hard
+            if r.hard:
+                breaks(r, start, plan_source(plan))
         if counted:
             soft += r.priority * max(0.0, start - r.due_s) / HOUR_S
         dur = r.segments[0].duration_s * rng.uniform(0.95, 1.05)
@@ -327,6 +379,7 @@ def sweep_one(
                 holds_from_s=start,
             )
             pending[c.name] = (cont, a, rest)
+            first_by[cont.id] = plan_source(plan)
             continue
         c.did(a, start + dur)
         harvests += c.done and lo <= start + dur < hi
@@ -360,6 +413,7 @@ def sweep_one(
         wall_s=time.perf_counter() - t0,
         campaigns=started,
         harvests=harvests,
+        broken=broken,
     )
 
 
@@ -670,6 +724,8 @@ def rolling_sweep(
                 f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
                 flush=True,
             )
+            for b in r.broken:
+                print(b.line(), flush=True)
     print(
         f"\nlargest N (of {','.join(map(str, counts))}) with zero hard-window violations at "
         f"every N up to it, steady state (bound {cap})"
@@ -809,6 +865,8 @@ def main() -> None:
                 f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
                 flush=True,
             )
+            for b in r.broken:
+                print(b.line(), flush=True)
     if counts:
         print(
             f"\nlargest N with zero hard-window violations at every N up to it (steady-state "

@@ -53,6 +53,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 INF = math.inf
+# how much longer than its measured time a step may run (the capacity sweep draws +-5 %);
+# CP-SAT and the window dispatch book each device that much longer, so a step that runs
+# long still ends before the next planned start: a hard window is never planned closer
+# to its close than the step before it can overrun (#15: CP-SAT squeezed an image into an
+# enzyme's 3 min tolerance with seconds to spare; the image ran long, the enzyme was late)
+OVERRUN_DEFAULT = 0.05
 # CP-SAT's deterministic budget per plan: 0.36 s of one core at most on this 2-core machine
 # (README, "the scheduler"), so a re-plan stays below 2 s with a quarter of a core
 WORK_DEFAULT = 0.1
@@ -196,6 +202,26 @@ class SchedulerParams(BaseModel):
         "portfolio, repeatable too but coarser in its work limit)",
     )
     seed: int = Field(default=0, title="Solver seed", description="CP-SAT's random seed")
+    overrun: float = Field(
+        default=OVERRUN_DEFAULT,
+        ge=0,
+        le=1,
+        title="Overrun guard",
+        description="how much longer than its measured time a step may run (a fraction): "
+        "cpsat and dispatch book each device that much longer, so a step running long "
+        "does not push a planned hard window past its close",
+    )
+
+
+def booked_s(r: Request, k: int, overrun: float) -> float:
+    """How long segment ``k`` of ``r`` holds its devices in a plan: its measured time and
+    the overrun guard, but not into the same request's next segment (its lag counts from
+    this one's real end: the rest is planned again when this part has ended)."""
+    seg = r.segments[k]
+    pad = seg.duration_s * overrun
+    if k + 1 < len(r.segments):
+        pad = min(pad, r.segments[k + 1].lag_min_s)
+    return seg.duration_s + pad
 
 
 # --- plans from list scheduling ---------------------------------------------------------
@@ -308,10 +334,15 @@ class _Timeline:
 
 
 def window_dispatch(
-    requests: list[Request], free: dict[str, float], now: float, positions: int | None = None
+    requests: list[Request],
+    free: dict[str, float],
+    now: float,
+    positions: int | None = None,
+    overrun: float = 0.0,
 ) -> list[Slot]:
     """Requests in order of their hard windows' closing, then priority; each request's
-    segments placed together at the earliest times that fit their lags and the deck."""
+    segments placed together at the earliest times that fit their lags and the deck, each
+    booking its devices ``overrun`` longer than its measured time (:func:`booked_s`)."""
     lines: dict[str, _Timeline] = {}
     deck = _Positions(positions)
 
@@ -328,7 +359,7 @@ def window_dispatch(
     for r in sorted(requests, key=order):
         t = max(r.earliest_s, now)
         for _ in range(200):
-            placed = _place(r, t, line)
+            placed = _place(r, t, line, overrun)
             if placed[1] is not None:
                 t = placed[1]  # a lag would be overrun: start the first segment later
                 continue
@@ -345,7 +376,7 @@ def window_dispatch(
         starts = placed[0]
         for k, (a, seg) in enumerate(zip(starts, r.segments, strict=True)):
             for d in seg.devices:
-                line(d).add(a, a + seg.duration_s)
+                line(d).add(a, a + booked_s(r, k, overrun))
             slots.append(_slot(r, k, a, a + seg.duration_s))
         if r.positions:
             begin = starts[0] if r.holds_from_s is None else min(r.holds_from_s, starts[0])
@@ -354,7 +385,7 @@ def window_dispatch(
 
 
 def _place(
-    r: Request, t: float, line: Callable[[str], _Timeline]
+    r: Request, t: float, line: Callable[[str], _Timeline], overrun: float = 0.0
 ) -> tuple[list[float], float | None]:
     """Starts of all segments from ``t``; and a later first start to retry, if a lag broke."""
     starts: list[float] = []
@@ -363,7 +394,8 @@ def _place(
         lo = t if k == 0 else end + seg.lag_min_s
         a = lo
         for _ in range(100):
-            b = max(line(d).fit(a, seg.duration_s) for d in seg.devices) if seg.devices else a
+            book = booked_s(r, k, overrun)
+            b = max(line(d).fit(a, book) for d in seg.devices) if seg.devices else a
             if b == a:
                 break
             a = b
@@ -424,6 +456,7 @@ def cpsat(
     positions: int | None = None,
     work: float = 1.0,
     seed: int = 0,
+    overrun: float = 0.0,
 ) -> Solved:
     """The plan that minimises hard-window lateness first, then soft lateness x priority.
 
@@ -431,12 +464,18 @@ def cpsat(
     proves the plan optimal), with ``interleave_search`` and a fixed seed: the same
     problem gives the same plan on a busy machine or an idle one. ``budget_s`` of wall
     time is a safety net: a search it stops gives no plan (``Stop.WALL``), since where
-    the search was then depends on the machine's load."""
+    the search was then depends on the machine's load. Each segment holds its devices
+    ``overrun`` longer than its measured time (:func:`booked_s`): a hard window is planned
+    no closer to its close than the step before it on its devices may run long."""
     from ortools.sat.python import cp_model  # imported here: a heavy module
 
     m = cp_model.CpModel()
     hinted = {(s.request, s.segment): s.start_s for s in hint}
-    total = sum(seg.duration_s + seg.lag_min_s for r in requests for seg in r.segments)
+    total = sum(
+        booked_s(r, k, overrun) + seg.lag_min_s
+        for r in requests
+        for k, seg in enumerate(r.segments)
+    )
     latest = max([r.earliest_s for r in requests] + list(free.values()) + [now])
     horizon = int(latest - now + total + 3600) + 1
 
@@ -453,7 +492,8 @@ def cpsat(
             dur = int(math.ceil(seg.duration_s))
             lb = rel(max([r.earliest_s, *(free.get(d, now) for d in seg.devices)]))
             s = m.NewIntVar(lb, horizon, f"s_{r.id}_{k}")
-            iv = m.NewFixedSizeIntervalVar(s, dur, f"i_{r.id}_{k}")
+            book = int(math.ceil(booked_s(r, k, overrun)))
+            iv = m.NewFixedSizeIntervalVar(s, book, f"i_{r.id}_{k}")
             for d in seg.devices:
                 intervals.setdefault(d, []).append(iv)
             if prev_end is not None:
@@ -562,10 +602,20 @@ class Scheduler:
             slots = simulate_dispatch(reqs, free, now, priority_key, positions)
             method = "priority dispatch"
         else:
-            slots, method = window_dispatch(reqs, free, now, positions), "window dispatch"
+            slots = window_dispatch(reqs, free, now, positions, p.overrun)
+            method = "window dispatch"
             if p.policy is Policy.CPSAT and reqs:
                 got = cpsat(
-                    reqs, free, now, slots, p.budget_s, p.workers, positions, p.work, p.seed
+                    reqs,
+                    free,
+                    now,
+                    slots,
+                    p.budget_s,
+                    p.workers,
+                    positions,
+                    p.work,
+                    p.seed,
+                    p.overrun,
                 )
                 stop, work = got.stop, got.work
                 self.stops[got.stop] = self.stops.get(got.stop, 0) + 1
