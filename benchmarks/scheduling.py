@@ -724,8 +724,8 @@ def rolling_sweep(
                 f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
                 flush=True,
             )
-            for b in r.broken:
-                print(b.line(), flush=True)
+            for v in r.broken:
+                print(v.line(), flush=True)
     print(
         f"\nlargest N (of {','.join(map(str, counts))}) with zero hard-window violations at "
         f"every N up to it, steady state (bound {cap})"
@@ -865,8 +865,8 @@ def main() -> None:
                 f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
                 flush=True,
             )
-            for b in r.broken:
-                print(b.line(), flush=True)
+            for v in r.broken:
+                print(v.line(), flush=True)
     if counts:
         print(
             f"\nlargest N with zero hard-window violations at every N up to it (steady-state "
