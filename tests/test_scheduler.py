@@ -66,7 +66,9 @@ def test_fifo_gives_the_gap_away_and_the_planners_keep_the_enzyme_window() -> No
         plan = Scheduler(SchedulerParams(policy=policy, budget_s=2)).plan([neutralise, feed], {}, 0)
         late[policy] = plan.hard_late
         if policy in (Policy.DISPATCH, Policy.CPSAT):
-            assert plan.start_of("a2") == 300 and plan.start_of("b1") == 1289
+            # the feed follows the neutralisation's booking: 989 s and the 5 % overrun guard
+            assert plan.start_of("a2") == 300
+            assert plan.start_of("b1") == pytest.approx(300 + 989 * 1.05, abs=1)
     assert late == {Policy.FIFO: 1, Policy.PRIORITY: 1, Policy.DISPATCH: 0, Policy.CPSAT: 0}
 
 
@@ -211,7 +213,11 @@ def test_every_policy_keeps_the_deck_positions() -> None:
     for policy in Policy:
         sched = Scheduler(SchedulerParams(policy=policy, budget_s=2))
         assert sched.plan([gap, feed], {}, 0, positions=4).start_of("b1") == 0, policy
-        assert sched.plan([gap, feed], {}, 0, positions=3).start_of("b1") == 1200, policy
+        # its plate fits when a2 has ended (1200 s); the planners book a2's liquid handler
+        # 5 % longer (the overrun guard), the baselines do not
+        guard = 900 * 0.05 if policy in (Policy.DISPATCH, Policy.CPSAT) else 0
+        after = sched.plan([gap, feed], {}, 0, positions=3).start_of("b1")
+        assert after == pytest.approx(1200 + guard, abs=1), policy
 
 
 _FLOORS: dict[tuple[Policy, int | None], tuple[Floor, dict[str, Path]]] = {}

@@ -23,8 +23,10 @@ Policies:
   work, not by the wall clock: ``SchedulerParams.work`` units of the solver's
   deterministic time, a fixed seed and number of workers, so the same problem gets
   the same plan however busy the machine is. A wall-time safety net
-  (``budget_s``) abandons a search that runs too long (a plan made then would depend
-  on the load); if the solver finds nothing, is stopped by the net, or finds a plan
+  (``budget_s``, counted from the start of the re-plan: the dispatch plan and the
+  model's building come out of it) abandons a search that runs too long (a plan made
+  then would depend on the load), so a re-plan takes about ``budget_s`` at most however
+  loaded the machine; if the solver finds nothing, is stopped by the net, or finds a plan
   worse than the hint, the dispatch plan is used, counted as a fallback, and the plan
   says so (``Plan.stop``: what ended the search).
 
@@ -190,8 +192,8 @@ class SchedulerParams(BaseModel):
         gt=0,
         le=60,
         title="Safety net (wall s)",
-        description="wall time after which a CP-SAT search is abandoned and the dispatch "
-        "plan used (counted as a fallback)",
+        description="wall time from the start of a re-plan after which a CP-SAT search is "
+        "abandoned and the dispatch plan used (counted as a fallback)",
     )
     workers: int = Field(
         default=1,
@@ -463,11 +465,14 @@ def cpsat(
     The search stops at ``work`` units of the solver's deterministic time (or when it
     proves the plan optimal), with ``interleave_search`` and a fixed seed: the same
     problem gives the same plan on a busy machine or an idle one. ``budget_s`` of wall
-    time is a safety net: a search it stops gives no plan (``Stop.WALL``), since where
-    the search was then depends on the machine's load. Each segment holds its devices
+    time from this call (building the model comes out of it) is a safety net: a search
+    it stops gives no plan (``Stop.WALL``), since where the search was then depends on
+    the machine's load. Each segment holds its devices
     ``overrun`` longer than its measured time (:func:`booked_s`): a hard window is planned
     no closer to its close than the step before it on its devices may run long."""
     from ortools.sat.python import cp_model  # imported here: a heavy module
+
+    began = time.perf_counter()
 
     m = cp_model.CpModel()
     hinted = {(s.request, s.segment): s.start_s for s in hint}
@@ -535,7 +540,8 @@ def cpsat(
     prm.random_seed = seed
     prm.linearization_level = 0  # no LP: its bound is useless here, and it costs wall time
     prm.max_deterministic_time = work
-    prm.max_time_in_seconds = budget_s  # the safety net only: past it, the plan is not kept
+    # the safety net only (past it, the plan is not kept): what is left of it once built
+    prm.max_time_in_seconds = max(0.01, budget_s - (time.perf_counter() - began))
     status = solver.Solve(m)
     wall, dtime = solver.wall_time, solver.response_proto.deterministic_time
     if status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
@@ -610,7 +616,7 @@ class Scheduler:
                     free,
                     now,
                     slots,
-                    p.budget_s,
+                    p.budget_s - (time.perf_counter() - t0),  # the dispatch plan took some
                     p.workers,
                     positions,
                     p.work,
