@@ -32,6 +32,9 @@ every window of, and every hard window of. Each sweep row also says how many
 campaigns are live at once at the run's peak and the mover's demand over the run's
 span. CP-SAT's search is limited by deterministic work (``--work``), so its rows
 repeat from run to run; "net" counts the searches its wall-time safety net stopped.
+Under each sweep row, every hard window it broke: its kind, campaign, due time, close,
+when the work began and how late, and the plan that started it (CP-SAT's own, the
+dispatch plan it fell back to, or one its safety net stopped).
 
     .venv/bin/python benchmarks/scheduling.py                 # both parts
     .venv/bin/python benchmarks/scheduling.py --real 1,2 --model 1,2,4,8,16,32
