@@ -194,6 +194,20 @@ class Broken:
         )
 
 
+def print_row(lead: str, policy: Policy, r: SweepResult, neck: str) -> None:
+    """One policy's row of a sweep (after the sweep's own ``lead`` columns), then a line
+    for every hard window it broke."""
+    print(
+        f"{lead}{policy.value:9s} {r.hard:4d} {r.missed:7d} {r.soft_h:7.1f} "
+        f"{r.util.get('star', 0):9.2f}  {r.util.get(neck, 0):10.2f}  "
+        f"{r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
+        f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
+        flush=True,
+    )
+    for v in r.broken:
+        print(v.line(), flush=True)
+
+
 def plan_source(plan: Plan | None) -> str:
     """Which plan a start came from: CP-SAT's own, or the dispatch plan it fell back to."""
     if plan is None:
@@ -718,17 +732,8 @@ def rolling_sweep(
                 paced[policy] = n
             else:
                 behind.add(policy)
-            print(
-                f"  {n:2d} {dh:17d} {100 * dm:8.0f} {r.campaigns:6d} {r.harvests:9d}  "
-                f"{policy.value:9s} {r.hard:4d} "
-                f"{r.missed:7d} {r.soft_h:7.1f} "
-                f"{r.util.get('star', 0):9.2f}  {r.util.get(neck, 0):10.2f}  "
-                f"{r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
-                f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
-                flush=True,
-            )
-            for v in r.broken:
-                print(v.line(), flush=True)
+            lead = f"  {n:2d} {dh:17d} {100 * dm:8.0f} {r.campaigns:6d} {r.harvests:9d}  "
+            print_row(lead, policy, r, neck)
     print(
         f"\nlargest N (of {','.join(map(str, counts))}) with zero hard-window violations at "
         f"every N up to it, steady state (bound {cap})"
@@ -860,16 +865,7 @@ def main() -> None:
                 kept[policy] = n
             elif r.missed:
                 overrun.add(policy)
-            print(
-                f"  {n:2d} {rd.peak_live:5d} {dem:12.0f}  {policy.value:9s} {r.hard:4d} "
-                f"{r.missed:7d} {r.soft_h:7.1f} "
-                f"{r.util.get('star', 0):9.2f}  {r.util.get('incubator', 0):10.2f}  "
-                f"{r.solve_max_s:6.3f}/{r.solve_median_s:.3f}"
-                f"  {r.fallbacks:9d} {r.net:4d} {r.wall_s:7.1f}",
-                flush=True,
-            )
-            for v in r.broken:
-                print(v.line(), flush=True)
+            print_row(f"  {n:2d} {rd.peak_live:5d} {dem:12.0f}  ", policy, r, "incubator")
     if counts:
         print(
             f"\nlargest N with zero hard-window violations at every N up to it (steady-state "
