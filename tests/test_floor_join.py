@@ -12,7 +12,7 @@ import pytest
 from benchmarks import judge
 from protocols.campaign import inbox
 from protocols.campaign.audit import audit
-from protocols.campaign.engine import DAY_S, CampaignParams
+from protocols.campaign.engine import DAY_S, CampaignParams, summarize
 from protocols.campaign.floor import FLOOR_STORE, CampaignSpec, Floor
 from protocols.campaign.inbox import Cancel
 from protocols.campaign.scheduler import Plan
@@ -96,6 +96,13 @@ def test_a_campaign_joins_a_running_floor_and_another_is_cancelled(tmp_path: Pat
     )  # at most the step under way
     assert stopped.time > _events(tmp_path / "c", "campaign_started")[0].time  # it had begun
     assert max(_lab_times(tmp_path / "c")) <= stopped.time
+    # what the batch summary (the report, the CLI) says of it: cancelled, by whom, why
+    store = Store(tmp_path / "c" / STORE_FILE, read_only=True)
+    try:
+        outcome = summarize(store, _spec("c").params).outcome
+    finally:
+        store.close()
+    assert outcome.startswith("cancelled by o.op (donor consent withdrawn)"), outcome
 
     # no device used by two campaigns at once, no hard window missed, across all three
     params = {n: _spec(n).params for n in ("a", "b", "c")}

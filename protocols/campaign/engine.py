@@ -52,7 +52,7 @@ from workcell.errors import ProtocolRefused
 from workcell.journal import StepInfo
 from workcell.operator import AbortedByOperator, Answer, Hold
 from workcell.ot_labware import same_product
-from workcell.store import Store
+from workcell.store import Event, Store
 
 DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time
@@ -1089,10 +1089,18 @@ async def _once_async(wc: Workcell, key: str, compute: Callable[[], Awaitable[An
     return wc.journal.remember(key, await compute())
 
 
+def _cancelled(e: Event) -> str:
+    """A cancelled campaign's outcome: who stopped it, why, and where the request came from
+    (the "by" is as typed: not authenticated)."""
+    via = e.data.get("via")
+    return f"cancelled by {e.actor} ({e.data.get('reason', '-')})" + (f"; via {via}" if via else "")
+
+
 def summarize(store: Store, params: CampaignParams) -> CampaignSummary:
     """The batch summary, from the store alone (what a report or the UI shows)."""
     started = store.events("campaign_started")
     finished = store.events("campaign_finished")
+    cancelled = store.events("campaign_cancelled")  # stopped on a floor, between steps
     harvested = store.events("harvested")
     vessels = store.vessels()
     last = max([e.time for e in store.events()], default=None)
@@ -1102,7 +1110,13 @@ def summarize(store: Store, params: CampaignParams) -> CampaignSummary:
     harvested_pd = [pd[v].at_end for v in (h or {}).get("vessels", []) if v in pd]
     return CampaignSummary(
         days=days,
-        outcome=finished[-1].data["outcome"] if finished else "unfinished",
+        outcome=(
+            finished[-1].data["outcome"]
+            if finished
+            else _cancelled(cancelled[-1])
+            if cancelled
+            else "unfinished"
+        ),
         passages=max((v.passage for v in vessels), default=0)
         - min((v.passage for v in vessels), default=0),
         population_doublings=(

@@ -47,7 +47,7 @@ class Cancel(BaseModel):
         min_length=1,
         pattern=CAMPAIGN_NAME,
         title="Campaign to stop",
-        description="its name on the floor (its run is 'NAME on floor')",
+        description="its name on the floor (its run is 'NAME on <floor name>')",
     )
     by: str = Field(
         min_length=1,
