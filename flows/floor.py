@@ -432,12 +432,24 @@ async def _run_floor(
     every = floor.specs
     admitted = len(every) - len(floor.deferred)
     stopped = f", {len(floor.cancelled)} cancelled" if floor.cancelled else ""
+    recorded = granted_in_record(Path(folder))  # a resumed floor: the runs before it too
+    before = f" ({recorded} in all, with the runs it resumed)" if recorded != result.grants else ""
     line = (
         f"{admitted} of {len(every)} campaigns run ({', '.join(c.name for c in every)}){stopped}; "
-        f"{result.grants} grants, {result.plans} plans, ended day {result.end_s / DAY_S:.2f}"
+        f"{result.grants} grants{before}, {result.plans} plans, "
+        f"ended day {result.end_s / DAY_S:.2f}"
     )
     _record_end(Path(folder), floor, line)
     return Completed(message=line, data=result)  # type: ignore[return-value]
+
+
+def granted_in_record(folder: Path) -> int:
+    """The grants in the floor's record: this run's and those of the runs it resumed."""
+    store = Store(folder / FLOOR_STORE, read_only=True)
+    try:
+        return len(store.events("granted"))
+    finally:
+        store.close()
 
 
 def _record_end(folder: Path, floor: Floor, line: str) -> None:

@@ -41,7 +41,7 @@ def run_floor_cli(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
     from flows.ephemeral import ServerStartError, prefect_api  # upward, lazily
-    from flows.floor import floor_flow, folder_listeners, progress_listeners
+    from flows.floor import floor_flow, folder_listeners, granted_in_record, progress_listeners
 
     chosen: list[Path] = []
 
@@ -112,8 +112,10 @@ def run_floor_cli(
             store.close()
     out.print(table)
     solve = max(result.solve_s, default=0.0)
+    recorded = granted_in_record(folder)  # a resumed floor: the runs before it too
+    before = f" ({recorded} in all, with the runs it resumed)" if recorded != result.grants else ""
     out.print(
-        f"{result.grants} grants, {result.plans} plans (slowest {solve:.3f} s, "
+        f"{result.grants} grants{before}, {result.plans} plans (slowest {solve:.3f} s, "
         f"{result.fallbacks} fallbacks, {result.stops.get('wall-time safety net', 0)} "
         f"stopped by the wall-time safety net), day {result.end_s / DAY_S:.2f}; "
         f"record: {folder / 'floor.sqlite'}"
