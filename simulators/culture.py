@@ -569,6 +569,12 @@ class VesselState:
         return self.viable / total if total > 0 else 0.0
 
 
+def _lag_over(lag_h: float, age_h: float) -> bool:
+    """Whether the growth ramp after seeding, 1 - exp(-age/lag), has reached 1.0: no lag,
+    or 40 lag times past (exp(-40) is below a float's resolution next to 1)."""
+    return lag_h <= 0 or age_h > 40 * lag_h
+
+
 class CultureModel:
     """Ground truth of every container's cells in a dry-run, advanced by the clock.
 
@@ -678,7 +684,7 @@ class CultureModel:
         seeded = v.seeded_at_s
         if seeded is not None:
             lag_h = v.lag_h  # a fixed lag long over: the factor is 1.0 (no multiplication)
-            if lag_h is None or (lag_h > 0 and (self._t - seeded) / HOUR <= 40 * lag_h):
+            if lag_h is None or not _lag_over(lag_h, (self._t - seeded) / HOUR):
                 dividing *= self._lag(v, p)
         r = 0.0 if math.isinf(td) else LN2 / td * v.growth_factor * dividing
 
@@ -721,7 +727,7 @@ class CultureModel:
             lag_h = p.lag_h(v.seeded_per_cm2, v.pd)
             if age_h * HOUR > SEEDING_WINDOW_S:
                 v.lag_h = lag_h
-        if lag_h <= 0 or age_h > 40 * lag_h:
+        if _lag_over(lag_h, age_h):
             return 1.0
         return 1.0 - math.exp(-age_h / lag_h)
 
