@@ -395,8 +395,8 @@ def _place(
     for k, seg in enumerate(r.segments):
         lo = t if k == 0 else end + seg.lag_min_s
         a = lo
+        book = booked_s(r, k, overrun)
         for _ in range(100):
-            book = booked_s(r, k, overrun)
             b = max(line(d).fit(a, book) for d in seg.devices) if seg.devices else a
             if b == a:
                 break
