@@ -194,6 +194,14 @@ class Broken:
         )
 
 
+def cpsat_settings(sp: SchedulerParams) -> str:
+    """The header line saying how CP-SAT searched, for either sweep."""
+    return (
+        f"  CP-SAT: {sp.work:g} deterministic s per plan, {sp.workers} worker(s), seed "
+        f"{sp.seed}, wall-time safety net {sp.budget_s:g} s"
+    )
+
+
 def print_row(lead: str, policy: Policy, r: SweepResult, neck: str) -> None:
     """One policy's row of a sweep (after the sweep's own ``lead`` columns), then a line
     for every hard window it broke."""
@@ -696,10 +704,7 @@ def rolling_sweep(
         f"campaign-day: {int(24 / hours[neck])} campaigns; bound (with slots {args.slots}, "
         f"deck positions {args.positions}) = {cap}"
     )
-    print(
-        f"  CP-SAT: {sp.work:g} deterministic s per plan, {sp.workers} worker(s), seed "
-        f"{sp.seed}, wall-time safety net {sp.budget_s:g} s"
-    )
+    print(cpsat_settings(sp))
     print(
         f"\nsteady state: N lanes, each seeding its next campaign (next donor) "
         f"{roll.turnaround_d:g} d after its last harvest, until day {roll.days:g}; counted: "
@@ -834,10 +839,7 @@ def main() -> None:
         f"by earliest window close; an upper bound): every window kept up to N = {run_all}; "
         f"hard windows kept (soft work may wait) up to N = {run_hard}"
     )
-    print(
-        f"  CP-SAT: {sp.work:g} deterministic s per plan, {sp.workers} worker(s), seed "
-        f"{sp.seed}, wall-time safety net {sp.budget_s:g} s"
-    )
+    print(cpsat_settings(sp))
 
     counts = [int(x) for x in args.model.split(",") if x]
     near = sorted({max(1, round(cap * f)) for f in (0.9, 1.0, 1.1)} - set(counts))
