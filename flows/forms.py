@@ -89,6 +89,12 @@ FLOW_FIELDS: dict[str, tuple[str, str]] = {
         "folder; the same names again resume them. Add item: another campaign",
     ),
 }
+# join and cancel name the floor they ask the same way
+RUNNING_FLOOR = (
+    "Floor name",
+    "the running floor's name (its folder under floors/; its run is 'floor NAME: "
+    "...'); empty: the one floor running, refused when several run",
+)
 # a flow's own title for a parameter another flow names the same
 FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
     "workcell-floor": {
@@ -112,18 +118,10 @@ FLOW_FIELDS_OF: dict[str, dict[str, tuple[str, str]]] = {
             "have yet (its run folder); it starts at the floor's present, or at its start "
             "day if that is later",
         ),
-        "floor": (
-            "Floor name",
-            "the running floor's name (its folder under floors/; its run is 'floor NAME: "
-            "...'); empty: the one floor running, refused when several run",
-        ),
+        "floor": RUNNING_FLOOR,
     },
     "cancel-on-floor": {
-        "floor": (
-            "Floor name",
-            "the running floor's name (its folder under floors/; its run is 'floor NAME: "
-            "...'); empty: the one floor running, refused when several run",
-        ),
+        "floor": RUNNING_FLOOR,
     },
 }
 
