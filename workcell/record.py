@@ -56,6 +56,7 @@ BEGIN SELECT RAISE(ABORT, 'the batch record is append-only'); END;
 """
 
 FIELDS = ("seq", "utc", "process_time", "type", "kind", "actor", "vessel_id", "data", "prev_hash")
+_PREV, _KIND = FIELDS.index("prev_hash"), FIELDS.index("kind")
 
 
 class Entry(BaseModel):
@@ -79,9 +80,18 @@ class Verification(BaseModel):
     problem: str = ""
 
 
+# json.dumps(values, separators=(",", ":"), sort_keys=True), without a new encoder per
+# entry: verifying a 70 kg campaign's record hashes some 57,000 entries
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+def _values_hash(values: list[Any] | tuple[Any, ...]) -> str:
+    """The hash of an entry's ``FIELDS`` values, in that order."""
+    return hashlib.sha256(_CANONICAL.encode(list(values)).encode()).hexdigest()
+
+
 def entry_hash(row: dict[str, Any]) -> str:
-    canonical = json.dumps([row[f] for f in FIELDS], separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _values_hash([row[f] for f in FIELDS])
 
 
 class BatchRecord:
@@ -157,25 +167,24 @@ class BatchRecord:
         head_seq, head_hash = self._head()
         prev, expected = GENESIS, 1
         cur = self._db.execute(f"SELECT {', '.join(FIELDS)}, hash FROM record ORDER BY rowid")
-        cur.row_factory = sqlite3.Row
+        cur.row_factory = None  # plain tuples: FIELDS in order, then the stored hash
+
+        def bad(problem: str, seq: int) -> Verification:
+            return Verification(
+                ok=False, entries=head_seq, head_hash=head_hash, first_bad=seq, problem=problem
+            )
+
         for r in cur:
-            row = dict(r)
-
-            def bad(problem: str, seq: int = row["seq"]) -> Verification:
-                return Verification(
-                    ok=False, entries=head_seq, head_hash=head_hash, first_bad=seq, problem=problem
-                )
-
-            if row["seq"] != expected:
+            seq, stored = r[0], r[-1]
+            if seq != expected:
                 return bad(
-                    f"entry {expected} is missing or out of order (found entry {row['seq']})",
-                    expected,
+                    f"entry {expected} is missing or out of order (found entry {seq})", expected
                 )
-            if row["prev_hash"] != prev:
-                return bad(f"entry {row['seq']} does not follow entry {row['seq'] - 1}")
-            if entry_hash(row) != row["hash"]:
-                return bad(f"entry {row['seq']} ({row['kind']}) was changed after it was written")
-            prev, expected = row["hash"], expected + 1
+            if r[_PREV] != prev:
+                return bad(f"entry {seq} does not follow entry {seq - 1}", seq)
+            if _values_hash(r[:-1]) != stored:
+                return bad(f"entry {seq} ({r[_KIND]}) was changed after it was written", seq)
+            prev, expected = stored, expected + 1
         if expected == 1:
             return Verification(
                 ok=False,
