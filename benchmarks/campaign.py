@@ -59,6 +59,9 @@ OPERATIONS = {
     # simulator code wherever it runs: the culture model catching up (after a wait,
     # at a checkpoint) is the simulated lab's work, not orchestration
     "culture model": ("simulators.culture:CultureModel", "sync"),
+    # the simulated lab moving its time on (its culture model and incubators stepped):
+    # the world's own work, which a hardware workcell spends waiting
+    "lab clock": ("devices.lab:LabClock", "advance"),
     # the simulated lab's process starting (its imports, its state): there is none on
     # hardware; the controller waits for it in the session's opening
     "lab start": ("simulators.lab.process", "ensure_lab"),

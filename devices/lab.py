@@ -105,7 +105,7 @@ class LabClock(Clock):
             await asyncio.sleep(seconds)
             return
         if seconds > 0:
-            self.link.call("lab", "clock.advance", seconds=float(seconds))
+            self.advance(seconds)
         await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:

@@ -262,10 +262,20 @@ class Session:
                     wall_start=began.isoformat(),
                     wall_end=datetime.now(UTC).isoformat(),
                 )
+            sid = wc.journal.step_id
             wc.journal.finish_step()
             self.interrupted = [s for s in self.interrupted if resume is None or s.id != resume.id]
-            self._seq = save(wc, self._kept)  # the resources the step changed
+            if self._model_moved(wc, sid):
+                self._seq = save(wc, self._kept)  # the resources the step changed
             wc.store.anchor(f"step end: {name if resume is None else resume.label}")
+
+    def _model_moved(self, wc: Workcell, step_id: int | None) -> bool:
+        """Whether the step's end needs a checkpoint: the model changes only through device
+        actions (each journaled with its effect), so a step that sent none (a wait) leaves
+        the last checkpoint true, as long as it is this session's and still the store's."""
+        if step_id is None or self._kept.seq == 0 or wc.store.checkpoint_seq() != self._kept.seq:
+            return True
+        return bool(wc.store.journal(step_id=step_id, kinds=("intent",)))
 
 
 def _moved(wc: Workcell, step_id: int) -> bool:
