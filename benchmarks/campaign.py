@@ -15,10 +15,14 @@ Each size runs in a fresh process (so peak RSS is its own) and prints: wall
 seconds, peak RSS (the controller; its image workers; the simulated lab's process
 or its largest image worker), simulated seconds per wall second, device actions
 per second, and the orchestration overhead: the share of wall time spent outside
-protocol code and the lab (Prefect, the engine's decisions, the store, the batch
-record and journal, checkpoints; the lab process's start counts as the lab's). With
-Prefect, the CPU column adds the Prefect server's CPU seconds during the campaign.
-Then the median wall time of each unit operation.
+the unit operations and the lab (Prefect, the engine's decisions, the steps' own
+journal rows and checkpoints, the batch record's anchors and its check at the end),
+plus the events and measurements the operations write to the store. The lab
+process's start and the lab moving its time on count as the lab's. A device
+action's write-ahead journal rows count as the operation's own time (the action
+is not sent before its intent is committed); the line "journal" says how much
+that is. With Prefect, the CPU column adds the Prefect server's CPU seconds during
+the campaign. Then the median wall time of each unit operation.
 Targets (#14, a 2-core machine, fast imaging): 48 vessels under 20 s wall and the
 70 kg campaign under 60 s, memory under 1 GiB, orchestration overhead under 15 %.
 Compare code versions as ratios of runs made in turn in the same minutes: the
@@ -97,6 +101,15 @@ def instrument() -> Timers:
                 return _orig(self, *a, **k)
 
         setattr(Store, name, wrapped)
+    original_journal = Store.add_journal
+
+    def journal_row(self: Any, *a: Any, **k: Any) -> Any:
+        # a device action's write-ahead rows: counted as the operation's own time (the
+        # action is not sent before its intent is on disk), but shown apart
+        with timers.timing("journal" if in_protocol() else "journal outside", outer=False):
+            return original_journal(self, *a, **k)
+
+    Store.add_journal = journal_row  # type: ignore[method-assign]
     return timers
 
 
@@ -179,6 +192,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
         "server_cpu_s": server_cpu,
         "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
         "store_s": timers.total("store") + timers.total("store in operations"),
+        "journal_in_ops_s": timers.total("journal"),
         "prefect_start_s": prefect_start,
         "days": summary.days,
         "outcome": summary.outcome,
@@ -244,6 +258,7 @@ def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
         "cpu_s": cpu,
         "lab_cpu_s": lab_cpu,
         "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
+        "journal_in_ops_s": timers.total("journal"),
         "medians_s": {k: timers.median(k) for k in OPERATIONS},
         "counts": {k: len(timers.calls.get(k, [])) for k in OPERATIONS},
         "totals_s": {k: timers.total(k) for k in OPERATIONS},
@@ -348,6 +363,15 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def journal_line(r: dict[str, Any]) -> str:
+    """The write-ahead journal's rows written inside the operations: in their time."""
+    s = r["journal_in_ops_s"]
+    return (
+        f"{s:.1f} s ({100 * s / r['wall_s']:.0f} % of wall) of the operations' time "
+        "is their device actions' journal rows (two commits an action, written ahead)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--vessels", type=int, nargs="*", default=[1, 8, 48])
@@ -387,6 +411,7 @@ def main() -> None:
             f"  {'overhead':18} {100 * r['overhead_share']:.0f} % of wall, "
             f"{100 * r['overhead_cpu_share']:.0f} % of CPU"
         )
+        print(f"  {'journal':18} {journal_line(r)}")
         print("  per operation: calls, median s, total s")
         for k in OPERATIONS:
             if r["counts"][k]:
@@ -454,6 +479,8 @@ def main() -> None:
         print(f"| {r['vessels']} | " + " | ".join(cells) + " |")
     for r in rows:
         print(f"{r['vessels']} vessels: {r['outcome']}; {r['days']:.1f} days")
+    for r in rows:
+        print(f"{r['vessels']} vessels: journal {journal_line(r)}")
     if starts:
         print(
             "Prefect server start (ephemeral, timed apart, not in the wall seconds above): "
