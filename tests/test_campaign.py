@@ -377,6 +377,7 @@ def test_each_step_checkpoints_the_whole_model_writing_only_what_changed(tmp_pat
     compared: list[str] = []
     written: list[int] = []
     holds: dict[str, object] = {}
+    saved: dict[str, bool] = {}  # step label: whether its end wrote a checkpoint
 
     async def go() -> None:
         async with open_session(load_config(cfg_path), tmp_path / "run") as s:
@@ -389,10 +390,12 @@ def test_each_step_checkpoints_the_whole_model_writing_only_what_changed(tmp_pat
             s.wc.store.save_checkpoint = counting  # type: ignore[method-assign]
 
             async def checked(label: str, work: Callable[[], Awaitable[object]]) -> object:
+                before = len(written)
                 result = await work()
                 whole = json.loads(json.dumps(snapshot(s.wc)))
                 assert s.wc.store.checkpoint() == whole, label
                 compared.append(label)
+                saved[label] = len(written) > before
                 return result
 
             engine = CampaignEngine(s, CampaignParams(), auto_approve(), run_step=checked)
@@ -405,3 +408,7 @@ def test_each_step_checkpoints_the_whole_model_writing_only_what_changed(tmp_pat
     assert any(c.split()[2:3] == ["feed"] for c in compared), compared
     names = len(holds["model"]["resources"])  # type: ignore[index]
     assert written and max(written[1:]) < names, (written, names)  # never the whole deck again
+    # a wait sends no device action: the last checkpoint stays true and is not written again
+    waits = [label for label in saved if label.startswith("wait")]
+    assert waits and not any(saved[w] for w in waits), saved
+    assert all(done for label, done in saved.items() if label not in waits), saved
