@@ -3,7 +3,8 @@
 What a restarted controller cannot rebuild from the config is its *model* of the
 world: which plate sits where (deck site, incubator slot), PyLabRobot's tip and
 volume trackers, and what the channels hold. A snapshot of that model is written
-at the end of every step; every device action since is in the journal with the
+at the end of every step that sent a device action (a wait sends none, so the last
+snapshot stays true); every device action since is in the journal with the
 effect it has on the model. Restoring is: the snapshot, then the effects of every
 action known to be done after it, in order. Each resource's state is a row of its
 own in the store, and a step's checkpoint writes only the resources whose state
