@@ -265,11 +265,11 @@ class Session:
             sid = wc.journal.step_id
             wc.journal.finish_step()
             self.interrupted = [s for s in self.interrupted if resume is None or s.id != resume.id]
-            if self._model_moved(wc, sid):
+            if self._needs_checkpoint(wc, sid):
                 self._seq = save(wc, self._kept)  # the resources the step changed
             wc.store.anchor(f"step end: {name if resume is None else resume.label}")
 
-    def _model_moved(self, wc: Workcell, step_id: int | None) -> bool:
+    def _needs_checkpoint(self, wc: Workcell, step_id: int | None) -> bool:
         """Whether the step's end needs a checkpoint: the model changes only through device
         actions (each journaled with its effect), so a step that sent none (a wait) leaves
         the last checkpoint true, as long as it is this session's and still the store's."""
