@@ -50,6 +50,13 @@ def _own_lock_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["WORKCELL_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _check_checkpoints() -> None:
+    """Every checkpoint of every test (and of the processes tests start) is compared with
+    a whole serialization of the model: a change PyLabRobot did not report stops it."""
+    os.environ["WORKCELL_CHECK_CHECKPOINTS"] = "1"
+
+
 @pytest.fixture
 def sim_data() -> dict[str, Any]:
     """The embedded simulated config as plain data, to be edited by a test."""

@@ -695,6 +695,13 @@ class Store:
             for r in rows
         ]
 
+    def journal_has(self, step_id: int, kind: str) -> bool:
+        """Whether a step's journal has a row of ``kind``, without reading its rows."""
+        row = self._db.execute(
+            "SELECT 1 FROM journal WHERE step_id = ? AND kind = ? LIMIT 1", (step_id, kind)
+        ).fetchone()
+        return row is not None
+
     def last_journal_id(self) -> int:
         row = self._db.execute("SELECT MAX(id) FROM journal").fetchone()
         return int(row[0] or 0)

@@ -7,11 +7,16 @@ at the end of every step that sent a device action (a wait sends none, so the la
 snapshot stays true); every device action since is in the journal with the
 effect it has on the model. Restoring is: the snapshot, then the effects of every
 action known to be done after it, in order. Each resource's state is a row of its
-own in the store, and a step's checkpoint writes only the resources whose state
-changed (``Kept``). Vessels drawn from the hotel (#14's
+own in the store, and a step's checkpoint serializes and writes only the resources
+whose state changed (``Kept``). Vessels drawn from the hotel (#14's
 inventory) are part of the model: the snapshot holds the hotel's stock and the
 vessels drawn, where each is and what its wells hold; the journal's draws, returns
 and discards are effects like any other.
+
+With ``WORKCELL_CHECK_CHECKPOINTS=1`` in the environment (the test suite sets it for
+every test and the processes they start), every checkpoint is also serialized whole
+and compared with what ``Kept`` reused, and a difference stops the run: the check
+that the changes PyLabRobot reports are all the changes there are.
 
 Nothing here touches the world itself. The simulated lab keeps its own state on
 disk and is never rolled back or restored by the controller: a dry-run and a
@@ -20,9 +25,10 @@ hardware workcell have the same crash semantics.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from pylabrobot.resources import Plate, ResourceHolder, TipRack, TipSpot
+from pylabrobot.resources import Plate, Resource, ResourceHolder, TipRack, TipSpot
 
 from workcell.assembly.workcell import Workcell
 from workcell.journal import ActionRecord, actions_of
@@ -57,13 +63,16 @@ def _head(wc: Workcell) -> dict[str, Any]:
 
 class Kept:
     """Each resource's state as this session last checkpointed it, so a step's checkpoint
-    writes only the resources whose state differs.
+    serializes and writes only the resources whose state changed.
 
-    Serializing every deck resource is cheap next to writing all of it (177 kB of JSON
-    for the benchmark's deck, every step): the states are serialized whole each time
-    and compared, so what is saved is exactly a whole snapshot, and only the changed
-    rows are written. One ``Kept`` belongs to one built workcell; a workcell built
-    again (reopened) starts a new one, whose first checkpoint is written whole, as is
+    PyLabRobot tells each watched resource's subscribers when it or any part of it
+    (a well's volume, a tip spot's tip) changes state; a resource it reported is
+    serialized again at the next checkpoint, and the others' states are reused. A step
+    typically touches one plate and one tip rack of a deck of twenty resources (three
+    racks of 96 tip spots), so a checkpoint no longer serializes the whole deck. What
+    is saved is still exactly a whole snapshot: ``WORKCELL_CHECK_CHECKPOINTS`` checks
+    that. One ``Kept`` belongs to one built workcell; a workcell built again (reopened)
+    starts a new one, whose first checkpoint is serialized and written whole, as is
     any written over another process's checkpoint.
     """
 
@@ -71,14 +80,59 @@ class Kept:
         self.states: dict[str, dict[str, Any]] = {}
         self.seq = 0  # the checkpoint these states were saved as (0: none yet)
         self.pending: set[str] = set()  # differing from the last saved, not yet saved
+        self.changed: set[str] = set()  # reported changed since last serialized
+        self._watched: dict[str, Resource] = {}
+
+    def fresh(self, name: str, resource: Resource) -> bool:
+        """Whether ``resource``'s kept state cannot be reused (never serialized, reported
+        changed, or another resource by that name); watches it from now on."""
+        if self._watched.get(name) is not resource:
+            self._watch(name, resource)
+            return True
+        return name in self.changed or name not in self.states
+
+    def _watch(self, name: str, resource: Resource) -> None:
+        def changed(_state: dict[str, Any]) -> None:
+            self.changed.add(name)
+
+        for part in [resource, *resource.get_all_children()]:
+            part.register_state_update_callback(changed)
+        self._watched[name] = resource
+
+
+def _states(wc: Workcell, names: list[str], kept: Kept | None) -> dict[str, dict[str, Any]]:
+    """Each resource's state: serialized, or with ``kept`` reused where unchanged."""
+    if kept is None:
+        return {n: wc.resource(n).serialize_all_state() for n in names}
+    states = {}
+    for n in names:
+        res = wc.resource(n)
+        if kept.fresh(n, res):
+            kept.changed.discard(n)
+            states[n] = res.serialize_all_state()
+        else:
+            states[n] = kept.states[n]
+    if os.environ.get("WORKCELL_CHECK_CHECKPOINTS"):
+        whole = _states(wc, names, None)
+        wrong = sorted(n for n in names if whole[n] != states[n])
+        if wrong:
+            raise RuntimeError(
+                "checkpoint self-check: the kept state of " + ", ".join(wrong) + " is not "
+                "what the resource holds (a change PyLabRobot did not report)"
+            )
+    return states
+
+
+def _differs(before: dict[str, Any] | None, now: dict[str, Any]) -> bool:
+    return before is not now and before != now  # a reused state is the same object
 
 
 def snapshot(wc: Workcell, kept: Kept | None = None) -> dict[str, Any]:
     """The model as a checkpoint; with ``kept``, unchanged resources' states are reused."""
     names = _plate_names(wc)
-    states = {n: wc.resource(n).serialize_all_state() for n in names}
+    states = _states(wc, names, kept)
     if kept is not None:  # written again: the states that differ from the last saved
-        kept.pending |= {n for n in names if kept.states.get(n) != states[n]}
+        kept.pending |= {n for n in names if _differs(kept.states.get(n), states[n])}
         kept.states.update(states)
     data = {
         "version": VERSION,

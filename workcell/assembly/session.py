@@ -275,7 +275,7 @@ class Session:
         the last checkpoint true, as long as it is this session's and still the store's."""
         if step_id is None or self._kept.seq == 0 or wc.store.checkpoint_seq() != self._kept.seq:
             return True
-        return bool(wc.store.journal(step_id=step_id, kinds=("intent",)))
+        return wc.store.journal_has(step_id, "intent")
 
 
 def _moved(wc: Workcell, step_id: int) -> bool:
