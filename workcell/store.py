@@ -474,12 +474,17 @@ class Store:
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
-        parents: dict[str, list[str]] = {}
-        lineage_sql = "SELECT child_id, parent_id FROM lineage"
+        # each vessel's parents as one JSON array: a pooled vessel has dozens, and a row
+        # per parent costs three times as much (sorted here as ORDER BY parent_id would)
+        lineage_sql = "SELECT child_id, json_group_array(parent_id) FROM lineage"
+        lineage_args: tuple[str, ...] = ()
         if state is not None:
-            lineage_sql += " WHERE child_id IN (SELECT id FROM vessels_now WHERE state = ?)"
-        for child, parent in self._db.execute(lineage_sql + " ORDER BY parent_id", args).fetchall():
-            parents.setdefault(child, []).append(parent)
+            lineage_sql += " WHERE child_id IN (SELECT value FROM json_each(?))"
+            lineage_args = (json.dumps([r["id"] for r in rows]),)
+        parents = {
+            child: sorted(json.loads(of))
+            for child, of in self._db.execute(lineage_sql + " GROUP BY child_id", lineage_args)
+        }
         return [
             VesselRecord.model_validate({**dict(r), "parents": parents.get(r["id"], [])})
             for r in rows
@@ -529,24 +534,46 @@ class Store:
         rows = self._db.execute("SELECT plate, passage FROM vessels").fetchall()
         return [(r[0], int(r[1])) for r in rows]
 
-    def last_event_times(self, kind: str) -> dict[str, datetime]:
-        """Per vessel, the time of its latest event of ``kind`` (one query, not every event)."""
+    def first_event_time(self, kind: str) -> datetime | None:
+        """The time of the first event of ``kind`` written (None: there is none yet)."""
+        row = self._db.execute(
+            "SELECT time FROM events WHERE kind = ? ORDER BY id LIMIT 1", (kind,)
+        ).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    @staticmethod
+    def _of_vessels(vessels: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+        """SQL restricting ``vessel_id`` to ``vessels`` (None: any vessel), and its argument."""
+        if vessels is None:
+            return "vessel_id IS NOT NULL", ()
+        return "vessel_id IN (SELECT value FROM json_each(?))", (json.dumps(list(vessels)),)
+
+    def last_event_times(
+        self, kind: str, vessels: Collection[str] | None = None
+    ) -> dict[str, datetime]:
+        """Per vessel (of ``vessels``, or any), the time of its latest event of ``kind`` (one
+        query, not every event)."""
+        where, args = self._of_vessels(vessels)
         rows = self._db.execute(
-            "SELECT vessel_id, MAX(time) FROM events WHERE kind = ? AND vessel_id IS NOT NULL"
+            f"SELECT vessel_id, MAX(time) FROM events WHERE kind = ? AND {where}"
             " GROUP BY vessel_id",
-            (kind,),
+            (kind, *args),
         ).fetchall()
         return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
 
-    def last_values(self, kind: str) -> dict[str, tuple[datetime, float]]:
-        """Per vessel, (time, value) of its latest measurement of ``kind``, in one query.
+    def last_values(
+        self, kind: str, vessels: Collection[str] | None = None
+    ) -> dict[str, tuple[datetime, float]]:
+        """Per vessel (of ``vessels``, or any), (time, value) of its latest measurement of
+        ``kind``, in one query.
 
         SQLite takes the bare column ``value`` from the row holding ``MAX(time)``.
         """
+        where, args = self._of_vessels(vessels)
         rows = self._db.execute(
             "SELECT vessel_id, MAX(time), value FROM measurements"
-            " WHERE kind = ? AND vessel_id IS NOT NULL GROUP BY vessel_id",
-            (kind,),
+            f" WHERE kind = ? AND {where} GROUP BY vessel_id",
+            (kind, *args),
         ).fetchall()
         return {r[0]: (datetime.fromisoformat(r[1]), float(r[2])) for r in rows}
 

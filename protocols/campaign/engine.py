@@ -315,8 +315,8 @@ def _s(t: datetime, t0: datetime) -> float:
 def now_s(store: Store, now: datetime) -> float:
     """Campaign seconds at ``now`` (0 before the campaign starts): the view's ``now_s``,
     without building the view."""
-    started = store.events("campaign_started")
-    return _s(now, started[0].time) if started else 0.0
+    started = store.first_event_time("campaign_started")
+    return _s(now, started) if started is not None else 0.0
 
 
 # What a campaign's view is made from: while these rows are the same (they are only ever
@@ -331,10 +331,9 @@ VIEW_ROWS: dict[str, tuple[str, ...]] = {
 def view(store: Store, now: datetime) -> CampaignView:
     """The campaign's view at ``now``: kept between decisions while its rows are the same
     (a wait or a step that changed none of them), the time moved on."""
-    started = store.events("campaign_started")
-    if not started:
+    t0 = store.first_event_time("campaign_started")
+    if t0 is None:
         return _view(store, now)
-    t0 = started[0].time
     kept: CampaignView = store.memo(
         "campaign_view", store.version(**VIEW_ROWS), lambda: _view(store, t0)
     )
@@ -342,13 +341,15 @@ def view(store: Store, now: datetime) -> CampaignView:
 
 
 def _view(store: Store, now: datetime) -> CampaignView:
-    started = store.events("campaign_started")
-    t0 = started[0].time if started else now
+    started = store.first_event_time("campaign_started")
+    t0 = started or now
     places = store.plates_and_passages()  # every vessel's plate and passage, without records
     active = store.vessels(state="active")
-    fed = {vessel: _s(t, t0) for vessel, t in store.last_event_times("fed").items()}
+    ids = [v.id for v in active]
+    fed = {vessel: _s(t, t0) for vessel, t in store.last_event_times("fed", ids).items()}
     conf = {
-        vessel: (_s(t, t0), value) for vessel, (t, value) in store.last_values("confluence").items()
+        vessel: (_s(t, t0), value)
+        for vessel, (t, value) in store.last_values("confluence", ids).items()
     }
     seeded = store.values_by_vessel("seeded_cells")
     pd = lineage.population_doublings(store) if active else {}
@@ -379,7 +380,7 @@ def _view(store: Store, now: datetime) -> CampaignView:
             )
         )
     return CampaignView(
-        started_at=started[0].time if started else None,
+        started_at=started,
         now_s=_s(now, t0),
         plates=sorted(states, key=lambda p: p.plate),
         finished=bool(store.events("campaign_finished")),
