@@ -50,8 +50,11 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-@task(cache_policy=NO_CACHE, persist_result=False)
-async def workcell_step(work: Callable[[], Awaitable[object]]) -> object:
+@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}")
+async def workcell_step(label: str, work: Callable[[], Awaitable[object]]) -> object:
+    """One step as a task run named ``label`` (a template, not a copy of the task per
+    step: copying it is a tenth of a step's Prefect cost, and a label is never parsed
+    as a template itself)."""
     try:
         return await work()
     except WorkcellError as err:
@@ -69,9 +72,7 @@ async def as_task(
     """Run ``work`` as one Prefect task named after the step; then publish the record's
     head that the step anchored (``folder``: the run folder, every step; ``heads``: at
     most as often as it allows)."""
-    state: State[Any] = await workcell_step.with_options(task_run_name=label)(  # type: ignore[misc]
-        work, return_state=True
-    )
+    state: State[Any] = await workcell_step(label, work, return_state=True)  # type: ignore[misc]
     try:
         result = await state.aresult()
     except FailedRun:  # the step's own one-line Failed state, not an exception
