@@ -18,7 +18,7 @@ per second, and the orchestration overhead: the share of wall time spent outside
 the unit operations and the lab (Prefect, the engine's decisions, the steps' own
 journal rows and checkpoints, the batch record's anchors and its check at the end),
 plus the events and measurements the operations write to the store. The lab
-process's start and the lab moving its time on count as the lab's. A device
+process's start and stop and the lab moving its time on count as the lab's. A device
 action's write-ahead journal rows count as the operation's own time (the action
 is not sent before its intent is committed); the line "journal" says how much
 that is. With Prefect, the CPU column adds the Prefect server's CPU seconds during
@@ -69,6 +69,8 @@ OPERATIONS = {
     # the simulated lab's process starting (its imports, its state): there is none on
     # hardware; the controller waits for it in the session's opening
     "lab start": ("simulators.lab.process", "ensure_lab"),
+    # ... and stopping at the session's end (the controller waits for it to exit)
+    "lab stop": ("workcell.assembly.lab:LabHandle", "close"),
 }
 STORE_WRITES = (
     "add_event",
