@@ -190,7 +190,8 @@ def test_operator_path_in_the_prefect_ui(served: Served, page: Any, shots: Path)
     assert run["state"]["message"].startswith("Seeded 6 vessels on plate_1")
     pg.reload()
     show_tab(pg, "Details")
-    pg.get_by_text("Seeded 6 vessels on plate_1").wait_for()  # the state message
+    # the state message, whole (a log line that quotes it may be on the page as well)
+    pg.get_by_text(run["state"]["message"], exact=True).wait_for()
 
     # 2. an unknown plate, typed as JSON: refused before a run exists
     open_form(pg, served, "passage")
