@@ -333,15 +333,15 @@ def view(store: Store, now: datetime) -> CampaignView:
     (a wait or a step that changed none of them), the time moved on."""
     t0 = store.first_event_time("campaign_started")
     if t0 is None:
-        return _view(store, now)
+        return _view(store, now, None)
     kept: CampaignView = store.memo(
-        "campaign_view", store.version(**VIEW_ROWS), lambda: _view(store, t0)
+        "campaign_view", store.version(**VIEW_ROWS), lambda: _view(store, t0, t0)
     )
     return kept.model_copy(update={"now_s": _s(now, t0)}, deep=True)
 
 
-def _view(store: Store, now: datetime) -> CampaignView:
-    started = store.first_event_time("campaign_started")
+def _view(store: Store, now: datetime, started: datetime | None) -> CampaignView:
+    """The view at ``now`` of a campaign that started at ``started`` (None: not yet)."""
     t0 = started or now
     places = store.plates_and_passages()  # every vessel's plate and passage, without records
     active = store.vessels(state="active")

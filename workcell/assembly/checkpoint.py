@@ -83,7 +83,7 @@ class Kept:
         self.changed: set[str] = set()  # reported changed since last serialized
         self._watched: dict[str, Resource] = {}
 
-    def fresh(self, name: str, resource: Resource) -> bool:
+    def needs_serializing(self, name: str, resource: Resource) -> bool:
         """Whether ``resource``'s kept state cannot be reused (never serialized, reported
         changed, or another resource by that name); watches it from now on."""
         if self._watched.get(name) is not resource:
@@ -107,7 +107,7 @@ def _states(wc: Workcell, names: list[str], kept: Kept | None) -> dict[str, dict
     states = {}
     for n in names:
         res = wc.resource(n)
-        if kept.fresh(n, res):
+        if kept.needs_serializing(n, res):
             kept.changed.discard(n)
             states[n] = res.serialize_all_state()
         else:
