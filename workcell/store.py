@@ -479,8 +479,8 @@ class Store:
         lineage_sql = "SELECT child_id, json_group_array(parent_id) FROM lineage"
         lineage_args: tuple[str, ...] = ()
         if state is not None:
-            lineage_sql += " WHERE child_id IN (SELECT value FROM json_each(?))"
-            lineage_args = (json.dumps([r["id"] for r in rows]),)
+            where, lineage_args = self._among("child_id", [r["id"] for r in rows])
+            lineage_sql += f" WHERE {where}"
         parents = {
             child: sorted(json.loads(of))
             for child, of in self._db.execute(lineage_sql + " GROUP BY child_id", lineage_args)
@@ -542,18 +542,19 @@ class Store:
         return None if row is None else datetime.fromisoformat(row[0])
 
     @staticmethod
-    def _of_vessels(vessels: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
-        """SQL restricting ``vessel_id`` to ``vessels`` (None: any vessel), and its argument."""
-        if vessels is None:
-            return "vessel_id IS NOT NULL", ()
-        return "vessel_id IN (SELECT value FROM json_each(?))", (json.dumps(list(vessels)),)
+    def _among(column: str, values: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+        """SQL restricting ``column`` to ``values`` (None: any value but NULL), and its
+        argument: the list as one JSON parameter, however long."""
+        if values is None:
+            return f"{column} IS NOT NULL", ()
+        return f"{column} IN (SELECT value FROM json_each(?))", (json.dumps(list(values)),)
 
     def last_event_times(
         self, kind: str, vessels: Collection[str] | None = None
     ) -> dict[str, datetime]:
         """Per vessel (of ``vessels``, or any), the time of its latest event of ``kind`` (one
         query, not every event)."""
-        where, args = self._of_vessels(vessels)
+        where, args = self._among("vessel_id", vessels)
         rows = self._db.execute(
             f"SELECT vessel_id, MAX(time) FROM events WHERE kind = ? AND {where}"
             " GROUP BY vessel_id",
@@ -569,7 +570,7 @@ class Store:
 
         SQLite takes the bare column ``value`` from the row holding ``MAX(time)``.
         """
-        where, args = self._of_vessels(vessels)
+        where, args = self._among("vessel_id", vessels)
         rows = self._db.execute(
             "SELECT vessel_id, MAX(time), value FROM measurements"
             f" WHERE kind = ? AND {where} GROUP BY vessel_id",
