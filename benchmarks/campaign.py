@@ -302,7 +302,7 @@ def clinical_figures(store: Any) -> dict[str, Any]:
         e.data["volume_uL"] for e in store.events("load") if e.data["container"] == "medium"
     )
     actions = store.record.entries("device")
-    tips = sum(1 for a in actions if a.kind == "pick_up_tip")
+    tips = sum(len(a.data.get("ops") or [a]) for a in actions if a.kind == "pick_up_tip")
     busy_s = 0.0
     steps = {e.data["step"]: e.time for e in store.events("step_started")}
     for e in store.events("step_finished"):

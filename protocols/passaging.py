@@ -36,7 +36,13 @@ from protocols.detachment import (
     once_event,
     plan_detach,
 )
-from protocols.pipetting import MIN_VOLUME_UL, TipSupply, dead_volume_uL, plan_tips
+from protocols.pipetting import (
+    MIN_VOLUME_UL,
+    SingleChannelGroup,
+    TipSupply,
+    dead_volume_uL,
+    plan_tips,
+)
 from protocols.recovery.resumable import Tip, add, mix_suspension, unit
 from protocols.selection import Target, active_vessels, targets_named, well_of
 from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
@@ -467,7 +473,9 @@ async def _dilute(wc: Workcell, params: PassagingParams, dil: Dilution, actor: s
     async with unit(wc, f"dilute:{d.pool_tube}", []) as u:
         if u.done:
             return
-        async with Tip(wc, TipSupply.of(wc), f"dilute:{d.pool_tube}", [dil.add_uL]) as tip:
+        async with Tip(
+            wc, TipSupply.of(wc), f"dilute:{d.pool_tube}", SingleChannelGroup([dil.add_uL])
+        ) as tip:
             await add(wc, tip, medium, pool, dil.add_uL)
             await mix_suspension(wc, tip, pool)
 

@@ -1,6 +1,8 @@
 """Which pipette moves a liquid: one rule for every liquid handler, live or exported.
 
-A STAR has identical channels with 1 mL tips: one "pipette", channel 0, as before. An
+A STAR has identical channels with 1 mL tips: one "pipette", channel 0, or, with the
+config's ``pipetting_channels`` above 1, a group of channels 0..n-1 that move one
+transfer together where the containers are wide enough (an OmniTray, a trough). An
 OT-2 has up to two single-channel pipettes, each with its own volume range (from
 Opentrons' pipette definitions: P20 1-20 uL, P300 20-300 uL, P1000 100-1000 uL) and
 its own tips (a P1000 takes 1000 uL tips, a P300 200/300 uL tips). What one tip does
@@ -13,8 +15,9 @@ its own tips (a P1000 takes 1000 uL tips, a P300 200/300 uL tips). What one tip 
   accuracy); if none does, the largest one, splitting volumes into equal parts;
 * none: the plan refuses, naming the volume and the mounted ranges.
 
-The same rule gives the STAR and the OT-2 (P1000 + P300) the same aspirates for the
-same transfer whenever both split it the same way, so the same cells move.
+The same rule gives a single-channel STAR and the OT-2 (P1000 + P300) the same
+aspirates for the same transfer whenever both split it the same way, so the same cells
+move; a STAR's group of channels moves the same volume in fewer, wider actions.
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ TIP_FILL_SHARE = 0.8
 @dataclass(frozen=True)
 class Pipette:
     name: str
-    channel: int  # PyLabRobot channel: the STAR's channel 0, or the OT-2's mount (left first)
+    # PyLabRobot channels that work together: the STAR's channels 0..n-1, or the OT-2's
+    # mount (left first)
+    channels: tuple[int, ...]
     min_uL: float
-    max_uL: float  # the most one aspirate takes with this pipette's tips
+    max_uL: float  # the most one aspirate takes with this pipette's tips, per channel
     racks: tuple[TipRack, ...]
+
+    @property
+    def channel(self) -> int:
+        """The first channel: the one a single-channel transfer (a cell suspension) uses."""
+        return self.channels[0]
 
     def describe(self) -> str:
         return f"{self.name} {self.min_uL:g}-{self.max_uL:g} uL"
@@ -49,10 +59,17 @@ def tip_capacity_uL(rack: TipRack) -> float:
     return float(rack.get_item(0).make_tip().maximal_volume)
 
 
-def channel_pipette(racks: list[TipRack]) -> Pipette:
-    """A STAR's single channel 0 with every configured tip rack."""
+def channel_pipette(racks: list[TipRack], channels: int = 1) -> Pipette:
+    """A STAR's channels 0..``channels``-1 with every configured tip rack."""
     vols = [tip_capacity_uL(r) for r in racks]
-    return Pipette("channel 0", 0, 0.0, TIP_FILL_SHARE * min(vols) if vols else 0.0, tuple(racks))
+    name = "channel 0" if channels == 1 else f"channels 0-{channels - 1}"
+    return Pipette(
+        name,
+        tuple(range(channels)),
+        0.0,
+        TIP_FILL_SHARE * min(vols) if vols else 0.0,
+        tuple(racks),
+    )
 
 
 def mounted(wc: Workcell) -> list[Pipette]:
@@ -61,13 +78,13 @@ def mounted(wc: Workcell) -> list[Pipette]:
     lh = next(d for d in wc.config.devices.values() if d.kind == "liquid_handler")
     on_mounts = getattr(lh, "pipettes", None)
     if on_mounts is None:
-        return [channel_pipette(racks)]
+        return [channel_pipette(racks, getattr(lh, "pipetting_channels", 1))]
     out = []
     for channel, (_, name) in enumerate(on_mounts.mounted()):
         low, high = ot_labware.pipette_range_uL(name)
         fits = tuple(r for r in racks if tip_capacity_uL(r) in ot_labware.TIP_VOLUMES[name])
         tip = min((tip_capacity_uL(r) for r in fits), default=high)
-        out.append(Pipette(name, channel, low, min(high, tip), fits))
+        out.append(Pipette(name, (channel,), low, min(high, tip), fits))
     return out
 
 

@@ -3,19 +3,27 @@
 Tips come from the configured tip racks in order, using PyLabRobot's tip tracking
 to know which spots still hold a tip. Each fresh tip goes on the pipette that
 ``protocols.pipettes.choose`` picks for the volumes that tip will move (on a STAR
-always channel 0; on an OT-2 the P1000 or the P300, with its own tip racks), and
-the transfers with it use that pipette's channel and largest aspirate. Volumes
-larger than that are moved in equal parts; volumes below ``MIN_VOLUME_UL`` are
-refused by seeding, since a 1 mL tip cannot deliver them accurately.
+channel 0, or a group of channels; on an OT-2 the P1000 or the P300, with its own
+tip racks), and the transfers with it use that pipette's channels and largest
+aspirate. Volumes larger than that are moved in equal parts; volumes below
+``MIN_VOLUME_UL`` are refused by seeding, since a 1 mL tip cannot deliver them
+accurately.
+
+A group of channels picks its tips from one column of a rack (the STAR's channels
+share one X drive), channel i taking the i-th tip of the column, and moves one
+transfer in equal parts across its channels (``parts_across``) into containers wide
+enough for them (``channels_fit``, from PyLabRobot's own channel spacing).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pylabrobot.liquid_handling import LiquidHandler
-from pylabrobot.liquid_handling.errors import ChannelizedError
+from pylabrobot.liquid_handling.channel_positioning import compute_channel_offsets
+from pylabrobot.liquid_handling.errors import ChannelizedError, ChannelsDoNotFitError
 from pylabrobot.resources import Container, Coordinate, TipRack, TipSpot
 from pylabrobot.resources.errors import NoTipError
 
@@ -28,7 +36,6 @@ if TYPE_CHECKING:
 # Liquid a container keeps that a pipette cannot reach, as a share of its capacity
 # (the cone of a 50 mL tube, the V of a trough).
 DEAD_VOLUME_SHARE = 0.02
-SINGLE_CHANNEL = [0]
 MIN_VOLUME_UL = 20.0
 # Dispensing "along the wall": offset from the well centre toward its side, a few mm up.
 WALL_OFFSET_SHARE = 0.35
@@ -64,6 +71,60 @@ def parts(volume_uL: float, max_part_uL: float) -> list[float]:
     return [volume_uL / n] * n
 
 
+def parts_across(
+    volume_uL: float, max_part_uL: float, channels: int, min_part_uL: float = MIN_VOLUME_UL
+) -> tuple[int, list[float]]:
+    """Split a volume over up to ``channels`` channels moving together: (channels, parts).
+
+    The fewest rounds of at most ``channels`` equal parts no larger than
+    ``max_part_uL``, with as few channels as those rounds need, and never a part below
+    ``min_part_uL`` where fewer channels avoid it. One channel gives ``parts``, exactly.
+    """
+    if volume_uL <= 0:
+        return 1, []
+    rounds = math.ceil(volume_uL / (channels * max_part_uL) - 1e-9)
+    n = max(1, math.ceil(volume_uL / (rounds * max_part_uL) - 1e-9))
+    while n > 1 and volume_uL / (rounds * n) < min_part_uL:
+        n -= 1
+    return n, [volume_uL / (rounds * n)] * rounds
+
+
+def channels_needed(volumes: list[float], max_part_uL: float, channels: int) -> int:
+    """How many channels of a group a tip's transfers of ``volumes`` use at most."""
+    return max([parts_across(v, max_part_uL, channels)[0] for v in volumes if v > 0] or [1])
+
+
+_FIT: dict[tuple[object, ...], int] = {}
+
+
+def channels_fit(container: Container, most: int, spacing_mm: float = 9.0) -> int:
+    """How many of ``most`` channels fit in ``container`` side by side (PyLabRobot's spread).
+
+    A 6-well plate's well or a 50 mL tube takes three, an OmniTray or a trough eight.
+    """
+    if most <= 1:
+        return 1
+    key = (
+        type(container).__name__,
+        container.model,
+        container.get_size_x(),
+        container.get_size_y(),
+        most,
+        spacing_mm,
+    )
+    if key not in _FIT:
+        fit = 1
+        for n in range(most, 1, -1):
+            try:
+                compute_channel_offsets(container, n, "wide", [spacing_mm] * n)
+            except (ChannelsDoNotFitError, ValueError):
+                continue
+            fit = n
+            break
+        _FIT[key] = fit
+    return _FIT[key]
+
+
 class TipSupply:
     """Hands out fresh tips from the given tip racks, in order, for the pipette in use.
 
@@ -94,10 +155,6 @@ class TipSupply:
         """
         return self.current.max_uL
 
-    @property
-    def channels(self) -> list[int]:
-        return [self.current.channel]
-
     def choose(self, volumes: list[float]) -> Pipette:
         """Put the pipette for ``volumes`` in use (the plan has checked there is one)."""
         pipette = choose(self.pipettes, volumes)
@@ -107,24 +164,27 @@ class TipSupply:
         return pipette
 
     def next(self, pipette: Pipette | None = None) -> TipSpot:
+        return self.next_group(pipette, 1)[0]
+
+    def next_group(self, pipette: Pipette | None, n: int) -> list[TipSpot]:
+        """``n`` tips from one column of a rack, back to front, for channels 0..n-1.
+
+        The first column holding ``n`` tips; if none does, the column holding the most
+        (the group then works with fewer channels).
+        """
+        best: list[TipSpot] = []
         for rack in self.racks if pipette is None else pipette.racks:
-            for spot in rack.get_all_items():
-                if spot.tracker.has_tip:
-                    return spot
-        raise RuntimeError("no tips left on the deck: more were used than planned")
-
-
-async def transfer(
-    lh: LiquidHandler,
-    source: Container,
-    target: Container,
-    volume_uL: float,
-    tips: TipSupply,
-) -> None:
-    """Move ``volume_uL`` from ``source`` to ``target`` with the tip on the pipette in use."""
-    for part in parts(volume_uL, tips.max_volume_uL()):
-        await lh.aspirate([source], vols=[part], use_channels=tips.channels)
-        await lh.dispense([target], vols=[part], use_channels=tips.channels)
+            spots = rack.get_all_items()  # column by column, A to H
+            rows = rack.num_items_y
+            for start in range(0, len(spots), rows):
+                column = [s for s in spots[start : start + rows] if s.tracker.has_tip]
+                if len(column) >= n:
+                    return column[:n]
+                if len(column) > len(best):
+                    best = column
+        if not best:
+            raise RuntimeError("no tips left on the deck: more were used than planned")
+        return best
 
 
 def check_supplies(
@@ -168,24 +228,52 @@ def check_tips(tips: TipSupply, needed: int, problems: list[str]) -> None:
         problems.append(f"{needed} tips needed, {tips.available()} left in the deck's tip racks")
 
 
+class SingleChannelGroup(list[float]):
+    """The volumes of a tip that works on one channel only, whatever the pipette's group:
+    a settling cell suspension, mixed and drawn from the bottom of its tube's cone."""
+
+
+def tips_for(pipette: Pipette, volumes: list[float]) -> int:
+    """The tips one tip group of ``volumes`` takes on ``pipette``: one per channel it uses."""
+    if isinstance(volumes, SingleChannelGroup):
+        return 1
+    return channels_needed(volumes, pipette.max_uL, len(pipette.channels))
+
+
+def tips_per_transfer(tips: TipSupply) -> Callable[[float], int]:
+    """Tips one tip group takes to move so many uL (for capacity plans and batch sizes)."""
+
+    def count(volume_uL: float) -> int:
+        pipette = choose(tips.pipettes, [volume_uL])
+        return 1 if pipette is None else tips_for(pipette, [volume_uL])
+
+    return count
+
+
 def plan_tips(tips: TipSupply, groups: list[list[float]], problems: list[str]) -> int:
     """Choose a pipette for each tip's group of transfer volumes; refuse what none can do.
 
     Counts the tips each pipette needs against its own tip racks (with one pipette, as
-    on a STAR, that is the plain count). Returns the number of tips.
+    on a STAR, that is the plain count); a group of channels takes a tip per channel
+    its largest transfer uses (an upper bound: a narrow container takes fewer).
+    Returns the number of tips.
     """
     per: dict[str, tuple[Pipette, int]] = {}
+    total = 0
     for volumes in groups:
         pipette = choose(tips.pipettes, volumes)
         if pipette is None:
             line = no_pipette(tips.pipettes, volumes)
             if line not in problems:
                 problems.append(line)
+            total += 1
             continue
-        per[pipette.name] = (pipette, per.get(pipette.name, (pipette, 0))[1] + 1)
+        n = tips_for(pipette, volumes)
+        total += n
+        per[pipette.name] = (pipette, per.get(pipette.name, (pipette, 0))[1] + n)
     if len(tips.pipettes) == 1:
-        check_tips(tips, len(groups), problems)
-        return len(groups)
+        check_tips(tips, total, problems)
+        return total
     for pipette, needed in per.values():
         have = tips.available(pipette)
         if have < needed:
@@ -194,44 +282,54 @@ def plan_tips(tips: TipSupply, groups: list[list[float]], problems: list[str]) -
                 f"{needed} tips needed for the {pipette.name}, {have} left in its tip racks "
                 f"({racks})"
             )
-    return len(groups)
+    return total
 
 
 PICKUP_ATTEMPTS = 3
+PICKUP_ERRORS = (TipPickupError, NoTipError, ChannelizedError)
 
 
-async def with_fresh_tip(
-    lh: LiquidHandler, tips: TipSupply, volumes: list[float] | None = None
-) -> None:
-    """Pick up a fresh tip on the pipette for ``volumes`` (the transfers this tip will do).
+def _write_off(spots: list[TipSpot]) -> None:
+    """Tips a failed pick-up left in the rack are never picked up again."""
+    for spot in spots:
+        if spot.tracker.has_tip:
+            spot.tracker.remove_tip(commit=True)
 
-    A failed pick-up writes that tip off and tries the next.
+
+async def with_fresh_tips(
+    lh: LiquidHandler, tips: TipSupply, volumes: list[float] | None = None, channels: int = 1
+) -> list[int]:
+    """Pick up fresh tips on up to ``channels`` channels of the pipette for ``volumes``.
+
+    Returns the channels that hold them: the group picks from one column, so a deck
+    whose columns are broken up may give fewer. A failed pick-up writes its tip off;
+    each channel left without a tip then tries the next tip on its own.
 
     A channel that comes up without a tip (a bent or missing tip, a 'no tip' error)
     has done nothing to any liquid, so trying the next tip repeats no liquid action.
-    After ``PICKUP_ATTEMPTS`` failures in a row the error goes to the operator.
+    After ``PICKUP_ATTEMPTS`` failures in a row on a channel the error goes to the
+    operator.
     """
     pipette = tips.choose(volumes or [])
-    for attempt in range(1, PICKUP_ATTEMPTS + 1):
-        spot = tips.next(pipette)
-        try:
-            await lh.pick_up_tips([spot], use_channels=[pipette.channel])
-            return
-        except (TipPickupError, NoTipError, ChannelizedError):
-            if spot.tracker.has_tip:
-                spot.tracker.remove_tip(commit=True)  # written off: not picked up again
-            if attempt == PICKUP_ATTEMPTS:
-                raise
-
-
-async def discard_tip(lh: LiquidHandler, tips: TipSupply | None = None) -> None:
-    await lh.discard_tips(use_channels=tips.channels if tips is not None else SINGLE_CHANNEL)
-
-
-async def swap_tip(lh: LiquidHandler, tips: TipSupply, volumes: list[float] | None = None) -> None:
-    """Discard the tip in use and take a fresh one for ``volumes``."""
-    await discard_tip(lh, tips)
-    await with_fresh_tip(lh, tips, volumes)
+    wanted = list(pipette.channels[: max(1, channels)])
+    spots = tips.next_group(pipette, len(wanted))
+    group = wanted[: len(spots)]
+    try:
+        await lh.pick_up_tips(spots, use_channels=group)
+        return group
+    except PICKUP_ERRORS:
+        _write_off(spots)
+    for ch in [c for c in group if not lh.head[c].has_tip]:
+        for attempt in range(2, PICKUP_ATTEMPTS + 1):
+            spot = tips.next(pipette)
+            try:
+                await lh.pick_up_tips([spot], use_channels=[ch])
+                break
+            except PICKUP_ERRORS:
+                _write_off([spot])
+                if attempt == PICKUP_ATTEMPTS:
+                    raise
+    return group
 
 
 def off_centre_low(well: Container) -> Coordinate:
@@ -245,48 +343,9 @@ def above_liquid(container: Container) -> Coordinate:
     return Coordinate(x=0, y=0, z=WASTE_HEIGHT_SHARE * container.get_size_z())
 
 
-async def remove_to_waste(
-    lh: LiquidHandler,
-    tips: TipSupply,
-    well: Container,
-    waste: Container,
-    volume_uL: float,
-) -> None:
-    """Spent liquid off one culture into the waste, with a tip of its own for this well.
-
-    The tip takes the liquid near the wall, slowly, and discards it from above the
-    waste's liquid; it returns only to this same well (for the next part) and is
-    discarded before any other well is touched. Nothing to remove: no tip is used.
-    """
-    if volume_uL <= 0:
-        return
-    await with_fresh_tip(lh, tips, [volume_uL])
-    for part in parts(volume_uL, tips.max_volume_uL()):
-        await lh.aspirate(
-            [well],
-            vols=[part],
-            use_channels=tips.channels,
-            flow_rates=[CULTURE_ASPIRATE_UL_PER_S],
-            offsets=[off_centre_low(well)],
-        )
-        await lh.dispense(
-            [waste], vols=[part], use_channels=tips.channels, offsets=[above_liquid(waste)]
-        )
-    await discard_tip(lh, tips)
-
-
 def removal_groups(volumes: list[float]) -> list[list[float]]:
     """The tips ``remove_to_waste`` uses for these wells: one each, none where nothing goes."""
     return [[v] for v in volumes if v > 0]
-
-
-async def mix(
-    lh: LiquidHandler, tips: TipSupply, container: Container, volume_uL: float, cycles: int
-) -> None:
-    """Pipette up and down in ``container`` (a suspension before it is aspirated)."""
-    for _ in range(cycles):
-        await lh.aspirate([container], vols=[volume_uL], use_channels=tips.channels)
-        await lh.dispense([container], vols=[volume_uL], use_channels=tips.channels)
 
 
 def suspension_mix_uL(container: Container, tips: TipSupply | None = None) -> float:
@@ -297,38 +356,6 @@ def suspension_mix_uL(container: Container, tips: TipSupply | None = None) -> fl
 
 
 def suspension_group(volume_uL: float) -> list[float]:
-    """What the tip that seeds ``volume_uL`` of a suspension moves: the mixing and the cells."""
-    return [MIX_SUSPENSION_UL, volume_uL] if volume_uL > 0 else []
-
-
-async def transfer_suspension(
-    lh: LiquidHandler, tips: TipSupply, tube: Container, target: Container, volume_uL: float
-) -> None:
-    """Cells from a tube into a vessel: the tube is mixed before each aspirate."""
-    for part in parts(volume_uL, tips.max_volume_uL()):
-        mixing = suspension_mix_uL(tube, tips)
-        if mixing > 0:
-            await mix(lh, tips, tube, mixing, MIX_SUSPENSION_CYCLES)
-        await lh.aspirate([tube], vols=[part], use_channels=tips.channels)
-        await lh.dispense([target], vols=[part], use_channels=tips.channels)
-
-
-async def dispense_along_wall(
-    lh: LiquidHandler,
-    source: Container,
-    well: Container,
-    volume_uL: float,
-    tips: TipSupply,
-    flow_uL_per_s: float,
-) -> None:
-    """Fresh medium down the side of the well, slowly, so the monolayer is not disturbed."""
-    wall = Coordinate(x=WALL_OFFSET_SHARE * well.get_size_x(), y=0, z=WALL_HEIGHT_MM)
-    for part in parts(volume_uL, tips.max_volume_uL()):
-        await lh.aspirate([source], vols=[part], use_channels=tips.channels)
-        await lh.dispense(
-            [well],
-            vols=[part],
-            use_channels=tips.channels,
-            flow_rates=[flow_uL_per_s],
-            offsets=[wall],
-        )
+    """What the tip that seeds ``volume_uL`` of a suspension moves: the mixing and the cells
+    (on one channel)."""
+    return SingleChannelGroup([MIX_SUSPENSION_UL, volume_uL] if volume_uL > 0 else [])

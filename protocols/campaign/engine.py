@@ -1034,7 +1034,7 @@ def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
     area = sum(growth_area_cm2(w) for w in probe.get_all_items())  # type: ignore[arg-type]
     culture = CultureParameters(**wc.config.culture.overrides)  # the lab's model, by config
     s = p.suspension
-    from protocols.pipetting import dead_volume_uL
+    from protocols.pipetting import TipSupply, dead_volume_uL, tips_per_transfer
 
     tube = wc.container(s.tube)  # what the tube's dead volume keeps cannot be seeded
     usable_mL = max(0.0, s.volume_mL - dead_volume_uL(tube) / 1000)
@@ -1063,6 +1063,7 @@ def plan_for(wc: Workcell, p: CampaignParams) -> CapacityPlan:
         enzyme_mL_per_cm2=p.detach.enzyme_mL_per_cm2,
         neutralise_ratio=p.detach.neutralise_ratio,
         supplies=wc.inventory.config.supplies.model_dump() if wc.inventory else None,
+        tips_for=tips_per_transfer(TipSupply.of(wc)),
     )
 
 

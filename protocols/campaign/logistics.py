@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, TypeVar
 from pydantic import BaseModel
 
 from protocols import harvest, media_exchange, passaging, seeding
-from protocols.campaign.plan import detach_tips
+from protocols.campaign.plan import detach_tips, feed_tips, seed_tips
 from protocols.detachment import once_event
-from protocols.pipetting import DEAD_VOLUME_SHARE
+from protocols.pipetting import DEAD_VOLUME_SHARE, TipSupply, tips_per_transfer
 from protocols.recovery.resumable import unit
 from workcell.assembly.journaled import culture_wells
 from workcell.assembly.workcell import Workcell
@@ -104,6 +104,10 @@ def discard_if_held(wc: Workcell, plate: str) -> None:
         wc.discard_vessel(plate, ACTOR)
 
 
+def _tips_for(wc: Workcell) -> Callable[[float], int]:
+    return tips_per_transfer(TipSupply.of(wc))
+
+
 def positions(wc: Workcell) -> int:
     assert wc.inventory is not None
     return len(wc.inventory.positions)
@@ -117,7 +121,8 @@ async def seed_from_vial(
     area = plan.vessel_area_cm2
     per = {"medium": p.medium_mL_per_cm2 * area * 1000}
     wells = _wells_of_labware(p.vessel_labware)
-    size = batch_size(wc, per, wells + 1, positions(wc))  # a tip per well, one for medium
+    tips = seed_tips(wells, per["medium"] / wells, _tips_for(wc))
+    size = batch_size(wc, per, tips, positions(wc))
     results = []
     for i, count in enumerate(_sizes(n, size)):
         with wc.journal.scope(f"batch{i + 1}"):
@@ -166,7 +171,9 @@ async def feed(
     area = max(_area(wc, x) for x in plates)
     wells = max(wc.plate(x).num_items for x in plates)
     per = {"medium": p.medium_mL_per_cm2 * area * 1000, "waste": p.medium_mL_per_cm2 * area * 1000}
-    size = batch_size(wc, per, 2 * wells, positions(wc))
+    size = batch_size(
+        wc, per, feed_tips(wells, per["medium"] / wells, _tips_for(wc)), positions(wc)
+    )
     out = []
     for i, group in enumerate(_chunks(plates, size)):
         with wc.journal.scope(f"batch{i + 1}"):
@@ -270,7 +277,15 @@ def _harvest_groups(wc: Workcell, plates: list[str], p: CampaignParams) -> list[
         d.pool_tube: enzyme * (1 + d.neutralise_ratio) + d.residual_uL_per_cm2 * area,
     }
     wells = max(wc.plate(x).num_items for x in plates)
-    size = batch_size(wc, per, detach_tips(wells), positions(wc))
+    tips = detach_tips(
+        wells,
+        p.medium_mL_per_cm2 * area * 1000 / wells,
+        d.wash_pbs_mL_per_cm2 * area * 1000 / wells,
+        enzyme / wells,
+        d.neutralise_ratio,
+        _tips_for(wc),
+    )
+    size = batch_size(wc, per, tips, positions(wc))
     return _chunks(plates, size)
 
 

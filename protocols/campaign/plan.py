@@ -36,14 +36,47 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulators.culture import CultureModel, CultureParameters, Liquid
 
 DAY_S = 86400.0
-FEED_TIPS_PER_WELL = 2  # media exchange: a tip per well for spent medium, one for fresh
+
+# Tips one tip group takes for a transfer of so many uL: 1 on a single channel; a group
+# of channels takes a tip per channel it uses (``protocols.pipetting.tips_per_transfer``).
+TipsFor = Callable[[float], int]
 
 
-def detach_tips(wells: int) -> int:
-    """Tips one vessel's detachment takes (``protocols.detachment``'s tip groups): a tip
-    per well for spent medium and one per well for the PBS out; one each for PBS in,
-    enzyme, neutralising medium, and mixing and pooling."""
-    return 2 * wells + 4
+def one_tip(volume_uL: float) -> int:
+    return 1
+
+
+def seed_tips(wells: int, medium_uL: float, tips_for: TipsFor = one_tip) -> int:
+    """Tips one vessel's seeding takes: one per well for the cells (one channel), and the
+    medium's tip group for the vessel (``medium_uL`` per well)."""
+    return wells + tips_for(medium_uL)
+
+
+def feed_tips(wells: int, medium_uL: float, tips_for: TipsFor = one_tip) -> int:
+    """Tips one vessel's media exchange takes: per well a group for the spent medium out
+    and one for the fresh medium in (``medium_uL`` each)."""
+    return 2 * wells * tips_for(medium_uL)
+
+
+def detach_tips(
+    wells: int,
+    medium_uL: float = 0.0,
+    pbs_uL: float = 0.0,
+    enzyme_uL: float = 0.0,
+    neutralise_ratio: float = 0.0,
+    tips_for: TipsFor = one_tip,
+) -> int:
+    """Tips one vessel's detachment takes (``protocols.detachment``'s tip groups): per well
+    a group for the spent medium and one for the PBS out; per vessel one each for PBS
+    in, enzyme, neutralising medium, and mixing and pooling (volumes per well)."""
+    neutralise = enzyme_uL * neutralise_ratio
+    return (
+        wells * (tips_for(medium_uL) + tips_for(pbs_uL))
+        + tips_for(pbs_uL)
+        + tips_for(enzyme_uL)
+        + tips_for(neutralise)
+        + tips_for(enzyme_uL + neutralise)
+    )
 
 
 class Phase(BaseModel):
@@ -168,6 +201,7 @@ def make_plan(
     enzyme_mL_per_cm2: float,
     neutralise_ratio: float,
     supplies: dict[str, float | None] | None = None,
+    tips_for: TipsFor = one_tip,
 ) -> CapacityPlan:
     """The capacity plan (see module docstring); ``shortfalls`` empty when it fits."""
 
@@ -239,9 +273,19 @@ def make_plan(
         medium += area * enzyme_mL_per_cm2 * neutralise_ratio
         pbs += area * wash_pbs_mL_per_cm2
         enzyme += area * enzyme_mL_per_cm2
-        wells = p.vessels * wells_per_vessel
-        tips += wells + p.vessels  # seeding: a tip per well, one per plate for medium
-        tips += FEED_TIPS_PER_WELL * wells * p.feeds + detach_tips(wells_per_vessel) * p.vessels
+        well_area = vessel_area_cm2 / wells_per_vessel
+        medium_uL = medium_mL_per_cm2 * well_area * 1000
+        per_vessel = seed_tips(wells_per_vessel, medium_uL, tips_for)
+        per_vessel += feed_tips(wells_per_vessel, medium_uL, tips_for) * p.feeds
+        per_vessel += detach_tips(
+            wells_per_vessel,
+            medium_uL,
+            wash_pbs_mL_per_cm2 * well_area * 1000,
+            enzyme_mL_per_cm2 * well_area * 1000,
+            neutralise_ratio,
+            tips_for,
+        )
+        tips += per_vessel * p.vessels
     reach_area = first_area_max * fold ** (n - 1)
     reachable = min(final_area, reach_area) * calibration_cells_per_cm2 * threshold / harvest_margin
     shortfalls: list[Shortfall] = []

@@ -523,7 +523,7 @@ async def export(
     pipettes = export_pipettes(config)
     for load_name in {*OT_LABWARE.values(), *(TIP_RACKS[p] for p in pipettes.values())}:
         load_definition(load_name, 1)  # every Opentrons definition we name must exist
-    wc = build_workcell(config)
+    wc = build_workcell(_one_channel(config))
     async with wc:
         if protocol != "seeding":
             await prepare_cultures(wc, entry.plates(params), culture_days)
@@ -550,6 +550,18 @@ async def export(
         tips=sum(w.tips.values()),
         pipettes={m: pipettes[m] for m in sorted(w.used_mounts)},
     )
+
+
+def _one_channel(config: WorkcellConfig) -> WorkcellConfig:
+    """The config the export dry-runs on: a STAR's group of channels moves each tip's work
+    on one channel, as the OT-2's single-channel pipettes will."""
+    devices = {
+        name: d.model_copy(update={"pipetting_channels": 1})
+        if getattr(d, "pipetting_channels", 1) != 1
+        else d
+        for name, d in config.devices.items()
+    }
+    return config.model_copy(update={"devices": devices})
 
 
 def export_pipettes(config: WorkcellConfig) -> dict[str, str]:

@@ -11,9 +11,11 @@ the model (what the tip on the channel holds, whose it is), then:
   liquid already in the tip goes to its destination first;
 * ``mix``: the remaining strokes; a stroke in the tip goes back to its well.
 
-``Tip`` picks up a tip for a purpose only when one is needed, keeps using a clean
-tip left from the same purpose, and discards any other tip left on the channel
-(what it holds is recorded as discarded).
+``Tip`` picks up a tip (or a group's tips) for a purpose only when needed, keeps using
+clean tips left from the same purpose, and discards any other tip left on its
+channels (what it holds is recorded as discarded). Liquid found in several tips of
+the unit goes to its destination per channel, in one action where the container
+takes the channels together.
 
 Every such decision on resume is a ``recovery`` record entry naming the vessel,
 what was done and why.
@@ -29,16 +31,20 @@ from pylabrobot.resources import Container, Coordinate
 from protocols.pipettes import Pipette, choose, no_pipette
 from protocols.pipetting import (
     CULTURE_ASPIRATE_UL_PER_S,
+    MIN_VOLUME_UL,
     MIX_SUSPENSION_CYCLES,
     MIX_SUSPENSION_UL,
     WALL_HEIGHT_MM,
     WALL_OFFSET_SHARE,
+    SingleChannelGroup,
     TipSupply,
     above_liquid,
+    channels_fit,
     off_centre_low,
-    parts,
+    parts_across,
+    tips_for,
     usable_uL,
-    with_fresh_tip,
+    with_fresh_tips,
 )
 from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
@@ -73,23 +79,32 @@ def tip_owner(wc: Workcell, channel: int = 0) -> tuple[str | None, str | None, f
 
 
 def done_into(wc: Workcell, unit: str | None, target: str) -> tuple[float, int]:
-    """Volume dispensed into ``target`` by ``unit`` in this step, and how many dispenses."""
+    """Volume dispensed into ``target`` by ``unit`` in this step, and how many dispenses
+    (actions: a group of channels dispensing together is one, a mixing stroke)."""
     total, n = 0.0, 0
     if not wc.journal.resumed:  # a fresh step: nothing of a unit is done before it starts
         return total, n
     for a in wc.journal.actions():
         if a.outcome != "done" or a.action != "dispense" or a.unit != unit:
             continue
-        for op in a.data.get("ops", []):
-            if op.get("target") == target:
-                total += float(op["volume_uL"])
-                n += 1
+        into = [
+            float(op["volume_uL"]) for op in a.data.get("ops", []) if op.get("target") == target
+        ]
+        if into:
+            total += sum(into)
+            n += 1
     return total, n
 
 
 class Tip:
-    """The tip for one purpose, on the pipette that purpose's volumes need, picked up when
-    first needed and dropped at the end."""
+    """The tips for one purpose, on the pipette that purpose's volumes need, picked up when
+    first needed and dropped at the end.
+
+    On a pipette with a group of channels, the tips go on as many channels as the
+    largest transfer uses (``tips_for``) and as fit the first container drawn from;
+    ``channels`` are those that hold them. A ``SingleChannelGroup`` of volumes (a cell
+    suspension) takes one tip.
+    """
 
     def __init__(
         self, wc: Workcell, tips: TipSupply, purpose: str, volumes: list[float] | None = None
@@ -97,46 +112,59 @@ class Tip:
         self.wc = wc
         self.tips = tips
         self.purpose = purpose
-        self.volumes = list(volumes or [])
+        self.volumes = volumes if isinstance(volumes, SingleChannelGroup) else list(volumes or [])
         pipette = choose(tips.pipettes, self.volumes)
         if pipette is None:
             raise WorkcellError(no_pipette(tips.pipettes, self.volumes))
         self.pipette: Pipette = pipette
+        self.most = tips_for(pipette, self.volumes)
+        self.channels: list[int] = []
         self.held = False
-
-    @property
-    def channel(self) -> int:
-        return self.pipette.channel
-
-    @property
-    def channels(self) -> list[int]:
-        return [self.pipette.channel]
 
     @property
     def max_part_uL(self) -> float:
         return self.pipette.max_uL
 
-    async def need(self) -> None:
-        head = self.wc.liquid_handler.head[self.channel]
+    def _has_tip(self, channel: int) -> bool:
+        return bool(self.wc.liquid_handler.head[channel].has_tip)
+
+    async def need(self, source: Container | None = None) -> None:
+        """Tips on this purpose's channels: kept if held, else clean ones left from this same
+        work, else fresh ones (as many as fit in ``source``, the container drawn from)."""
         self.tips.current = self.pipette
-        if self.held and head.has_tip:
+        if self.held and self.channels and all(self._has_tip(ch) for ch in self.channels):
             return
-        if head.has_tip:
-            purpose, unit, volume = tip_owner(self.wc, self.channel)
+        keep: list[int] = []
+        left: list[tuple[int, str | None, str | None, float]] = []
+        for ch in self.pipette.channels:
+            if not self._has_tip(ch):
+                continue
+            purpose, unit, volume = tip_owner(self.wc, ch)
             if purpose == self.purpose and volume <= TOLERANCE_UL:
-                self.held = True  # a clean tip left from this same work
-                return
-            await discard_left_tip(self.wc, self.channel, purpose, unit, volume)
+                keep.append(ch)  # a clean tip left from this same work
+            else:
+                left.append((ch, purpose, unit, volume))
+        if left:
+            await discard_left_tips(self.wc, left)
+        if keep:
+            self.channels, self.held = keep, True
+            return
+        want = self.most if source is None else channels_fit(source, self.most)
         with self.wc.journal.tip_purpose(self.purpose):
-            await with_fresh_tip(self.wc.liquid_handler, self.tips, self.volumes)
+            self.channels = await with_fresh_tips(
+                self.wc.liquid_handler, self.tips, self.volumes, want
+            )
         self.held = True
 
     def adopt(self) -> None:
+        """Take over the tips on this pipette's channels (found holding this unit's liquid)."""
+        self.channels = [ch for ch in self.pipette.channels if self._has_tip(ch)]
         self.held = True
 
     async def release(self) -> None:
-        if self.held and self.wc.liquid_handler.head[self.channel].has_tip:
-            await self.wc.liquid_handler.discard_tips(use_channels=self.channels)
+        on = [ch for ch in self.channels if self._has_tip(ch)]
+        if self.held and on:
+            await self.wc.liquid_handler.discard_tips(use_channels=on)
         self.held = False
 
     async def __aenter__(self) -> Tip:
@@ -149,37 +177,61 @@ class Tip:
             await self.release()
 
 
-async def discard_left_tip(
-    wc: Workcell, channel: int, purpose: str | None, unit: str | None, volume: float
+async def discard_left_tips(
+    wc: Workcell, left: list[tuple[int, str | None, str | None, float]]
 ) -> None:
-    """Drop a tip an interrupted step left on a channel, recording what it held."""
-    vessels = [unit.split(":", 1)[1]] if unit and ":" in unit else []
-    await wc.liquid_handler.discard_tips(use_channels=[channel])
-    wc.journal.recovery(
-        f"discarded a tip left on channel {channel} ({volume:.0f} uL in it)",
-        f"left by the interrupted step ({purpose or 'unknown use'}); a fresh tip is used for "
-        "what follows, never one of unknown contents",
-        vessels,
-        discarded_uL=volume,
-        unit=unit,
-    )
+    """Drop tips an interrupted step left on channels (in one action), recording what each
+    held: ``left`` is (channel, purpose, unit, volume) per tip."""
+    await wc.liquid_handler.discard_tips(use_channels=[ch for ch, _, _, _ in left])
+    for channel, purpose, unit, volume in left:
+        wc.journal.recovery(
+            f"discarded a tip left on channel {channel} ({volume:.0f} uL in it)",
+            f"left by the interrupted step ({purpose or 'unknown use'}); a fresh tip is used "
+            "for what follows, never one of unknown contents",
+            _unit_vessel(unit),
+            discarded_uL=volume,
+            unit=unit,
+        )
+
+
+def _in_tips(wc: Workcell, tip: Tip, unit: str | None) -> list[tuple[int, float]]:
+    """(channel, volume) of the tips on the pipette's channels holding ``unit``'s liquid."""
+    held = []
+    for ch in tip.pipette.channels:
+        _, tip_unit, in_tip = tip_owner(wc, ch)
+        if in_tip > TOLERANCE_UL and tip_unit == unit:
+            held.append((ch, in_tip))
+    return held
+
+
+def _tips(n: int) -> str:
+    return "the tip" if n == 1 else f"the {n} tips"
 
 
 async def _dispense(
-    wc: Workcell, tip: Tip, target: Container, volume: float, flow: float | None, wall: bool
+    wc: Workcell,
+    target: Container,
+    give: list[tuple[int, float]],
+    flow: float | None = None,
+    offset: Coordinate | None = None,
 ) -> None:
-    lh = wc.liquid_handler
-    if wall:
-        offset = Coordinate(x=WALL_OFFSET_SHARE * target.get_size_x(), y=0, z=WALL_HEIGHT_MM)
-        await lh.dispense(
-            [target],
-            vols=[volume],
-            use_channels=tip.channels,
-            flow_rates=[flow],
-            offsets=[offset],
+    """Dispense each (channel, volume) into ``target``, as many channels at once as fit."""
+    fit = channels_fit(target, len(give))
+    for i in range(0, len(give), fit):
+        chunk = give[i : i + fit]
+        k = len(chunk)
+        kw: dict = {}
+        if flow is not None:
+            kw["flow_rates"] = [flow] * k
+        if offset is not None:
+            kw["offsets"] = [offset] * k
+        await wc.liquid_handler.dispense(
+            [target] * k, vols=[v for _, v in chunk], use_channels=[ch for ch, _ in chunk], **kw
         )
-    else:
-        await lh.dispense([target], vols=[volume], use_channels=tip.channels)
+
+
+def _wall(target: Container) -> Coordinate:
+    return Coordinate(x=WALL_OFFSET_SHARE * target.get_size_x(), y=0, z=WALL_HEIGHT_MM)
 
 
 def _unit_vessel(unit: str | None) -> list[str]:
@@ -199,23 +251,33 @@ async def add(
     """Add ``volume_uL`` from ``source`` to ``target``: once, whatever was interrupted.
 
     ``mix_source``: the source is a cell suspension that settles; it is mixed before each
-    aspirate (mixing the source is safe to repeat; a mixing stroke found in the tip on
-    resume is the same suspension and counts toward the addition).
+    aspirate, on one channel (mixing the source is safe to repeat; a mixing stroke found
+    in the tip on resume is the same suspension and counts toward the addition).
     """
     unit = wc.journal.current_unit()
     done, _ = done_into(wc, unit, target.name)
-    _, tip_unit, in_tip = tip_owner(wc, tip.channel)
-    if in_tip > TOLERANCE_UL and tip_unit == unit:
+    flow = flow_uL_per_s if along_wall else None
+    offset = _wall(target) if along_wall else None
+    held = _in_tips(wc, tip, unit)
+    if held:
         tip.adopt()
-        give = min(in_tip, max(0.0, volume_uL - done))
-        if give > TOLERANCE_UL:
-            await _dispense(wc, tip, target, give, flow_uL_per_s, along_wall)
+        room = max(0.0, volume_uL - done)
+        give = []
+        for ch, in_tip in held:
+            g = min(in_tip, room)
+            room -= g
+            if g > TOLERANCE_UL:
+                give.append((ch, g))
+        if give:
+            await _dispense(wc, target, give, flow, offset)
+            total = sum(g for _, g in give)
             wc.journal.recovery(
-                f"dispensed the {give:.0f} uL of {source.name} still in the tip into {target.name}",
+                f"dispensed the {total:.0f} uL of {source.name} still in {_tips(len(give))} "
+                f"into {target.name}",
                 "the controller stopped between the aspirate and its dispense; the tip held it",
                 [target.name],
             )
-            done += give
+            done += total
     remaining = volume_uL - done
     if done > TOLERANCE_UL and remaining > TOLERANCE_UL:
         wc.journal.recovery(
@@ -227,23 +289,28 @@ async def add(
     if remaining <= TOLERANCE_UL:
         return
     lh = wc.liquid_handler
-    for part in parts(remaining, tip.max_part_uL):
-        await tip.need()
+    await tip.need(source)
+    n, split = parts_across(remaining, tip.max_part_uL, 1 if mix_source else len(tip.channels))
+    for part in split:
+        await tip.need(source)
+        channels = tip.channels[:n]
         if mix_source:
             await mix_suspension(wc, tip, source)
-        await lh.aspirate([source], vols=[part], use_channels=tip.channels)
-        await _dispense(wc, tip, target, part, flow_uL_per_s, along_wall)
+        await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels)
+        await _dispense(wc, target, [(ch, part) for ch in channels], flow, offset)
 
 
 async def mix_suspension(wc: Workcell, tip: Tip, tube: Container) -> None:
-    """Pipette the settling suspension up and down in its tube before an aspirate."""
+    """Pipette the settling suspension up and down in its tube before an aspirate, on the
+    first channel (a suspension is drawn from the bottom of the tube's cone)."""
     volume = min(MIX_SUSPENSION_UL, tip.max_part_uL, 0.5 * usable_uL(tube))
     if volume <= TOLERANCE_UL:
         return
     lh = wc.liquid_handler
+    first = tip.channels[:1]
     for _ in range(MIX_SUSPENSION_CYCLES):
-        await lh.aspirate([tube], vols=[volume], use_channels=tip.channels)
-        await lh.dispense([tube], vols=[volume], use_channels=tip.channels)
+        await lh.aspirate([tube], vols=[volume], use_channels=first)
+        await lh.dispense([tube], vols=[volume], use_channels=first)
 
 
 async def remove(
@@ -257,50 +324,64 @@ async def remove(
     """Draw ``source`` down to ``keep_uL`` into ``dest`` (waste, a pool), from its level now.
 
     ``to_waste``: spent liquid off a monolayer, taken near the wall, low and slowly, and
-    discarded from above the waste's liquid (``protocols.pipetting.remove_to_waste``).
+    discarded from above the waste's liquid, so the tip never touches waste.
     """
     unit = wc.journal.current_unit()
-    _, tip_unit, in_tip = tip_owner(wc, tip.channel)
     lh = wc.liquid_handler
-    take: dict = {}
-    give: dict = {}
-    if to_waste:
-        take = {"flow_rates": [CULTURE_ASPIRATE_UL_PER_S], "offsets": [off_centre_low(source)]}
-        give = {"offsets": [above_liquid(dest)]}
-    if in_tip > TOLERANCE_UL and tip_unit == unit:
+    into = above_liquid(dest) if to_waste else None
+    held = _in_tips(wc, tip, unit)
+    if held:
         tip.adopt()
-        await lh.dispense([dest], vols=[in_tip], use_channels=tip.channels, **give)
+        await _dispense(wc, dest, held, offset=into)
+        total = sum(v for _, v in held)
         wc.journal.recovery(
-            f"delivered the {in_tip:.0f} uL still in the tip from {source.name} to {dest.name}",
+            f"delivered the {total:.0f} uL still in {_tips(len(held))} from {source.name} to "
+            f"{dest.name}",
             "the controller stopped between the aspirate and its dispense",
             [source.name],
         )
     left = source.tracker.get_used_volume() - keep_uL
     if left <= TOLERANCE_UL:
         return
-    for part in parts(left, tip.max_part_uL):
-        await tip.need()
-        await lh.aspirate([source], vols=[part], use_channels=tip.channels, **take)
-        await lh.dispense([dest], vols=[part], use_channels=tip.channels, **give)
+    await tip.need(source)
+    n, split = parts_across(left, tip.max_part_uL, len(tip.channels))
+    for part in split:
+        await tip.need(source)
+        channels = tip.channels[:n]
+        take: dict = {}
+        if to_waste:
+            take = {
+                "flow_rates": [CULTURE_ASPIRATE_UL_PER_S] * n,
+                "offsets": [off_centre_low(source)] * n,
+            }
+        await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **take)
+        await _dispense(wc, dest, [(ch, part) for ch in channels], offset=into)
 
 
 async def mix(wc: Workcell, tip: Tip, well: Container, cycles: int, share: float) -> None:
-    """Resuspend by pipetting up and down: the strokes not yet done."""
+    """Resuspend by pipetting up and down: the strokes not yet done.
+
+    A stroke moves ``share`` of the well's volume (at most a full tip per channel), spread
+    over as many of the tip's channels as fit in the well and keep a part worth moving.
+    """
     unit = wc.journal.current_unit()
     lh = wc.liquid_handler
-    _, tip_unit, in_tip = tip_owner(wc, tip.channel)
-    if in_tip > TOLERANCE_UL and tip_unit == unit:
+    held = _in_tips(wc, tip, unit)
+    if held:
         tip.adopt()
-        await lh.dispense([well], vols=[in_tip], use_channels=tip.channels)
+        await _dispense(wc, well, held)
     _, strokes = done_into(wc, unit, well.name)
     volume = well.tracker.get_used_volume()
     for _ in range(max(0, cycles - strokes)):
-        part = min(tip.max_part_uL, share * volume)
-        if part <= TOLERANCE_UL:
+        stroke = share * volume
+        if min(tip.max_part_uL, stroke) <= TOLERANCE_UL:
             return
-        await tip.need()
-        await lh.aspirate([well], vols=[part], use_channels=tip.channels)
-        await lh.dispense([well], vols=[part], use_channels=tip.channels)
+        await tip.need(well)
+        n = min(channels_fit(well, len(tip.channels)), max(1, int(stroke // MIN_VOLUME_UL)))
+        part = min(tip.max_part_uL, stroke / n)
+        channels = tip.channels[:n]
+        await lh.aspirate([well] * n, vols=[part] * n, use_channels=channels)
+        await lh.dispense([well] * n, vols=[part] * n, use_channels=channels)
 
 
 class Unit:

@@ -255,7 +255,23 @@ class SimulatedLiquidHandler(Strict):
     kind: Literal["liquid_handler"]
     driver: Literal["simulated"]
     channels: int = Field(default=8, ge=1, le=16)
+    pipetting_channels: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="how many channels move one transfer together into a container wide "
+        "enough for them (an OmniTray, a trough): 1 moves every transfer on channel 0",
+    )
     faults: LiquidHandlerFaults = Field(default_factory=LiquidHandlerFaults)
+
+    @model_validator(mode="after")
+    def _channels_exist(self) -> SimulatedLiquidHandler:
+        if self.pipetting_channels > self.channels:
+            raise ValueError(
+                f"pipetting_channels is {self.pipetting_channels}, but the liquid handler has "
+                f"{self.channels} channels"
+            )
+        return self
 
 
 class HamiltonStar(Strict):
@@ -264,6 +280,13 @@ class HamiltonStar(Strict):
     kind: Literal["liquid_handler"]
     driver: Literal["hamilton-star"]
     serial_number: str | None = Field(default=None, min_length=1, max_length=64)
+    pipetting_channels: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="how many channels move one transfer together into a container wide "
+        "enough for them: 1 moves every transfer on channel 0",
+    )
 
 
 OT2Pipette = Literal["p20_single_gen2", "p300_single_gen2", "p1000_single_gen2"]
