@@ -77,6 +77,22 @@ class ActionRecord:
     def done(self) -> bool:
         return self.outcome == "done"
 
+    @property
+    def effects(self) -> dict[str, Any]:
+        """What the action did to the model: a done action's intended effects, unless its
+        completion (or reconciliation) says what was done instead (some channels of a
+        group failed); a failed action's written-off effects; an unknown one's nothing."""
+        if self.outcome == "done":
+            return dict(self.detail.get("effects", self.data.get("effects", {})))
+        if self.outcome == "failed":
+            return dict(self.detail.get("effects", {}))
+        return {}
+
+    @property
+    def failed_channels(self) -> list[int]:
+        """Channels of a done action that did not do their part (a partial outcome)."""
+        return [int(ch) for ch in self.detail.get("failed_channels", [])]
+
 
 class Journal:
     """The journal of one store, at the workcell's clock."""
@@ -397,6 +413,7 @@ def actions_of(rows: list[dict[str, Any]]) -> list[ActionRecord]:
             if a.outcome is None:
                 a.outcome = "done" if r["data"]["outcome"] == "done" else "failed"
                 a.how = str(r["data"].get("how", ""))
+                a.detail = r["data"]  # a partial outcome's effects and channels
     return list(out.values())
 
 

@@ -252,12 +252,12 @@ def replay(wc: Workcell, since: int) -> list[ActionRecord]:
     """Apply the effects of every action done after journal row ``since``; returns them all.
 
     Actions whose outcome is unknown are not applied: reconciliation asks the devices.
-    A refused action's effect is its failed effect (a tip spot written off).
+    A refused action's effect is its failed effect (a tip spot written off); an action
+    some of whose channels failed has the effect its completion or reconciliation
+    recorded (``ActionRecord.effects``), the same as the live model took.
     """
     actions = actions_of(wc.store.journal(since=since))
     for a in actions:
-        if a.outcome == "done":
-            apply_effects(wc, a.data.get("effects", {}))
-        elif a.outcome == "failed":
-            apply_effects(wc, a.detail.get("effects", {}))
+        if a.outcome is not None:
+            apply_effects(wc, a.effects)
     return actions

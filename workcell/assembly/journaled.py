@@ -12,6 +12,15 @@ The completion is also the action's entry in the batch record (type ``device``)
 and in the in-memory action log that dry-run reports and the Opentrons export
 read. A refusal by the device (``DeviceRefused``) completes the intent as failed;
 any other error leaves it without a completion: its outcome is unknown.
+
+A group of channels may fail in part: PyLabRobot's ``ChannelizedError`` names the
+channels that failed while the others did their part (a real STAR's pick-up with a
+missing tip on one channel). A pick-up completes as done with what is known: every
+tip tried written off, the tips on the channels that hold one, the failed channels
+named (``failed_channels``) and the effects the model takes (``effects``), which a
+restart replays instead of the intent's. A partial aspirate or dispense is left
+unknown: the error does not say what a failed channel's tip holds (a clot, a
+liquid-level error part way), so reconciliation asks each channel's tip volume.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pylabrobot.liquid_handling.errors import ChannelizedError
 from pylabrobot.resources import Container, Plate, Well
 
 from workcell.errors import DeviceRefused
@@ -54,24 +64,48 @@ async def act(
     vessel: str | None = None,
     failed_effects: dict[str, Any] | None = None,
     result_detail: Callable[[Any], dict[str, Any]] | None = None,
+    partial_effects: Callable[[list[int]], dict[str, Any]] | None = None,
 ) -> Any:
-    """Intent, action, completion; ``details`` go to the action log (one per physical op)."""
+    """Intent, action, completion; ``details`` go to the action log (one per physical op).
+
+    ``partial_effects`` (given for pick-ups): the model's effects when the channels
+    passed to it failed and the others did their part; without it a partial failure
+    (``ChannelizedError``) leaves the outcome unknown, for reconciliation to settle.
+    """
     journal = wc.journal
     intent = journal.intent(device, action, data, vessel)
     try:
         result = await send()
-    except DeviceRefused as err:
+    except ChannelizedError as err:
+        channels = [int(d["channel"]) for d in details]
+        failed = sorted({int(ch) for ch in err.errors} & set(channels))
+        if partial_effects is None or not failed:
+            raise  # unknown: what each channel did is for the device to tell
         journal.crash_point("reply")
+        if len(failed) == len(channels):  # nothing done: as a refusal
+            _refused(wc, intent, device, action, err, failed_effects, details, vessel)
+            raise
+        done = [ch for ch in channels if ch not in failed]
         journal.complete(
             intent,
             device,
             action,
-            {"error": str(err), "effects": failed_effects or {}},
-            outcome="failed",
+            {
+                "error": str(err),
+                "done_channels": done,
+                "failed_channels": failed,
+                "effects": partial_effects(failed),
+                "ops": details,
+            },
             vessel=vessel,
         )
         for d in details:
-            wc.log.append(wc.clock.now(), device, f"{action}_failed", **d)
+            ok = int(d["channel"]) in done
+            wc.log.append(wc.clock.now(), device, action if ok else f"{action}_failed", **d)
+        raise
+    except DeviceRefused as err:
+        journal.crash_point("reply")
+        _refused(wc, intent, device, action, err, failed_effects, details, vessel)
         raise
     journal.crash_point("reply")
     extra = result_detail(result) if result_detail is not None else {}
@@ -88,6 +122,29 @@ async def act(
     for d in details:
         wc.log.append(wc.clock.now(), device, action, **{**d, **extra})
     return result
+
+
+def _refused(
+    wc: Workcell,
+    intent: int,
+    device: str,
+    action: str,
+    err: Exception,
+    failed_effects: dict[str, Any] | None,
+    details: list[dict[str, Any]],
+    vessel: str | None,
+) -> None:
+    """The completion of an action the device refused: failed, with its written-off effects."""
+    wc.journal.complete(
+        intent,
+        device,
+        action,
+        {"error": str(err), "effects": failed_effects or {}},
+        outcome="failed",
+        vessel=vessel,
+    )
+    for d in details:
+        wc.log.append(wc.clock.now(), device, f"{action}_failed", **d)
 
 
 def _wrap(backend: Any, name: str, make: Callable[[Any], Any]) -> None:
@@ -134,6 +191,14 @@ def journal_liquid_handler(wc: Workcell, device: str) -> None:
                 lambda: original(ops, use_channels, **kw),
                 details,
                 failed_effects={"tip": {s: False for s in spots}},  # a failed tip is written off
+                partial_effects=lambda failed: {
+                    "tip": {s: False for s in spots},  # tried: written off either way
+                    "head": {
+                        str(ch): {"tip": True, "volume": 0.0}
+                        for ch in use_channels
+                        if ch not in failed
+                    },
+                },
             )
 
         return pick_up_tips

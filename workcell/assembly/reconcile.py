@@ -56,8 +56,20 @@ async def _station_occupied(wc: Workcell, incubator: str) -> bool:
     return bool(reg.transfer_station_occupied)
 
 
+def _channels(chs: list[int]) -> str:
+    return ", ".join(str(ch) for ch in chs) or "none"
+
+
+def _partial(done: list[int], failed: list[int], effects: dict[str, Any]) -> dict[str, Any]:
+    """What a reconciled row holds when only some channels did their part: the channels
+    and the effects the model takes (a restart replays these, not the intent's)."""
+    return {"done_channels": done, "failed_channels": failed, "effects": effects}
+
+
 async def _liquid_outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, Any]]:
     ops = a.data.get("ops", [])
+    if len(ops) != 1:
+        return await _channels_outcome(wc, a)
     (op,) = ops
     name = op.get("source") if a.action == "aspirate" else op.get("target")
     assert name is not None
@@ -73,6 +85,87 @@ async def _liquid_outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dic
     return done, how, {"container": name, "measured_uL": measured}
 
 
+async def _channels_outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, Any]]:
+    """A group's aspirate or dispense, channel by channel, from the liquid in each tip.
+
+    One probe of the container cannot tell which channels of a group moved their
+    liquid (a real STAR may fail on some); each tip's volume can: after an aspirate
+    the tip holds the journaled head volume, before it that less the op's volume (a
+    dispense the reverse). The container then takes the journaled 'after' volume
+    less what the channels not done did not move; the done channels' heads take
+    their effects; the others are left as ``check_channels`` reads them.
+    """
+    ask = getattr(wc.liquid_handler.backend, "request_volume_in_tip", None)
+    if ask is None:
+        raise HeldForOperator(
+            f"the liquid handler cannot tell the liquid in its tips: whether {a.action} "
+            f"(journal entry {a.id}) happened is for the operator to check"
+        )
+    aspirate = a.action == "aspirate"
+    effects = a.data.get("effects", {})
+    heads = effects.get("head", {})
+    done: list[int] = []
+    failed: list[int] = []
+    readings: dict[str, float] = {}
+    for op in a.data.get("ops", []):
+        ch = int(op["channel"])
+        after = float(heads[str(ch)]["volume"])
+        v = float(op["volume_uL"])
+        before = after - v if aspirate else after + v
+        measured = float(await ask(ch))
+        readings[str(ch)] = measured
+        (done if _closer_to_after(measured, before, after) else failed).append(ch)
+    how = (
+        "liquid in the tips: "
+        + ", ".join(f"channel {ch} {v:.0f} uL" for ch, v in readings.items())
+        + f"; done on channels {_channels(done)}, not done on {_channels(failed)}"
+    )
+    measured_data: dict[str, Any] = {"tip_volumes_uL": readings}
+    if done and failed:
+        volumes = {k: float(v) for k, v in effects.get("volume", {}).items()}
+        for op in a.data.get("ops", []):
+            if int(op["channel"]) in failed:
+                name = op.get("source") if aspirate else op.get("target")
+                # not taken out of (aspirate) or not put into (dispense) the container
+                volumes[name] += float(op["volume_uL"]) if aspirate else -float(op["volume_uL"])
+        partial = {"volume": volumes, "head": {str(ch): heads[str(ch)] for ch in done}}
+        measured_data |= _partial(done, failed, partial)
+    return bool(done), how, measured_data
+
+
+async def _tips_outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, Any]]:
+    """A pick-up or drop, from the tip sensor of every channel it named.
+
+    A pick-up is done on the channels that hold a tip, a drop on those that hold
+    none. When only some are: every tip spot of a pick-up is written off (a tip tried
+    is not trusted again) and the loaded channels hold their tips; a drop's dropped
+    channels are empty and their tips back where they went.
+    """
+    presence = await wc.liquid_handler.backend.request_tip_presence()
+    channels = [int(ch) for ch in a.data["channels"]]
+    pick = a.action == "pick_up_tip"
+    done = [ch for ch in channels if bool(presence[ch]) == pick]
+    failed = [ch for ch in channels if ch not in done]
+    if len(channels) == 1:
+        ch = channels[0]
+        has = bool(presence[ch])
+        return bool(done), f"tip presence on channel {ch}: {'a tip' if has else 'no tip'}", {}
+    with_tip = [ch for ch in channels if presence[ch]]
+    how = f"tip presence: a tip on channels {_channels(with_tip)} of {_channels(channels)}"
+    if not (done and failed):
+        return bool(done), how, {}
+    effects = a.data.get("effects", {})
+    heads = effects.get("head", {})
+    if pick:
+        tips = dict(effects.get("tip", {}))
+    else:
+        to = dict(zip(channels, a.data.get("to", []), strict=False))
+        returned = effects.get("tip", {})  # the spots tips went back to
+        tips = {to[ch]: True for ch in done if to.get(ch) in returned}
+    partial = {"tip": tips, "head": {str(ch): heads[str(ch)] for ch in done if str(ch) in heads}}
+    return True, how, _partial(done, failed, partial)
+
+
 async def _outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, Any]]:
     """Whether action ``a`` happened, how that was established, and what was measured."""
     lh = wc.liquid_handler.backend
@@ -84,11 +177,7 @@ async def _outcome(wc: Workcell, a: ActionRecord) -> tuple[bool, str, dict[str, 
                 f"{a.device} cannot sense its tips: whether {a.action} (journal entry {a.id}) "
                 "happened is for the operator to check"
             )
-        presence = await lh.request_tip_presence()
-        ch = int(a.data["channels"][0])
-        has = bool(presence[ch])
-        done = has if a.action == "pick_up_tip" else not has
-        return done, f"tip presence on channel {ch}: {'a tip' if has else 'no tip'}", {}
+        return await _tips_outcome(wc, a)
     if a.action in ("fetch_plate", "take_in_plate"):
         occupied = await _station_occupied(wc, a.device)
         done = occupied if a.action == "fetch_plate" else not occupied
@@ -161,18 +250,31 @@ async def reconcile(wc: Workcell, unknown: list[ActionRecord]) -> list[ActionRec
                 "resume"
             ) from err
         wc.journal.reconciled(a.id, done, how, step_id=a.step_id, **measured)
+        a.detail = {"outcome": "done" if done else "not_done", "how": how, **measured}
         if done:
-            apply_effects(wc, a.data.get("effects", {}))
             a.outcome = "done"
+            apply_effects(wc, a.effects)  # a partial outcome's own effects, else the intent's
             done_ones.append(a)
         else:
             a.outcome = "failed"
+        failed = measured.get("failed_channels")
+        what = "done" if done else "not done"
+        if done and failed:
+            what = (
+                f"done on channels {_channels(measured['done_channels'])}, "
+                f"not done on channels {_channels(failed)}"
+            )
         wc.journal.recovery(
-            f"{a.device} {a.action}: {'done' if done else 'not done'}",
+            f"{a.device} {a.action}: {what}",
             f"the controller stopped before it knew; {how}",
             vessels,
             step_id=a.step_id,
             intent=a.id,
+            **(
+                {"done_channels": measured["done_channels"], "failed_channels": failed}
+                if failed
+                else {}
+            ),
         )
     await check_channels(wc)
     return done_ones
