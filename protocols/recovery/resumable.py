@@ -65,10 +65,10 @@ def tip_owner(wc: Workcell, channel: int = 0) -> tuple[str | None, str | None, f
     for a in wc.journal.actions():
         if a.outcome != "done" or a.device != wc.lh_name:
             continue
-        if channel not in (
+        if channel in a.failed_channels or channel not in (
             a.data.get("channels") or [op.get("channel") for op in a.data.get("ops", [])]
         ):
-            continue
+            continue  # not this channel's action, or one it failed in (a group's partial outcome)
         if a.action == "pick_up_tip":
             purpose, unit = a.data.get("purpose"), None
         elif a.action == "aspirate":
@@ -87,8 +87,11 @@ def done_into(wc: Workcell, unit: str | None, target: str) -> tuple[float, int]:
     for a in wc.journal.actions():
         if a.outcome != "done" or a.action != "dispense" or a.unit != unit:
             continue
+        failed = a.failed_channels  # a group's channels that did not dispense
         into = [
-            float(op["volume_uL"]) for op in a.data.get("ops", []) if op.get("target") == target
+            float(op["volume_uL"])
+            for op in a.data.get("ops", [])
+            if op.get("target") == target and op.get("channel") not in failed
         ]
         if into:
             total += sum(into)
