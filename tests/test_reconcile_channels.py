@@ -16,7 +16,7 @@ import pytest
 from pylabrobot.liquid_handling.errors import ChannelizedError
 from pylabrobot.resources import TipSpot
 
-from protocols.recovery.resumable import tip_owner
+from protocols.recovery.resumable import done_into, tip_owner
 from tests.conftest import run
 from workcell.assembly.build import Workcell
 from workcell.assembly.checkpoint import _set_head, replay
@@ -149,6 +149,9 @@ def test_an_action_of_eight_done_on_some_channels_applies_only_theirs(
     assert replayed.failed_channels == [5, 6, 7]
     # the not-done channels' heads are the STAR's word (check_channels), as replay leaves them
     assert (wc.container(where).tracker.get_used_volume(), _heads(wc)) == live
+    if action == "dispense":  # a resumed addition counts only the parts that went in:
+        monkeypatch.setattr(wc.journal, "resumed", True)  # 8 of the first dispense, 5 of this
+        assert done_into(wc, None, where) == (pytest.approx(13 * PART_UL), 2)
 
 
 def test_a_pick_up_of_eight_with_two_failed_keeps_the_six_and_writes_off_all(
