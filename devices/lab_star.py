@@ -2,8 +2,10 @@
 
 PyLabRobot's ``STARChatterboxBackend`` builds and checks the real STAR firmware
 commands for every operation (without a USB device); this back end then sends each
-channel operation to the simulated lab over the lab link, where it happens to the
-liquids and cells. It also answers the questions a real STAR answers after a
+operation, all its channels in one request, to the simulated lab over the lab link,
+where it happens to the liquids and cells (whole or not at all, as on a STAR whose
+channels move together). ``last_results`` holds what the lab said of each channel of
+the last operation, in order. It also answers the questions a real STAR answers after a
 crash: which channels hold a tip (``request_tip_presence``), how much liquid a tip
 holds (``request_volume_in_tip``), and how much liquid is in a container
 (``probe_liquid_volumes``, capacitive liquid-level detection), with the same
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from pylabrobot.liquid_handling.backends.hamilton.STAR_chatterbox import STARChatterboxBackend
+from pylabrobot.liquid_handling.errors import ChannelizedError
 from pylabrobot.liquid_handling.standard import (
     Drop,
     Pickup,
@@ -25,6 +28,7 @@ from pylabrobot.liquid_handling.standard import (
 from pylabrobot.resources import Container
 
 from devices.lab import LabLink
+from workcell.errors import TipPickupError
 
 
 class LabSTARBackend(STARChatterboxBackend):
@@ -37,51 +41,71 @@ class LabSTARBackend(STARChatterboxBackend):
     def _call(self, op: str, **args: Any) -> Any:
         return self.link.call(self.device, op, device=self.device, **args)
 
+    def _batch(self, op: str, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One lab request for all channels of an action: the lab carries it out whole or
+        refuses it whole (a refusal raises as the lab link maps it), so a lab killed
+        mid-action leaves all of its channels done or none."""
+        self.last_results = list(self._call(op, ops=ops))
+        return self.last_results
+
     async def pick_up_tips(self, ops: list[Pickup], use_channels: list[int], **kw: Any) -> None:
+        """Channels that got no tip raise: one channel (or one of one) as the lab link
+        raises a refused pick-up, ``TipPickupError``; several (some or all of several) a
+        PyLabRobot ``ChannelizedError`` naming exactly those channels, each with its
+        ``TipPickupError``, while the others hold their tips (PyLabRobot then asks
+        ``request_tip_presence`` and keeps them on its head)."""
         await super().pick_up_tips(ops, use_channels, **kw)
-        self.last_results = [
-            self._call("star.pick_up_tip", channel=ch, spot=op.resource.name)
-            for op, ch in zip(ops, use_channels, strict=True)
-        ]
+        results = self._batch(
+            "star.pick_up_tip_batch",
+            [
+                {"channel": ch, "spot": op.resource.name}
+                for op, ch in zip(ops, use_channels, strict=True)
+            ],
+        )
+        failed = {
+            ch: TipPickupError(self.device, "pick up tip", r["error"]["message"])
+            for ch, r in zip(use_channels, results, strict=True)
+            if "error" in r
+        }
+        if not failed:
+            return
+        if len(use_channels) == 1:
+            raise failed[use_channels[0]]
+        raise ChannelizedError(errors=dict(failed), raw_response=results)
 
     async def drop_tips(self, ops: list[Drop], use_channels: list[int], **kw: Any) -> None:
         await super().drop_tips(ops, use_channels, **kw)
-        self.last_results = [
-            self._call("star.drop_tip", channel=ch, to=op.resource.name)
-            for op, ch in zip(ops, use_channels, strict=True)
-        ]
+        self._batch(
+            "star.drop_tip_batch",
+            [
+                {"channel": ch, "to": op.resource.name}
+                for op, ch in zip(ops, use_channels, strict=True)
+            ],
+        )
 
     async def aspirate(
         self, ops: list[SingleChannelAspiration], use_channels: list[int], **kw: Any
     ) -> None:
         await super().aspirate(ops, use_channels, **kw)
-        self.last_results = [
-            self._call(
-                "star.aspirate",
-                channel=ch,
-                source=op.resource.name,
-                volume_uL=op.volume,
-                flow=op.flow_rate,
-                offset_mm=[op.offset.x, op.offset.y, op.offset.z],
-            )
-            for op, ch in zip(ops, use_channels, strict=True)
-        ]
+        self._batch(
+            "star.aspirate_batch",
+            [
+                {"channel": ch, "source": op.resource.name, **_liquid(op)}
+                for op, ch in zip(ops, use_channels, strict=True)
+            ],
+        )
 
     async def dispense(
         self, ops: list[SingleChannelDispense], use_channels: list[int], **kw: Any
     ) -> None:
         await super().dispense(ops, use_channels, **kw)
-        self.last_results = [
-            self._call(
-                "star.dispense",
-                channel=ch,
-                target=op.resource.name,
-                volume_uL=op.volume,
-                flow=op.flow_rate,
-                offset_mm=[op.offset.x, op.offset.y, op.offset.z],
-            )
-            for op, ch in zip(ops, use_channels, strict=True)
-        ]
+        self._batch(
+            "star.dispense_batch",
+            [
+                {"channel": ch, "target": op.resource.name, **_liquid(op)}
+                for op, ch in zip(ops, use_channels, strict=True)
+            ],
+        )
 
     # --- what a STAR can tell about itself after a crash -------------------------------
 
@@ -98,3 +122,11 @@ class LabSTARBackend(STARChatterboxBackend):
             float(v)
             for v in self._call("star.probe_volumes", containers=[c.name for c in containers])
         ]
+
+
+def _liquid(op: SingleChannelAspiration | SingleChannelDispense) -> dict[str, Any]:
+    return {
+        "volume_uL": op.volume,
+        "flow": op.flow_rate,
+        "offset_mm": [op.offset.x, op.offset.y, op.offset.z],
+    }

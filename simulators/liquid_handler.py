@@ -2,7 +2,12 @@
 
 The controller drives PyLabRobot's ``LiquidHandler`` with ``devices.lab_star``'s back
 end, which builds and checks the real STAR firmware commands and then sends each
-channel operation here over the lab link. Here the operation happens to the lab:
+action here over the lab link, as one request for all its channels (``*_batch``
+below), so an action of eight channels happens whole in the lab or not at all. A
+batch is checked for every channel before anything changes; its channels move
+together: one log row per channel, all at the action's time, and the clock advances
+once, by the slowest channel. A one-channel batch is exactly a one-channel action
+(the single-channel methods are one-op batches). Here the action happens to the lab:
 
 * cells move with the liquid: an aspirate takes its share of the source's cells
   into the tip, a dispense delivers them (less a small pipetting loss that stays
@@ -19,7 +24,7 @@ channel operation here over the lab link. Here the operation happens to the lab:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +48,47 @@ class Refusal(Exception):
 
 
 Log = Callable[..., None]  # log(device, action, **detail)
+
+
+# One channel's part of an action, as a lab request carries it (a batch holds a list):
+# the single-channel request's arguments, less the device. Plain dataclasses, so the
+# values are logged exactly as they came (no coercion); a wrong key is a TypeError,
+# which the lab answers as a bad request.
+
+
+@dataclass(frozen=True, slots=True)
+class PickUp:
+    channel: int
+    spot: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropTip:
+    channel: int
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Aspirate:
+    channel: int
+    source: str
+    volume_uL: float
+    flow: float | None = None
+    offset_mm: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispense:
+    channel: int
+    target: str
+    volume_uL: float
+    flow: float | None = None
+    offset_mm: list[float] | None = None
+
+
+def _liquid_move_s(ops: list[Aspirate] | list[Dispense]) -> float:
+    """The channels move together: the slowest one's time (one channel: as before)."""
+    return LIQUID_MOVE_S + max(op.volume_uL / (op.flow or FLOW_RATE_UL_PER_S) for op in ops)
 
 
 class StarSimulator:
@@ -76,37 +122,136 @@ class StarSimulator:
             raise Refusal("bad_channel", f"{self.name}: no channel {channel}")
         return channel
 
-    def pick_up_tip(self, channel: int, spot: str) -> dict[str, Any]:
-        ch = self._channel(channel)
-        if ch in self.tips:
-            raise Refusal("tip_present", f"{self.name}: channel {ch} already holds a tip")
-        if self.tip_pickup_failure and self.rng.random() < self.tip_pickup_failure:
-            self.log(self.name, "pick_up_tip_failed", channel=ch, tip_spot=spot)
-            self.advance(TIP_PICKUP_S)
-            raise Refusal("no_tip", f"{self.name}: no tip on channel {ch} from {spot}")
-        self.tips[ch] = Liquid()
-        self.sources[ch] = []
-        self.log(self.name, "pick_up_tip", channel=ch, tip_spot=spot)
+    def _check(self, channels: list[int], tip: bool, refusal: str) -> None:
+        """Refuse a whole batch before anything changes: every channel exists, comes once,
+        and holds a tip (``tip``) or none; ``refusal`` ends today's single-channel message
+        (so one channel is refused exactly as before batches)."""
+        if not channels:
+            raise Refusal("no_channels", f"{self.name}: an action needs at least one channel")
+        seen: set[int] = set()
+        for channel in channels:
+            ch = self._channel(channel)
+            if ch in seen:
+                raise Refusal("duplicate_channel", f"{self.name}: channel {ch} twice in one action")
+            seen.add(ch)
+            if tip and ch not in self.tips:
+                raise Refusal("no_tip", f"{self.name}: channel {ch} {refusal}")
+            if not tip and ch in self.tips:
+                raise Refusal("tip_present", f"{self.name}: channel {ch} {refusal}")
+
+    # --- one action of several channels (one lab request; the channels move together) -----
+
+    def pick_up_tip_batch(self, ops: list[PickUp]) -> list[dict[str, Any]]:
+        """Each channel picks up its tip; the failure to get one is drawn per channel, in
+        order, as on a real STAR, where the other channels keep theirs.
+
+        Returns one result per op: ``{}`` or ``{"error": {"kind": "no_tip", "message"}}``.
+        """
+        self._check([op.channel for op in ops], False, "already holds a tip")
+        results: list[dict[str, Any]] = []
+        for op in ops:
+            ch = op.channel
+            if self.tip_pickup_failure and self.rng.random() < self.tip_pickup_failure:
+                self.log(self.name, "pick_up_tip_failed", channel=ch, tip_spot=op.spot)
+                message = f"{self.name}: no tip on channel {ch} from {op.spot}"
+                results.append({"error": {"kind": "no_tip", "message": message}})
+                continue
+            self.tips[ch] = Liquid()
+            self.sources[ch] = []
+            self.log(self.name, "pick_up_tip", channel=ch, tip_spot=op.spot)
+            results.append({})
         self.advance(TIP_PICKUP_S)
-        return {}
+        return results
+
+    def drop_tip_batch(self, ops: list[DropTip]) -> list[dict[str, Any]]:
+        self._check([op.channel for op in ops], True, "holds no tip to drop")
+        results: list[dict[str, Any]] = []
+        for op in ops:
+            left = self.tips.pop(op.channel)
+            self.sources.pop(op.channel, None)
+            self.cells_discarded += left.cells
+            self.log(
+                self.name,
+                "drop_tip",
+                channel=op.channel,
+                to=op.to,
+                discarded_uL=left.volume_uL,
+                discarded_cells=left.cells,
+            )
+            results.append({"discarded_uL": left.volume_uL})
+        self.advance(TIP_DROP_S)
+        return results
+
+    def aspirate_batch(self, ops: list[Aspirate]) -> list[dict[str, Any]]:
+        self._check([op.channel for op in ops], True, "has no tip to aspirate with")
+        results: list[dict[str, Any]] = []
+        for op in ops:
+            ch = op.channel
+            self.touch(op.source)
+            taken = self.culture.withdraw(op.source, op.volume_uL)
+            self.tips[ch].add(taken)
+            if op.source not in self.sources[ch]:
+                self.sources[ch].append(op.source)
+            self.log(
+                self.name,
+                "aspirate",
+                channel=ch,
+                source=op.source,
+                volume_uL=op.volume_uL,
+                cells=taken.viable,
+                enzyme=taken.enzyme,
+                flow_uL_per_s=op.flow,
+                offset_mm=op.offset_mm or [0.0, 0.0, 0.0],
+            )
+            results.append({"cells": taken.viable})
+        self.advance(_liquid_move_s(ops))
+        return results
+
+    def dispense_batch(self, ops: list[Dispense]) -> list[dict[str, Any]]:
+        self._check([op.channel for op in ops], True, "has no tip to dispense from")
+        loss = self.culture.params.pipetting_cell_loss
+        results: list[dict[str, Any]] = []
+        for op in ops:
+            ch = op.channel
+            tip = self.tips[ch]
+            out = tip.take(op.volume_uL)
+            kept = out.viable * loss, out.dead * loss
+            out.viable -= kept[0]
+            out.dead -= kept[1]
+            tip.viable += kept[0]
+            tip.dead += kept[1]
+            self.touch(op.target)
+            self.culture.deliver(op.target, out)
+            after = self.culture.liquid_of(op.target)
+            self.log(
+                self.name,
+                "dispense",
+                channel=ch,
+                target=op.target,
+                volume_uL=op.volume_uL,
+                cells=out.viable,
+                sources=list(self.sources.get(ch, [])),
+                enzyme=out.enzyme,
+                volume_after_uL=after.volume_uL,
+                enzyme_after=after.enzyme,
+                flow_uL_per_s=op.flow,
+                offset_mm=op.offset_mm or [0.0, 0.0, 0.0],
+            )
+            results.append({"cells": out.viable})
+        self.advance(_liquid_move_s(ops))
+        return results
+
+    # --- one channel (the lab requests before batches; old redo logs replay them) ---------
+
+    def pick_up_tip(self, channel: int, spot: str) -> dict[str, Any]:
+        (result,) = self.pick_up_tip_batch([PickUp(channel, spot)])
+        if "error" in result:
+            raise Refusal(result["error"]["kind"], result["error"]["message"])
+        return result
 
     def drop_tip(self, channel: int, to: str) -> dict[str, Any]:
-        ch = self._channel(channel)
-        if ch not in self.tips:
-            raise Refusal("no_tip", f"{self.name}: channel {ch} holds no tip to drop")
-        left = self.tips.pop(ch)
-        self.sources.pop(ch, None)
-        self.cells_discarded += left.cells
-        self.log(
-            self.name,
-            "drop_tip",
-            channel=ch,
-            to=to,
-            discarded_uL=left.volume_uL,
-            discarded_cells=left.cells,
-        )
-        self.advance(TIP_DROP_S)
-        return {"discarded_uL": left.volume_uL}
+        (result,) = self.drop_tip_batch([DropTip(channel, to)])
+        return result
 
     def aspirate(
         self,
@@ -116,27 +261,8 @@ class StarSimulator:
         flow: float | None,
         offset_mm: list[float] | None = None,
     ) -> dict[str, Any]:
-        ch = self._channel(channel)
-        if ch not in self.tips:
-            raise Refusal("no_tip", f"{self.name}: channel {ch} has no tip to aspirate with")
-        self.touch(source)
-        taken = self.culture.withdraw(source, volume_uL)
-        self.tips[ch].add(taken)
-        if source not in self.sources[ch]:
-            self.sources[ch].append(source)
-        self.log(
-            self.name,
-            "aspirate",
-            channel=ch,
-            source=source,
-            volume_uL=volume_uL,
-            cells=taken.viable,
-            enzyme=taken.enzyme,
-            flow_uL_per_s=flow,
-            offset_mm=offset_mm or [0.0, 0.0, 0.0],
-        )
-        self.advance(LIQUID_MOVE_S + volume_uL / (flow or FLOW_RATE_UL_PER_S))
-        return {"cells": taken.viable}
+        (result,) = self.aspirate_batch([Aspirate(channel, source, volume_uL, flow, offset_mm)])
+        return result
 
     def dispense(
         self,
@@ -146,36 +272,8 @@ class StarSimulator:
         flow: float | None,
         offset_mm: list[float] | None = None,
     ) -> dict[str, Any]:
-        ch = self._channel(channel)
-        if ch not in self.tips:
-            raise Refusal("no_tip", f"{self.name}: channel {ch} has no tip to dispense from")
-        tip = self.tips[ch]
-        out = tip.take(volume_uL)
-        loss = self.culture.params.pipetting_cell_loss
-        kept = out.viable * loss, out.dead * loss
-        out.viable -= kept[0]
-        out.dead -= kept[1]
-        tip.viable += kept[0]
-        tip.dead += kept[1]
-        self.touch(target)
-        self.culture.deliver(target, out)
-        after = self.culture.liquid_of(target)
-        self.log(
-            self.name,
-            "dispense",
-            channel=ch,
-            target=target,
-            volume_uL=volume_uL,
-            cells=out.viable,
-            sources=list(self.sources.get(ch, [])),
-            enzyme=out.enzyme,
-            volume_after_uL=after.volume_uL,
-            enzyme_after=after.enzyme,
-            flow_uL_per_s=flow,
-            offset_mm=offset_mm or [0.0, 0.0, 0.0],
-        )
-        self.advance(LIQUID_MOVE_S + volume_uL / (flow or FLOW_RATE_UL_PER_S))
-        return {"cells": out.viable}
+        (result,) = self.dispense_batch([Dispense(channel, target, volume_uL, flow, offset_mm)])
+        return result
 
     def tip_presence(self) -> list[bool]:
         return [ch in self.tips for ch in range(self.channels)]

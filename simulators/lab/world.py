@@ -31,7 +31,14 @@ from simulators.cytomat import CytomatSimulator
 from simulators.imager import FIXED_EXPOSURE_MS, FIXED_FOCUS_MM, ImagerSimulator
 from simulators.incubator import IncubatorSimulator
 from simulators.lab.spec import LabSpec, WellSpec
-from simulators.liquid_handler import Refusal, StarSimulator
+from simulators.liquid_handler import (
+    Aspirate,
+    Dispense,
+    DropTip,
+    PickUp,
+    Refusal,
+    StarSimulator,
+)
 from simulators.serial_port import FaultInjector, PtySimulator
 from workcell.clock import Clock, SimClock, WallClock
 
@@ -378,6 +385,35 @@ class Lab:
     ) -> dict[str, Any]:
         self._known(target)
         return self._star(device).dispense(channel, target, volume_uL, flow, offset_mm)
+
+    # one action of several channels, one request: ``ops`` holds each channel's arguments
+    # of the single-channel request (less the device); the reply, one result per op
+    def op_star_pick_up_tip_batch(
+        self, device: str, ops: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Channels that got no tip are in the reply, not a refusal: the others hold theirs."""
+        return self._star(device).pick_up_tip_batch([PickUp(**op) for op in ops])
+
+    def op_star_drop_tip_batch(
+        self, device: str, ops: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return self._star(device).drop_tip_batch([DropTip(**op) for op in ops])
+
+    def op_star_aspirate_batch(
+        self, device: str, ops: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        batch = [Aspirate(**op) for op in ops]
+        for a in batch:
+            self._known(a.source)
+        return self._star(device).aspirate_batch(batch)
+
+    def op_star_dispense_batch(
+        self, device: str, ops: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        batch = [Dispense(**op) for op in ops]
+        for d in batch:
+            self._known(d.target)
+        return self._star(device).dispense_batch(batch)
 
     def op_star_tip_presence(self, device: str) -> list[bool]:
         return self._star(device).tip_presence()
