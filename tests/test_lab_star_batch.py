@@ -297,6 +297,20 @@ def test_eight_channels_feed_one_omnitray_well_in_one_lab_action_each(bench: Ben
     assert len(bench.backend.last_results) == 8  # one per channel, for the journal
 
 
+def _until_all_fail(b: Bench, spots: dict[int, Any], channels: list[int]) -> Exception:
+    """Pick up tips on ``channels`` until none of them gets one (p = 0.5 each); a try that
+    got some puts them back. Returns what that try raised."""
+    for _ in range(40):
+        try:
+            asyncio.run(b.lh.pick_up_tips([spots[ch] for ch in channels], use_channels=channels))
+        except (TipPickupError, ChannelizedError) as err:
+            if not any(b.lh.head[ch].has_tip for ch in channels):
+                return err
+        held = [ch for ch in channels if b.lh.head[ch].has_tip]
+        asyncio.run(b.lh.drop_tips([spots[ch] for ch in held], use_channels=held))
+    pytest.fail(f"forty pick-ups on {channels} never all failed")
+
+
 def test_some_channels_without_a_tip_raise_for_exactly_them(tmp_path: Path) -> None:
     """A lab whose pick-ups fail half the time (drawn per channel from its seeded rng)."""
     b = Bench(tmp_path / "lab", failure=0.5)
@@ -316,18 +330,13 @@ def test_some_channels_without_a_tip_raise_for_exactly_them(tmp_path: Path) -> N
         assert presence == [ch not in failed for ch in CHANNELS]
         assert [b.lh.head[ch].has_tip for ch in CHANNELS] == presence
 
-        # one channel alone raises what it always raised; a refused batch changes nothing
-        (ch,) = failed[:1]
-        for _ in range(20):  # until the one channel fails again (p = 0.5 per draw)
-            try:
-                asyncio.run(b.lh.pick_up_tips(tips["A2"], use_channels=[ch]))
-            except TipPickupError as err:
-                assert not isinstance(err, ChannelizedError)
-                assert err.command == "pick up tip"
-                break
-            asyncio.run(b.lh.drop_tips(tips["A2"], use_channels=[ch]))
-        else:
-            pytest.fail("twenty pick-ups in a row got a tip")
+        # one channel without a tip raises what it always raised; all of several, all named
+        column2 = {ch: tips[f"{'ABCDEFGH'[ch]}2"][0] for ch in CHANNELS}
+        one = _until_all_fail(b, column2, failed[:1])
+        assert type(one) is TipPickupError and one.command == "pick up tip"
+        assert len(failed) >= 2
+        both = _until_all_fail(b, column2, failed[:2])
+        assert isinstance(both, ChannelizedError) and sorted(both.errors) == failed[:2]
         b.rows()
         presence = b.link.star()["tips"]
         free, held = presence.index(False), presence.index(True)
