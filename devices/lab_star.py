@@ -49,11 +49,11 @@ class LabSTARBackend(STARChatterboxBackend):
         return self.last_results
 
     async def pick_up_tips(self, ops: list[Pickup], use_channels: list[int], **kw: Any) -> None:
-        """Channels that got no tip raise: one channel (or one of one) as the lab link
-        raises a refused pick-up, ``TipPickupError``; several (some or all of several) a
-        PyLabRobot ``ChannelizedError`` naming exactly those channels, each with its
-        ``TipPickupError``, while the others hold their tips (PyLabRobot then asks
-        ``request_tip_presence`` and keeps them on its head)."""
+        """Channels that got no tip raise. A one-channel pick-up raises ``TipPickupError``,
+        as it always did; a pick-up of several raises PyLabRobot's ``ChannelizedError``
+        naming exactly the channels without a tip (some or all), each with its
+        ``TipPickupError``. The other channels hold their tips, as on a real STAR;
+        PyLabRobot then asks ``request_tip_presence`` and keeps those on its head."""
         await super().pick_up_tips(ops, use_channels, **kw)
         results = self._batch(
             "star.pick_up_tip_batch",
