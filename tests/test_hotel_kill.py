@@ -129,6 +129,55 @@ def test_killed_controller_resumes_with_the_same_hotel(
     assert got.cells == pytest.approx(ref.cells, rel=0.1)
 
 
+@pytest.mark.parametrize(
+    ("action", "phase"),
+    [
+        ("aspirate", "reply"),  # medium in a group of tips at the crash
+        ("dispense", "intent"),  # the group's tips full, the dispense recorded, not sent
+        ("dispense", "reply"),  # dispensed by every channel, not recorded
+    ],
+)
+def test_killed_in_a_group_of_channels_the_medium_goes_in_once(
+    bench: dict[str, Any], action: str, phase: str
+) -> None:
+    """The clinical STAR moves a tray's medium on several channels at once; killed around
+    such an action, each tray still gets its medium exactly once (the lab's log)."""
+    ref: Outcome = bench["ref"]
+    intents = bench["intents"]
+    n = _nth(
+        intents,
+        lambda d: (
+            d.get("action") == action
+            and str(d.get("unit", "")).startswith("medium:")
+            and len(d.get("ops", [])) > 1
+        ),
+        1,  # the second: the first tray's medium is under way
+    )
+    got = run_point(
+        bench["template"],
+        bench["folder"] / "k",
+        bench["cfg"],
+        bench["work"],
+        campaign_output,
+        crash=f"{n}:{phase}",
+    )
+    assert got.exit_codes == [-9, 0]
+    assert judge.double_additions(got.log, ref.log) == []
+    medium = {k: v for k, v in judge.additions(got.log).items() if k[1] == "medium"}
+    expected = {k: v for k, v in judge.additions(ref.log).items() if k[1] == "medium"}
+    assert medium.keys() == expected.keys()
+    for key, volume in expected.items():
+        assert medium[key] == pytest.approx(volume, abs=1.0), key
+    # the lab moved the channels together: rows of one dispense share the lab's time
+    groups: dict[float, int] = {}
+    for r in got.log:
+        if r["action"] == "dispense" and r["detail"]["sources"] == ["medium"]:
+            groups[r["t"]] = groups.get(r["t"], 0) + 1
+    assert max(groups.values()) > 1
+    assert lost_vessels(got, ref) == []
+    assert got.verified
+
+
 def test_a_restarted_lab_has_the_same_hotel_and_drawn_vessels() -> None:
     """The lab's state on disk holds the hotel: a lab started again from it (as after a
     SIGKILL) has the same stock and the same vessels out, with their wells."""

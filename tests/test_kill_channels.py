@@ -105,3 +105,37 @@ def test_a_group_dispense_killed_adds_the_medium_once(
         and "medium" in r["detail"].get("sources", [])
     ]
     assert len({r["detail"].get("channel") for r in group}) == channels
+
+
+def _missing_tips_config(folder: Path, name: str = "kill-bench") -> Path:
+    """The OmniTray bench on a STAR that misses a tip on a channel one time in ten."""
+    path = _omnitray_config(folder, name)
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    data["devices"]["star"]["faults"] = {"tip_pickup_failure": 0.1}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_tips_missing_on_some_channels_of_a_group_are_picked_again_alone(
+    bench: dict[str, Any], tmp_path: Path
+) -> None:
+    """A group's pick-up keeps the tips it got and each empty channel picks its own: the
+    trays get what they get without faults, every tip picked is dropped, no tip spot
+    is tried twice (the lab's log)."""
+    ref: Outcome = bench["ref"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKCELL_CPU_WORKERS", "0")
+        mp.setattr(kill, "bench_config", _missing_tips_config)
+        got: Outcome = operation_reference(tmp_path, OP)["ref"]
+    assert got.exit_codes == [0] and got.verified
+    picked = [r for r in got.log if r["action"] == "pick_up_tip"]
+    failed = [r for r in got.log if r["action"] == "pick_up_tip_failed"]
+    partial = {r["t"] for r in failed} & {r["t"] for r in picked}
+    assert partial, "no group pick-up came back with some channels loaded and some not"
+    spots = [r["detail"]["tip_spot"] for r in picked + failed]
+    assert len(spots) == len(set(spots)), "a tip spot was tried twice"
+    assert len([r for r in got.log if r["action"] == "drop_tip"]) == len(picked)
+    added, expected = judge.additions(got.log), judge.additions(ref.log)
+    assert added.keys() == expected.keys()
+    for key, volume in expected.items():
+        assert added[key] == pytest.approx(volume, abs=1.0), key
