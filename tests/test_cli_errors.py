@@ -128,7 +128,7 @@ def _cases(b: dict[str, Path], tmp: Path) -> dict[str, list[list[str]]]:
             ],
             ["--config", str(DEFAULT_CONFIG)],  # no vessel inventory: nothing to plan
         ],
-        "demo": [["--run-dir", run], ["--clinical", "--run-dir", run]],
+        "demo": [["--run-dir", run], ["--small", "--run-dir", run]],
         "serve": [["--config", str(b["latin1_config"])]],
         "record verify": [[g], [run]],
         "lineage": [[g]],

@@ -93,3 +93,22 @@ def test_harvest_in_batches_adds_up_to_the_dose(record: Path) -> None:
         assert abs(picked - planned) <= 0.1 * planned, (picked, planned)
     finally:
         store.close()
+
+
+def test_the_growth_table_has_a_column_per_passage_at_scale(record: Path) -> None:
+    """The demo's table of many trays: a readable column per passage, not one per tray."""
+    from rich.console import Console
+
+    from workcell.cli.campaign import PLATE_COLUMNS, growth_table
+
+    store = Store(record)
+    try:
+        plates = {v.plate for v in store.vessels()}
+        console = Console(width=100, record=True)
+        console.print(growth_table(store))
+    finally:
+        store.close()
+    text = console.export_text()
+    assert len(plates) > PLATE_COLUMNS
+    assert "P1 (" in text and "P2 (" in text and "mean (lowest-highest)" in text
+    assert "imaged" in text and max(len(line) for line in text.splitlines()) <= 100

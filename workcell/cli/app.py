@@ -396,11 +396,12 @@ def plan(
 @app.command()
 def demo(
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default: a new one)")] = None,
-    clinical: Annotated[
+    small: Annotated[
         bool,
         typer.Option(
-            "--clinical",
-            help="the 70 kg dose from one vial on the clinical workcell (OmniTrays from a hotel)",
+            "--small",
+            help="a 3 kg dose on the small workcell (6-well plates on the deck) instead of the "
+            "70 kg dose from one vial on the clinical workcell (OmniTrays from a hotel)",
         ),
     ] = False,
     rendered: Annotated[
@@ -412,19 +413,20 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """The whole expansion campaign as a dry-run on the embedded simulated workcell."""
+    """The whole expansion campaign as a dry-run on the embedded simulated workcell: a 70 kg
+    dose from one vial on the clinical workcell (``--small``: a 3 kg dose on 6-well plates)."""
     import yaml
 
     from protocols.campaign.engine import CampaignParams
     from workcell.cli.campaign import new_run_dir, run_campaign_cli
     from workcell.store import store_path
 
-    path, params = DEFAULT_CONFIG, CampaignParams()
-    if clinical:
-        path = DEFAULT_CONFIG.parent / "clinical.yaml"
-        params = CampaignParams.model_validate_json(
-            (DEFAULT_CONFIG.parent / "campaign-70kg.json").read_text()
-        )
+    path = DEFAULT_CONFIG.parent / "clinical.yaml"
+    params = CampaignParams.model_validate_json(
+        (DEFAULT_CONFIG.parent / "campaign-70kg.json").read_text()
+    )
+    if small:
+        path, params = DEFAULT_CONFIG, CampaignParams()
     folder = run_dir or new_run_dir()
     try:
         store_path(folder)  # the folder can hold the record (and the demo's config)

@@ -201,25 +201,52 @@ async def _engine_only(
     return summary
 
 
+PLATE_COLUMNS = 12  # more plates than this: a column per passage, not per plate
+
+
 def growth_table(store: Store) -> Table:
-    """Per day and plate: mean imaged confluence of the plate's vessels."""
+    """Per day and plate: mean imaged confluence of the plate's vessels.
+
+    A campaign of more plates than fit a terminal's columns (the 70 kg dose: 54 trays)
+    gets a column per passage instead: the plates' mean, and the lowest and highest.
+    """
     started = store.events("campaign_started")
     if not started:
         return Table(title="no campaign in this run folder")
     t0 = started[0].time
-    plate_of = {v.id: v.plate for v in store.vessels()}
+    vessels = store.vessels()
+    plate_of = {v.id: v.plate for v in vessels}
+    passage_of = {v.plate: v.passage for v in vessels}
     cells: dict[tuple[int, str], list[float]] = defaultdict(list)
     for m in store.measurements(kind="confluence"):
         if m.vessel_id in plate_of:
             day = int((m.time - t0).total_seconds() // DAY_S)
             cells[(day, plate_of[m.vessel_id])].append(m.value)
     plates = sorted({p for _, p in cells}, key=lambda p: (len(p), p))
-    table = Table("day", *plates, title="mean confluence per plate (imager), %")
-    for day in sorted({d for d, _ in cells}):
+    days = sorted({d for d, _ in cells})
+    mean = {k: 100 * sum(v) / len(v) for k, v in cells.items()}
+    if len(plates) <= PLATE_COLUMNS:
+        table = Table("day", *plates, title="mean confluence per plate (imager), %")
+        for day in days:
+            row = [f"{mean[(day, p)]:.0f}" if (day, p) in mean else "" for p in plates]
+            table.add_row(str(day), *row)
+        return table
+    passages = sorted({passage_of[p] for p in plates})
+    members = {n: [p for p in plates if passage_of[p] == n] for n in passages}
+    table = Table(
+        "day",
+        *(f"P{n} ({len(members[n])} plates)" for n in passages),
+        title="mean confluence of the plates at each passage (imager), %: mean (lowest-highest)",
+    )
+    for day in days:
         row = []
-        for p in plates:
-            vals = cells.get((day, p))
-            row.append(f"{100 * sum(vals) / len(vals):.0f}" if vals else "")
+        for n in passages:
+            vals = [mean[(day, p)] for p in members[n] if (day, p) in mean]
+            row.append(
+                f"{sum(vals) / len(vals):.0f} ({min(vals):.0f}-{max(vals):.0f}), {len(vals)} imaged"
+                if vals
+                else ""
+            )
         table.add_row(str(day), *row)
     return table
 
