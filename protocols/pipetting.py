@@ -63,14 +63,6 @@ def usable_uL(container: Container) -> float:
     return max(0.0, container.tracker.get_used_volume() - dead_volume_uL(container))
 
 
-def parts(volume_uL: float, max_part_uL: float) -> list[float]:
-    """Split a volume into the fewest equal parts no larger than ``max_part_uL``."""
-    if volume_uL <= 0:
-        return []
-    n = math.ceil(volume_uL / max_part_uL - 1e-9)
-    return [volume_uL / n] * n
-
-
 def parts_across(
     volume_uL: float, max_part_uL: float, channels: int, min_part_uL: float = MIN_VOLUME_UL
 ) -> tuple[int, list[float]]:
@@ -78,7 +70,8 @@ def parts_across(
 
     The fewest rounds of at most ``channels`` equal parts no larger than
     ``max_part_uL``, with as few channels as those rounds need, and never a part below
-    ``min_part_uL`` where fewer channels avoid it. One channel gives ``parts``, exactly.
+    ``min_part_uL`` where fewer channels avoid it. One channel: the fewest equal parts
+    no larger than ``max_part_uL``.
     """
     if volume_uL <= 0:
         return 1, []
