@@ -5,6 +5,7 @@ its progress; the plan of each day is published while the floor runs, not at its
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -224,5 +225,9 @@ def _granted(record: Path) -> bool:
     store = Store(record, read_only=True)
     try:
         return bool(store.events("granted"))
+    except sqlite3.OperationalError as err:  # the floor made its file, not yet its tables
+        if "no such table" not in str(err):
+            raise
+        return False
     finally:
         store.close()
