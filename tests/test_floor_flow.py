@@ -161,7 +161,9 @@ def test_a_campaign_joins_the_running_floor_and_another_is_cancelled_from_their_
     ), refused["state"]["message"]
 
     # a floor with no name: join and cancel find it by themselves
-    floor_id = start(floor_dep, {"campaigns": [{"name": "a", "params": {"max_days": 20}}]})
+    # a aims above what its deck holds, so it still runs when it is cancelled below
+    a = {"name": "a", "params": {"max_days": 20, "harvest_margin": 3}}
+    floor_id = start(floor_dep, {"campaigns": [a]})
     deadline = time.monotonic() + 300
     mine = f"*-{floor_id[:8]}/floor.sqlite"  # a new floor's folder ends with its run's id
     while not (records := list(floors.glob(mine))) or not _granted(records[0]):
