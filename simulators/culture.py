@@ -77,6 +77,10 @@ HEAT_STRESS_C = 39.0
 UM2_PER_CM2 = 1e8
 SEEDING_WINDOW_S = 3600.0  # deliveries of cells this soon after the first are one seeding
 MAX_LAG_H = 400.0
+# fewer expected cells than this in a dried vessel are none: counted dead, so the vessel
+# is not stepped again (emptied wells decay toward zero forever, and stepping them was
+# most of the simulated lab's time in a long campaign)
+NO_CELLS = 1e-6
 LN2 = math.log(2)
 
 REFERENCES: dict[str, str] = {
@@ -715,8 +719,16 @@ class CultureModel:
         born = attached * (math.exp(r * h) - 1.0)
         died = attached * (1.0 - math.exp(-death * h))
         v.pd += r * h / LN2
-        v.attached = min(max(capacity, attached), attached + born - died)
+        v.attached = attached = min(max(capacity, attached), attached + born - died)
         m.dead += died
+        if (
+            attached < NO_CELLS
+            and volume < p.min_wet_uL_per_cm2 * v.area_cm2
+            and m.viable < NO_CELLS
+        ):
+            # a dried vessel's last fraction of a cell: dead, and never stepped again
+            m.dead += attached + m.viable
+            v.attached = m.viable = 0.0
 
     def _lag(self, v: Vessel, p: CultureParameters) -> float:
         """Growth ramping up after seeding; the lag is fixed once the seeding is over."""

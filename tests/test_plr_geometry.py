@@ -72,3 +72,74 @@ def test_the_naming_check_refuses_the_same_conflicts_with_the_same_message() -> 
     assert "'a2' already exists" in plain[0] and "'a' already exists" in plain[1]
     assert plain[2] == "no conflict"
     assert fast == plain
+
+
+def _sizes() -> list[tuple[float, float, float]]:
+    deck = plr.STARLetDeck()
+    carrier = plr.PLT_CAR_L5AC_A00("carrier")
+    carrier[0] = plate = plr.cor_cos_6_wellplate_16800uL_Fb("plate")
+    carrier[1] = tray = plr.thermo_nunc_1_troughplate_90000uL_Fb_omnitray("tray")
+    deck.assign_child_resource(carrier, rails=7)
+    things = [plate, tray, *plate.get_all_items(), *tray.get_all_items()]
+
+    def now() -> list[tuple[float, float, float]]:
+        return [
+            (r.get_absolute_size_x(), r.get_absolute_size_y(), r.get_absolute_size_z())
+            for r in things
+        ]
+
+    seen = now() + now()  # twice: the second from the cache
+    tray.load_state({"rotation": Rotation(z=90).serialize()})  # a checkpoint's rotation
+    seen += now()
+    plate.unassign()  # a move onto a rotated site: sizes follow the new parent
+    carrier[3] = plate
+    carrier.rotate(z=90)
+    return seen + now()
+
+
+def test_memoised_sizes_equal_pylabrobots_own() -> None:
+    plr_geometry.uninstall()
+    try:
+        plain = _sizes()
+        plr_geometry.install()
+        fast = _sizes()
+    finally:
+        plr_geometry.install()
+    assert fast == plain
+    n = len(plain) // 4
+    assert plain[n : 2 * n] != plain[2 * n : 3 * n]  # the rotation changed the tray's sizes
+    assert plain[2 * n : 3 * n] != plain[3 * n :]  # and so did the carrier's
+
+
+def _existence() -> list[str]:
+    from pylabrobot.liquid_handling import LiquidHandler
+    from pylabrobot.liquid_handling.backends import LiquidHandlerChatterboxBackend
+
+    deck = plr.STARLetDeck()
+    lh = LiquidHandler(backend=LiquidHandlerChatterboxBackend(), deck=deck)
+    carrier = plr.PLT_CAR_L5AC_A00("carrier")
+    carrier[0] = plate = plr.cor_cos_6_wellplate_16800uL_Fb("plate")
+    deck.assign_child_resource(carrier, rails=7)
+    twin = plr.cor_cos_6_wellplate_16800uL_Fb("plate")  # the same name, not on the deck
+    stranger = plr.cor_cos_6_wellplate_16800uL_Fb("stranger")
+    out = []
+    for resources in ([plate, plate.get_well("A1")], [twin], [plate, stranger]):
+        try:
+            lh._assert_resources_exist(resources)
+            out.append("on the deck")
+        except Exception as err:  # noqa: BLE001 - compared as PyLabRobot raises them
+            out.append(f"{type(err).__name__}: {err}")
+    return out
+
+
+def test_the_deck_check_answers_as_pylabrobots_own() -> None:
+    plr_geometry.uninstall()
+    try:
+        plain = _existence()
+        plr_geometry.install()
+        fast = _existence()
+    finally:
+        plr_geometry.install()
+    assert plain[0] == "on the deck"
+    assert plain[1] != "on the deck" and plain[2] != "on the deck"
+    assert fast == plain
