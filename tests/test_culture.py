@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from simulators import culture
 from simulators.culture import CultureModel, CultureParameters, Liquid
 
 DAY = 86400.0
@@ -147,3 +148,38 @@ def test_liquid_moves_cells_in_proportion() -> None:
 def test_parameters_have_ranges() -> None:
     with pytest.raises(ValueError):
         CultureParameters(doubling_time_h=-3)
+
+
+def _dried_and_sparse(hours: float) -> Bench:
+    b = Bench()
+    b.seed("dried", 5000)
+    b.seed("sparse", 5000)
+    b.days(2)
+    b.model.withdraw("dried", b.model.vessels["dried"].medium.volume_uL)  # harvested dry
+    b.model.withdraw("sparse", b.model.vessels["sparse"].medium.volume_uL * 0.5)
+    b.t += hours * 3600
+    b.model.sync()
+    return b
+
+
+def test_a_dried_vessel_dies_out_and_is_no_longer_stepped(monkeypatch: pytest.MonkeyPatch) -> None:
+    b = _dried_and_sparse(12)  # a dry monolayer dies within the hour: 12 h leave < 1e-6 cells
+    with monkeypatch.context() as m:
+        m.setattr(culture, "NO_CELLS", 0.0)  # the model as it was: stepped toward zero forever
+        endless = _dried_and_sparse(12)
+    dried, kept = b.model.vessels["dried"], endless.model.vessels["dried"]
+    assert dried.attached == 0.0 and dried.medium.viable == 0.0
+    assert 0 < kept.attached < culture.NO_CELLS
+    assert dried.medium.dead == pytest.approx(kept.medium.dead + kept.attached, rel=1e-12)
+    assert b.model.vessels["sparse"] == endless.model.vessels["sparse"]  # wet: as before
+    stepped: list[str] = []
+    step = CultureModel._step
+
+    def counting(self: CultureModel, v: object, *args: object) -> None:
+        stepped.append(v.name)  # type: ignore[attr-defined]
+        step(self, v, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CultureModel, "_step", counting)
+    b.days(1)
+    b.model.sync()
+    assert stepped and set(stepped) == {"sparse"}
