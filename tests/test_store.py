@@ -64,3 +64,16 @@ def test_store_refuses_unknown_parent_and_duplicates() -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.add_vessel(_vessel("a"))
     assert [v.id for v in store.vessels()] == ["a"]  # the failed insert left nothing behind
+
+
+def test_latest_event_time_compares_times_not_the_order_written() -> None:
+    from datetime import timedelta, timezone
+
+    store = Store()
+    assert store.latest_event_time() is None and store.count_events("seeded") == 0
+    later = NOW + timedelta(hours=5, microseconds=250)
+    for t in (NOW, later.astimezone(timezone(timedelta(hours=-3))), NOW + timedelta(hours=1)):
+        store.add_event(Event(time=t, kind="seeded", actor="test", data={}))
+    store.add_event(Event(time=NOW, kind="fed", actor="test", data={}))
+    assert store.latest_event_time() == max(e.time for e in store.events()) == later
+    assert store.count_events("seeded") == 3 and store.count_events("fed") == 1

@@ -541,6 +541,16 @@ class Store:
         ).fetchone()
         return None if row is None else datetime.fromisoformat(row[0])
 
+    def latest_event_time(self) -> datetime | None:
+        """The latest time any event carries (None: no events): times compared as times,
+        without reading every event's data."""
+        rows = self._db.execute("SELECT DISTINCT time FROM events").fetchall()
+        return max((datetime.fromisoformat(r[0]) for r in rows), default=None)
+
+    def count_events(self, kind: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()
+        return int(row[0])
+
     @staticmethod
     def _among(column: str, values: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
         """SQL restricting ``column`` to ``values`` (None: any value but NULL), and its

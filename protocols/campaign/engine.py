@@ -1105,7 +1105,7 @@ def summarize(store: Store, params: CampaignParams) -> CampaignSummary:
     cancelled = store.events("campaign_cancelled")  # stopped on a floor, between steps
     harvested = store.events("harvested")
     vessels = store.vessels()
-    last = max([e.time for e in store.events()], default=None)
+    last = store.latest_event_time()
     days = (last - started[0].time).total_seconds() / DAY_S if started and last else 0.0
     pd = lineage.population_doublings(store)
     h = harvested[-1].data if harvested else None
@@ -1131,7 +1131,7 @@ def summarize(store: Store, params: CampaignParams) -> CampaignSummary:
         dose_cells_per_kg=h["dose_cells_per_kg"] if h else None,
         target_cells=params.target_cells,
         vessels=len(vessels),
-        steps=len(store.events("step_finished")),
+        steps=store.count_events("step_finished"),
     )
 
 
