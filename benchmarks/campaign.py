@@ -200,6 +200,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
         "server_cpu_s": server_cpu,
         "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
         "store_s": timers.total("store") + timers.total("store in operations"),
+        "store_in_ops_s": timers.total("store in operations"),
         "journal_in_ops_s": timers.total("journal"),
         "prefect_start_s": prefect_start,
         "days": summary.days,
@@ -489,6 +490,12 @@ def main() -> None:
         print(f"{r['vessels']} vessels: {r['outcome']}; {r['days']:.1f} days")
     for r in rows:
         print(f"{r['vessels']} vessels: journal {journal_line(r)}")
+        w = r["store_in_ops_s"]
+        print(
+            f"{r['vessels']} vessels: the overhead includes {w:.1f} s "
+            f"({100 * w / r['wall_s']:.1f} % of wall) of events and measurements the "
+            "operations write to the store"
+        )
     if starts:
         print(
             "Prefect server start (ephemeral, timed apart, not in the wall seconds above): "

@@ -77,3 +77,13 @@ def test_latest_event_time_compares_times_not_the_order_written() -> None:
     store.add_event(Event(time=NOW, kind="fed", actor="test", data={}))
     assert store.latest_event_time() == max(e.time for e in store.events()) == later
     assert store.count_events("seeded") == 3 and store.count_events("fed") == 1
+
+
+def test_a_hardware_store_waits_for_the_disk_and_a_dry_runs_does_not(tmp_path: Path) -> None:
+    for durable, expected in ((True, 2), (False, 0)):  # FULL, OFF
+        store = Store(tmp_path / f"{durable}.db", durable=durable)
+        try:
+            assert store._db.execute("PRAGMA synchronous").fetchone()[0] == expected
+            assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            store.close()
