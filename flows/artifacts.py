@@ -234,10 +234,7 @@ def vessel_rows(store: Store) -> list[dict[str, Any]]:
     (``protocols.campaign.engine.imaged_cells``: the culture model's confluent
     density at the vessel's PD, the PD followed from seeding to the image).
     """
-    last_conf: dict[str, tuple[datetime, float]] = {}
-    for m in store.measurements(kind="confluence"):
-        if m.vessel_id:
-            last_conf[m.vessel_id] = (m.time, m.value)
+    last_conf = store.last_values("confluence")
     seeded = {m.vessel_id: m.value for m in store.measurements(kind="seeded_cells")}
     vessels = store.vessels()
     pd = lineage.population_doublings(store) if vessels else {}
