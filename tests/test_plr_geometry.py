@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pylabrobot.resources as plr
 from pylabrobot.resources import Coordinate, Rotation
 
 from workcell import plr_geometry
+
+T = TypeVar("T")
+
+
+def _plain_and_fast(make: Callable[[], T]) -> tuple[T, T]:
+    """``make()`` with PyLabRobot's own geometry, then with the memoised one."""
+    plr_geometry.uninstall()
+    try:
+        plain = make()
+        plr_geometry.install()
+        fast = make()
+    finally:
+        plr_geometry.install()
+    return plain, fast
 
 
 def _locations() -> list[Coordinate]:
@@ -29,13 +46,7 @@ def _locations() -> list[Coordinate]:
 
 
 def test_memoised_geometry_equals_pylabrobots_own() -> None:
-    plr_geometry.uninstall()
-    try:
-        plain = _locations()
-        plr_geometry.install()
-        fast = _locations()
-    finally:
-        plr_geometry.install()
+    plain, fast = _plain_and_fast(_locations)
     assert fast == plain
     n = len(plain) // 4
     assert plain[:n] != plain[2 * n : 3 * n]  # the move changed the wells' locations
@@ -62,13 +73,7 @@ def _conflicts() -> list[str]:
 
 
 def test_the_naming_check_refuses_the_same_conflicts_with_the_same_message() -> None:
-    plr_geometry.uninstall()
-    try:
-        plain = _conflicts()
-        plr_geometry.install()
-        fast = _conflicts()
-    finally:
-        plr_geometry.install()
+    plain, fast = _plain_and_fast(_conflicts)
     assert "'a2' already exists" in plain[0] and "'a' already exists" in plain[1]
     assert plain[2] == "no conflict"
     assert fast == plain
@@ -98,13 +103,7 @@ def _sizes() -> list[tuple[float, float, float]]:
 
 
 def test_memoised_sizes_equal_pylabrobots_own() -> None:
-    plr_geometry.uninstall()
-    try:
-        plain = _sizes()
-        plr_geometry.install()
-        fast = _sizes()
-    finally:
-        plr_geometry.install()
+    plain, fast = _plain_and_fast(_sizes)
     assert fast == plain
     n = len(plain) // 4
     assert plain[n : 2 * n] != plain[2 * n : 3 * n]  # the rotation changed the tray's sizes
@@ -133,13 +132,7 @@ def _existence() -> list[str]:
 
 
 def test_the_deck_check_answers_as_pylabrobots_own() -> None:
-    plr_geometry.uninstall()
-    try:
-        plain = _existence()
-        plr_geometry.install()
-        fast = _existence()
-    finally:
-        plr_geometry.install()
+    plain, fast = _plain_and_fast(_existence)
     assert plain[0] == "on the deck"
     assert plain[1] != "on the deck" and plain[2] != "on the deck"
     assert fast == plain
