@@ -147,7 +147,7 @@ def prefect_operator(
             )
         logger = get_run_logger()
         wc = session.wc
-        n = len(wc.store.events("operator_decision")) + 1
+        n = wc.store.count_events("operator_decision") + 1
         day = (wc.clock.now() - _started(wc.store, wc.clock.now())).total_seconds() / DAY_S
         logger.warning(
             "HOLD %d, waiting for an operator decision: %s (%s)",

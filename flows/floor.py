@@ -447,7 +447,7 @@ def granted_in_record(folder: Path) -> int:
     """The grants in the floor's record: this run's and those of the runs it resumed."""
     store = Store(folder / FLOOR_STORE, read_only=True)
     try:
-        return len(store.events("granted"))
+        return store.count_events("granted")
     finally:
         store.close()
 

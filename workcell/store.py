@@ -552,6 +552,7 @@ class Store:
         return max((datetime.fromisoformat(r[0]) for r in rows), default=None)
 
     def count_events(self, kind: str) -> int:
+        """How many events of ``kind`` were written (without reading them)."""
         row = self._db.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()
         return int(row[0])
 

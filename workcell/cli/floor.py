@@ -107,7 +107,7 @@ def run_floor_cli(
         store = Store(path)
         try:
             outcome = summarize(store, s.params).outcome
-            table.add_row(s.name, outcome, str(len(store.events("scheduled"))))
+            table.add_row(s.name, outcome, str(store.count_events("scheduled")))
         finally:
             store.close()
     out.print(table)
