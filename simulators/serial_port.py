@@ -109,9 +109,11 @@ class PtySimulator(ABC):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         # a lab shares one lock among all its devices, and saves its state after each
-        # command (``after_command``), so a line command is as durable as any other action
+        # command (``after_command``), so a line command is as durable as any other action;
+        # ``before_command`` lets it bring its cells up to its clock first (the lab's settle)
         self._lock = lock if lock is not None else threading.Lock()
         self.after_command = after_command
+        self.before_command: Callable[[], None] | None = None
         self.port = ""
 
     @property
@@ -181,6 +183,8 @@ class PtySimulator(ABC):
     def _answer(self, line: str) -> bool:
         """Handle one line; False once the line went dead."""
         with self._lock:
+            if self.before_command is not None:
+                self.before_command()
             self.commands.append(line)
             fault = self.faults.next(line)
             if fault is Fault.DISCONNECT:

@@ -9,17 +9,24 @@ incubator's slots), after requests that grow cells, count, image and move plates
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.kill import bench_config
 from simulators.lab.process import write_spec
-from simulators.lab.server import SPEC_FILE, LabServer
+from simulators.lab.server import ADDRESS_FILE, SPEC_FILE, LabServer
 from simulators.lab.store import LAB_DB, LabStore
 from workcell.assembly.config import load_config
 from workcell.assembly.lab import lab_spec
+from workcell.wire import LinkClient, LinkRefused
 
 REQUESTS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -82,3 +89,77 @@ def test_a_lab_replayed_from_its_redo_log_is_the_lab_that_ran(tmp_path: Path) ->
         assert a == b
     # the restart snapshotted: its redo log holds only what came after
     assert len(LabStore(copy / LAB_DB).redo()) == len(more)
+
+
+def _serve(folder: Path) -> tuple[LabServer, threading.Thread]:
+    """A lab serving its socket from a thread of this process (so its state can be read)."""
+    server = LabServer(folder)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while server._server is None or not (folder / ADDRESS_FILE).exists():
+        assert time.monotonic() < deadline, "the lab did not listen"
+        time.sleep(0.01)
+    return server, thread
+
+
+def _unserve(server: LabServer, thread: threading.Thread) -> None:
+    assert server._server is not None
+    server._server.shutdown()
+    server._server.server_close()
+    thread.join(timeout=10)
+    for sim in server.lab.serial.values():
+        sim.stop()
+    for api in server.ot2_servers.values():
+        api.stop()
+
+
+def test_the_lab_grows_its_cells_after_replying_and_the_same_as_before_a_request(
+    tmp_path: Path,
+) -> None:
+    """After a reply the lab brings its cells up to its clock before any other request
+    comes (the controller does not wait for it at the next one), and ends in the very
+    state of a lab that does it at the next request, and of one replayed from its log."""
+    spec = lab_spec(load_config(bench_config(tmp_path)))
+    assert spec is not None
+    served_folder, direct_folder = tmp_path / "served", tmp_path / "direct"
+    write_spec(served_folder, spec)
+    write_spec(direct_folder, spec)
+    server, thread = _serve(served_folder)
+    direct = LabServer(direct_folder)
+    address = json.loads((served_folder / ADDRESS_FILE).read_text())
+    client = LinkClient(address["host"], address["port"])
+    try:
+        settled_idle = 0
+        for op, args in REQUESTS:
+            with contextlib.suppress(LinkRefused):
+                client.request(op, **args)
+            direct.handle({"op": op, "args": args})
+            if op == "clock.advance":
+                # no request follows yet: the lab steps its cells on its own
+                deadline = time.monotonic() + 10
+                while server._settle_due:
+                    assert time.monotonic() < deadline, "the lab never settled while idle"
+                    time.sleep(0.005)
+                culture = server.lab.culture
+                assert culture._t == pytest.approx(culture._now_s())
+                # the lab driven directly has not: it does so at its next request
+                assert direct.lab.culture._t < culture._t
+                settled_idle += 1
+        assert settled_idle == 2
+        assert server.lab.culture.vessels["plate_1_well_A1"].attached > 0
+    finally:
+        client.close()
+        _unserve(server, thread)
+    server.settle()
+    direct.settle()
+    assert server.lab.to_state() == direct.lab.to_state()
+    # a lab restarted on the served lab's file (snapshot and redo log) is that lab too
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(served_folder / SPEC_FILE, copy / SPEC_FILE)
+    with sqlite3.connect(served_folder / LAB_DB) as src, sqlite3.connect(copy / LAB_DB) as dst:
+        src.backup(dst)
+    restarted = LabServer(copy)
+    restarted.settle()
+    assert restarted.lab.to_state() == server.lab.to_state()

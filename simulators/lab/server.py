@@ -56,12 +56,17 @@ class LabServer:
             start = datetime.fromisoformat(start_text)
         self.lock = threading.RLock()
         self.lab = Lab(self.spec, start)
-        self.lab.make_serial(self.lock, self.persist)
+        self.lab.make_serial(self.lock, self.persist, self.settle)
         self.replayable = self.lab.clock.kind == "simulated"  # a wall clock cannot be replayed
         self._since_snapshot = 0  # requests in the redo log
+        # the cells are brought up to the clock after every saved request (``settle``):
+        # once the reply is sent, while the controller works, or else before the next
+        # request. A snapshot is saved before that, so a loaded one is due it too.
+        self._settle_due = False
         saved = self.store.state()
         if saved is not None:
             self.lab.load_state(saved)
+            self._settle_due = True
             self._replay()
         self.persist()
         self.connections = 0
@@ -84,14 +89,32 @@ class LabServer:
         else:
             self.store.save(self.lab.to_state(), rows)
             self._since_snapshot = 0
+        self._settle_due = True
+
+    def settle(self) -> None:
+        """Bring every culture up to the lab's clock, if a saved request left that due.
+
+        The socket handler calls this after sending a reply, so the cells grow while
+        the controller does its own work (on another core) instead of at the start of
+        the next request that touches a vessel, which the controller would wait for.
+        It is due after every saved request whether or not the next one comes, so the
+        model's steps (``CultureModel.sync``) are a function of the requests alone: a
+        lab replayed from its redo log steps them the same (``_replay``).
+        """
+        with self.lock:
+            if self._settle_due:
+                self.lab.culture.sync()
+                self._settle_due = False
 
     def _replay(self) -> None:
         """Carry out again the requests logged after the snapshot: the state they left.
 
         Their physical log rows are on disk already (saved with each request)."""
         for op, args in self.store.redo():
+            self.settle()
             with contextlib.suppress(Exception):  # a refusal or fault then is one again now
                 self.lab.handle(op, args)
+            self._settle_due = True
         self.lab.rows = []
         logged = self.store.last_log_seq()
         if self.lab.log_seq != logged:  # not what it did before: say so, never reuse a seq
@@ -120,6 +143,7 @@ class LabServer:
             # the request as it came, for the redo log (before anything can change its args)
             args_json = json.dumps(args, separators=(",", ":")) if self.replayable else None
             try:
+                self.settle()  # if not done since the last request (its reply just went out)
                 result, blobs = self.lab.handle(op, args)
                 reply: dict[str, Any] = {"ok": True, "result": result}
             except Refusal as err:
@@ -157,6 +181,10 @@ class LabServer:
                             send_frame(sock, reply, blobs)
                         except OSError:
                             return  # the controller is gone; the action is done and saved
+                        try:
+                            server.settle()
+                        except Exception:  # noqa: BLE001 - the next request reports it
+                            traceback.print_exc()
                 finally:
                     with server.lock:
                         server.connections -= 1

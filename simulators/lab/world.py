@@ -211,9 +211,15 @@ class Lab:
 
     # --- serial devices on pseudo-terminals --------------------------------------------
 
-    def make_serial(self, lock: Any, after_command: Callable[[], None]) -> None:
-        """The simulators of serial devices (not started): they share the lab's lock, and
-        the lab saves its state after each of their commands."""
+    def make_serial(
+        self,
+        lock: Any,
+        after_command: Callable[[], None],
+        before_command: Callable[[], None] | None = None,
+    ) -> None:
+        """The simulators of serial devices (not started): they share the lab's lock, the
+        lab saves its state after each of their commands (``after_command``) and readies
+        itself before each (``before_command``), as for a request on the lab link."""
         clock = self.clock.sim if self.clock.kind == "simulated" else None
         log = _PhysicalLog(self)
         for inc in self.spec.incubators:
@@ -239,12 +245,15 @@ class Lab:
         for sim in self.serial.values():
             sim._lock = lock
             sim.after_command = after_command
+            sim.before_command = before_command
         for robot in self.ot2.values():  # its HTTP requests, one at a time with the rest
             robot.lock = lock
             handle = robot.handle
 
             def saved(method: str, path: str, body: Any, handle: Any = handle) -> Any:
                 with lock:
+                    if before_command is not None:
+                        before_command()
                     out = handle(method, path, body)
                     after_command()
                 return out
