@@ -60,6 +60,15 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def _copy_lab(folder: Path, copy: Path) -> Path:
+    """The lab's folder as a lab killed now would leave it: its spec and its file."""
+    copy.mkdir()
+    shutil.copy(folder / SPEC_FILE, copy / SPEC_FILE)
+    with sqlite3.connect(folder / LAB_DB) as src, sqlite3.connect(copy / LAB_DB) as dst:
+        src.backup(dst)
+    return copy
+
+
 def test_a_lab_replayed_from_its_redo_log_is_the_lab_that_ran(tmp_path: Path) -> None:
     spec = lab_spec(load_config(bench_config(tmp_path)))
     assert spec is not None
@@ -73,11 +82,7 @@ def test_a_lab_replayed_from_its_redo_log_is_the_lab_that_ran(tmp_path: Path) ->
     assert len(LabStore(folder / LAB_DB).redo()) == len(REQUESTS)
 
     # what a lab killed here starts from, in a folder of its own (both go on below)
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    shutil.copy(folder / SPEC_FILE, copy / SPEC_FILE)
-    with sqlite3.connect(folder / LAB_DB) as src, sqlite3.connect(copy / LAB_DB) as dst:
-        src.backup(dst)
+    copy = _copy_lab(folder, tmp_path / "copy")
     restarted = LabServer(copy)
     assert restarted.lab.to_state() == live.lab.to_state()
     assert restarted.lab.log_seq == live.lab.log_seq
@@ -155,11 +160,6 @@ def test_the_lab_grows_its_cells_after_replying_and_the_same_as_before_a_request
     direct.settle()
     assert server.lab.to_state() == direct.lab.to_state()
     # a lab restarted on the served lab's file (snapshot and redo log) is that lab too
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    shutil.copy(served_folder / SPEC_FILE, copy / SPEC_FILE)
-    with sqlite3.connect(served_folder / LAB_DB) as src, sqlite3.connect(copy / LAB_DB) as dst:
-        src.backup(dst)
-    restarted = LabServer(copy)
+    restarted = LabServer(_copy_lab(served_folder, tmp_path / "copy"))
     restarted.settle()
     assert restarted.lab.to_state() == server.lab.to_state()
