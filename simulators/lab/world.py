@@ -215,7 +215,7 @@ class Lab:
         self,
         lock: Any,
         after_command: Callable[[], None],
-        before_command: Callable[[], None] | None = None,
+        before_command: Callable[[], None],
     ) -> None:
         """The simulators of serial devices (not started): they share the lab's lock, the
         lab saves its state after each of their commands (``after_command``) and readies
@@ -252,8 +252,7 @@ class Lab:
 
             def saved(method: str, path: str, body: Any, handle: Any = handle) -> Any:
                 with lock:
-                    if before_command is not None:
-                        before_command()
+                    before_command()
                     out = handle(method, path, body)
                     after_command()
                 return out
