@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +89,37 @@ def test_a_hardware_store_waits_for_the_disk_and_a_dry_runs_does_not(tmp_path: P
             assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             store.close()
+
+
+def test_a_journal_rows_record_entry_holds_its_data_and_keys() -> None:
+    """The row's data is encoded once and the entry's keys added to that text: the entry
+    must read back as the data with the row's keys, also when the data has a key of
+    the same name, and the chain must verify."""
+    store = Store()
+    t = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    cases: list[tuple[int | None, dict[str, Any], int | None]] = [
+        (None, {}, None),
+        (3, {"ops": [{"channel": 0, "volume_uL": 150.25}], "when": t, "note": 'a "b" é'}, None),
+        (3, {"key": "theirs", "ref": 9, "x": [1, None]}, 2),
+        (4, {"nested": {"journal": 1}}, 7),
+    ]
+    for step, data, ref in cases:
+        row = store.add_journal(step, "intent", "star.aspirate", t, data, ref)
+        entry = store.record.entries("journal")[-1]
+        assert entry.data == {
+            **json.loads(json.dumps(data, default=str)),
+            "journal": row,
+            "step": step,
+            "key": "star.aspirate",
+            "ref": ref,
+        }
+        assert store.journal(step_id=step)[-1]["data"] == json.loads(json.dumps(data, default=str))
+        (text,) = store._db.execute("SELECT data FROM record ORDER BY seq DESC LIMIT 1").fetchone()
+        json.loads(text, object_pairs_hook=_unique)  # each key once, as any reader expects
+    assert store.record.verify().ok
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a key twice in {keys}"
+    return dict(pairs)

@@ -83,6 +83,12 @@ class Verification(BaseModel):
 # json.dumps(values, separators=(",", ":"), sort_keys=True), without a new encoder per
 # entry: verifying a 70 kg campaign's record hashes some 57,000 entries
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+# json.dumps(data, sort_keys=True, default=str): an entry's data, with one encoder for all
+_DATA = json.JSONEncoder(sort_keys=True, default=str)
+_INSERT = (
+    f"INSERT INTO record ({', '.join(FIELDS)}, hash) VALUES ({', '.join('?' * len(FIELDS))}, ?)"
+)
+_SET_HEAD = "INSERT OR REPLACE INTO record_head (id, seq, hash) VALUES (1, ?, ?)"
 
 
 def _values_hash(values: list[Any] | tuple[Any, ...]) -> str:
@@ -130,29 +136,28 @@ class BatchRecord:
         process_time: datetime,
         vessel_id: str | None = None,
         data: dict[str, Any] | None = None,
+        data_json: str | None = None,
     ) -> str:
-        """Add an entry; the caller's transaction commits it. Returns its hash."""
+        """Add an entry; the caller's transaction commits it. Returns its hash.
+
+        ``data_json``: the data already encoded as a JSON object (the store's journal
+        rows encode theirs once for the row and the entry); the hash covers the stored
+        text, whatever the order of its keys."""
         seq, prev = self._head()
-        row = {
-            "seq": seq + 1,
-            "utc": datetime.now(UTC).isoformat(),
-            "process_time": process_time.isoformat(),
-            "type": type_,
-            "kind": kind,
-            "actor": actor,
-            "vessel_id": vessel_id,
-            "data": json.dumps(data or {}, sort_keys=True, default=str),
-            "prev_hash": prev,
-        }
-        h = entry_hash(row)
-        self._db.execute(
-            f"INSERT INTO record ({', '.join(FIELDS)}, hash) VALUES "
-            f"({', '.join('?' for _ in FIELDS)}, ?)",
-            (*(row[f] for f in FIELDS), h),
+        values = (  # FIELDS, in order
+            seq + 1,
+            datetime.now(UTC).isoformat(),
+            process_time.isoformat(),
+            type_,
+            kind,
+            actor,
+            vessel_id,
+            data_json if data_json is not None else _DATA.encode(data) if data else "{}",
+            prev,
         )
-        self._db.execute(
-            "INSERT OR REPLACE INTO record_head (id, seq, hash) VALUES (1, ?, ?)", (seq + 1, h)
-        )
+        h = _values_hash(values)
+        self._db.execute(_INSERT, (*values, h))
+        self._db.execute(_SET_HEAD, (seq + 1, h))
         return h
 
     def entries(self, type_: str | None = None) -> list[Entry]:

@@ -115,6 +115,26 @@ CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t}
 BEGIN SELECT RAISE(ABORT, '{t} derive from the batch record: rows are only added'); END;"""
     for t in DERIVED
 )
+# json.dumps(x, default=str) for the events' and the journal's data, one encoder for all
+_JSON = json.JSONEncoder(default=str)
+_JOURNAL_KEYS = ("journal", "step", "key", "ref")
+
+
+def _with_journal_keys(
+    text: str, data: dict[str, Any], row_id: int, step_id: int | None, key: str, ref: int | None
+) -> str:
+    """The JSON of a journal row's record entry, ``{**data, "journal": row_id, "step":
+    step_id, "key": key, "ref": ref}``, from ``text``, the JSON of ``data``: an action's
+    intent (a kilobyte of floats) is encoded once, not again with the row's keys."""
+    if any(k in data for k in _JOURNAL_KEYS) or not text.endswith("}"):
+        return _JSON.encode({**data, "journal": row_id, "step": step_id, "key": key, "ref": ref})
+    more = (
+        f'"journal": {int(row_id)}, "step": {"null" if step_id is None else int(step_id)}, '
+        f'"key": {_JSON.encode(key)}, "ref": {"null" if ref is None else int(ref)}'
+    )
+    return "{" + more + "}" if text == "{}" else f"{text[:-1]}, {more}}}"
+
+
 # events after which the record's head is anchored outside the store
 ANCHOR_EVENTS = frozenset({"harvested", "qc_result", "signature", "campaign_finished"})
 
@@ -663,7 +683,7 @@ class Store:
         with self._tx():
             self._db.execute(
                 "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
-                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
+                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, _JSON.encode(e.data)),
             )
             self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
             if e.kind in ANCHOR_EVENTS:
@@ -694,11 +714,12 @@ class Store:
         ``record`` is (type, kind, actor, vessel) of the entry; by default a
         ``journal`` entry of ``kind``. Returns the row's id.
         """
+        text = _JSON.encode(data)
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO journal (step_id, kind, key, ref, time, data)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (step_id, kind, key, ref, time.isoformat(), json.dumps(data, default=str)),
+                (step_id, kind, key, ref, time.isoformat(), text),
             )
             row_id = int(cur.lastrowid or 0)
             type_, rkind, actor, vessel = record or ("journal", kind, "workcell", None)
@@ -708,7 +729,7 @@ class Store:
                 actor,
                 time,
                 vessel,
-                {**data, "journal": row_id, "step": step_id, "key": key, "ref": ref},
+                data_json=_with_journal_keys(text, data, row_id, step_id, key, ref),
             )
         return row_id
 
@@ -754,7 +775,7 @@ class Store:
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
-                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, json.dumps(e.data, default=str)),
+                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, _JSON.encode(e.data)),
             )
             self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
         return int(cur.lastrowid or 0)
