@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,8 @@ def instrument() -> Timers:
     return timers
 
 
-stack = contextlib.ExitStack()  # the temporary Prefect server, stopped when the process ends
+# the temporary Prefect server, stopped when the process ends, and the run folders, removed
+stack = contextlib.ExitStack()
 
 
 def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict[str, Any]:
@@ -134,6 +136,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
     from workcell.store import STORE_FILE, Store
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{vessels}-"))
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)  # the run folder: tens of MB
     cfg_path = benchmark_config(folder, vessels, imaging=imaging)
     params = campaign_params(vessels, days)
     run_dir = folder / "run"
@@ -228,6 +231,7 @@ def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     params = CampaignParams.model_validate_json((root / "examples/campaign-70kg.json").read_text())
     folder = Path(tempfile.mkdtemp(prefix="bench-70kg-"))
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)  # the run folder: tens of MB
     data = yaml.safe_load((DEFAULT_CONFIG.parent / "clinical.yaml").read_text())
     data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
     if rendered:

@@ -29,7 +29,7 @@ from protocols.selection import well_of
 from simulators.culture import Liquid
 from workcell.assembly.build import Workcell
 from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_text
-from workcell.errors import ProtocolRefused, WorkcellError
+from workcell.errors import DeviceRefused, ProtocolRefused, WorkcellError
 from workcell.labware import growth_area_cm2
 from workcell.store import Measurement, VesselRecord
 
@@ -431,9 +431,10 @@ def _viable(wc: Workcell, vessel: str) -> float | None:
     """A dry-run's report only: the simulated lab's count of the vessel's viable cells."""
     if wc.lab is None:
         return None
-    if vessel not in wc.lab.vessels():
+    try:
+        return wc.lab.vessel(vessel).viable
+    except DeviceRefused:  # the lab's only refusal of it: no culture in the vessel yet
         return 0.0
-    return wc.lab.vessel(vessel).viable
 
 
 def _record_seeded(
