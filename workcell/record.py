@@ -83,8 +83,9 @@ class Verification(BaseModel):
 # json.dumps(values, separators=(",", ":"), sort_keys=True), without a new encoder per
 # entry: verifying a 70 kg campaign's record hashes some 57,000 entries
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-# json.dumps(data, sort_keys=True, default=str): an entry's data, with one encoder for all
-_DATA = json.JSONEncoder(sort_keys=True, default=str)
+# json.dumps(data, default=str): an entry's data, keys in the order written (the hash
+# covers the stored text); one encoder for all, shared with the store's own tables
+DATA_JSON = json.JSONEncoder(default=str)
 _INSERT = (
     f"INSERT INTO record ({', '.join(FIELDS)}, hash) VALUES ({', '.join('?' * len(FIELDS))}, ?)"
 )
@@ -140,9 +141,8 @@ class BatchRecord:
     ) -> str:
         """Add an entry; the caller's transaction commits it. Returns its hash.
 
-        ``data_json``: the data already encoded as a JSON object (the store's journal
-        rows encode theirs once for the row and the entry); the hash covers the stored
-        text, whatever the order of its keys."""
+        ``data_json``: the data already encoded by ``DATA_JSON`` (the store encodes an
+        event's or a journal row's data once, for its own table and the entry)."""
         seq, prev = self._head()
         values = (  # FIELDS, in order
             seq + 1,
@@ -152,7 +152,7 @@ class BatchRecord:
             kind,
             actor,
             vessel_id,
-            data_json if data_json is not None else _DATA.encode(data) if data else "{}",
+            DATA_JSON.encode(data or {}) if data_json is None else data_json,
             prev,
         )
         h = _values_hash(values)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from workcell import anchor
 from workcell.errors import WorkcellError
-from workcell.record import GENESIS, BatchRecord, Entry
+from workcell.record import DATA_JSON, GENESIS, BatchRecord, Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vessels (
@@ -115,8 +115,6 @@ CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t}
 BEGIN SELECT RAISE(ABORT, '{t} derive from the batch record: rows are only added'); END;"""
     for t in DERIVED
 )
-# json.dumps(x, default=str) for the events' and the journal's data, one encoder for all
-_JSON = json.JSONEncoder(default=str)
 _JOURNAL_KEYS = ("journal", "step", "key", "ref")
 
 
@@ -126,11 +124,13 @@ def _with_journal_keys(
     """The JSON of a journal row's record entry, ``{**data, "journal": row_id, "step":
     step_id, "key": key, "ref": ref}``, from ``text``, the JSON of ``data``: an action's
     intent (a kilobyte of floats) is encoded once, not again with the row's keys."""
-    if any(k in data for k in _JOURNAL_KEYS) or not text.endswith("}"):
-        return _JSON.encode({**data, "journal": row_id, "step": step_id, "key": key, "ref": ref})
+    if any(k in data for k in _JOURNAL_KEYS):  # the row's keys replace the data's own
+        return DATA_JSON.encode(
+            {**data, "journal": row_id, "step": step_id, "key": key, "ref": ref}
+        )
     more = (
         f'"journal": {int(row_id)}, "step": {"null" if step_id is None else int(step_id)}, '
-        f'"key": {_JSON.encode(key)}, "ref": {"null" if ref is None else int(ref)}'
+        f'"key": {DATA_JSON.encode(key)}, "ref": {"null" if ref is None else int(ref)}'
     )
     return "{" + more + "}" if text == "{}" else f"{text[:-1]}, {more}}}"
 
@@ -681,11 +681,7 @@ class Store:
 
     def add_event(self, e: Event) -> None:
         with self._tx():
-            self._db.execute(
-                "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
-                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, _JSON.encode(e.data)),
-            )
-            self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+            self._insert_event(e)
             if e.kind in ANCHOR_EVENTS:
                 self.anchor(e.kind)
         _notify(e)
@@ -714,7 +710,7 @@ class Store:
         ``record`` is (type, kind, actor, vessel) of the entry; by default a
         ``journal`` entry of ``kind``. Returns the row's id.
         """
-        text = _JSON.encode(data)
+        text = DATA_JSON.encode(data)
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO journal (step_id, kind, key, ref, time, data)"
@@ -773,11 +769,16 @@ class Store:
     def add_event_id(self, e: Event) -> int:
         """``add_event`` that returns the event's id (a step's id is its start event's)."""
         with self._tx():
-            cur = self._db.execute(
-                "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
-                (e.time.isoformat(), e.kind, e.actor, e.vessel_id, _JSON.encode(e.data)),
-            )
-            self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, e.data)
+            return self._insert_event(e)
+
+    def _insert_event(self, e: Event) -> int:
+        """The event's row and its record entry (in the caller's transaction); its id."""
+        text = DATA_JSON.encode(e.data)  # once, for the row and the entry
+        cur = self._db.execute(
+            "INSERT INTO events (time, kind, actor, vessel_id, data) VALUES (?, ?, ?, ?, ?)",
+            (e.time.isoformat(), e.kind, e.actor, e.vessel_id, text),
+        )
+        self.record.append("event", e.kind, e.actor, e.time, e.vessel_id, data_json=text)
         return int(cur.lastrowid or 0)
 
     def events_with_ids(self, kind: str) -> list[tuple[int, Event]]:
