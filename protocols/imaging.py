@@ -33,7 +33,7 @@ async def image_plates(wc: Workcell, plates: list[str]) -> dict[str, float]:
                     plate = await wc.fetch_plate(name, to_deck=False)
                 else:
                     plate = wc.plate(name)
-                vessels = [v.id for v in wc.store.vessels(state="active") if v.plate == name]
+                vessels = [v.id for v in wc.store.vessels(state="active", plate=name)]
                 measured = await wc.imager.confluence(plate, vessels)
                 now = wc.clock.now()
                 values = {well: value for well, value in measured.items() if well in vessels}

@@ -58,6 +58,31 @@ def test_vessels_lineage_measurements_events_round_trip(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_vessels_of_a_plate_and_a_state() -> None:
+    """The imager and the recovery ask for one plate's active vessels: the same vessels,
+    in the same order and with their parents, as filtering all of them."""
+    store = Store()
+    for vid, plate, parents in [
+        ("a_A1", "a", []),
+        ("a_B1", "a", []),
+        ("b_A1", "b", []),
+        ("a_C1", "a", ["a_A1", "b_A1"]),
+    ]:
+        store.add_vessel(_vessel(vid, parents=parents).model_copy(update={"plate": plate}))
+    store.set_state(["a_B1"], "harvested", NOW)
+    every = store.vessels()
+    for state in (None, "active", "harvested"):
+        for plate in (None, "a", "b", "c"):
+            want = [
+                v
+                for v in every
+                if (state is None or v.state == state) and (plate is None or v.plate == plate)
+            ]
+            assert store.vessels(state=state, plate=plate) == want
+    assert [v.id for v in store.vessels(state="active", plate="a")] == ["a_A1", "a_C1"]
+    assert store.vessels(plate="a")[-1].parents == ["a_A1", "b_A1"]
+
+
 def test_store_refuses_unknown_parent_and_duplicates() -> None:
     store = Store()
     with pytest.raises(sqlite3.IntegrityError):

@@ -493,18 +493,22 @@ class Store:
             for v in ids:
                 self.record.append("vessel", "vessel_state", "workcell", time, v, {"state": state})
 
-    def vessels(self, state: str | None = None) -> list[VesselRecord]:
-        sql, args = "SELECT * FROM vessels_now", tuple[str, ...]()
-        if state is not None:
-            sql, args = sql + " WHERE state = ?", (state,)
+    def vessels(self, state: str | None = None, plate: str | None = None) -> list[VesselRecord]:
+        """Every vessel, or those in ``state`` and on ``plate``, oldest first (the plate is
+        matched first, so only its vessels' states are looked up)."""
+        where = [(c, v) for c, v in (("plate", plate), ("state", state)) if v is not None]
+        sql = "SELECT * FROM vessels_now"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{c} = ?" for c, _ in where)
+        args = tuple(v for _, v in where)
         rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
         # each vessel's parents as one JSON array: a pooled vessel has dozens, and a row
         # per parent costs three times as much (sorted here as ORDER BY parent_id would)
         lineage_sql = "SELECT child_id, json_group_array(parent_id) FROM lineage"
         lineage_args: tuple[str, ...] = ()
-        if state is not None:
-            where, lineage_args = self._among("child_id", [r["id"] for r in rows])
-            lineage_sql += f" WHERE {where}"
+        if where:
+            among, lineage_args = self._among("child_id", [r["id"] for r in rows])
+            lineage_sql += f" WHERE {among}"
         parents = {
             child: sorted(json.loads(of))
             for child, of in self._db.execute(lineage_sql + " GROUP BY child_id", lineage_args)

@@ -67,7 +67,7 @@ async def return_plates(wc: Workcell) -> list[str]:
 
         window = WindowParams().max_out_of_incubator_min
         minutes = _minutes_out(wc, plate)
-        vessels = [v.id for v in wc.store.vessels(state="active") if v.plate == plate]
+        vessels = [v.id for v in wc.store.vessels(state="active", plate=plate)]
         await wc.store_plate(plate)
         wc.journal.recovery(
             f"returned {plate} to the incubator",
