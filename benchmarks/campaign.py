@@ -347,9 +347,10 @@ def start_prefect(stack: contextlib.ExitStack) -> float:
 
 def _server_cpu_s() -> float:
     """CPU seconds the temporary Prefect server's process has used so far (0: none here)."""
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.ephemeral import TemporaryServer
 
-    proc = SubprocessASGIServer().server_process
+    server = TemporaryServer.current
+    proc = server.process if server is not None else None
     if proc is None:
         return 0.0
     try:

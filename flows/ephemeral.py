@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_S = 600
@@ -36,34 +40,39 @@ class ServerStartError(RuntimeError):
 
 
 @contextlib.contextmanager
-def prefect_api(say: Callable[[str], None]) -> Iterator[str]:
-    """The Prefect API to use: PREFECT_API_URL if set, else a temporary server started here."""
+def prefect_api(
+    say: Callable[[str], None], meanwhile: Callable[[], object] | None = None
+) -> Iterator[str]:
+    """The Prefect API to use: PREFECT_API_URL if set, else a temporary server started here.
+
+    ``meanwhile``: work to do while a temporary server starts (a second or two of
+    imports, while the server process spends seconds on its own); done at once if none
+    is started."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
         say(f"Prefect API: {url}")
+        if meanwhile is not None:
+            meanwhile()
         yield url
         return
     timeout = startup_timeout_s()
     os.environ[TIMEOUT_ENV] = str(timeout)  # Prefect reads it too
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    server_dies_with_us()
     say(
         f"waiting for a temporary Prefect server (SQLite in {PREFECT_HOME.value()}) to answer "
         f"on 127.0.0.1, up to {timeout} s ({TIMEOUT_ENV})"
     )
     t0 = time.monotonic()
-    server = SubprocessASGIServer()
+    server = TemporaryServer()
     try:
-        server.start(timeout=timeout)
-    except RuntimeError as e:
+        server.launch()
+        if meanwhile is not None:
+            meanwhile()
+        server.wait(timeout)
+    except BaseException:  # not answering, or the user's Ctrl-C while it starts
         server.stop()
-        raise ServerStartError(
-            f"the temporary Prefect server did not answer within {timeout} s "
-            f"(raise {TIMEOUT_ENV}, or start `prefect server start` and set PREFECT_API_URL): "
-            f"{str(e)[:300]}"
-        ) from None
+        raise
     first_answer(server.api_url, timeout)
     say(f"Prefect server ready after {time.monotonic() - t0:.1f} s at {server.api_url}")
     try:
@@ -77,6 +86,128 @@ def prefect_api(say: Callable[[str], None]) -> Iterator[str]:
         server.stop()
 
 
+class TemporaryServer:
+    """Prefect's temporary API server, as Prefect starts one (``SubprocessASGIServer``:
+    uvicorn on ``prefect.server.api.server:create_app``, no UI, the ephemeral server's
+    services), but through ``workcell.lifeline``, so a SIGKILLed campaign leaves no
+    server behind, and without importing Prefect's server package here: that import
+    is 2-3 s of a 2-core machine's CPU, which the server process spends again itself.
+    """
+
+    current: TemporaryServer | None = None  # the one this process runs (the benchmark's CPU)
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workcell.lifeline",
+                str(os.getpid()),
+                "uvicorn",
+                "--app-dir",
+                str(Path(prefect.__file__).parent.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+        )
+
+    def launch(self) -> None:
+        """Start the server's process (``wait`` for its answer)."""
+        self.process = self._launch()
+        TemporaryServer.current = self
+
+    def wait(self, timeout_s: float) -> None:
+        """Wait until the server's health check answers (``ServerStartError`` if it does
+        not within ``timeout_s``, or if the process ends)."""
+        import httpx
+
+        assert self.process is not None, "launch() first"
+        deadline = time.monotonic() + timeout_s
+        retries = START_RETRIES
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                code = self.process.poll()
+                if code == STARTUP_FAILURE and retries and port_taken(self.port):
+                    retries -= 1  # taken between free_port and its bind: another port
+                    self.process = self._launch()
+                elif code is not None:
+                    raise ServerStartError(
+                        f"the temporary Prefect server ended (exit code {code}) before it "
+                        "answered: its error is printed above (`prefect server start` shows "
+                        "it too); or set PREFECT_API_URL to a Prefect server of your own"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.api_url}/health", timeout=5).status_code == 200:
+                        return
+                time.sleep(0.1)
+        raise ServerStartError(
+            f"the temporary Prefect server did not answer within {timeout_s:g} s: raise "
+            f"{TIMEOUT_ENV}, or start `prefect server start` and set PREFECT_API_URL"
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if TemporaryServer.current is self:
+            TemporaryServer.current = None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# uvicorn's exit code when it could not start: if its port was taken between ``free_port``
+# and its bind, it is started again on another port (as Prefect does), a few times
+STARTUP_FAILURE = 3
+START_RETRIES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def first_answer(api_url: str, timeout_s: float) -> None:
     """One API request before the server is called ready: the first one a fresh server
     answers takes it about 0.4 s (its routes and database set up on first use), which
@@ -85,38 +216,3 @@ def first_answer(api_url: str, timeout_s: float) -> None:
 
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(f"{api_url}/admin/version", timeout=timeout_s)
-
-
-def server_dies_with_us() -> None:
-    """Prefect's temporary server, started from this process, ends when this process does.
-
-    Prefect starts it as ``python -m uvicorn ...``; it is started instead through
-    ``workcell.lifeline``, which runs the same module in a process that watches this
-    one, so a SIGKILLed campaign leaves no server behind.
-    """
-    import subprocess
-
-    from prefect.server.api import server as prefect_server
-
-    cls = prefect_server.SubprocessASGIServer
-    original = cls._run_uvicorn_command
-    if getattr(original, "_workcell_lifeline", False):
-        return
-    parent = os.getpid()
-
-    def run(self: object) -> object:
-        real = subprocess.Popen
-
-        def popen(args: list[str], *a: object, **kw: object) -> object:
-            if list(args[1:3]) == ["-m", "uvicorn"]:
-                args = [args[0], "-m", "workcell.lifeline", str(parent), *args[2:]]
-            return real(args, *a, **kw)  # type: ignore[call-overload]
-
-        setattr(subprocess, "Popen", popen)  # noqa: B010 - for this one call
-        try:
-            return original(self)  # type: ignore[arg-type]
-        finally:
-            setattr(subprocess, "Popen", real)  # noqa: B010
-
-    setattr(run, "_workcell_lifeline", True)  # noqa: B010
-    setattr(cls, "_run_uvicorn_command", run)  # noqa: B010

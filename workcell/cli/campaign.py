@@ -8,6 +8,7 @@ set); this module only shows it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
 from collections import defaultdict
@@ -150,12 +151,14 @@ def _as_flow(
     """The campaign flow, on the Prefect API in PREFECT_API_URL or a temporary one."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bar, not a log per task
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline
-    from flows.campaign import campaign, progress_listeners
     from flows.ephemeral import prefect_api
 
-    progress_listeners.append(show)
-    try:
-        with prefect_api(say):
+    # the flow's modules load while a temporary server starts
+    with prefect_api(say, meanwhile=lambda: importlib.import_module("flows.campaign")):
+        from flows.campaign import campaign, progress_listeners
+
+        progress_listeners.append(show)
+        try:
             state: Any = asyncio.run(
                 campaign(  # type: ignore[arg-type]
                     params=params,
@@ -172,8 +175,8 @@ def _as_flow(
                 raise CampaignEnded(state.message or state.name)
             say(f"campaign ended {state.name}: {state.message}")
             return _summary(folder, params)
-    finally:
-        progress_listeners.remove(show)
+        finally:
+            progress_listeners.remove(show)
 
 
 def _summary(folder: Path, params: CampaignParams) -> CampaignSummary:
