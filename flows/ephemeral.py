@@ -12,6 +12,7 @@ it took.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -57,16 +58,16 @@ def prefect_api(
         return
     timeout = startup_timeout_s()
     os.environ[TIMEOUT_ENV] = str(timeout)  # Prefect reads it too
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    say(
-        f"waiting for a temporary Prefect server (SQLite in {PREFECT_HOME.value()}) to answer "
-        f"on 127.0.0.1, up to {timeout} s ({TIMEOUT_ENV})"
-    )
     t0 = time.monotonic()
     server = TemporaryServer()
     try:
-        server.launch()
+        server.launch()  # first: Prefect's own import here (1-2 s) overlaps the server's start
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        say(
+            f"waiting for a temporary Prefect server (SQLite in {PREFECT_HOME.value()}) to "
+            f"answer on 127.0.0.1, up to {timeout} s ({TIMEOUT_ENV})"
+        )
         if meanwhile is not None:
             meanwhile()
         server.wait(timeout)
@@ -105,17 +106,21 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        import prefect
-        from prefect.settings import get_current_settings
-
         self.port = free_port()
         env = {
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
         }
+        if "prefect.settings" in sys.modules:  # settings made here, not only in files
+            from prefect.settings import get_current_settings
+
+            env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+        # else the server reads the same environment and profile this process would: no
+        # setting can have been made here without importing Prefect (1-2 s), not needed yet
+        spec = importlib.util.find_spec("prefect")
+        assert spec is not None and spec.origin is not None, "Prefect is not installed"
         return subprocess.Popen(
             [
                 sys.executable,
@@ -124,7 +129,7 @@ class TemporaryServer:
                 str(os.getpid()),
                 "uvicorn",
                 "--app-dir",
-                str(Path(prefect.__file__).parent.parent),
+                str(Path(spec.origin).parent.parent),
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
