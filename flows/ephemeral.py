@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from workcell.ports import free_port, port_taken
 
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_S = 600
@@ -196,21 +197,6 @@ class TemporaryServer:
 # and its bind, it is started again on another port (as Prefect does), a few times
 STARTUP_FAILURE = 3
 START_RETRIES = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def first_answer(api_url: str, timeout_s: float) -> None:

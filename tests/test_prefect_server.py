@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,17 +33,12 @@ from workcell.anchor import HEAD_FILE
 from workcell.batch.release import Stage, release_state
 from workcell.batch.users import UserRegistry
 from workcell.lifeline import lifeline_preexec
+from workcell.ports import free_port
 from workcell.store import STORE_FILE, Store
 
 SECRETS = {"q.lead": "lead secret 1", "a.analyst": "analyst secret 1", "o.op": "op secret 12"}
 PREFECT = str(Path(sys.executable).parent / "prefect")
 WORKCELL = str(Path(sys.executable).parent / "workcell")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -60,7 +54,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = child_env(home / "locks") | {
         "PREFECT_HOME": str(home),

@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.facility.children import die_with_parent
+from workcell.ports import free_port
 
 DB = "prefect"
 DB_USER = "prefect"
@@ -54,12 +54,6 @@ def pg_bin(name: str) -> str:
             "(apt-get install postgresql) or put its bin folder on PATH"
         )
     return str(versions[-1] / name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_service_user() -> dict[str, Any]:

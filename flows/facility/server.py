@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.facility.children import die_with_parent
-from flows.facility.postgres import free_port
+from workcell.ports import free_port
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
