@@ -47,23 +47,37 @@ def test_a_bad_wait_is_refused_before_anything_starts(tmp_path: object) -> None:
 
 SERVER_USER = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
+    import flows.ephemeral as ephemeral
     from flows.ephemeral import TemporaryServer, prefect_api
 
+    held = [int(p) for p in os.environ.get("HELD_PORT", "").split()]  # given out first
+    real = ephemeral.free_port
+    ephemeral.free_port = lambda: held.pop(0) if held else real()
+    ports, launch = [], TemporaryServer._launch
+
+    def counted(self):
+        process = launch(self)
+        ports.append(self.port)
+        return process
+
+    TemporaryServer._launch = counted
     loaded = []
     with prefect_api(lambda text: None, meanwhile=lambda: loaded.append(True)) as url:
         server = TemporaryServer.current
-        print(json.dumps({"url": url, "pid": server.process.pid, "meanwhile": loaded}))
-        sys.stdout.flush()
+        out = {"url": url, "pid": server.process.pid, "meanwhile": loaded, "ports": ports}
+        print(json.dumps(out), flush=True)
         sys.stdin.readline()  # the test says when to leave (or kills this process)
     print("left", flush=True)
     """
 )
 
 
-def _server_user(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def _server_user(tmp_path: Path, held: int | None = None) -> tuple[subprocess.Popen[str], Any]:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
+    if held is not None:
+        env["HELD_PORT"] = str(held)
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER_USER],
         env=env,
@@ -93,11 +107,23 @@ def _gone(pid: int, within_s: float = 15.0) -> bool:
 def test_the_temporary_server_answers_and_ends_with_the_command(tmp_path: Path) -> None:
     """Started as Prefect starts it, but here: it answers the API once ``prefect_api``
     enters (asked from outside), the work given for meanwhile is done, and the server's
-    process ends when the command leaves, and when the command is SIGKILLed."""
-    proc, started = _server_user(tmp_path)
+    process ends when the command leaves, and when the command is SIGKILLed.
+
+    The first port it is given is held by this test (a port found free may be taken
+    before the server binds it): the server fails to start there and is started
+    again on another port."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = int(held.getsockname()[1])
     try:
+        proc, started = _server_user(tmp_path, held=port)
+    finally:
+        held.close()
+    try:
+        assert started["ports"][0] == port and len(started["ports"]) == 2, started
+        assert started["url"] == f"http://127.0.0.1:{started['ports'][1]}/api"
         assert started["meanwhile"] == [True]
-        assert started["url"].startswith("http://127.0.0.1:")
         assert httpx.get(f"{started['url']}/health", timeout=30).status_code == 200
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write("\n")
@@ -112,33 +138,3 @@ def test_the_temporary_server_answers_and_ends_with_the_command(tmp_path: Path) 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _gone(started["pid"]), "the server outlived the command that was killed"
-
-
-def test_a_port_taken_before_the_server_binds_it_is_not_the_end(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The port found free may be taken before the server binds it: the server then
-    fails to start, and is started again on another port (here the first port is
-    held by the test)."""
-    import flows.ephemeral as ephemeral
-
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    real = ephemeral.free_port
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen()
-    ports = [int(held.getsockname()[1])]
-    monkeypatch.setattr(ephemeral, "free_port", lambda: ports.pop(0) if ports else real())
-    try:
-        server = ephemeral.TemporaryServer()
-        server.launch()
-        first = server.port
-        server.wait(300)
-        try:
-            assert first == held.getsockname()[1] and server.port != first
-            assert httpx.get(f"{server.api_url}/health", timeout=30).status_code == 200
-        finally:
-            server.stop()
-    finally:
-        held.close()
