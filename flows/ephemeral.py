@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from workcell.ports import free_port, port_taken
+from workcell.ports import HOST, free_port, port_taken
 
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_S = 600
@@ -104,7 +104,7 @@ class TemporaryServer:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+        return f"http://{HOST}:{self.port}/api"
 
     def _launch(self) -> subprocess.Popen[bytes]:
         self.port = free_port()
@@ -134,7 +134,7 @@ class TemporaryServer:
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
-                "127.0.0.1",
+                HOST,
                 "--port",
                 str(self.port),
                 "--log-level",

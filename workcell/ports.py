@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-HOST = "127.0.0.1"
+from workcell.wire import HOST  # the one address every local server listens on
 
 
 def free_port() -> int:
