@@ -90,7 +90,7 @@ class LabSTARBackend(STARChatterboxBackend):
         self._batch(
             "star.aspirate_batch",
             [
-                {"channel": ch, "source": op.resource.name, **_liquid(op)}
+                {"channel": ch, "source": op.resource.name, **_liquid(op), **_mix(op)}
                 for op, ch in zip(ops, use_channels, strict=True)
             ],
         )
@@ -129,4 +129,16 @@ def _liquid(op: SingleChannelAspiration | SingleChannelDispense) -> dict[str, An
         "volume_uL": op.volume,
         "flow": op.flow_rate,
         "offset_mm": [op.offset.x, op.offset.y, op.offset.z],
+    }
+
+
+def _mix(op: SingleChannelAspiration) -> dict[str, Any]:
+    """An aspiration mix (PyLabRobot's ``Mix``; the firmware command carries it too): the
+    strokes the channel makes in the source before it draws."""
+    if op.mix is None:
+        return {}
+    return {
+        "mix_cycles": op.mix.repetitions,
+        "mix_uL": op.mix.volume,
+        "mix_flow": op.mix.flow_rate,
     }

@@ -27,7 +27,7 @@ from devices.cell_counter import CountResult
 from protocols.checks import DeckName, Role, check_empty, check_roles
 from protocols.pipetting import TipSupply, check_supplies, removal_groups
 from protocols.recovery.holds import hold, quarantine
-from protocols.recovery.resumable import Tip, add, mix, remove, unit
+from protocols.recovery.resumable import Tip, add, remove, unit
 from protocols.recovery.without_liquid import check_without_liquid
 from protocols.selection import Target
 from workcell.assembly.choices import Choice, choice
@@ -334,13 +334,11 @@ async def detach_and_pool(
         group = [s for s in plan.steps if s.plate == plate]
         async with Tip(wc, tips, f"pool:{plate}", [_pooled_uL(s) for s in group]) as tip:
             for s in group:
-                well = wells[s.vessel]
-                async with unit(wc, f"mix:{s.vessel}", [s.vessel]) as u:
-                    if not u.done:  # resuspend: pipette up and down over the surface
-                        await mix(wc, tip, well, MIX_CYCLES, MIX_SHARE)
                 async with unit(wc, f"pool:{s.vessel}", [s.vessel]) as u:
-                    if not u.done:
-                        await remove(wc, tip, well, pool, 0.0)
+                    if not u.done:  # resuspended by the first aspirate's mix, then pooled
+                        await remove(
+                            wc, tip, wells[s.vessel], pool, 0.0, resuspend=(MIX_CYCLES, MIX_SHARE)
+                        )
         once_event(
             wc,
             f"pooled:{plate}",

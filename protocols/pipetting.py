@@ -49,9 +49,11 @@ CULTURE_ASPIRATE_UL_PER_S = 100.0
 # waste that is not nearly full), so the tip never touches waste; and a tip that
 # discarded into waste never enters another culture.
 WASTE_HEIGHT_SHARE = 0.75
-# A cell suspension settles within minutes: mix the tube before each aspirate.
+# A cell suspension settles within minutes: mix the tube before each aspirate (in the
+# aspirate's own command: a STAR's or an OT-2's aspiration mix, PyLabRobot's ``Mix``).
 MIX_SUSPENSION_UL = 200.0
 MIX_SUSPENSION_CYCLES = 3
+MIX_UL_PER_S = 250.0  # a mixing stroke's flow, up and down
 
 
 def dead_volume_uL(container: Container) -> float:

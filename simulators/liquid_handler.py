@@ -12,6 +12,9 @@ once, by the slowest channel. A one-channel batch is exactly a one-channel actio
 * cells move with the liquid: an aspirate takes its share of the source's cells
   into the tip, a dispense delivers them (less a small pipetting loss that stays
   in the tip and is discarded with it) to the destination in the culture model;
+* an aspirate may mix first, in the same command (a STAR's aspiration mix): its
+  strokes move the source's liquid up and back, each leaving its pipetting loss in
+  the tip, logged as one ``mix`` row before the aspirate's;
 * each action takes time on the lab's clock;
 * each action goes into the lab's physical log, with what the tip held (the
   containers it aspirated from), so a judge can count reagent additions per
@@ -70,11 +73,17 @@ class DropTip:
 
 @dataclass(frozen=True, slots=True)
 class Aspirate:
+    """``mix_cycles`` strokes of ``mix_uL`` in the source before the aspirate, in the same
+    command (a STAR's aspiration mix: the channel mixes where it then draws from)."""
+
     channel: int
     source: str
     volume_uL: float
     flow: float | None = None
     offset_mm: list[float] | None = None
+    mix_cycles: int = 0
+    mix_uL: float = 0.0
+    mix_flow: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,11 @@ class Dispense:
 def _liquid_move_s(ops: list[Aspirate] | list[Dispense]) -> float:
     """The channels move together: the slowest one's time (one channel: as before)."""
     return LIQUID_MOVE_S + max(op.volume_uL / (op.flow or FLOW_RATE_UL_PER_S) for op in ops)
+
+
+def _mix_s(ops: list[Aspirate]) -> float:
+    """The aspiration mixes, which the channels do together in place: the longest one."""
+    return max(2 * op.mix_cycles * op.mix_uL / (op.mix_flow or FLOW_RATE_UL_PER_S) for op in ops)
 
 
 class StarSimulator:
@@ -184,10 +198,19 @@ class StarSimulator:
 
     def aspirate_batch(self, ops: list[Aspirate]) -> list[dict[str, Any]]:
         self._check([op.channel for op in ops], True, "has no tip to aspirate with")
+        for op in ops:
+            if op.mix_cycles < 0 or op.mix_uL < 0 or (op.mix_cycles > 0) != (op.mix_uL > 0):
+                raise Refusal(
+                    "bad_mix",
+                    f"{self.name}: channel {op.channel}: a mix needs both cycles and a volume "
+                    f"(got {op.mix_cycles} cycles of {op.mix_uL} uL)",
+                )
         results: list[dict[str, Any]] = []
         for op in ops:
             ch = op.channel
             self.touch(op.source)
+            if op.mix_cycles:
+                self._mix(op)
             taken = self.culture.withdraw(op.source, op.volume_uL)
             self.tips[ch].add(taken)
             if op.source not in self.sources[ch]:
@@ -204,8 +227,37 @@ class StarSimulator:
                 offset_mm=op.offset_mm or [0.0, 0.0, 0.0],
             )
             results.append({"cells": taken.viable})
-        self.advance(_liquid_move_s(ops))
+        self.advance(_mix_s(ops) + _liquid_move_s(ops))
         return results
+
+    def _mix(self, op: Aspirate) -> None:
+        """The strokes of an aspiration mix: each draws ``mix_uL`` up and puts it back,
+        leaving the pipetting loss of its cells in the tip, as a dispense does."""
+        tip = self.tips[op.channel]
+        loss = self.culture.params.pipetting_cell_loss
+        kept = 0.0
+        for _ in range(op.mix_cycles):
+            tip.add(self.culture.withdraw(op.source, op.mix_uL))
+            out = tip.take(op.mix_uL)
+            stuck = out.viable * loss, out.dead * loss
+            out.viable -= stuck[0]
+            out.dead -= stuck[1]
+            tip.viable += stuck[0]
+            tip.dead += stuck[1]
+            kept += stuck[0]
+            self.culture.deliver(op.source, out)
+        if op.source not in self.sources[op.channel]:
+            self.sources[op.channel].append(op.source)
+        self.log(
+            self.name,
+            "mix",
+            channel=op.channel,
+            container=op.source,
+            cycles=op.mix_cycles,
+            volume_uL=op.mix_uL,
+            flow_uL_per_s=op.mix_flow,
+            cells_kept_in_tip=kept,
+        )
 
     def dispense_batch(self, ops: list[Dispense]) -> list[dict[str, Any]]:
         self._check([op.channel for op in ops], True, "has no tip to dispense from")

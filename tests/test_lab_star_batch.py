@@ -153,6 +153,17 @@ def test_a_batch_is_refused_whole_before_anything_changes() -> None:
         ),
         ("star.dispense_batch", [{"channel": 0, "target": "w", "volume_uL": 1.0}] * 2),
         ("star.drop_tip_batch", [{"channel": 0, "to": "x"}, {"channel": 5, "to": "x"}]),
+        (  # a mix needs both its cycles and its volume, on every channel
+            "star.aspirate_batch",
+            [
+                {"channel": 0, "source": "cells", "volume_uL": 10.0},
+                {"channel": 1, "source": "cells", "volume_uL": 10.0, "mix_cycles": 3},
+            ],
+        ),
+        (
+            "star.aspirate_batch",
+            [{"channel": 0, "source": "cells", "volume_uL": 10, "mix_cycles": -1, "mix_uL": 5}],
+        ),
     ]
     kinds = []
     for op, ops in bad:
@@ -170,7 +181,67 @@ def test_a_batch_is_refused_whole_before_anything_changes() -> None:
         "unknown",
         "duplicate_channel",
         "no_tip",
+        "bad_mix",
+        "bad_mix",
     ]
+
+
+def test_an_aspiration_mix_is_its_strokes_then_the_draw_in_one_command() -> None:
+    """One aspirate with a mix of 3 strokes leaves the tube and the tip exactly as 3 stroke
+    pairs and an aspirate did (each stroke leaves its pipetting loss in the tip); the lab
+    logs one mix row and one aspirate row at one time, and its clock moves once: by the
+    strokes in place and the draw, without three moves of the channel in between."""
+    strokes, stroke_uL, draw_uL = 3, 200.0, 500.0
+    one, many = _world(0.0), _world(0.0)
+    for world in (one, many):
+        world.handle("star.pick_up_tip", {"device": "star", "channel": 0, "spot": "t1"})
+        world.take_rows()
+    t0 = one.clock.elapsed()
+    one.handle(
+        "star.aspirate_batch",
+        {
+            "device": "star",
+            "ops": [
+                {
+                    "channel": 0,
+                    "source": "cells",
+                    "volume_uL": draw_uL,
+                    "mix_cycles": strokes,
+                    "mix_uL": stroke_uL,
+                    "mix_flow": 250.0,
+                }
+            ],
+        },
+    )
+    for _ in range(strokes):
+        for op, key in (("star.aspirate", "source"), ("star.dispense", "target")):
+            many.handle(op, {"device": "star", "channel": 0, key: "cells", "volume_uL": stroke_uL})
+    many.handle(
+        "star.aspirate", {"device": "star", "channel": 0, "source": "cells", "volume_uL": draw_uL}
+    )
+    state_one, state_many = one.to_state(), many.to_state()
+    for part in ("star", "culture"):
+        assert _without_time(state_one[part]) == _without_time(state_many[part])
+    assert one.handle("star.volume_in_tip", {"device": "star", "channel": 0})[0] == draw_uL
+    rows = one.take_rows()
+    assert [r["action"] for r in rows] == ["mix", "aspirate"]
+    assert rows[0]["detail"]["cycles"] == strokes and rows[0]["detail"]["volume_uL"] == stroke_uL
+    assert rows[0]["detail"]["cells_kept_in_tip"] > 0
+    assert rows[0]["t"] == rows[1]["t"] == t0
+    mixing = 2 * strokes * stroke_uL / 250.0
+    assert one.clock.elapsed() - t0 == pytest.approx(
+        mixing + LIQUID_MOVE_S + draw_uL / FLOW_RATE_UL_PER_S
+    )
+    assert many.clock.elapsed() - t0 > one.clock.elapsed() - t0 + 2 * strokes * LIQUID_MOVE_S - 1e-6
+
+
+def _without_time(state: Any) -> Any:
+    """A state without its clock readings (the mixed aspirate takes less time)."""
+    if isinstance(state, dict):
+        return {k: _without_time(v) for k, v in state.items() if k not in {"t", "t_s", "time"}}
+    if isinstance(state, list):
+        return [_without_time(v) for v in state]
+    return state
 
 
 # --- eight channels through PyLabRobot, against a lab process --------------------------------

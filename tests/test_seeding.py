@@ -145,9 +145,9 @@ def test_fault_mid_protocol_records_which_vessel_is_in_which_state(wc: Workcell)
 
     async def failing_dispense(*args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
-        # medium done (12 dispenses); each well's cells: 3 mixing dispenses in the tube,
-        # then one into the well. The third well's cells fail.
-        if calls["n"] == 12 + 2 * 4 + 4:
+        # medium done (12 dispenses); each well's cells: one dispense into the well (the
+        # tube is mixed in its aspirate's own command). The third well's cells fail.
+        if calls["n"] == 12 + 2 + 1:
             raise RuntimeError("simulated pressure fault")
         await original(*args, **kwargs)
 
@@ -163,3 +163,27 @@ def test_fault_mid_protocol_records_which_vessel_is_in_which_state(wc: Workcell)
         "plate_1_well_B3",
     ]
     assert [v.id for v in wc.store.vessels()] == fault["seeded"]
+
+
+def test_the_suspension_is_mixed_by_each_of_its_aspirates_in_the_lab(wc: Workcell) -> None:
+    """Judged from the lab's own log: each aspirate from the tube comes right after its
+    mix, on the same channel and in the same tube (one command: the strokes, then the
+    draw); no stroke is an action of its own (nothing is dispensed into the tube)."""
+    assert wc.lab is not None
+    run(seeding.run(wc, _params()))
+    rows = [r for r in wc.lab.log() if r["device"] == "star"]
+    drawn = [i for i, r in enumerate(rows) if r["action"] == "aspirate"]
+    from_tube = [i for i in drawn if rows[i]["detail"]["source"] == "cell_suspension"]
+    assert len(from_tube) == 6  # one per well
+    for i in from_tube:
+        mix = rows[i - 1]
+        assert mix["action"] == "mix", rows[i - 1 : i + 1]
+        assert mix["detail"]["container"] == "cell_suspension"
+        assert mix["detail"]["channel"] == rows[i]["detail"]["channel"]
+        assert mix["detail"]["cycles"] == 3 and mix["detail"]["volume_uL"] > 0
+        assert mix["t"] == rows[i]["t"]  # one command, at one time
+    mixes = [r for r in rows if r["action"] == "mix"]
+    assert len(mixes) == len(from_tube)
+    assert not [
+        r for r in rows if r["action"] == "dispense" and r["detail"]["target"] == "cell_suspension"
+    ]

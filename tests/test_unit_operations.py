@@ -237,6 +237,29 @@ def test_harvest_reports_total_cells_viability_and_dose(wc: Workcell) -> None:
     assert 85 < result.viability_percent <= 100
     assert all(v.state == "harvested" for v in wc.store.vessels())
     assert wc.store.events("harvested")[0].data["decision"].startswith("dose ")
+    # judged from the lab's log: each vessel's first draw into the pool resuspended it
+    # (two strokes of its own command, in the same well, on the same channels), once
+    rows = [r for r in wc.lab.log() if r["device"] == "star"]
+    pooled = [
+        i
+        for i, r in enumerate(rows)
+        if r["action"] == "dispense" and r["detail"]["target"] == "pool_tube"
+    ]
+    firsts: dict[str, int] = {}
+    for i in pooled:
+        back = i - 1
+        while rows[back]["action"] != "aspirate":
+            back -= 1
+        firsts.setdefault(rows[back]["detail"]["source"], back)
+    assert sorted(firsts) == sorted(result.vessels)
+    for well, i in firsts.items():
+        mixes = [r for r in rows if r["action"] == "mix" and r["detail"]["container"] == well]
+        draw = [r for r in rows if r["t"] == rows[i]["t"] and r["action"] == "aspirate"]
+        assert {m["t"] for m in mixes} == {rows[i]["t"]}, well  # in the first draw's command
+        assert sorted(m["detail"]["channel"] for m in mixes) == sorted(
+            r["detail"]["channel"] for r in draw
+        )
+        assert all(m["detail"]["cycles"] == 2 for m in mixes)
 
 
 def test_harvest_refuses_a_pool_that_would_overflow(wc: Workcell) -> None:

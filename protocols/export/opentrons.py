@@ -14,7 +14,7 @@ dry-run checked, the way the dry-run moved them:
 * spent medium is taken near the well wall, low and slowly; waste is discarded
   from the top of the waste reservoir with a blow-out, and the tip is dropped
   before it could touch another culture;
-* a suspension is mixed before each aspirate (``mix``);
+* a suspension is mixed before each aspirate (``mix``; the dry-run's aspiration mix);
 * every tip's work is introduced by a ``protocol.comment``; the reservoirs, tubes
   and cultures are declared as liquids (``define_liquid``/``load_liquid``) so the
   App shows what to load where; pauses name the deck slot.
@@ -387,14 +387,17 @@ class _Writer:
             i += 2
         return n
 
-    def mix(self, p: str, a: Action, cycles: int) -> None:
+    def mix(self, p: str, a: Action, cycles: int, volume_uL: float | None = None) -> None:
         label, well, loc = self.loc(a.detail["source"])
-        vol = round(float(a.detail["volume_uL"]), 2)
+        vol = round(float(a.detail["volume_uL"] if volume_uL is None else volume_uL), 2)
         for verb in ("aspirate", "dispense"):
             self.volumes[f"{verb} {well} of {label}"] += vol * cycles
         self.lines.append(f"{p}.mix({cycles}, {vol}, {loc})")
 
     def aspirate(self, p: str, a: Action) -> None:
+        mixed = a.detail.get("mix")
+        if mixed:  # an aspiration mix: the strokes first, where it then draws from
+            self.mix(p, a, int(mixed["cycles"]), float(mixed["volume_uL"]))
         label, well, loc = self.loc(a.detail["source"])
         vol = round(float(a.detail["volume_uL"]), 2)
         self.volumes[f"aspirate {well} of {label}"] += vol

@@ -188,16 +188,12 @@ DETACHMENT = Declaration(
             recovery="each vessel gets the rest of its neutralising medium, once",
         ),
         Stage(
-            name="mix",
-            policy=Policy.COMPENSATE,
-            recovery="the remaining resuspension strokes (a tip holding a stroke returns it "
-            "to its well first)",
-        ),
-        Stage(
             name="pool",
             policy=Policy.COMPENSATE,
             recovery="what is left in each vessel goes to the pool (a tip holding some "
-            "delivers it first); nothing is pooled twice",
+            "delivers it first); nothing is pooled twice. The first aspirate from a vessel "
+            "resuspends its cells in the same command (an aspiration mix, whole or not at "
+            "all), resumed too: cells settled meanwhile",
         ),
         Stage(
             name="count",

@@ -26,14 +26,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
+from pylabrobot.liquid_handling.standard import Mix
 from pylabrobot.resources import Container, Coordinate
 
 from protocols.pipettes import Pipette, choose, no_pipette
 from protocols.pipetting import (
     CULTURE_ASPIRATE_UL_PER_S,
-    MIN_VOLUME_UL,
     MIX_SUSPENSION_CYCLES,
     MIX_SUSPENSION_UL,
+    MIX_UL_PER_S,
     WALL_HEIGHT_MM,
     WALL_OFFSET_SHARE,
     SingleChannelGroup,
@@ -253,9 +254,9 @@ async def add(
 ) -> None:
     """Add ``volume_uL`` from ``source`` to ``target``: once, whatever was interrupted.
 
-    ``mix_source``: the source is a cell suspension that settles; it is mixed before each
-    aspirate, on one channel (mixing the source is safe to repeat; a mixing stroke found
-    in the tip on resume is the same suspension and counts toward the addition).
+    ``mix_source``: the source is a cell suspension that settles; each aspirate, on one
+    channel, mixes it first in the same command (an aspiration mix: it happens whole with
+    its aspirate or not at all, and is safe to repeat).
     """
     unit = wc.journal.current_unit()
     done, _ = done_into(wc, unit, target.name)
@@ -297,16 +298,32 @@ async def add(
     for part in split:
         await tip.need(source)
         channels = tip.channels[:n]
+        kw: dict = {}
         if mix_source:
-            await mix_suspension(wc, tip, source)
-        await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels)
+            stroke = suspension_stroke_uL(tip, source)
+            if stroke > TOLERANCE_UL:
+                kw["mix"] = [
+                    Mix(
+                        volume=stroke,
+                        repetitions=MIX_SUSPENSION_CYCLES,
+                        flow_rate=MIX_UL_PER_S,
+                    )
+                ] * n
+        await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **kw)
         await _dispense(wc, target, [(ch, part) for ch in channels], flow, offset)
 
 
+def suspension_stroke_uL(tip: Tip, tube: Container) -> float:
+    """A suspension's mixing stroke: at most ``MIX_SUSPENSION_UL``, a full tip, or half of
+    what the tube holds above its dead volume."""
+    return min(MIX_SUSPENSION_UL, tip.max_part_uL, 0.5 * usable_uL(tube))
+
+
 async def mix_suspension(wc: Workcell, tip: Tip, tube: Container) -> None:
-    """Pipette the settling suspension up and down in its tube before an aspirate, on the
-    first channel (a suspension is drawn from the bottom of the tube's cone)."""
-    volume = min(MIX_SUSPENSION_UL, tip.max_part_uL, 0.5 * usable_uL(tube))
+    """Pipette the suspension up and down in its tube, on the first channel (a suspension
+    is drawn from the bottom of the tube's cone): after medium went into it. Before an
+    aspirate the mix is the aspirate's own (``add`` with ``mix_source``)."""
+    volume = suspension_stroke_uL(tip, tube)
     if volume <= TOLERANCE_UL:
         return
     lh = wc.liquid_handler
@@ -323,11 +340,16 @@ async def remove(
     dest: Container,
     keep_uL: float,
     to_waste: bool = False,
+    resuspend: tuple[int, float] | None = None,
 ) -> None:
     """Draw ``source`` down to ``keep_uL`` into ``dest`` (waste, a pool), from its level now.
 
     ``to_waste``: spent liquid off a monolayer, taken near the wall, low and slowly, and
     discarded from above the waste's liquid, so the tip never touches waste.
+    ``resuspend``: (cycles, share): the first aspirate mixes first, in its own command
+    (an aspiration mix), each stroke ``share`` of what the source holds over the
+    channels (a full tip at most): detached cells pipetted up and down over the surface.
+    Resumed, the first aspirate of what is left mixes it again: cells settled meanwhile.
     """
     unit = wc.journal.current_unit()
     lh = wc.liquid_handler
@@ -348,7 +370,7 @@ async def remove(
         return
     await tip.need(source)
     n, split = parts_across(left, tip.max_part_uL, len(tip.channels))
-    for part in split:
+    for i, part in enumerate(split):
         await tip.need(source)
         channels = tip.channels[:n]
         take: dict = {}
@@ -357,34 +379,13 @@ async def remove(
                 "flow_rates": [CULTURE_ASPIRATE_UL_PER_S] * n,
                 "offsets": [off_centre_low(source)] * n,
             }
+        if resuspend is not None and i == 0:
+            cycles, share = resuspend
+            stroke = min(tip.max_part_uL, share * source.tracker.get_used_volume() / n)
+            if stroke > TOLERANCE_UL:
+                take["mix"] = [Mix(volume=stroke, repetitions=cycles, flow_rate=MIX_UL_PER_S)] * n
         await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **take)
         await _dispense(wc, dest, [(ch, part) for ch in channels], offset=into)
-
-
-async def mix(wc: Workcell, tip: Tip, well: Container, cycles: int, share: float) -> None:
-    """Resuspend by pipetting up and down: the strokes not yet done.
-
-    A stroke moves ``share`` of the well's volume (at most a full tip per channel), spread
-    over as many of the tip's channels as fit in the well and keep a part worth moving.
-    """
-    unit = wc.journal.current_unit()
-    lh = wc.liquid_handler
-    held = _in_tips(wc, tip, unit)
-    if held:
-        tip.adopt()
-        await _dispense(wc, well, held)
-    _, strokes = done_into(wc, unit, well.name)
-    volume = well.tracker.get_used_volume()
-    for _ in range(max(0, cycles - strokes)):
-        stroke = share * volume
-        if min(tip.max_part_uL, stroke) <= TOLERANCE_UL:
-            return
-        await tip.need(well)
-        n = min(channels_fit(well, len(tip.channels)), max(1, int(stroke // MIN_VOLUME_UL)))
-        part = min(tip.max_part_uL, stroke / n)
-        channels = tip.channels[:n]
-        await lh.aspirate([well] * n, vols=[part] * n, use_channels=channels)
-        await lh.dispense([well] * n, vols=[part] * n, use_channels=channels)
 
 
 class Unit:

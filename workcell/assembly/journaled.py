@@ -248,6 +248,12 @@ def journal_liquid_handler(wc: Workcell, device: str) -> None:
                     }
                     if action == "aspirate":
                         d["source"] = res.name
+                        if op.mix is not None:  # strokes in the source before it draws
+                            d["mix"] = {
+                                "cycles": op.mix.repetitions,
+                                "volume_uL": op.mix.volume,
+                                "flow_uL_per_s": op.mix.flow_rate,
+                            }
                         tip_source[ch] = res.name
                         reagent = wc.reagents.get(res.name)
                     else:
