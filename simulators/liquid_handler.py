@@ -234,18 +234,10 @@ class StarSimulator:
         """The strokes of an aspiration mix: each draws ``mix_uL`` up and puts it back,
         leaving the pipetting loss of its cells in the tip, as a dispense does."""
         tip = self.tips[op.channel]
-        loss = self.culture.params.pipetting_cell_loss
-        kept = 0.0
+        before = tip.viable
         for _ in range(op.mix_cycles):
             tip.add(self.culture.withdraw(op.source, op.mix_uL))
-            out = tip.take(op.mix_uL)
-            stuck = out.viable * loss, out.dead * loss
-            out.viable -= stuck[0]
-            out.dead -= stuck[1]
-            tip.viable += stuck[0]
-            tip.dead += stuck[1]
-            kept += stuck[0]
-            self.culture.deliver(op.source, out)
+            self.culture.deliver(op.source, self._out_of_tip(tip, op.mix_uL))
         if op.source not in self.sources[op.channel]:
             self.sources[op.channel].append(op.source)
         self.log(
@@ -256,22 +248,27 @@ class StarSimulator:
             cycles=op.mix_cycles,
             volume_uL=op.mix_uL,
             flow_uL_per_s=op.mix_flow,
-            cells_kept_in_tip=kept,
+            cells_kept_in_tip=tip.viable - before,
         )
+
+    def _out_of_tip(self, tip: Liquid, volume_uL: float) -> Liquid:
+        """``volume_uL`` leaving ``tip``, less the pipetting loss of its cells, which stays
+        in the tip (and is discarded with it)."""
+        loss = self.culture.params.pipetting_cell_loss
+        out = tip.take(volume_uL)
+        kept = out.viable * loss, out.dead * loss
+        out.viable -= kept[0]
+        out.dead -= kept[1]
+        tip.viable += kept[0]
+        tip.dead += kept[1]
+        return out
 
     def dispense_batch(self, ops: list[Dispense]) -> list[dict[str, Any]]:
         self._check([op.channel for op in ops], True, "has no tip to dispense from")
-        loss = self.culture.params.pipetting_cell_loss
         results: list[dict[str, Any]] = []
         for op in ops:
             ch = op.channel
-            tip = self.tips[ch]
-            out = tip.take(op.volume_uL)
-            kept = out.viable * loss, out.dead * loss
-            out.viable -= kept[0]
-            out.dead -= kept[1]
-            tip.viable += kept[0]
-            tip.dead += kept[1]
+            out = self._out_of_tip(self.tips[ch], op.volume_uL)
             self.touch(op.target)
             self.culture.deliver(op.target, out)
             after = self.culture.liquid_of(op.target)

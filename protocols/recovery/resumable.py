@@ -298,19 +298,21 @@ async def add(
     for part in split:
         await tip.need(source)
         channels = tip.channels[:n]
-        kw: dict = {}
-        if mix_source:
-            stroke = suspension_stroke_uL(tip, source)
-            if stroke > TOLERANCE_UL:
-                kw["mix"] = [
-                    Mix(
-                        volume=stroke,
-                        repetitions=MIX_SUSPENSION_CYCLES,
-                        flow_rate=MIX_UL_PER_S,
-                    )
-                ] * n
+        kw = (
+            _mixing(suspension_stroke_uL(tip, source), MIX_SUSPENSION_CYCLES, n)
+            if mix_source
+            else {}
+        )
         await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **kw)
         await _dispense(wc, target, [(ch, part) for ch in channels], flow, offset)
+
+
+def _mixing(stroke_uL: float, cycles: int, channels: int) -> dict[str, list[Mix]]:
+    """An aspirate's mix on each of its ``channels`` (PyLabRobot's ``Mix``: the strokes in
+    the source, then the draw, in one command); none for a stroke worth nothing."""
+    if stroke_uL <= TOLERANCE_UL:
+        return {}
+    return {"mix": [Mix(volume=stroke_uL, repetitions=cycles, flow_rate=MIX_UL_PER_S)] * channels}
 
 
 def suspension_stroke_uL(tip: Tip, tube: Container) -> float:
@@ -382,8 +384,7 @@ async def remove(
         if resuspend is not None and i == 0:
             cycles, share = resuspend
             stroke = min(tip.max_part_uL, share * source.tracker.get_used_volume() / n)
-            if stroke > TOLERANCE_UL:
-                take["mix"] = [Mix(volume=stroke, repetitions=cycles, flow_rate=MIX_UL_PER_S)] * n
+            take.update(_mixing(stroke, cycles, n))
         await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **take)
         await _dispense(wc, dest, [(ch, part) for ch in channels], offset=into)
 
