@@ -238,8 +238,6 @@ class StarSimulator:
         for _ in range(op.mix_cycles):
             tip.add(self.culture.withdraw(op.source, op.mix_uL))
             self.culture.deliver(op.source, self._out_of_tip(tip, op.mix_uL))
-        if op.source not in self.sources[op.channel]:
-            self.sources[op.channel].append(op.source)
         self.log(
             self.name,
             "mix",
