@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/campaign.py                 # all three sizes, as Prefect flows
     .venv/bin/python benchmarks/campaign.py --vessels 48    # one size
     .venv/bin/python benchmarks/campaign.py --without-prefect
+    .venv/bin/python benchmarks/campaign.py --vessels 48 --channels 1   # well by well
     .venv/bin/python benchmarks/campaign.py --clinical [--rendered]  # the 70 kg dose
 
 ``--clinical`` runs the 70 kg campaign (examples/campaign-70kg.json) on the clinical
@@ -47,7 +48,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Timers, benchmark_config, campaign_params  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    PIPETTING_CHANNELS,
+    Timers,
+    benchmark_config,
+    campaign_params,
+)
 
 OPERATIONS = {
     "seed": ("protocols.seeding", "run"),
@@ -126,7 +132,9 @@ def instrument() -> Timers:
 stack = contextlib.ExitStack()
 
 
-def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict[str, Any]:
+def run_one(
+    vessels: int, days: float, with_prefect: bool, imaging: str, channels: int = PIPETTING_CHANNELS
+) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     timers = instrument()
@@ -137,7 +145,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{vessels}-"))
     stack.callback(shutil.rmtree, folder, ignore_errors=True)  # the run folder: tens of MB
-    cfg_path = benchmark_config(folder, vessels, imaging=imaging)
+    cfg_path = benchmark_config(folder, vessels, imaging=imaging, channels=channels)
     params = campaign_params(vessels, days)
     run_dir = folder / "run"
     prefect_start = 0.0
@@ -188,6 +196,7 @@ def run_one(vessels: int, days: float, with_prefect: bool, imaging: str) -> dict
     inside = timers.outer_s - timers.total("store in operations")
     return {
         "vessels": vessels,
+        "pipetting_channels": channels,
         "wall_s": wall,
         "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_rss_MiB": workers_mib,
@@ -394,6 +403,15 @@ def main() -> None:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--clinical", action="store_true", help="the 70 kg dose from one vial")
     ap.add_argument("--rendered", action="store_true", help="rendered imaging (default: fast)")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        default=PIPETTING_CHANNELS,
+        choices=range(1, 9),
+        metavar="1-8",
+        help=f"the STAR's channels working as a group (default {PIPETTING_CHANNELS}: a 24-well "
+        "column per command; 1: well by well)",
+    )
     args = ap.parse_args()
     if args.clinical:
         with stack:
@@ -437,12 +455,13 @@ def main() -> None:
     if args.one is not None:
         imaging = "rendered" if args.rendered else "fast"
         with stack:
-            result = run_one(args.one, args.days, not args.without_prefect, imaging)
+            result = run_one(args.one, args.days, not args.without_prefect, imaging, args.channels)
         print(json.dumps(result))
         return
     rows = []
     for n in args.vessels:
         cmd = [sys.executable, __file__, "--one", str(n), "--days", str(args.days)]
+        cmd += ["--channels", str(args.channels)]
         if args.without_prefect:
             cmd.append("--without-prefect")
         if args.rendered:
@@ -454,7 +473,10 @@ def main() -> None:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     mode = "engine alone" if args.without_prefect else "Prefect flow (ephemeral server)"
     imaging = "rendered" if args.rendered else "fast"
-    print(f"\nexpansion campaign dry-run, {args.days:g} simulated days, {mode}, {imaging} imaging")
+    print(
+        f"\nexpansion campaign dry-run, {args.days:g} simulated days, {mode}, {imaging} imaging, "
+        f"{args.channels} pipetting channel(s)"
+    )
     head = (
         "vessels",
         "wall s",

@@ -2,8 +2,9 @@
 
 The benchmark workcell is the embedded simulated one with 24-well plates on every
 plate site (6-well plates for a single vessel), so 48 vessels fit on two plates
-and a 28-day campaign that passages about once a week fits the deck, and a 15 mL
-pool tube. Everything else (devices, imaging fields, the culture model) is the
+and a 28-day campaign that passages about once a week fits the deck, and the
+STAR's eight channels working as a group (``PIPETTING_CHANNELS``), as a lab runs a
+STAR. Everything else (devices, imaging fields, the culture model) is the
 embedded default.
 
 A campaign size is the number of vessels in flight: the first plates are seeded
@@ -32,6 +33,10 @@ PLATE_24 = "cor_cos_24_wellplate_3470uL_Fb"
 PLATE_6 = "cor_cos_6_wellplate_16800uL_Fb"
 WELLS_24 = [f"{r}{c}" for r in "ABCD" for c in range(1, 7)]
 WELLS_6 = [f"{r}{c}" for r in "AB" for c in range(1, 4)]
+# the STAR's eight channels work as a group, as on the clinical workcell: a 24-well
+# plate's column (four wells, a tip each) per command; 1 is the embedded default's
+# one channel, well by well
+PIPETTING_CHANNELS = 8
 
 
 def labware_for(vessels: int) -> tuple[str, list[str]]:
@@ -41,11 +46,16 @@ def labware_for(vessels: int) -> tuple[str, list[str]]:
 
 
 def benchmark_config(
-    folder: Path, vessels: int, name: str = "bench-workcell", imaging: str = "fast"
+    folder: Path,
+    vessels: int,
+    name: str = "bench-workcell",
+    imaging: str = "fast",
+    channels: int = PIPETTING_CHANNELS,
 ) -> Path:
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     data["name"] = name
     data["devices"]["imager"]["fidelity"] = {"mode": imaging}
+    data["devices"]["star"]["pipetting_channels"] = channels
     data["clock"]["start"] = "2026-01-05T08:00:00+00:00"
     plate, _ = labware_for(vessels)
     for carrier in data["deck"]["carriers"]:

@@ -13,6 +13,10 @@ Scenarios, each from a template run folder prepared once (``benchmarks/kill.py``
   and the ``intent`` phase (recorded as intended, not sent); the lab, which
   outlives it, runs on for a two-minute outage; the controller is started again
   and finishes;
+* ``feed_columns``, ``harvest_columns``, ``passaging_columns``: the operation on a
+  24-well plate with a liquid handler whose channels work as a group of eight: a
+  plate column (four wells, a tip each) per command where the operation takes a tip
+  per well (``protocols/recovery/columns.py``);
 * a long outage (30 min) at every action of the passage's enzyme stage: the
   enzyme's window closes while the controller is down;
 * the lab itself SIGKILLed in the middle of an action, at points spread over the
@@ -60,6 +64,7 @@ from benchmarks.kill import (
     campaign_output,
     campaign_template,
     campaign_work,
+    column_bench,
     journal_intents,  # noqa: E402
     lost_vessels,
     operation_template,
@@ -73,6 +78,12 @@ from protocols.recovery.declarations import WINDOWS  # noqa: E402
 from workcell.store import STORE_FILE, Store  # noqa: E402
 
 OPERATIONS = ("seeding", "media_exchange", "passaging", "harvest")
+# scenario: the unit operation on a 24-well plate, a plate column per command
+COLUMN_SCENARIOS = {
+    "feed_columns": "media_exchange",
+    "harvest_columns": "harvest",
+    "passaging_columns": "passaging",
+}
 LONG_OUTAGE_S = 1800.0
 SEGMENT_STEPS = 3  # the campaign's passage step and the two after it
 CLINICAL_PARAMS = Path(__file__).resolve().parent.parent / "examples" / "campaign-70kg.json"
@@ -272,7 +283,9 @@ def _campaign_scenario(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--only", default="seeding,media_exchange,passaging,harvest,campaign,long,lab,clinical"
+        "--only",
+        default="seeding,media_exchange,passaging,harvest,feed_columns,harvest_columns,"
+        "passaging_columns,campaign,long,lab,clinical",
     )
     ap.add_argument("--phases", default="reply,intent")
     ap.add_argument("--every", type=int, default=1, help="every N-th action only")
@@ -307,6 +320,19 @@ def main() -> None:
             )
             results[op] = rows
             table.append(table_row(op, rows))
+        for name, op in COLUMN_SCENARIOS.items():
+            if name not in only:
+                continue
+            with column_bench():  # the 24-well plate, a column at a time on 8 channels
+                cfg, template = operation_template(tmp / name, op)
+                work = operation_work(op)
+            out = output_of(op)
+            ref = run_point(template, tmp / f"{name}-ref", cfg, work, out)
+            print(f"{name}: {ref.intents} device actions", flush=True)
+            points = _points(ref.intents, phases, args.every)
+            _, rows = scenario(name, template, cfg, work, out, tmp, points, ref=ref)
+            results[name] = rows
+            table.append(table_row(f"{op}, 24-well columns on 8 channels", rows))
         for name, label, params, clinical in (
             ("campaign", "campaign around a passage", CampaignParams(), False),
             (

@@ -26,7 +26,7 @@ import signal
 import sqlite3
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,39 @@ def bench_config(folder: Path, name: str = "kill-bench") -> Path:
     path = folder / "workcell.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+COLUMN_PLATE = "plate_3"  # the embedded workcell's 24-well plate
+
+
+@contextlib.contextmanager
+def column_bench(channels: int = 8) -> Iterator[None]:
+    """While open, templates, references and work of the unit operations on plates work
+    on the 24-well ``COLUMN_PLATE`` (a passage's children go to the usual 6-well plates),
+    on a workcell whose liquid handler moves ``channels`` channels as a group (8: a plate
+    column at a time, ``protocols/recovery/columns.py``; 1: well by well)."""
+    global bench_config
+    plain, operations = bench_config, dict(OPERATIONS)
+
+    def grouped(folder: Path, name: str = "kill-bench") -> Path:
+        path = plain(folder, name)
+        data: dict[str, Any] = yaml.safe_load(path.read_text())
+        data["devices"]["star"]["pipetting_channels"] = channels
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    bench_config = grouped
+    for op in ("media_exchange", "harvest", "passaging"):
+        days, after, params = OPERATIONS[op]
+        params = {**params, **({"plate": COLUMN_PLATE} if "plate" in params else {})}
+        if "plates" in params:
+            params["plates"] = [COLUMN_PLATE]
+        OPERATIONS[op] = (days, after, params)
+    try:
+        yield
+    finally:
+        bench_config = plain
+        OPERATIONS.update(operations)
 
 
 def clinical_config(folder: Path, name: str = "kill-clinical") -> Path:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.cell_counter import CountResult
 from protocols.checks import DeckName, Role, check_empty, check_roles
 from protocols.pipetting import TipSupply, check_supplies, removal_groups
+from protocols.recovery.columns import drain_each
 from protocols.recovery.holds import hold, quarantine
 from protocols.recovery.resumable import Tip, add, remove, unit
 from protocols.recovery.without_liquid import check_without_liquid
@@ -244,15 +245,7 @@ async def detach_and_pool(
         volumes: list[float],
         work: Callable[[Tip, DetachStep], Any],
         purpose: str | None = None,
-        per_vessel: bool = False,
     ) -> None:
-        if per_vessel:  # a tip of its own for each well (it goes to the waste in between)
-            for s, volume in zip(group, volumes, strict=True):
-                async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
-                    if not u.done:
-                        async with Tip(wc, tips, f"{purpose or name}:{s.vessel}", [volume]) as t:
-                            await work(t, s)
-            return
         async with Tip(wc, tips, f"{purpose or name}:{group[0].plate}", volumes) as tip:
             for s in group:
                 async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
@@ -275,26 +268,16 @@ async def detach_and_pool(
         await _fetch_at_turn(wc, plate)
         await _finish_first_batch(wc, plate, group, d, neutralise, lend)
         # spent medium out, a tip per well; PBS in by one tip; PBS out, a tip per well
-        await stage(
-            "drain",
-            group,
-            [s.remove_uL for s in group],
-            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL, to_waste=True),
-            per_vessel=True,
-        )
+        # (a plate column at a time where the pipette's channels can: recovery/columns.py)
+        keep = [s.residual_uL for s in group]
+        await drain_each(wc, tips, "drain", vessels, [s.remove_uL for s in group], waste, keep)
 
         def wash(tip: Tip, s: DetachStep) -> Any:
             check_without_liquid(wc, s.vessel, f"drain:{s.vessel}", f"pbs:{s.vessel}", "PBS")
             return add(wc, tip, pbs, wells[s.vessel], s.pbs_uL, flow, along_wall=True)
 
         await stage("pbs", group, [s.pbs_uL for s in group], wash)
-        await stage(
-            "wash_out",
-            group,
-            [s.pbs_uL for s in group],
-            lambda tip, s: remove(wc, tip, wells[s.vessel], waste, s.residual_uL, to_waste=True),
-            per_vessel=True,
-        )
+        await drain_each(wc, tips, "wash_out", vessels, [s.pbs_uL for s in group], waste, keep)
         if wc.journal.resumed and _enzyme_ago(wc, vessels):
             todo = [v for v in vessels if not wc.journal.done(f"enzyme:{v}")]
             if todo:

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.checks import DeckName, DeckNames, Role, WellNames, check_roles
 from protocols.pipetting import TipSupply, check_supplies, plan_tips, removal_groups
-from protocols.recovery.resumable import Tip, add, remove, unit
+from protocols.recovery.columns import add_each, columns, drain_each, group_key
+from protocols.recovery.resumable import Tip, add, unit
 from protocols.recovery.without_liquid import check_without_liquid
 from protocols.selection import Target, active_vessels
 from workcell.assembly.choices import Choice, choice
@@ -214,6 +215,27 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                     )
                 u.then(_fed(wc, x, actor))
 
+    async def feed_column(xs: list[PlannedExchange]) -> None:
+        vessels = [x.vessel for x in xs]
+        key = group_key("add", vessels)
+        async with unit(wc, key, vessels, marks=[f"add:{v}" for v in vessels]) as u:
+            if u.done:
+                return
+            todo = [x for x in xs if not wc.journal.done(f"add:{x.vessel}")]
+            for x in todo:
+                check_without_liquid(wc, x.vessel, f"remove:{x.vessel}", key, "fresh medium")
+                u.then(_fed(wc, x, actor))
+            await add_each(
+                wc,
+                tips,
+                key,
+                medium,
+                [wells[x.vessel] for x in todo],
+                [x.add_uL for x in todo],
+                params.dispense_flow_uL_per_s,
+                along_wall=True,
+            )
+
     try:
         async with wc.plates_on_deck(list(dict.fromkeys(x.plate for x in p.vessels))):
             for plate in dict.fromkeys(x.plate for x in p.vessels):
@@ -226,20 +248,27 @@ async def run(wc: Workcell, params: MediaExchangeParams, actor: str = NAME) -> M
                         for x in drained:
                             await feed(x, first)
                 # spent medium out, a tip per vessel (it never touches another culture
-                # after the waste); then fresh in, a tip per vessel or one for the plate
-                for x in group:
-                    async with unit(wc, f"remove:{x.vessel}", [x.vessel]) as u:
-                        if u.done:
-                            continue
-                        async with Tip(wc, tips, f"remove:{x.vessel}", [x.remove_uL]) as own:
-                            await remove(
-                                wc, own, wells[x.vessel], waste, residual(x.vessel), to_waste=True
-                            )
+                # after the waste); then fresh in, a tip per vessel or one for the plate.
+                # A plate column's vessels go together on a multi-channel pipette, each
+                # on its own channel and tip (recovery/columns.py)
+                await drain_each(
+                    wc,
+                    tips,
+                    "remove",
+                    [x.vessel for x in group],
+                    [x.remove_uL for x in group],
+                    waste,
+                    [residual(x.vessel) for x in group],
+                )
                 in_uL = [x.add_uL for x in group if x.add_uL > 0] or [0.0]
                 async with Tip(wc, tips, f"add:{plate}", in_uL) as shared:
-                    for x in group:
-                        await feed(x, shared)
-                        done.append(x.vessel)
+                    together = _columns(wc, tips, group, "add_uL") if per_vessel else None
+                    for xs in together or [[x] for x in group]:
+                        if len(xs) > 1:
+                            await feed_column(xs)
+                        else:
+                            await feed(xs[0], shared)
+                        done.extend(x.vessel for x in xs)
     except Exception as err:
         wc.event(
             "protocol_fault",
@@ -280,6 +309,14 @@ def _fed(wc: Workcell, x: PlannedExchange, actor: str) -> Callable[[], None]:
         wc.event("fed", actor, vessel_id=x.vessel, removed_uL=x.remove_uL, added_uL=x.add_uL)
 
     return write
+
+
+def _columns(
+    wc: Workcell, tips: TipSupply, group: list[PlannedExchange], volume: str
+) -> list[list[PlannedExchange]]:
+    """The plate's vessels in the groups worked together (``volume``: the field each moves)."""
+    batches = columns(wc, tips, [x.vessel for x in group], [getattr(x, volume) for x in group])
+    return [[group[i] for i in batch] for batch in batches]
 
 
 def _drained_unfed(wc: Workcell, vessel: str) -> bool:

@@ -9,7 +9,11 @@ the model (what the tip on the channel holds, whose it is), then:
   for this addition is dispensed first; what is in never goes in again;
 * ``remove``: liquid is drawn off down to what must stay, from the level now;
   liquid already in the tip goes to its destination first;
-* ``mix``: the remaining strokes; a stroke in the tip goes back to its well.
+* a mix is part of its aspirate's command (PyLabRobot's ``Mix``): done whole with it,
+  or not at all.
+
+Several vessels' units can be one (a plate column on a group of channels,
+``recovery/columns.py``): ``unit(..., marks=...)`` marks each vessel's own unit done.
 
 ``Tip`` picks up a tip (or a group's tips) for a purpose only when needed, keeps using
 clean tips left from the same purpose, and discards any other tip left on its
@@ -51,6 +55,7 @@ from workcell.assembly.workcell import Workcell
 from workcell.errors import WorkcellError
 
 TOLERANCE_UL = 0.5  # less than this is nothing (floating point, a pipette's resolution)
+GROUP_SEPARATOR = "+"  # between the vessels of a unit key that names several
 
 
 def tip_owner(wc: Workcell, channel: int = 0) -> tuple[str | None, str | None, float]:
@@ -111,8 +116,15 @@ class Tip:
     """
 
     def __init__(
-        self, wc: Workcell, tips: TipSupply, purpose: str, volumes: list[float] | None = None
+        self,
+        wc: Workcell,
+        tips: TipSupply,
+        purpose: str,
+        volumes: list[float] | None = None,
+        channels: int | None = None,
     ) -> None:
+        """``channels``: as many tips as that (at most the pipette's channels), one per
+        vessel of a column worked together, in place of what the volumes need."""
         self.wc = wc
         self.tips = tips
         self.purpose = purpose
@@ -121,7 +133,11 @@ class Tip:
         if pipette is None:
             raise WorkcellError(no_pipette(tips.pipettes, self.volumes))
         self.pipette: Pipette = pipette
-        self.most = tips_for(pipette, self.volumes)
+        self.most = (
+            tips_for(pipette, self.volumes)
+            if channels is None
+            else max(1, min(channels, len(pipette.channels)))
+        )
         self.channels: list[int] = []
         self.held = False
 
@@ -192,13 +208,13 @@ async def discard_left_tips(
             f"discarded a tip left on channel {channel} ({volume:.0f} uL in it)",
             f"left by the interrupted step ({purpose or 'unknown use'}); a fresh tip is used "
             "for what follows, never one of unknown contents",
-            _unit_vessel(unit),
+            unit_vessels(unit),
             discarded_uL=volume,
             unit=unit,
         )
 
 
-def _in_tips(wc: Workcell, tip: Tip, unit: str | None) -> list[tuple[int, float]]:
+def in_tips(wc: Workcell, tip: Tip, unit: str | None) -> list[tuple[int, float]]:
     """(channel, volume) of the tips on the pipette's channels holding ``unit``'s liquid."""
     held = []
     for ch in tip.pipette.channels:
@@ -212,7 +228,7 @@ def _tips(n: int) -> str:
     return "the tip" if n == 1 else f"the {n} tips"
 
 
-async def _dispense(
+async def dispense_channels(
     wc: Workcell,
     target: Container,
     give: list[tuple[int, float]],
@@ -234,12 +250,15 @@ async def _dispense(
         )
 
 
-def _wall(target: Container) -> Coordinate:
+def wall_offset(target: Container) -> Coordinate:
     return Coordinate(x=WALL_OFFSET_SHARE * target.get_size_x(), y=0, z=WALL_HEIGHT_MM)
 
 
-def _unit_vessel(unit: str | None) -> list[str]:
-    return [unit.split(":", 1)[1]] if unit and ":" in unit else []
+def unit_vessels(unit: str | None) -> list[str]:
+    """The vessels a unit key names: ``kind:vessel``, or ``kind:v1+v2`` for a column's."""
+    if not unit or ":" not in unit:
+        return []
+    return unit.split(":", 1)[1].split("@", 1)[0].split(GROUP_SEPARATOR)
 
 
 async def add(
@@ -261,8 +280,8 @@ async def add(
     unit = wc.journal.current_unit()
     done, _ = done_into(wc, unit, target.name)
     flow = flow_uL_per_s if along_wall else None
-    offset = _wall(target) if along_wall else None
-    held = _in_tips(wc, tip, unit)
+    offset = wall_offset(target) if along_wall else None
+    held = in_tips(wc, tip, unit)
     if held:
         tip.adopt()
         room = max(0.0, volume_uL - done)
@@ -273,7 +292,7 @@ async def add(
             if g > TOLERANCE_UL:
                 give.append((ch, g))
         if give:
-            await _dispense(wc, target, give, flow, offset)
+            await dispense_channels(wc, target, give, flow, offset)
             total = sum(g for _, g in give)
             wc.journal.recovery(
                 f"dispensed the {total:.0f} uL of {source.name} still in {_tips(len(give))} "
@@ -304,7 +323,7 @@ async def add(
             else {}
         )
         await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **kw)
-        await _dispense(wc, target, [(ch, part) for ch in channels], flow, offset)
+        await dispense_channels(wc, target, [(ch, part) for ch in channels], flow, offset)
 
 
 def _mixing(stroke_uL: float, cycles: int, channels: int) -> dict[str, list[Mix]]:
@@ -356,10 +375,10 @@ async def remove(
     unit = wc.journal.current_unit()
     lh = wc.liquid_handler
     into = above_liquid(dest) if to_waste else None
-    held = _in_tips(wc, tip, unit)
+    held = in_tips(wc, tip, unit)
     if held:
         tip.adopt()
-        await _dispense(wc, dest, held, offset=into)
+        await dispense_channels(wc, dest, held, offset=into)
         total = sum(v for _, v in held)
         wc.journal.recovery(
             f"delivered the {total:.0f} uL still in {_tips(len(held))} from {source.name} to "
@@ -386,7 +405,7 @@ async def remove(
             stroke = min(tip.max_part_uL, share * source.tracker.get_used_volume() / n)
             take.update(_mixing(stroke, cycles, n))
         await lh.aspirate([source] * n, vols=[part] * n, use_channels=channels, **take)
-        await _dispense(wc, dest, [(ch, part) for ch in channels], offset=into)
+        await dispense_channels(wc, dest, [(ch, part) for ch in channels], offset=into)
 
 
 class Unit:
@@ -394,13 +413,22 @@ class Unit:
 
     The unit's records (``u.then(...)``) are written in one transaction with the mark
     that the unit is done, so a unit is never recorded twice nor done without record.
+    ``marks``: the unit is the work of several per-vessel units done together (a column
+    of wells on a group of channels): its device actions carry ``key``, and its end
+    marks each of ``marks`` done, as those units' own ends would have (it is done when
+    all of them are).
     """
 
-    def __init__(self, wc: Workcell, key: str, vessels: list[str]) -> None:
+    def __init__(
+        self, wc: Workcell, key: str, vessels: list[str], marks: list[str] | None = None
+    ) -> None:
         self.wc = wc
         self.key = key
         self.vessels = vessels
-        self.done = wc.journal.done(key)
+        self.marks = marks
+        self.done = (
+            all(wc.journal.done(m) for m in marks) if marks is not None else wc.journal.done(key)
+        )
         self._after: list[Callable[[], object]] = []
         self._cm = wc.journal.unit(key, vessels)
 
@@ -423,8 +451,14 @@ class Unit:
         with self.wc.store.transaction():
             for write in self._after:
                 write()
-            self.wc.journal.mark_done(self.key, self.vessels)
+            if self.marks is None:
+                self.wc.journal.mark_done(self.key, self.vessels)
+            for mark in self.marks or []:
+                if not self.wc.journal.done(mark):
+                    self.wc.journal.mark_done(mark, unit_vessels(mark))
 
 
-def unit(wc: Workcell, key: str, vessels: list[str] | None = None) -> Unit:
-    return Unit(wc, key, vessels or [])
+def unit(
+    wc: Workcell, key: str, vessels: list[str] | None = None, marks: list[str] | None = None
+) -> Unit:
+    return Unit(wc, key, vessels or [], marks)
