@@ -22,13 +22,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pylabrobot.resources import Container
 
 from devices.cell_counter import CountResult
 from protocols.checks import DeckName, Role, check_empty, check_roles
 from protocols.pipetting import TipSupply, check_supplies, removal_groups
-from protocols.recovery.columns import drain_each
+from protocols.recovery.columns import add_shared, drain_each, rows_of
 from protocols.recovery.holds import hold, quarantine
-from protocols.recovery.resumable import Tip, add, remove, unit
+from protocols.recovery.resumable import Tip, remove, unit
 from protocols.recovery.without_liquid import check_without_liquid
 from protocols.selection import Target
 from workcell.assembly.choices import Choice, choice
@@ -177,7 +178,7 @@ def plan_detach(
         if max(peak, s.residual_uL + s.pbs_uL) > t.well.max_volume:
             problems.append(f"vessel {t.vessel} cannot hold {peak / 1000:.2f} mL")
     check_supplies(wc, reagents, problems, waste={d.waste: waste, d.pool_tube: pool})
-    groups = _tip_groups(steps)
+    groups = _tip_groups(wc, steps)
     return DetachPlan(
         steps=steps,
         tips=len(groups),
@@ -192,20 +193,24 @@ def _pooled_uL(s: DetachStep) -> float:
     return s.residual_uL + s.enzyme_uL + s.medium_uL
 
 
-def _tip_groups(steps: list[DetachStep]) -> list[list[float]]:
+def _tip_groups(wc: Workcell, steps: list[DetachStep]) -> list[list[float]]:
     """What each tip moves, in the order ``detach_and_pool`` takes them: per plate, a tip
-    per well for its spent medium, one for PBS in, a tip per well for the PBS out, one
-    for the enzyme (before its incubation) and one for the neutralising medium (after
-    it); then, per plate, one for mixing and pooling. The plan counts tips from these."""
+    per well for its spent medium, the PBS tips (one, or one per channel of a plate
+    column, ``columns.add_shared``), a tip per well for the PBS out, the enzyme's
+    (before its incubation) and the neutralising medium's (after it); then, per plate,
+    one for mixing and pooling. The plan counts tips from these."""
+    tips = TipSupply.of(wc)
     plates = list(dict.fromkeys(s.plate for s in steps))
     batches: list[list[float]] = []
     pooling: list[list[float]] = []
     for plate in plates:
         g = [s for s in steps if s.plate == plate]
+        vessels = [s.vessel for s in g]
         batches += removal_groups([s.remove_uL for s in g])
-        batches += [[s.pbs_uL for s in g]]
+        batches += rows_of(wc, tips, vessels, [s.pbs_uL for s in g])
         batches += removal_groups([s.pbs_uL for s in g])
-        batches += [[s.enzyme_uL for s in g], [s.medium_uL for s in g]]
+        batches += rows_of(wc, tips, vessels, [s.enzyme_uL for s in g])
+        batches += rows_of(wc, tips, vessels, [s.medium_uL for s in g])
         pooling += [[_pooled_uL(s) for s in g]]
     return batches + pooling
 
@@ -243,20 +248,26 @@ async def detach_and_pool(
         name: str,
         group: list[DetachStep],
         volumes: list[float],
-        work: Callable[[Tip, DetachStep], Any],
+        source: Container,
+        before: Callable[[str, str], object] | None = None,
         purpose: str | None = None,
     ) -> None:
-        async with Tip(wc, tips, f"{purpose or name}:{group[0].plate}", volumes) as tip:
-            for s in group:
-                async with unit(wc, f"{name}:{s.vessel}", [s.vessel]) as u:
-                    if not u.done:
-                        await work(tip, s)
+        """A reagent down the wall of each vessel (unit ``name:vessel``), with tips shared
+        by the plate: a plate column per command where the channels allow."""
+        await add_shared(
+            wc,
+            tips,
+            f"{purpose or name}:{group[0].plate}",
+            name,
+            [s.vessel for s in group],
+            volumes,
+            source,
+            flow,
+            before,
+        )
 
     async def neutralise(group: list[DetachStep], purpose: str | None = None) -> None:
-        def work(tip: Tip, s: DetachStep) -> Any:
-            return add(wc, tip, medium, wells[s.vessel], s.medium_uL, flow, along_wall=True)
-
-        await stage("neutralise", group, [s.medium_uL for s in group], work, purpose)
+        await stage("neutralise", group, [s.medium_uL for s in group], medium, purpose=purpose)
 
     last = plates[-1]
     for plate in plates:  # each plate is an enzyme batch of its own, timed by itself
@@ -272,11 +283,10 @@ async def detach_and_pool(
         keep = [s.residual_uL for s in group]
         await drain_each(wc, tips, "drain", vessels, [s.remove_uL for s in group], waste, keep)
 
-        def wash(tip: Tip, s: DetachStep) -> Any:
-            check_without_liquid(wc, s.vessel, f"drain:{s.vessel}", f"pbs:{s.vessel}", "PBS")
-            return add(wc, tip, pbs, wells[s.vessel], s.pbs_uL, flow, along_wall=True)
+        def wash(vessel: str, adding: str) -> None:
+            check_without_liquid(wc, vessel, f"drain:{vessel}", adding, "PBS")
 
-        await stage("pbs", group, [s.pbs_uL for s in group], wash)
+        await stage("pbs", group, [s.pbs_uL for s in group], pbs, wash)
         await drain_each(wc, tips, "wash_out", vessels, [s.pbs_uL for s in group], waste, keep)
         if wc.journal.resumed and _enzyme_ago(wc, vessels):
             todo = [v for v in vessels if not wc.journal.done(f"enzyme:{v}")]
@@ -289,14 +299,11 @@ async def detach_and_pool(
                     todo,
                 )
 
-        def digest(tip: Tip, s: DetachStep) -> Any:
-            check_without_liquid(
-                wc, s.vessel, f"wash_out:{s.vessel}", f"enzyme:{s.vessel}", "enzyme"
-            )
-            # down the wall, from above: the enzyme tip never touches the cells
-            return add(wc, tip, enzyme, wells[s.vessel], s.enzyme_uL, flow, along_wall=True)
+        def digest(vessel: str, adding: str) -> None:
+            check_without_liquid(wc, vessel, f"wash_out:{vessel}", adding, "enzyme")
 
-        await stage("enzyme", group, [s.enzyme_uL for s in group], digest)
+        # down the wall, from above: the enzyme tip never touches the cells
+        await stage("enzyme", group, [s.enzyme_uL for s in group], enzyme, digest)
         once_event(wc, f"enzyme_added:{plate}", "enzyme_added", actor, plate=plate, vessels=vessels)
         await _incubate(wc, plate, vessels, d, plate, lend)
         once_event(
@@ -413,9 +420,11 @@ def _enzyme_ago(wc: Workcell, vessels: list[str]) -> dict[str, float]:
             or not (a.unit or "").startswith("enzyme:")
         ):
             continue
-        v = (a.unit or "").split(":", 1)[1].split("@", 1)[0]  # (a batch's scope after @)
-        if v in vessels and v not in out:
-            out[v] = (now - a.time).total_seconds()
+        # the vessels its channels dispensed into (a plate column's unit has several)
+        for op in a.data.get("ops", []):
+            v = op.get("target")
+            if v in vessels and v not in out and op.get("channel") not in a.failed_channels:
+                out[v] = (now - a.time).total_seconds()
     return out
 
 

@@ -43,6 +43,7 @@ from protocols.pipetting import (
     dead_volume_uL,
     plan_tips,
 )
+from protocols.recovery.columns import rows_of
 from protocols.recovery.resumable import Tip, add, mix_suspension, unit
 from protocols.selection import Target, active_vessels, targets_named, well_of
 from workcell.assembly.choices import EMPTY_IS_NONE, Choice, choice, optional_int
@@ -172,12 +173,14 @@ def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
     d = params.detach
     detach = plan_detach(wc, targets, d, problems)
     areas: list[float] = []
+    names: list[str] = []
     seed_medium = 0.0
     for p, w in free:
         well = well_of(wc.plate(p), w)
         assert well is not None
         area = growth_area_cm2(well)
         areas.append(area)
+        names.append(well.name)
         total = params.medium_mL_per_cm2 * area * 1000.0
         seed_medium += total
         if total > well.max_volume + 1e-6:
@@ -197,17 +200,15 @@ def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
             )
     except WorkcellError:
         pass  # reported by the role check
-    # seeding the children: a medium tip per plate and a suspension tip per well at most,
-    # and one tip to dilute the pool; which pipette takes the suspension (and the
-    # dilution) depends on the count (left to the choice: [])
-    medium_groups = [
-        [
-            params.medium_mL_per_cm2 * a * 1000
-            for (p, _), a in zip(free, areas, strict=True)
-            if p == plate
-        ]
-        for plate in dict.fromkeys(p for p, _ in free)
-    ]
+    # seeding the children: the medium's tips per plate (one, or one per row of a plate
+    # column on a group of channels) and a suspension tip per well at most, and one tip
+    # to dilute the pool; which pipette takes the suspension (and the dilution) depends
+    # on the count (left to the choice: [])
+    medium_groups: list[list[float]] = []
+    for plate in dict.fromkeys(p for p, _ in free):
+        on = [i for i, (p, _) in enumerate(free) if p == plate]
+        volumes = [params.medium_mL_per_cm2 * areas[i] * 1000 for i in on]
+        medium_groups += rows_of(wc, TipSupply.of(wc), [names[i] for i in on], volumes)
     tips_worst = plan_tips(
         TipSupply.of(wc),
         detach.tip_groups + [[]] * DILUTION_TIPS + medium_groups + [[]] * len(free),

@@ -24,6 +24,7 @@ from protocols.pipetting import (
     suspension_group,
     usable_uL,
 )
+from protocols.recovery.columns import add_shared, rows_of
 from protocols.recovery.resumable import Tip, add, unit
 from protocols.selection import well_of
 from simulators.culture import Liquid
@@ -251,7 +252,7 @@ def plan(
         problems,
     )
     _check_source(wc, params.medium_reservoir, medium_total, None, "medium", problems)
-    needed = plan_tips(TipSupply.of(wc), _tip_groups(vessels), problems)
+    needed = plan_tips(TipSupply.of(wc), _tip_groups(wc, vessels), problems)
     if problems:
         raise ProtocolRefused(NAME, problems)
     return SeedingPlan(
@@ -259,11 +260,15 @@ def plan(
     )
 
 
-def _tip_groups(vessels: list[PlannedVessel]) -> list[list[float]]:
-    """What each tip moves, in the order ``seed`` takes them: one per plate for the
-    medium, then one per vessel for its cells (mixing the tube before each aspirate)."""
-    plates = dict.fromkeys(v.plate for v in vessels if v.medium_uL > 0)
-    medium = [[v.medium_uL for v in vessels if v.plate == p and v.medium_uL > 0] for p in plates]
+def _tip_groups(wc: Workcell, vessels: list[PlannedVessel]) -> list[list[float]]:
+    """What each tip moves, in the order ``seed`` takes them: the medium's per plate (one,
+    or one per row of a plate column on a group of channels), then one per vessel for
+    its cells (mixing the tube before each aspirate)."""
+    tips = TipSupply.of(wc)
+    medium: list[list[float]] = []
+    for plate in dict.fromkeys(v.plate for v in vessels if v.medium_uL > 0):
+        group = [v for v in vessels if v.plate == plate and v.medium_uL > 0]
+        medium += rows_of(wc, tips, [v.vessel for v in group], [v.medium_uL for v in group])
     return medium + [suspension_group(v.suspension_uL) for v in vessels if v.suspension_uL > 0]
 
 
@@ -361,12 +366,20 @@ async def seed(
     try:
         for plate in dict.fromkeys(v.plate for v in p.vessels if v.medium_uL > 0):
             group = [v for v in p.vessels if v.plate == plate and v.medium_uL > 0]
-            async with Tip(wc, tips, f"medium:{plate}", [v.medium_uL for v in group]) as tip:
-                for v in group:
-                    async with unit(wc, f"medium:{v.vessel}", [v.vessel]) as u:
-                        if not u.done:
-                            await add(wc, tip, medium, _target(wc, v), v.medium_uL)
-                    with_medium.append(v.vessel)
+            # a tip for the plate's medium (into empty wells), or a plate column per
+            # command on a group of channels, a tip per row (recovery/columns.py)
+            await add_shared(
+                wc,
+                tips,
+                f"medium:{plate}",
+                "medium",
+                [v.vessel for v in group],
+                [v.medium_uL for v in group],
+                medium,
+                None,
+                along_wall=False,
+            )
+            with_medium.extend(v.vessel for v in group)
         for v in p.vessels:
             async with unit(wc, f"cells:{v.vessel}", [v.vessel]) as u:
                 if u.done:

@@ -17,7 +17,7 @@ journal and the liquid level: never twice, never with a tip of unknown history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pylabrobot.resources import Container
 
@@ -36,6 +36,8 @@ from protocols.recovery.resumable import (
     add,
     discard_left_tips,
     dispense_channels,
+    done_into,
+    in_tips,
     remove,
     tip_owner,
     unit,
@@ -72,7 +74,10 @@ def columns(
         if pipette is None or len(pipette.channels) < 2 or volume > pipette.max_uL:
             order.append(i)
             continue
-        loc = well.get_absolute_location()
+        loc = well.location  # in its plate: the plate may be in the incubator (a plan)
+        if loc is None:
+            order.append(i)
+            continue
         key = (plate, round(loc.x, 1), pipette.name)
         if key not in by_column:
             by_column[key] = []
@@ -234,31 +239,160 @@ async def add_each(
             wc, tips, purpose, source, targets, volumes, flow_uL_per_s, along_wall
         )
         return
-    lh = wc.liquid_handler
     async with Tip(wc, tips, purpose, [v for _, v in todo], channels=len(todo)) as tip:
-        while todo:
+        await _add_rounds(wc, tip, source, todo, flow_uL_per_s, along_wall, fresh=True)
+
+
+async def _add_rounds(
+    wc: Workcell,
+    tip: Tip,
+    source: Container,
+    todo: list[tuple[Container, float]],
+    flow_uL_per_s: float | None,
+    along_wall: bool,
+    fresh: bool,
+) -> None:
+    """Draw each (target, volume) of ``todo`` from ``source`` on a channel of its own, as
+    many at once as ``tip`` holds channels, and dispense them together. ``fresh``: each
+    round takes fresh tips (a tip per well); else the tips serve every round."""
+    lh = wc.liquid_handler
+    while todo:
+        if fresh:
             tip.most = min(len(todo), len(tip.pipette.channels))  # a tip per well still to do
-            await tip.need()
-            n = min(len(tip.channels), len(todo))
-            now, todo = todo[:n], todo[n:]
-            channels = tip.channels[:n]
-            fit = channels_fit(source, n)
-            for i in range(0, n, fit):
-                await lh.aspirate(
-                    [source] * len(now[i : i + fit]),
-                    vols=[v for _, v in now[i : i + fit]],
-                    use_channels=channels[i : i + fit],
-                )
-            kw: dict = {}
-            if along_wall:
-                kw["offsets"] = [wall_offset(t) for t, _ in now]
-                if flow_uL_per_s is not None:
-                    kw["flow_rates"] = [flow_uL_per_s] * n
-            await lh.dispense(
-                [t for t, _ in now], vols=[v for _, v in now], use_channels=channels, **kw
+        await tip.need()
+        n = min(len(tip.channels), len(todo))
+        now, todo = todo[:n], todo[n:]
+        channels = tip.channels[:n]
+        fit = channels_fit(source, n)
+        for i in range(0, n, fit):
+            await lh.aspirate(
+                [source] * len(now[i : i + fit]),
+                vols=[v for _, v in now[i : i + fit]],
+                use_channels=channels[i : i + fit],
             )
-            if todo:  # the next wells take fresh tips: these touched a culture
-                await tip.release()
+        kw: dict = {}
+        if along_wall:
+            kw["offsets"] = [wall_offset(t) for t, _ in now]
+            if flow_uL_per_s is not None:
+                kw["flow_rates"] = [flow_uL_per_s] * n
+        targets = [t for t, _ in now]
+        await lh.dispense(targets, vols=[v for _, v in now], use_channels=channels, **kw)
+        if todo and fresh:  # the next wells take fresh tips: these touched a culture
+            await tip.release()
+
+
+async def add_shared(
+    wc: Workcell,
+    tips: TipSupply,
+    purpose: str,
+    kind: str,
+    vessels: Sequence[str],
+    volumes: Sequence[float],
+    source: Container,
+    flow_uL_per_s: float | None,
+    before: Callable[[str, str], object] | None = None,
+    along_wall: bool = True,
+) -> None:
+    """Each vessel gets ``volumes[i]`` of ``source`` (down its wall) as unit ``kind:vessel``,
+    with tips shared by all of them (a reagent that goes in from above: its tip never
+    touches the cells): one tip, or a plate column per command on as many channels as
+    its widest column, channel i serving the i-th well of every column.
+
+    ``before(vessel, unit)``: called for each vessel about to get its reagent, with the
+    key of the unit that adds it (a resumed step's checks on the vessel)."""
+    batches = columns(wc, tips, vessels, volumes)
+    width = max(len(b) for b in batches)
+    async with Tip(wc, tips, purpose, list(volumes), channels=width if width > 1 else None) as tip:
+        for batch in batches:
+            names = [vessels[i] for i in batch]
+            key = f"{kind}:{names[0]}" if len(names) == 1 else group_key(kind, names)
+            marks = None if len(names) == 1 else [f"{kind}:{v}" for v in names]
+            async with unit(wc, key, names, marks=marks) as u:
+                if u.done:
+                    continue
+                todo = [i for i in batch if not wc.journal.done(f"{kind}:{vessels[i]}")]
+                for i in todo:
+                    if before is not None:
+                        before(vessels[i], key)
+                if len(names) == 1:
+                    well = wc.container(names[0])
+                    await add(wc, tip, source, well, volumes[batch[0]], flow_uL_per_s, along_wall)
+                    continue
+                need = [(wc.container(vessels[i]), volumes[i]) for i in todo]
+                if _touched(wc):  # resumed inside the column
+                    need = await _finish_held(wc, tip, source, need, flow_uL_per_s, along_wall)
+                need = [(t, v) for t, v in need if v > TOLERANCE_UL]
+                await _add_rounds(wc, tip, source, need, flow_uL_per_s, along_wall, fresh=False)
+
+
+async def _finish_held(
+    wc: Workcell,
+    tip: Tip,
+    source: Container,
+    need: list[tuple[Container, float]],
+    flow_uL_per_s: float | None,
+    along_wall: bool,
+) -> list[tuple[Container, float]]:
+    """A shared-tip column re-entered: what each target still needs (the journal's count
+    of what went in, per target), after the reagent still in the unit's tips went where
+    it is needed, a channel per command (these tips never touched a culture). A tip
+    left holding more than any target needs is discarded, and that recorded."""
+    unit = wc.journal.current_unit()
+    left = [(t, v - done_into(wc, unit, t.name)[0]) for t, v in need]
+    held = in_tips(wc, tip, unit)
+    if not held:
+        return left
+    tip.adopt()
+    surplus = []
+    given: list[tuple[int, int, float]] = []  # (channel, index of its target, volume)
+    for ch, volume in held:
+        k = next((k for k, (_, v) in enumerate(left) if v >= volume - TOLERANCE_UL), None)
+        if k is None:
+            surplus.append((ch, *tip_owner(wc, ch)))
+            continue
+        target, v = left[k]
+        give = min(volume, v)
+        given.append((ch, k, give))
+        left[k] = (target, v - give)
+    # one command when the channels go back to front into distinct wells, as a column's do
+    order = [k for _, k, _ in given]
+    together = order == sorted(set(order))
+    for part in [given] if together else [[g] for g in given]:
+        if not part:
+            continue
+        kw: dict = {}
+        if along_wall:
+            kw["offsets"] = [wall_offset(left[k][0]) for _, k, _ in part]
+            if flow_uL_per_s is not None:
+                kw["flow_rates"] = [flow_uL_per_s] * len(part)
+        await wc.liquid_handler.dispense(
+            [left[k][0] for _, k, _ in part],
+            vols=[g for _, _, g in part],
+            use_channels=[ch for ch, _, _ in part],
+            **kw,
+        )
+    for ch, k, give in given:
+        wc.journal.recovery(
+            f"dispensed the {give:.0f} uL of {source.name} still in the tip on channel {ch} "
+            f"into {left[k][0].name}",
+            "the controller stopped between the column's aspirate and its dispense",
+            [left[k][0].name],
+        )
+    if surplus:
+        await discard_left_tips(wc, surplus)
+    return left
+
+
+def rows_of(
+    wc: Workcell, tips: TipSupply, vessels: Sequence[str], volumes: Sequence[float]
+) -> list[list[float]]:
+    """What each of ``add_shared``'s tips moves: the volumes of the i-th well of each
+    column (for a plan's count of tips)."""
+    batches = columns(wc, tips, vessels, volumes)
+    width = max((len(b) for b in batches), default=0)
+    if width <= 1:
+        return [list(volumes)]
+    return [[volumes[b[j]] for b in batches if len(b) > j] for j in range(width)]
 
 
 async def _remove_one_by_one(

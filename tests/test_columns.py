@@ -1,4 +1,4 @@
-"""A 24-well plate fed a column at a time on the STAR's channels, judged by the lab's log.
+"""A 24-well plate worked a column at a time on the STAR's channels, judged by the lab's log.
 
 With the liquid handler's channels working as a group (``pipetting_channels: 8``),
 a media exchange takes each column of a 24-well plate (A-D) on four channels at
@@ -7,6 +7,10 @@ waste, then one aspirate of fresh medium and one dispense into the four wells. E
 well keeps a tip of its own. The same feed on one channel is the reference: every
 well must end with exactly what it got there, whatever the kill point, and no tip
 may ever touch two wells.
+
+A harvest's detachment does the same with its drain and its PBS wash-out (a tip per
+well), and puts PBS, enzyme and neutralising medium into a column at a time with
+tips shared by the plate, channel i serving row i.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ from typing import Any
 import pytest
 
 from benchmarks import judge, kill
+from benchmarks.faults import judge_point
 from benchmarks.kill import Outcome, operation_reference, operation_work, output_of, run_point
 from workcell.store import STORE_FILE, Store
 
 OP = "media_exchange"
 
 
-def _reference(folder: Path, channels: int) -> dict[str, Any]:
+def _reference(folder: Path, channels: int, op: str = OP) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp, kill.column_bench(channels):
         mp.setenv("WORKCELL_CPU_WORKERS", "0")  # controllers are forked: no worker pools
-        return {**operation_reference(folder, OP), "work": operation_work(OP)}
+        return {**operation_reference(folder, op), "work": operation_work(op)}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +52,11 @@ def _wells(r: dict[str, Any]) -> str | None:
     return place if place and "_well_" in place else None
 
 
-def _tips_touching(log: list[dict[str, Any]]) -> list[set[str]]:
-    """The wells each tip touched, from its pick-up to its drop, per channel (the lab's log)."""
+def _tips_touching(
+    log: list[dict[str, Any]], actions: tuple[str, ...] = ("aspirate", "dispense")
+) -> list[set[str]]:
+    """The wells each tip touched (by ``actions``), from its pick-up to its drop, per
+    channel (the lab's log)."""
     on: dict[int, set[str]] = {}
     used: list[set[str]] = []
     for r in log:
@@ -57,7 +65,7 @@ def _tips_touching(log: list[dict[str, Any]]) -> list[set[str]]:
             on[ch] = set()
         elif r["action"] == "drop_tip" and ch in on:
             used.append(on.pop(ch))
-        elif r["action"] in ("aspirate", "dispense") and ch in on and _wells(r):
+        elif r["action"] in actions and ch in on and _wells(r):
             on[ch].add(_wells(r))
     assert not on, f"tips never dropped on channels {sorted(on)}"
     return used
@@ -192,3 +200,68 @@ def test_a_column_killed_mid_feed_gets_its_medium_once(
     assert recorded == pytest.approx(dropped, abs=1.0)
     if (action, source, phase) == ("dispense", "medium", "intent"):
         assert dropped > 100  # fresh medium in the tips is discarded, never guessed where
+
+
+@pytest.fixture(scope="module")
+def harvest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    yield _reference(tmp_path_factory.mktemp("harvest8"), 8, "harvest")
+
+
+def test_a_harvest_detaches_a_column_at_a_time(harvest: dict[str, Any], tmp_path: Path) -> None:
+    """Every well gets what the one-channel harvest gives it; the enzyme goes into a column
+    per command, so no well waits in enzyme longer than on one channel; the PBS, enzyme
+    and medium tips are four shared by the plate, each serving one row."""
+    got: Outcome = harvest["ref"]
+    single: Outcome = _reference(tmp_path / "1", 1, "harvest")["ref"]
+    assert got.exit_codes == [0] == single.exit_codes and got.verified
+    added, want = judge.additions(got.log), judge.additions(single.log)
+    assert added.keys() == want.keys() and len({v for v, _ in want}) == 24
+    for key, volume in want.items():
+        assert added[key] == pytest.approx(volume, abs=1.0), key
+    assert got.cells == pytest.approx(single.cells, rel=0.02)
+    enzyme = [
+        c
+        for c in _commands(got.log, "dispense")
+        if all(_wells(r) and "enzyme" in r["detail"].get("sources", []) for r in c)
+    ]
+    assert [len(c) for c in enzyme] == [4] * 6
+    exposure, before = judge.enzyme_exposure(got.log), judge.enzyme_exposure(single.log)
+    assert max(exposure.values()) <= max(before.values())
+    # the reagent tips (they dispense into wells): each serves the wells of one row only
+    reagent = [t for t in _tips_touching(got.log, ("dispense",)) if t]
+    assert len(reagent) == 3 * 4  # PBS, enzyme, medium: four tips each
+    assert all(len({w.rsplit("_", 1)[1][0] for w in t}) == 1 for t in reagent)
+
+
+@pytest.mark.parametrize("action, phase", [("pick_up_tip", "reply"), ("dispense", "intent")])
+def test_a_neutralisation_killed_in_its_first_column_stays_in_the_enzyme_window(
+    harvest: dict[str, Any], monkeypatch: pytest.MonkeyPatch, action: str, phase: str
+) -> None:
+    """Killed as the neutralising medium's first column begins (its shared tips picked up,
+    or filled and not yet dispensed), then resumed after a 2-minute outage: the medium
+    still in the tips goes into the wells it was drawn for and the rest follows a column
+    at a time, so no vessel overstays the enzyme's window unrecorded (judged from the
+    lab's log as the kill campaign judges it), and none gets medium twice."""
+    monkeypatch.setenv("WORKCELL_CPU_WORKERS", "0")
+    ref: Outcome = harvest["ref"]
+    n = next(
+        i + 1
+        for i, r in enumerate(harvest["intents"])
+        if r["data"].get("action") == action
+        and str(r["data"].get("unit", "")).startswith("neutralise:")
+    )
+    got = run_point(
+        harvest["template"],
+        harvest["folder"] / f"k-{action}-{phase}",
+        harvest["cfg"],
+        harvest["work"],
+        output_of("harvest"),
+        crash=f"{n}:{phase}",
+    )
+    assert got.exit_codes == [-9, 0] and got.verified
+    judged = judge_point(got, ref, kill.OUTAGE_S)
+    assert judged["doubles"] == [] and judged["lost"] == []
+    assert judged["over_exposed_unrecorded"] == []
+    added, expected = judge.additions(got.log), judge.additions(ref.log)
+    for key, volume in expected.items():
+        assert added[key] == pytest.approx(volume, abs=1.0), key
