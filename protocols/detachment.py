@@ -278,8 +278,8 @@ async def detach_and_pool(
         lend = plate == last
         await _fetch_at_turn(wc, plate)
         await _finish_first_batch(wc, plate, group, d, neutralise, lend)
-        # spent medium out, a tip per well; PBS in by one tip; PBS out, a tip per well
-        # (a plate column at a time where the pipette's channels can: recovery/columns.py)
+        # spent medium out, a tip per well; PBS in by the plate's tips; PBS out, a tip per
+        # well (a plate column at a time where the pipette's channels can: recovery/columns.py)
         keep = [s.residual_uL for s in group]
         await drain_each(wc, tips, "drain", vessels, [s.remove_uL for s in group], waste, keep)
 

@@ -205,12 +205,13 @@ def plan(wc: Workcell, params: PassagingParams) -> PassagingPlan:
     # to dilute the pool; which pipette takes the suspension (and the dilution) depends
     # on the count (left to the choice: [])
     medium_groups: list[list[float]] = []
+    tips = TipSupply.of(wc)
     for plate in dict.fromkeys(p for p, _ in free):
         on = [i for i, (p, _) in enumerate(free) if p == plate]
         volumes = [params.medium_mL_per_cm2 * areas[i] * 1000 for i in on]
-        medium_groups += rows_of(wc, TipSupply.of(wc), [names[i] for i in on], volumes)
+        medium_groups += rows_of(wc, tips, [names[i] for i in on], volumes)
     tips_worst = plan_tips(
-        TipSupply.of(wc),
+        tips,
         detach.tip_groups + [[]] * DILUTION_TIPS + medium_groups + [[]] * len(free),
         problems,
     )

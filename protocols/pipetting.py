@@ -54,6 +54,7 @@ WASTE_HEIGHT_SHARE = 0.75
 MIX_SUSPENSION_UL = 200.0
 MIX_SUSPENSION_CYCLES = 3
 MIX_UL_PER_S = 250.0  # a mixing stroke's flow, up and down
+CHANNEL_SPACING_MM = 9.0  # the closest two STAR channels come along Y
 
 
 def dead_volume_uL(container: Container) -> float:
@@ -92,7 +93,7 @@ def channels_needed(volumes: list[float], max_part_uL: float, channels: int) -> 
 _FIT: dict[tuple[object, ...], int] = {}
 
 
-def channels_fit(container: Container, most: int, spacing_mm: float = 9.0) -> int:
+def channels_fit(container: Container, most: int, spacing_mm: float = CHANNEL_SPACING_MM) -> int:
     """How many of ``most`` channels fit in ``container`` side by side (PyLabRobot's spread).
 
     A 6-well plate's well or a 50 mL tube takes three, an OmniTray or a trough eight.

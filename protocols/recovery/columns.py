@@ -7,12 +7,18 @@ of its own (never one that touched another culture), so only the number of devic
 commands changes: a column of four is four commands for its spent medium, not
 sixteen.
 
+A reagent that goes in from above (PBS, enzyme, neutralising medium, a seeding's
+medium) keeps tips shared by the plate, as it did on one channel: channel i serves
+the i-th well of every column (``add_shared``).
+
 Recovery stays per vessel. A column's work is one unit (its actions carry the key
 ``kind:v1+v2+...``) whose end marks each vessel's own unit done. Re-entered after an
-interruption inside it, its tips go first (spent liquid still in them to the waste,
-anything else discarded, each recorded), then each vessel gets what it still needs
-on a tip of its own (``resumable.add``, ``resumable.remove``), counted from the
-journal and the liquid level: never twice, never with a tip of unknown history.
+interruption inside it, a tip-per-well column's tips go first (spent liquid still in
+them to the waste, anything else discarded, each recorded), then each vessel gets
+what it still needs on a tip of its own (``resumable.add``, ``resumable.remove``),
+counted from the journal and the liquid level: never twice, never with a tip of
+unknown history. A shared-tip column's reagent still in its tips goes into the wells
+it was drawn for, and the rest follows a column at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pylabrobot.resources import Container
 
 from protocols.pipettes import Pipette, choose
 from protocols.pipetting import (
+    CHANNEL_SPACING_MM,
     CULTURE_ASPIRATE_UL_PER_S,
     TipSupply,
     above_liquid,
@@ -45,8 +52,6 @@ from protocols.recovery.resumable import (
     wall_offset,
 )
 from workcell.assembly.workcell import Workcell
-
-CHANNEL_SPACING_MM = 9.0  # the closest two STAR channels come along Y
 
 
 def group_key(kind: str, vessels: Sequence[str]) -> str:
@@ -270,15 +275,28 @@ async def _add_rounds(
                 vols=[v for _, v in now[i : i + fit]],
                 use_channels=channels[i : i + fit],
             )
-        kw: dict = {}
-        if along_wall:
-            kw["offsets"] = [wall_offset(t) for t, _ in now]
-            if flow_uL_per_s is not None:
-                kw["flow_rates"] = [flow_uL_per_s] * n
-        targets = [t for t, _ in now]
-        await lh.dispense(targets, vols=[v for _, v in now], use_channels=channels, **kw)
+        await _dispense_into(wc, now, channels, flow_uL_per_s, along_wall)
         if todo and fresh:  # the next wells take fresh tips: these touched a culture
             await tip.release()
+
+
+async def _dispense_into(
+    wc: Workcell,
+    into: list[tuple[Container, float]],
+    channels: list[int],
+    flow_uL_per_s: float | None,
+    along_wall: bool,
+) -> None:
+    """One dispense: channel ``channels[i]`` gives ``into[i]``'s volume to its well (down
+    the well's wall at ``flow_uL_per_s``, or plainly)."""
+    kw: dict = {}
+    if along_wall:
+        kw["offsets"] = [wall_offset(t) for t, _ in into]
+        if flow_uL_per_s is not None:
+            kw["flow_rates"] = [flow_uL_per_s] * len(into)
+    await wc.liquid_handler.dispense(
+        [t for t, _ in into], vols=[v for _, v in into], use_channels=channels, **kw
+    )
 
 
 async def add_shared(
@@ -335,8 +353,9 @@ async def _finish_held(
 ) -> list[tuple[Container, float]]:
     """A shared-tip column re-entered: what each target still needs (the journal's count
     of what went in, per target), after the reagent still in the unit's tips went where
-    it is needed, a channel per command (these tips never touched a culture). A tip
-    left holding more than any target needs is discarded, and that recorded."""
+    it is needed (these tips never touched a culture): in one command when the channels
+    go back to front into distinct wells, else a channel per command. A tip left
+    holding more than any target needs is discarded, and that recorded."""
     unit = wc.journal.current_unit()
     left = [(t, v - done_into(wc, unit, t.name)[0]) for t, v in need]
     held = in_tips(wc, tip, unit)
@@ -360,17 +379,8 @@ async def _finish_held(
     for part in [given] if together else [[g] for g in given]:
         if not part:
             continue
-        kw: dict = {}
-        if along_wall:
-            kw["offsets"] = [wall_offset(left[k][0]) for _, k, _ in part]
-            if flow_uL_per_s is not None:
-                kw["flow_rates"] = [flow_uL_per_s] * len(part)
-        await wc.liquid_handler.dispense(
-            [left[k][0] for _, k, _ in part],
-            vols=[g for _, _, g in part],
-            use_channels=[ch for ch, _, _ in part],
-            **kw,
-        )
+        into = [(left[k][0], g) for _, k, g in part]
+        await _dispense_into(wc, into, [ch for ch, _, _ in part], flow_uL_per_s, along_wall)
     for ch, k, give in given:
         wc.journal.recovery(
             f"dispensed the {give:.0f} uL of {source.name} still in the tip on channel {ch} "
