@@ -99,7 +99,8 @@ def columns(
         last_y = 0.0
         for y, i in column:
             if current and (
-                last_y - y < CHANNEL_SPACING_MM or len(current) >= len(pipette.channels)
+                last_y - y < CHANNEL_SPACING_MM - 0.01  # (a 96-well plate: 9 mm exactly)
+                or len(current) >= len(pipette.channels)
             ):
                 groups.append(current)
                 current = []
