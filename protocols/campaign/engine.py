@@ -12,7 +12,8 @@ Rules, in order, at each decision time:
 
 1. nothing seeded yet: seed the initial plates from the thawed vial;
 2. the last count's viability is below the floor: stop with a deviation;
-3. imaging is due for a plate (``image_every_days``): image it;
+3. imaging is due for a plate (``image_every_days``): image it, with every plate due
+   within a quarter of the interval (one round, ``GROUP_SHARE``);
 4. the estimated total (confluence x cells per cm2 at confluence x area) reaches
    the target: harvest everything (the operator approves first). Cells per cm2 at
    confluence come from the culture model (``cells_per_cm2_at_confluence``): MSC
@@ -21,7 +22,8 @@ Rules, in order, at each decision time:
 5. a plate's mean confluence reaches the threshold: passage it into free plates,
    unless the passage limit or the deck's free plates say stop, which harvests
    with a deviation;
-6. feeding is due for a plate (``feed_every_days``): feed it;
+6. feeding is due for a plate (``feed_every_days``): feed it, with every plate due
+   within a quarter of a day (one round);
 7. the campaign reached ``max_days``: harvest with a deviation.
 """
 
@@ -58,8 +60,9 @@ DAY_S = 86400.0
 # Times in the store have microsecond resolution: a wait that ends "at" a due time
 # may land a microsecond short of it. Anything due within this many seconds is due.
 DUE_SLACK_S = 1.0
-# With vessels from a hotel, imaging and feeding go in rounds: a vessel due within this
-# share of a day (imaging: of its interval) joins the round of one that is due now.
+# Imaging and feeding go in rounds, as on a line: a plate due within this share of a day
+# (imaging: of its interval) joins the round of one that is due now, rather than making
+# a trip of its own minutes later (a passage's children are made minutes apart).
 GROUP_SHARE = 0.25
 
 
@@ -443,7 +446,7 @@ def decide(
     image_due = [
         x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - DUE_SLACK_S
     ]
-    if image_due and plan is not None:  # a line images in rounds: those due within hours too
+    if image_due:  # a line images in rounds: those due within hours too
         early = GROUP_SHARE * p.image_every_days * DAY_S
         image_due = [
             x for x in v.plates if v.now_s - x.last_imaged_s >= p.image_every_days * DAY_S - early
@@ -508,16 +511,22 @@ def decide(
                 f"{p.confluence_threshold_percent:.0f} %",
             )
         )
+    return _act_or_wait(_with_feed_round(actions, v, p), v, p)
+
+
+def _with_feed_round(actions: list[Action], v: CampaignView, p: CampaignParams) -> list[Action]:
+    """``actions`` and, if a plate not being passaged is due for feeding, a feed of it and
+    of every such plate due within ``GROUP_SHARE`` of a day (a line feeds in rounds)."""
     passaged = {a.plates[0] for a in actions}
-    feed_due = [
-        x.plate
+    interval = p.feed_every_days * DAY_S
+    if not any(
+        x.plate not in passaged and v.now_s - x.last_fed_s >= interval - DUE_SLACK_S
         for x in v.plates
-        if x.plate not in passaged
-        and v.now_s - x.last_fed_s >= p.feed_every_days * DAY_S - DUE_SLACK_S
-    ]
-    if feed_due:
-        actions.append(Action(kind=Kind.FEED, plates=feed_due))
-    return _act_or_wait(actions, v, p)
+    ):
+        return actions
+    early = (1 - GROUP_SHARE / p.feed_every_days) * interval
+    due = [x.plate for x in v.plates if x.plate not in passaged and v.now_s - x.last_fed_s >= early]
+    return [*actions, Action(kind=Kind.FEED, plates=due)]
 
 
 def _act_or_wait(actions: list[Action], v: CampaignView, p: CampaignParams) -> Decision:
@@ -563,22 +572,7 @@ def _decide_planned(
             )
         )
         break  # one passage per decision: the next sees its children
-    passaged = {a.plates[0] for a in actions}
-    interval = p.feed_every_days * DAY_S
-    feed_due = [
-        x.plate
-        for x in v.plates
-        if x.plate not in passaged and v.now_s - x.last_fed_s >= interval - DUE_SLACK_S
-    ]
-    if feed_due:  # a line feeds in rounds: those due within hours are fed with them
-        feed_due = [
-            x.plate
-            for x in v.plates
-            if x.plate not in passaged
-            and v.now_s - x.last_fed_s >= (1 - GROUP_SHARE / p.feed_every_days) * interval
-        ]
-        actions.append(Action(kind=Kind.FEED, plates=feed_due))
-    return _act_or_wait(actions, v, p)
+    return _act_or_wait(_with_feed_round(actions, v, p), v, p)
 
 
 StepRunner = Callable[[str, Callable[[], Awaitable[object]]], Awaitable[object]]
