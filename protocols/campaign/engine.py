@@ -524,7 +524,7 @@ def _with_feed_round(actions: list[Action], v: CampaignView, p: CampaignParams) 
         for x in v.plates
     ):
         return actions
-    early = (1 - GROUP_SHARE / p.feed_every_days) * interval
+    early = interval - GROUP_SHARE * DAY_S
     due = [x.plate for x in v.plates if x.plate not in passaged and v.now_s - x.last_fed_s >= early]
     return [*actions, Action(kind=Kind.FEED, plates=due)]
 
