@@ -10,7 +10,8 @@ aspirate. Volumes larger than that are moved in equal parts; volumes below
 accurately.
 
 A group of channels picks its tips from one column of a rack (the STAR's channels
-share one X drive), channel i taking the i-th tip of the column, and moves one
+share one X drive), channel i taking the i-th tip of the column, or, when no column
+holds enough, from the next columns in turn, a pick-up each; it moves one
 transfer in equal parts across its channels (``parts_across``) into containers wide
 enough for them (``channels_fit``, from PyLabRobot's own channel spacing).
 """
@@ -166,7 +167,7 @@ class TipSupply:
         """``n`` tips from one column of a rack, back to front, for channels 0..n-1.
 
         The first column holding ``n`` tips; if none does, the column holding the most
-        (the group then works with fewer channels).
+        (``with_fresh_tips`` then picks the rest from other columns).
         """
         best: list[TipSpot] = []
         for rack in self.racks if pipette is None else pipette.racks:
@@ -297,9 +298,13 @@ async def with_fresh_tips(
 ) -> list[int]:
     """Pick up fresh tips on up to ``channels`` channels of the pipette for ``volumes``.
 
-    Returns the channels that hold them: the group picks from one column, so a deck
-    whose columns are broken up may give fewer. A failed pick-up writes its tip off;
-    each channel left without a tip then tries the next tip on its own.
+    Returns the channels that hold them. A group picks from one column where a column
+    holds enough; where none does (the columns a long campaign's groups of six and
+    seven leave behind hold one or two tips each), it picks the rest from the next
+    columns, a pick-up each, channels in order: a pooling of 16 mL then goes on six
+    channels in three strokes instead of nine on two. Only when the deck holds fewer
+    tips than wanted does the group work with fewer channels. A failed pick-up writes
+    its tips off; each channel left without a tip then tries the next tip on its own.
 
     A channel that comes up without a tip (a bent or missing tip, a 'no tip' error)
     has done nothing to any liquid, so trying the next tip repeats no liquid action.
@@ -308,14 +313,29 @@ async def with_fresh_tips(
     """
     pipette = tips.choose(volumes or [])
     wanted = list(pipette.channels[: max(1, channels)])
-    spots = tips.next_group(pipette, len(wanted))
-    group = wanted[: len(spots)]
-    try:
-        await lh.pick_up_tips(spots, use_channels=group)
-        return group
-    except PICKUP_ERRORS:
-        _write_off(spots)
-    for ch in [c for c in group if not lh.head[c].has_tip]:
+    group: list[int] = []
+    while len(group) < len(wanted):
+        try:
+            spots = tips.next_group(pipette, len(wanted) - len(group))
+        except RuntimeError:
+            if group:  # the deck's last tips: the group works with those it has
+                break
+            raise
+        part = wanted[len(group) : len(group) + len(spots)]
+        group += part
+        try:
+            await lh.pick_up_tips(spots, use_channels=part)
+        except PICKUP_ERRORS:
+            _write_off(spots)
+            await _retry_one_by_one(lh, tips, pipette, [c for c in part if not lh.head[c].has_tip])
+    return group
+
+
+async def _retry_one_by_one(
+    lh: LiquidHandler, tips: TipSupply, pipette: Pipette, channels: list[int]
+) -> None:
+    """Each channel of a failed pick-up that holds no tip tries the next tips alone."""
+    for ch in channels:
         for attempt in range(2, PICKUP_ATTEMPTS + 1):
             spot = tips.next(pipette)
             try:
@@ -325,7 +345,6 @@ async def with_fresh_tips(
                 _write_off([spot])
                 if attempt == PICKUP_ATTEMPTS:
                     raise
-    return group
 
 
 def off_centre_low(well: Container) -> Coordinate:

@@ -2,12 +2,15 @@
 
 The behaviour on the simulated workcell (a tray's medium on several channels, killed
 and resumed, judged from the lab's log) is in ``tests/test_hotel_kill.py`` and the
-clinical campaign's tests; these are the rules those runs rest on.
+clinical campaign's tests; these are the rules those runs rest on, and a group's tips
+gathered from a deck whose rack columns are broken up, judged from the lab's log.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pylabrobot.resources import (
@@ -24,8 +27,13 @@ from protocols.pipetting import (
     channels_fit,
     parts_across,
     tips_for,
+    with_fresh_tips,
 )
+from tests.conftest import run
+from tests.test_capacity_plan import _clinical
 from workcell import labware
+from workcell.assembly.config import parse_config
+from workcell.assembly.session import open_session
 
 VOLUMES = [0.0, 19.0, 20.0, 150.0, 999.0, 1000.0, 1000.5, 2500.0, 5030.0, 8000.0, 19110.0, 47000.0]
 
@@ -86,3 +94,75 @@ def test_tips_per_group() -> None:
     assert tips_for(eight, [150.0, 800.0]) == 1
     assert tips_for(eight, SingleChannelGroup([200.0, 5000.0])) == 1  # a cell suspension
     assert tips_for(channel_pipette([rack]), [19110.0]) == 1
+
+
+def _commands(rows: list[dict[str, Any]], action: str) -> list[list[dict[str, Any]]]:
+    """The lab's rows of ``action`` by command: a command's rows share their start."""
+    out: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["action"] == action:
+            out.setdefault(r["t"], []).append(r)
+    return list(out.values())
+
+
+def test_a_group_gathers_its_tips_from_broken_columns_and_moves_together(tmp_path: Path) -> None:
+    """Every rack column left with one tip (groups of seven before): a group of eight
+    picks a tip from each of eight columns, channels 0-7 in order, and then moves a
+    transfer on all eight at once; the deck's last tips make a smaller group; an empty
+    deck is refused as before. Judged from the simulated lab's log and its STAR."""
+
+    async def go() -> dict[str, Any]:
+        async with open_session(parse_config(_clinical()), tmp_path / "run") as s:
+            assert s.lab is not None
+            wc, link = s.wc, s.lab.link
+            lh, tips = wc.liquid_handler, TipSupply.of(wc)
+            columns = sum(len(r.get_all_items()) // r.num_items_y for r in tips.racks)
+            for _ in range(columns):
+                assert len(await with_fresh_tips(lh, tips, [7000.0], 7)) == 7
+                await lh.discard_tips(use_channels=list(range(7)))
+            since = link.log()[-1]["seq"]
+            group = await with_fresh_tips(lh, tips, [8000.0], 8)
+            held = link.star()["tips"]
+            medium = wc.container("medium")
+            await lh.aspirate([medium] * 8, vols=[900.0] * 8, use_channels=group)
+            await lh.dispense([medium] * 8, vols=[900.0] * 8, use_channels=group)
+            log = link.log(since)
+            await lh.discard_tips(use_channels=group)
+            sizes = []
+            while tips.available():
+                got = await with_fresh_tips(lh, tips, [8000.0], 8)
+                sizes.append(len(got))
+                await lh.discard_tips(use_channels=got)
+            try:
+                await with_fresh_tips(lh, tips, [8000.0], 8)
+                empty = "no refusal"
+            except RuntimeError as err:
+                empty = str(err)
+            return {
+                "columns": columns,
+                "group": group,
+                "held": held,
+                "log": log,
+                "sizes": sizes,
+                "empty": empty,
+            }
+
+    out = run(go())
+    picks = _commands(out["log"], "pick_up_tip")
+    assert out["group"] == list(range(8)) and out["held"] == [True] * 8
+    assert len(picks) == 8  # one tip from each of eight columns, one pick-up each
+    spots = [r["detail"]["tip_spot"] for cmd in picks for r in cmd]
+    assert [r["detail"]["channel"] for cmd in picks for r in cmd] == list(range(8))
+    rows_columns = [(s.split("_tipspot")[0], s.rsplit("_", 1)[1]) for s in spots]
+    assert len({(rack, rc[1:]) for rack, rc in rows_columns}) == 8  # eight columns
+    assert {rc[0] for _, rc in rows_columns} == {"H"}  # the tip each column had left
+    (asp,) = _commands(out["log"], "aspirate")
+    (disp,) = _commands(out["log"], "dispense")
+    assert (
+        sorted(r["detail"]["channel"] for r in asp)
+        == list(range(8))
+        == sorted(r["detail"]["channel"] for r in disp)
+    )
+    left = out["columns"] - 8
+    assert out["sizes"] == [8] * (left // 8) + ([left % 8] if left % 8 else [])
+    assert "no tips left on the deck" in out["empty"]

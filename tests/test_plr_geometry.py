@@ -35,11 +35,18 @@ def _locations() -> list[Coordinate]:
 
     def now() -> list[Coordinate]:
         wells = [*plate.get_all_items(), *tilted.get_all_items()]
-        return [w.get_absolute_location(x=x, y="c", z="b") for w in wells for x in ("l", "c", "r")]
+        return [
+            *(w.get_absolute_location(x=x, y="c", z="b") for w in wells for x in ("l", "c", "r")),
+            *(w.get_location_wrt(deck, y=y) for w in wells for y in ("f", "c")),
+            *(w.get_location_wrt(carrier, x="c", z="t") for w in wells),
+        ]
 
     seen = now() + now()  # twice: the second from the cache
     plate.unassign()  # a move: cached locations must not survive it
     carrier[3] = plate
+    seen += now()
+    carrier.unassign()  # a move of what holds the plates: the wells move with it
+    deck.assign_child_resource(carrier, rails=15)
     seen += now()
     seen[0].z += 5  # a caller adjusting its coordinate must not change the next answer
     return seen + now()
@@ -48,8 +55,34 @@ def _locations() -> list[Coordinate]:
 def test_memoised_geometry_equals_pylabrobots_own() -> None:
     plain, fast = _plain_and_fast(_locations)
     assert fast == plain
-    n = len(plain) // 4
-    assert plain[:n] != plain[2 * n : 3 * n]  # the move changed the wells' locations
+    n = len(plain) // 5
+    assert plain[:n] != plain[2 * n : 3 * n]  # the plate's move changed the wells' locations
+    assert plain[2 * n : 3 * n] != plain[3 * n : 4 * n]  # and so did the carrier's
+
+
+def _refusals() -> list[str]:
+    deck = plr.STARLetDeck()
+    carrier = plr.PLT_CAR_L5AC_A00("carrier")
+    carrier[0] = plate = plr.cor_cos_6_wellplate_16800uL_Fb("plate")
+    deck.assign_child_resource(carrier, rails=7)
+    out = []
+    for _ in range(2):  # the second after a location was asked for and cached
+        well = plate.get_item("A1")
+        out.append(str(well.get_location_wrt(deck)))
+        plate.unassign()  # off the deck: no longer under it
+        try:
+            well.get_location_wrt(deck)
+            out.append("answered")
+        except ValueError as err:
+            out.append(str(err))
+        carrier[0] = plate
+    return out
+
+
+def test_a_location_relative_to_a_resource_it_left_is_refused_as_pylabrobot_does() -> None:
+    plain, fast = _plain_and_fast(_refusals)
+    assert fast == plain
+    assert "not in the subtree" in plain[1]
 
 
 def _tree(name: str, *children: str) -> plr.Resource:

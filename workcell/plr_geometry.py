@@ -11,10 +11,21 @@ rotation matrix depends on its three angles alone, so:
   distinct rotation, shared; callers only read it);
 * multiplying by the identity (no rotation) returns the vector as it is.
 
-* a resource's absolute location is cached until anything in any resource tree
-  is assigned, unassigned or rotated (a global generation counter), and only
+* a resource's absolute location is cached until it or a resource above it is
+  assigned or unassigned (which forgets what was cached for the moved resource and
+  everything under it: a location is its parent's plus its own, so nothing else's
+  changes) or anything anywhere is rotated (a global generation counter), and only
   while the resource keeps the same parent and location object; callers get a
   copy, since some of PyLabRobot's back ends adjust the coordinate they are given.
+  The 70 kg campaign assigns and unassigns about 6,400 times; forgetting every
+  cached location at each, as the first version did, left the tip spots, troughs and
+  other trays to be worked out again: one relative location in eight (one in 35 now).
+
+* a resource's location relative to another (``get_location_wrt``: a STAR back end
+  asks it for every channel of every command, twice, against the deck; each time
+  PyLabRobot walks the tree to check the one is under the other and subtracts two
+  absolute locations) is cached the same way, while both keep their parent and
+  location objects: about 8 % of the controller's time in the 70 kg campaign.
 
 * a resource's absolute size (the extent of its rotated corners: PyLabRobot builds
   eight coordinates and rotates them for every ``get_absolute_size_*``) is cached
@@ -52,6 +63,7 @@ from pylabrobot.utils.linalg import matrix_vector_multiply_3x3
 
 _original_matrix = Rotation.get_rotation_matrix
 _original_location = Resource.get_absolute_location
+_original_location_wrt = Resource.get_location_wrt
 _original_assign = Resource.assign_child_resource
 _original_unassign = Resource.unassign_child_resource
 _original_rotate = Resource.rotate
@@ -63,7 +75,11 @@ _original_size_z = Resource.get_absolute_size_z
 _original_assert_exist = LiquidHandler._assert_resources_exist
 _installed = False
 _generation = 0
-_locations: dict[tuple[int, str, str, str], tuple[int, Any, Any, Coordinate]] = {}
+# per resource (by id): (generation, parent, location, {(x, y, z): location})
+_locations: dict[int, tuple[int, Any, Any, dict[tuple[str, str, str], Coordinate]]] = {}
+# per resource: (generation, parent, location, {(id(other), x, y, z): (other's parent,
+# other's location, location relative to other)})
+_relative: dict[int, tuple[int, Any, Any, dict[tuple[int, str, str, str], Any]]] = {}
 _sizes: dict[int, tuple[int, Any, float, float, float, tuple[float, float, float]]] = {}
 
 
@@ -86,27 +102,65 @@ def _multiply(matrix: Any, vector: Any) -> list[float]:
 
 
 def _changed() -> None:
+    """Forget every cached answer (a rotation anywhere: rare)."""
     global _generation
     _generation += 1
     _locations.clear()
+    _relative.clear()
     _sizes.clear()
 
 
+def _moved(resource: Any) -> None:
+    """Forget what was cached for ``resource`` and everything under it, whose absolute
+    locations, sizes and relative locations a move (an assignment or unassignment)
+    changes; nothing else's changes (a location is the parent's plus its own). A
+    location relative to a moved resource is one of a resource under it (PyLabRobot
+    answers no other), so it is forgotten with that resource's."""
+    if not isinstance(resource, Resource):
+        return
+    for node in _names(resource):
+        key = id(node)
+        _locations.pop(key, None)
+        _relative.pop(key, None)
+        _sizes.pop(key, None)
+
+
 def _absolute_location(self: Resource, x: str = "l", y: str = "f", z: str = "b") -> Coordinate:
-    key = (id(self), x, y, z)
-    hit = _locations.get(key)
+    hit = _locations.get(id(self))
     if (
-        hit is not None
-        and hit[0] == _generation
-        and hit[1] is self.parent
-        and hit[2] is (self.location)
+        hit is None
+        or hit[0] != _generation
+        or hit[1] is not self.parent
+        or hit[2] is not self.location
     ):
-        found = hit[3]
-    else:
-        found = _original_location(self, x, y, z)
-        _locations[key] = (_generation, self.parent, self.location, found)
+        hit = _locations[id(self)] = (_generation, self.parent, self.location, {})
+    found = hit[3].get((x, y, z))
+    if found is None:
+        found = hit[3][x, y, z] = _original_location(self, x, y, z)
     out = object.__new__(Coordinate)
     out.__dict__.update(found.__dict__)
+    return out
+
+
+def _location_wrt(
+    self: Resource, other: Resource, x: str = "l", y: str = "f", z: str = "b"
+) -> Coordinate:
+    hit = _relative.get(id(self))
+    if (
+        hit is None
+        or hit[0] != _generation
+        or hit[1] is not self.parent
+        or hit[2] is not self.location
+    ):
+        hit = _relative[id(self)] = (_generation, self.parent, self.location, {})
+    key = (id(other), x, y, z)
+    found = hit[3].get(key)
+    if found is None or found[0] is not other.parent or found[1] is not other.location:
+        # PyLabRobot's own, which refuses a resource not under ``other``: never cached
+        found = (other.parent, other.location, _original_location_wrt(self, other, x, y, z))
+        hit[3][key] = found
+    out = object.__new__(Coordinate)
+    out.__dict__.update(found[2].__dict__)
     return out
 
 
@@ -153,20 +207,26 @@ def _assert_resources_exist(self: LiquidHandler, resources: Any) -> None:
             _original_assert_exist(self, [r])
 
 
+def _child(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("resource")
+
+
 def _assign(self: Resource, *args: Any, **kwargs: Any) -> Any:
-    _changed()
+    child = _child(args, kwargs)
+    _moved(child)
     try:
         return _original_assign(self, *args, **kwargs)
     finally:
-        _changed()
+        _moved(child)
 
 
 def _unassign(self: Resource, *args: Any, **kwargs: Any) -> Any:
-    _changed()
+    child = _child(args, kwargs)
+    _moved(child)
     try:
         return _original_unassign(self, *args, **kwargs)
     finally:
-        _changed()
+        _moved(child)
 
 
 def _rotate(self: Resource, *args: Any, **kwargs: Any) -> Any:
@@ -198,6 +258,7 @@ def install() -> None:
     Rotation.get_rotation_matrix = _rotation_matrix  # type: ignore[method-assign]
     _resource.matrix_vector_multiply_3x3 = _multiply  # type: ignore[attr-defined]
     Resource.get_absolute_location = _absolute_location  # type: ignore[method-assign]
+    Resource.get_location_wrt = _location_wrt  # type: ignore[method-assign]
     Resource.assign_child_resource = _assign  # type: ignore[method-assign]
     Resource.unassign_child_resource = _unassign  # type: ignore[method-assign]
     Resource.rotate = _rotate  # type: ignore[method-assign]
@@ -216,6 +277,7 @@ def uninstall() -> None:
     Rotation.get_rotation_matrix = _original_matrix  # type: ignore[method-assign]
     _resource.matrix_vector_multiply_3x3 = matrix_vector_multiply_3x3  # type: ignore[attr-defined]
     Resource.get_absolute_location = _original_location  # type: ignore[method-assign]
+    Resource.get_location_wrt = _original_location_wrt  # type: ignore[method-assign]
     Resource.assign_child_resource = _original_assign  # type: ignore[method-assign]
     Resource.unassign_child_resource = _original_unassign  # type: ignore[method-assign]
     Resource.rotate = _original_rotate  # type: ignore[method-assign]
