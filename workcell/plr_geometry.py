@@ -125,18 +125,25 @@ def _moved(resource: Any) -> None:
         _sizes.pop(key, None)
 
 
-def _absolute_location(self: Resource, x: str = "l", y: str = "f", z: str = "b") -> Coordinate:
-    hit = _locations.get(id(self))
+def _answers(cache: dict[int, Any], self: Resource) -> dict[Any, Any]:
+    """The answers cached for ``self`` in ``cache``: none if it has another parent or
+    location object than when they were cached, or anything was rotated since."""
+    hit = cache.get(id(self))
     if (
         hit is None
         or hit[0] != _generation
         or hit[1] is not self.parent
         or hit[2] is not self.location
     ):
-        hit = _locations[id(self)] = (_generation, self.parent, self.location, {})
-    found = hit[3].get((x, y, z))
+        hit = cache[id(self)] = (_generation, self.parent, self.location, {})
+    return hit[3]
+
+
+def _absolute_location(self: Resource, x: str = "l", y: str = "f", z: str = "b") -> Coordinate:
+    answers = _answers(_locations, self)
+    found = answers.get((x, y, z))
     if found is None:
-        found = hit[3][x, y, z] = _original_location(self, x, y, z)
+        found = answers[x, y, z] = _original_location(self, x, y, z)
     out = object.__new__(Coordinate)
     out.__dict__.update(found.__dict__)
     return out
@@ -145,20 +152,13 @@ def _absolute_location(self: Resource, x: str = "l", y: str = "f", z: str = "b")
 def _location_wrt(
     self: Resource, other: Resource, x: str = "l", y: str = "f", z: str = "b"
 ) -> Coordinate:
-    hit = _relative.get(id(self))
-    if (
-        hit is None
-        or hit[0] != _generation
-        or hit[1] is not self.parent
-        or hit[2] is not self.location
-    ):
-        hit = _relative[id(self)] = (_generation, self.parent, self.location, {})
+    answers = _answers(_relative, self)
     key = (id(other), x, y, z)
-    found = hit[3].get(key)
+    found = answers.get(key)
     if found is None or found[0] is not other.parent or found[1] is not other.location:
         # PyLabRobot's own, which refuses a resource not under ``other``: never cached
         found = (other.parent, other.location, _original_location_wrt(self, other, x, y, z))
-        hit[3][key] = found
+        answers[key] = found
     out = object.__new__(Coordinate)
     out.__dict__.update(found[2].__dict__)
     return out
