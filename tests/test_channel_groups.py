@@ -31,6 +31,7 @@ from protocols.pipetting import (
 )
 from tests.conftest import run
 from tests.test_capacity_plan import _clinical
+from tests.test_columns import _commands
 from workcell import labware
 from workcell.assembly.config import parse_config
 from workcell.assembly.session import open_session
@@ -94,15 +95,6 @@ def test_tips_per_group() -> None:
     assert tips_for(eight, [150.0, 800.0]) == 1
     assert tips_for(eight, SingleChannelGroup([200.0, 5000.0])) == 1  # a cell suspension
     assert tips_for(channel_pipette([rack]), [19110.0]) == 1
-
-
-def _commands(rows: list[dict[str, Any]], action: str) -> list[list[dict[str, Any]]]:
-    """The lab's rows of ``action`` by command: a command's rows share their start."""
-    out: dict[float, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["action"] == action:
-            out.setdefault(r["t"], []).append(r)
-    return list(out.values())
 
 
 def test_a_group_gathers_its_tips_from_broken_columns_and_moves_together(tmp_path: Path) -> None:
