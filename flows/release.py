@@ -33,6 +33,7 @@ A form's results carry their wait's key into the record, so they are entered onc
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema
 
 from flows.artifacts import key
+from flows.resume import resume_suspended
 from flows.steps import publish_head
 from workcell.batch.integrity import refuse_damaged
 from workcell.batch.release import (
@@ -448,7 +450,12 @@ async def release(
 
 def resume_waiting(run_dir: Path) -> list[UUID]:
     """Resume every release flow run suspended on ``run_dir`` (after a CLI entry or
-    signature); each decides again from the store."""
+    signature); each decides again from the store. A resume Prefect refuses raises
+    ``ResumeRefused`` with its reason, so the CLI never reports a run it did not resume."""
+    return asyncio.run(_resume_waiting(Path(run_dir).resolve()))
+
+
+async def _resume_waiting(target: Path) -> list[UUID]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -458,10 +465,9 @@ def resume_waiting(run_dir: Path) -> list[UUID]:
         FlowRunFilterStateName,
     )
 
-    target = Path(run_dir).resolve()
     resumed = []
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Suspended"]))
@@ -475,6 +481,6 @@ def resume_waiting(run_dir: Path) -> list[UUID]:
                 if details and details.run_input_keyset:  # a form waits: answer it as the CLI
                     qc = (details.pause_key or "").startswith("qc-")
                     run_input = {"analyst": FROM_CLI} if qc else {}
-                client.resume_flow_run(fr.id, run_input=run_input)
+                await resume_suspended(client, fr.id, run_input)
                 resumed.append(fr.id)
     return resumed

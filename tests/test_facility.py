@@ -34,6 +34,7 @@ from flows.facility.local import (
     worker_env,
     write_workcell_config,
 )
+from flows.resume import resume_suspended
 from tests.conftest import START
 from workcell.store import STORE_FILE, Store
 
@@ -173,8 +174,8 @@ async def _scenario(f: dict[str, Any], client: Any) -> dict[str, Any]:
 
     # B meanwhile: its campaign suspends for the operator; answer it
     await _until(client, b.id, {"Suspended"})
-    await client.resume_flow_run(
-        b.id, run_input={"operator": "B. Operator", "decision": "approve", "comment": "ok"}
+    await resume_suspended(
+        client, b.id, {"operator": "B. Operator", "decision": "approve", "comment": "ok"}
     )
     for n in WORKCELLS:
         await _until(client, seeds[n].id, {"Completed"})

@@ -28,6 +28,7 @@ from uuid import UUID
 import pytest
 import yaml
 
+from flows.resume import resume_suspended
 from tests.campaign_helpers import child_env, quick_config
 from workcell.anchor import HEAD_FILE
 from workcell.batch.release import Stage, release_state
@@ -230,9 +231,8 @@ def test_campaign_pauses_for_the_operator_and_records_the_answer(
         )
         # a run from a deployment suspends: its process ends while the operator decides
         await _wait_state(client, run.id, {"Suspended"})
-        await client.resume_flow_run(
-            run.id,
-            run_input={"operator": "J. Doe", "decision": "approve", "comment": "counts fine"},
+        await resume_suspended(
+            client, run.id, {"operator": "J. Doe", "decision": "approve", "comment": "counts fine"}
         )
         done = await _wait_state(client, run.id, {"Completed"})
         progress = [a for a in await client.read_artifacts() if a.type == "progress"]
@@ -338,7 +338,7 @@ def test_harvest_hands_over_to_a_release_that_waits_for_late_results(
         await _suspended_at(client, fr.id, "qc-1")
         await asyncio.sleep(2)  # the suspended run's process has had time to exit
         held = _processes_of(fr.id)
-        await client.resume_flow_run(fr.id, run_input=form)  # the UI's form
+        await resume_suspended(client, fr.id, form)  # the UI's form
         await _suspended_at(client, fr.id, "qc-2")  # sterility still missing
         return fr.id, held
 
@@ -457,3 +457,56 @@ def test_the_ui_shows_the_capacity_plan_before_seeding_and_progress_against_it(
     assert len(runs) > 10, [r.name for r in runs]
     assert seeding and plan.created < min(r.start_time for r in seeding)
     assert any("planned vessels" in (a.description or "") for a in progress)
+
+
+def test_a_resume_waits_for_the_form_prefect_writes_after_the_suspended_state(
+    server: dict[str, Any],
+) -> None:
+    """Prefect writes a suspended run's form after its state: a resume in between is
+    rejected, quietly. ``resume_suspended`` waits for the form; other refusals raise."""
+    from prefect import flow
+    from prefect.input.run_input import keyset_from_paused_state
+    from prefect.states import Running, State, Suspended
+
+    from flows.holds import HoldAnswer
+    from flows.resume import SCHEMA_PENDING, ResumeRefused
+
+    @flow(name="suspend-race")
+    def held() -> None:  # never run: only its run's states are set here
+        pass
+
+    answer = {"operator": "J. Doe", "decision": "approve", "comment": ""}
+
+    async def go(client: Any) -> tuple[Any, Any, Any, str]:
+        # Prefect resumes only a deployment's run; no worker or runner polls this one
+        dep = await client.create_deployment(await client.create_flow(held), "unpolled")
+        run = await client.create_flow_run_from_deployment(dep)
+        await client.set_flow_run_state(run.id, Running(), force=True)
+        state: State[None] = Suspended(timeout_seconds=600, pause_key="decide-race")
+        keyset = keyset_from_paused_state(state)
+        state.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+        await client.set_flow_run_state(run.id, state, force=True)
+        # between the two writes: Prefect's own resume is rejected and nothing raises
+        early = await client.resume_flow_run(run.id, run_input=answer)
+        form = HoldAnswer  # the campaign's hold form
+
+        async def write_form_late() -> None:
+            await asyncio.sleep(1.0)
+            await form.asave(keyset, flow_run_id=run.id)
+
+        await asyncio.gather(resume_suspended(client, run.id, answer), write_form_late())
+        after = await client.read_flow_run(run.id)
+        stored = await form.aload(keyset, flow_run_id=run.id)
+        try:  # the run is no longer suspended: a second resume is refused aloud
+            await resume_suspended(client, run.id, answer)
+        except ResumeRefused as e:
+            refused = str(e)
+        else:
+            refused = ""
+        return early, after, stored, refused
+
+    early, after, stored, refused = _client_call(server["url"], go)
+    assert early.status.value == "REJECT" and early.details.reason == SCHEMA_PENDING, early
+    assert after.state.name != "Suspended" and after.state.is_scheduled(), after.state
+    assert stored.model_dump(include=set(answer)) == answer  # the answer the run will read
+    assert "not paused" in refused, refused
