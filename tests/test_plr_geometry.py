@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import pylabrobot.resources as plr
+import pytest
 from pylabrobot.resources import Coordinate, Rotation
 
 from workcell import plr_geometry
@@ -169,3 +171,101 @@ def test_the_deck_check_answers_as_pylabrobots_own() -> None:
     assert plain[0] == "on the deck"
     assert plain[1] != "on the deck" and plain[2] != "on the deck"
     assert fast == plain
+
+
+def _incubator_names() -> tuple[list[str], int]:
+    """Trays into and out of a 90-site tree (counted: large enough), lids onto trays,
+    the root renamed, conflicts of a tray's and a well's name; each answer in turn."""
+    root = _tree("incubator", *(f"rack_{r}" for r in range(3)))
+    sites = []
+    for rack in root.children:
+        for s in range(30):
+            site = _tree(f"{rack.name}_site_{s}")
+            rack.assign_child_resource(site, location=Coordinate(0, 0, 0))
+            sites.append(site)
+    out: list[str] = []
+    counted = 0
+
+    def put(site: int, res: plr.Resource) -> None:
+        nonlocal counted
+        try:
+            sites[site].assign_child_resource(res, location=Coordinate(0, 0, 0))
+            out.append(f"{res.name}: in")
+        except ValueError as err:
+            out.append(str(err))
+        counted = max(counted, len(plr_geometry._tree_names))
+
+    trays = [plr.cor_cos_6_wellplate_16800uL_Fb(f"p{i}") for i in range(3)]
+    put(0, trays[0])
+    put(1, trays[1])
+    put(2, plr.cor_cos_6_wellplate_16800uL_Fb("p0"))  # a second p0: refused
+    trays[0].unassign()  # out of the tree: its names are free again
+    put(3, plr.cor_cos_6_wellplate_16800uL_Fb("p0"))
+    sites[3].children[0].unassign()
+    trays[1].unassign()  # a move from site 1 to site 4
+    put(4, trays[1])
+    put(5, _tree("x", "y", "p1_well_A1"))  # a child named as a well of p1: refused, by that name
+    trays[1].assign_child_resource(_tree("lid_1"), location=Coordinate(0, 0, 0))  # a lid on
+    put(6, _tree("lid_1"))  # refused: the lid under p1 holds the name
+    put(12, _tree("z"))  # (a refusal forgets the counts: counted again here)
+    root.name = "incubator_2"  # only a root may be renamed
+    put(7, _tree("incubator"))
+    put(8, _tree("incubator_2"))
+    put(9, trays[0])
+    put(9, trays[2])  # a site holds one tray: PyLabRobot's own refusal, not the names'
+    put(10, trays[2])
+    put(11, plr.cor_cos_6_wellplate_16800uL_Fb("p2"))
+    big = _tree("rack_big", *(f"big_site_{s}" for s in range(70)))  # counted as a root
+    root.assign_child_resource(big, location=Coordinate(0, 0, 0))
+    big.children[0].assign_child_resource(_tree("p9"), location=Coordinate(0, 0, 0))
+    big.unassign()  # a root again, holding p9 now
+    try:
+        big.children[1].assign_child_resource(_tree("p9"), location=Coordinate(0, 0, 0))
+        out.append("p9: in")
+    except ValueError as err:
+        out.append(str(err))
+    return out, counted
+
+
+def test_the_counted_names_of_a_large_tree_answer_as_pylabrobots_own() -> None:
+    (plain, _), (fast, counted) = _plain_and_fast(_incubator_names)
+    assert fast == plain
+    assert counted >= 1  # the fast run kept the tree's names counted between the checks
+    assert plain[:4] == [
+        "p0: in",
+        "p1: in",
+        "Resource with name 'p0' already exists in the tree.",
+        "p0: in",
+    ]
+    assert plain[5] == "Resource with name 'p1_well_A1' already exists in the tree."
+    assert plain[6] == "Resource with name 'lid_1' already exists in the tree."
+    assert plain[8] == "incubator: in" and "'incubator_2' already exists" in plain[9]
+    assert plain[-2] == "Resource with name 'p2' already exists in the tree."
+    assert plain[-1] == "Resource with name 'p9' already exists in the tree."
+
+
+def test_a_commands_debug_line_is_formatted_only_when_it_is_printed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pylabrobot.liquid_handling import LiquidHandler
+    from pylabrobot.liquid_handling.backends import LiquidHandlerChatterboxBackend
+
+    lh = LiquidHandler(backend=LiquidHandlerChatterboxBackend(), deck=plr.STARLetDeck())
+    plate = plr.cor_cos_6_wellplate_16800uL_Fb("plate")
+    formatted: list[str] = []
+
+    class Volumes:
+        def __str__(self) -> str:
+            formatted.append("volumes")
+            return "[10.0]"
+
+    plr_geometry.install()
+    with caplog.at_level(logging.INFO, logger="pylabrobot"):
+        lh._log_command("aspirate", vols=Volumes(), resources=[plate])
+    assert formatted == [] and not caplog.records
+    with caplog.at_level(logging.DEBUG, logger="pylabrobot"):
+        lh._log_command("aspirate", vols=Volumes(), resources=[plate])
+    assert formatted == ["volumes"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "aspirate(vols=[10.0], resources=['plate'])"
+    ]

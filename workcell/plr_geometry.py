@@ -42,7 +42,15 @@ rotation matrix depends on its three angles alone, so:
   name sets (PyLabRobot compares every name of one with every name of the other,
   recursively: 10 % of the controller's time in the 70 kg campaign, whose trays
   go into and out of 210-slot incubator racks); the same conflicts are refused with
-  the same message (the first in PyLabRobot's order).
+  the same message (the first in PyLabRobot's order). A large tree's names (the
+  incubator's, hundreds) are counted once and kept counted: every assignment under
+  it adds the newcomer's names, every unassignment takes them away, a failed one
+  has them counted again, and a renamed root (the only resource PyLabRobot lets be
+  renamed) is counted again. Walking the incubator's tree at every take-in was 3 %.
+
+* ``LiquidHandler._log_command`` formats a command's arguments (coordinates and
+  resources as text) for a debug line its logger then drops: it now formats only
+  when the ``pylabrobot`` logger would print it (2 % of the controller's time).
 
 All are exact: the same numbers as PyLabRobot computes, not approximations
 (``tests/test_plr_geometry.py`` compares locations with and without, across
@@ -51,6 +59,9 @@ moves). ``install`` is idempotent and is called by the workcell factory.
 
 from __future__ import annotations
 
+import logging
+import weakref
+from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -73,6 +84,8 @@ _original_size_x = Resource.get_absolute_size_x
 _original_size_y = Resource.get_absolute_size_y
 _original_size_z = Resource.get_absolute_size_z
 _original_assert_exist = LiquidHandler._assert_resources_exist
+_original_log_command = LiquidHandler._log_command
+_plr_log = logging.getLogger("pylabrobot")  # PyLabRobot's liquid handler logs to it
 _installed = False
 _generation = 0
 # per resource (by id): (generation, parent, location, {(x, y, z): location})
@@ -81,6 +94,11 @@ _locations: dict[int, tuple[int, Any, Any, dict[tuple[str, str, str], Coordinate
 # other's location, location relative to other)})
 _relative: dict[int, tuple[int, Any, Any, dict[tuple[int, str, str, str], Any]]] = {}
 _sizes: dict[int, tuple[int, Any, float, float, float, tuple[float, float, float]]] = {}
+# per root of a large tree (by id): (the root, weakly: a run's incubator is not kept
+# after the run; its name then; how many of each name the tree holds), kept up to date
+# by every assignment and unassignment under it
+_tree_names: dict[int, tuple[weakref.ref[Resource], str, Counter[str]]] = {}
+COUNT_NAMES_FROM = 64  # a smaller tree is walked at each check (a plate being built)
 
 
 @lru_cache(maxsize=1024)
@@ -108,6 +126,7 @@ def _changed() -> None:
     _locations.clear()
     _relative.clear()
     _sizes.clear()
+    _tree_names.clear()
 
 
 def _moved(resource: Any) -> None:
@@ -215,18 +234,29 @@ def _assign(self: Resource, *args: Any, **kwargs: Any) -> Any:
     child = _child(args, kwargs)
     _moved(child)
     try:
-        return _original_assign(self, *args, **kwargs)
+        done = _original_assign(self, *args, **kwargs)
+    except BaseException:
+        _tree_names.clear()  # the tree may be half changed: count its names again
+        raise
     finally:
         _moved(child)
+    _joined(self, child)
+    return done
 
 
 def _unassign(self: Resource, *args: Any, **kwargs: Any) -> Any:
     child = _child(args, kwargs)
+    root = _root_of(self)
     _moved(child)
     try:
-        return _original_unassign(self, *args, **kwargs)
+        done = _original_unassign(self, *args, **kwargs)
+    except BaseException:
+        _tree_names.clear()
+        raise
     finally:
         _moved(child)
+    _left(root, child)
+    return done
 
 
 def _rotate(self: Resource, *args: Any, **kwargs: Any) -> Any:
@@ -243,11 +273,57 @@ def _names(root: Resource) -> Iterator[Resource]:
         stack.extend(reversed(res.children))
 
 
+def _root_of(resource: Resource) -> Resource:
+    while resource.parent is not None:
+        resource = resource.parent
+    return resource
+
+
+def _counted(root: Resource) -> Counter[str] | None:
+    """The names under ``root`` as counted, if they still count its tree (only a root's
+    own name can change: PyLabRobot refuses to rename an assigned resource)."""
+    hit = _tree_names.get(id(root))
+    if hit is None or hit[1] != root.name or root.parent is not None or hit[0]() is not root:
+        return None
+    return hit[2]
+
+
 def _check_naming_conflicts(self: Resource, resource: Resource) -> None:
-    taken = {r.name for r in _names(self)}
+    taken = _counted(self) if self.parent is None else None
+    if taken is None:
+        taken = Counter(r.name for r in _names(self))
+        if self.parent is None and len(taken) >= COUNT_NAMES_FROM:
+            key = id(self)
+            gone = lambda _: _tree_names.pop(key, None)  # noqa: E731
+            _tree_names[key] = (weakref.ref(self, gone), self.name, taken)
     for r in _names(resource):
-        if r.name in taken:
+        if taken[r.name] > 0:
             raise ValueError(f"Resource with name '{r.name}' already exists in the tree.")
+
+
+def _joined(parent: Resource, child: Any) -> None:
+    """``child`` (and its subtree) is now under ``parent``: its root counts its names."""
+    if not isinstance(child, Resource):
+        return
+    _tree_names.pop(id(child), None)  # no longer a root
+    taken = _counted(_root_of(parent))
+    if taken is not None:
+        taken.update(r.name for r in _names(child))
+
+
+def _left(root: Resource, child: Any) -> None:
+    """``child`` (and its subtree) has left ``root``'s tree."""
+    taken = _counted(root) if isinstance(child, Resource) else None
+    if taken is not None:
+        taken.subtract(r.name for r in _names(child))
+
+
+def _log_command(self: LiquidHandler, name: str, **kwargs: Any) -> None:
+    """PyLabRobot formats every command's arguments for a debug line (resources by
+    name, coordinates as text) before its logger decides whether to print it: only
+    when it would."""
+    if _plr_log.isEnabledFor(logging.DEBUG):
+        _original_log_command(self, name, **kwargs)
 
 
 def install() -> None:
@@ -268,6 +344,7 @@ def install() -> None:
     Resource.get_absolute_size_z = _absolute_size_z  # type: ignore[method-assign]
     Resource.load_state = _load_state  # type: ignore[method-assign]
     LiquidHandler._assert_resources_exist = _assert_resources_exist  # type: ignore[method-assign]
+    LiquidHandler._log_command = _log_command  # type: ignore[method-assign]
     _installed = True
 
 
@@ -287,5 +364,6 @@ def uninstall() -> None:
     Resource.get_absolute_size_z = _original_size_z  # type: ignore[method-assign]
     Resource.load_state = _original_load_state  # type: ignore[method-assign]
     LiquidHandler._assert_resources_exist = _original_assert_exist  # type: ignore[method-assign]
+    LiquidHandler._log_command = _original_log_command  # type: ignore[method-assign]
     _changed()
     _installed = False
