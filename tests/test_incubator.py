@@ -89,3 +89,33 @@ def test_simulated_serial_incubator_through_the_workcell(sim_data: dict[str, Any
     assert "ch:it" in sim["commands"] and "ch:bs" in sim["commands"]
     assert sim["port"].startswith("/dev/pts/")
     assert wc.store.vessel("plate_1_well_A1").location == "deck:plate_carrier-0"  # type: ignore[union-attr]
+
+
+def test_a_plate_move_lands_in_the_record_whole_or_not_at_all(
+    wc: Workcell, monkeypatch: Any
+) -> None:
+    """The wells' new place and the plate_moved event are one transaction: a failure
+    writing the event leaves the record as it was, the wells where they were."""
+    run(seeding.run(wc, SEED))
+    store = wc.store
+    original = store._insert_event
+
+    def failing(e: Any) -> int:
+        if e.kind == "plate_moved":
+            raise OSError("disk full")
+        return original(e)
+
+    monkeypatch.setattr(store, "_insert_event", failing)
+    entries = store.record.head()[0]
+    try:
+        run(wc.store_plate("plate_1"))
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failed write was not raised")
+    monkeypatch.undo()
+    assert store.vessel("plate_1_well_A1").location.startswith("deck:")  # type: ignore[union-attr]
+    assert not store.events("plate_moved")
+    assert store.record.verify().ok
+    later = [e.kind for e in store.record.entries() if e.seq > entries]
+    assert later and "vessel_moved" not in later and "plate_moved" not in later, later

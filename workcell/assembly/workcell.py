@@ -669,8 +669,9 @@ class Workcell:
         return inc is not None and plate.parent is inc.loading_tray
 
     def _moved(self, plate: Plate, location: str) -> None:
-        self.store.move_vessels(_wells(plate), location, self.clock.now())
-        self.event("plate_moved", "workcell", plate=plate.name, location=location)
+        with self.store.transaction():  # the wells' new place and the move: both or neither
+            self.store.move_vessels(_wells(plate), location, self.clock.now())
+            self.event("plate_moved", "workcell", plate=plate.name, location=location)
 
     async def devices_free_for(self, seconds: float, why: str) -> None:
         """The protocol needs no device for ``seconds`` (an enzyme incubates, say).
