@@ -20,6 +20,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.responses import SetStateStatus
 
 from workcell.errors import WorkcellError
@@ -33,11 +34,14 @@ class ResumeRefused(WorkcellError):
 
 
 async def resume_suspended(
-    client: Any, run_id: UUID, run_input: dict[str, Any] | None, timeout_s: float = 30.0
+    client: PrefectClient,
+    run_id: UUID,
+    run_input: dict[str, Any] | None,
+    timeout_s: float = 30.0,
 ) -> None:
     """Resume ``run_id`` with ``run_input``; raise ``ResumeRefused`` if Prefect will not.
 
-    ``client`` is Prefect's async client. The schema is written within milliseconds
+    The schema is written within milliseconds
     of the state, so ``timeout_s`` only bounds a server that never writes it.
     """
     deadline = time.monotonic() + timeout_s

@@ -59,7 +59,7 @@ def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         workers = {
             n: start_worker(configs[n], home / n, env, home / f"worker-{n}.log") for n in WORKCELLS
         }
-        facility = {"home": home, "server": server, "env": env}
+        facility: dict[str, Any] = {"home": home, "server": server, "env": env}
         facility |= {"configs": configs, "workers": workers}
         try:
             yield facility

@@ -289,7 +289,7 @@ def _counted(root: Resource) -> Counter[str] | None:
 
 
 def _check_naming_conflicts(self: Resource, resource: Resource) -> None:
-    taken = _counted(self) if self.parent is None else None
+    taken = _counted(self)
     if taken is None:
         taken = Counter(r.name for r in _names(self))
         if self.parent is None and len(taken) >= COUNT_NAMES_FROM:
