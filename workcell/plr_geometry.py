@@ -62,7 +62,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -230,33 +230,34 @@ def _child(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[0] if args else kwargs.get("resource")
 
 
-def _assign(self: Resource, *args: Any, **kwargs: Any) -> Any:
-    child = _child(args, kwargs)
+def _tree_change(child: Any, change: Callable[[], Any], after: Callable[[], None]) -> Any:
+    """An assignment or unassignment of ``child``: what was cached under it forgotten
+    before and after; ``after`` (the names' bookkeeping) once it has succeeded, and
+    every tree's names counted again if it failed (the tree may be half changed)."""
     _moved(child)
     try:
-        done = _original_assign(self, *args, **kwargs)
-    except BaseException:
-        _tree_names.clear()  # the tree may be half changed: count its names again
-        raise
-    finally:
-        _moved(child)
-    _joined(self, child)
-    return done
-
-
-def _unassign(self: Resource, *args: Any, **kwargs: Any) -> Any:
-    child = _child(args, kwargs)
-    root = _root_of(self)
-    _moved(child)
-    try:
-        done = _original_unassign(self, *args, **kwargs)
+        done = change()
     except BaseException:
         _tree_names.clear()
         raise
     finally:
         _moved(child)
-    _left(root, child)
+    after()
     return done
+
+
+def _assign(self: Resource, *args: Any, **kwargs: Any) -> Any:
+    child = _child(args, kwargs)
+    return _tree_change(
+        child, lambda: _original_assign(self, *args, **kwargs), lambda: _joined(self, child)
+    )
+
+
+def _unassign(self: Resource, *args: Any, **kwargs: Any) -> Any:
+    child, root = _child(args, kwargs), _root_of(self)
+    return _tree_change(
+        child, lambda: _original_unassign(self, *args, **kwargs), lambda: _left(root, child)
+    )
 
 
 def _rotate(self: Resource, *args: Any, **kwargs: Any) -> Any:
