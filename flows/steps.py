@@ -14,6 +14,7 @@ same line as its state message, which is what the UI shows at the top of the run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -38,6 +39,14 @@ from workcell.operator import Answer, Ask, Hold
 from workcell.store import STORE_FILE
 
 RUNS_DIR = Path("runs")
+
+# Prefect imports FastAPI's encoder inside a process's first flow run, where it serializes
+# the run's parameters (``Flow.serialize_parameters``): 0.12-0.2 s of a 2-core machine
+# between the call and the flow's first line. Imported with the flows instead, it is
+# paid where they are imported: ``workcell demo`` and ``workcell campaign`` import them
+# while the temporary Prefect server starts, so it no longer adds to the campaign.
+with contextlib.suppress(ImportError):  # a Prefect without FastAPI imports nothing there
+    import fastapi.encoders  # noqa: F401
 
 
 class StepFailed(WorkcellError):
