@@ -41,7 +41,7 @@ from workcell.store import STORE_FILE
 RUNS_DIR = Path("runs")
 
 # Prefect imports FastAPI's encoder inside a process's first flow run, where it serializes
-# the run's parameters (``Flow.serialize_parameters``): 0.12-0.2 s of a 2-core machine
+# the run's parameters (``Flow.serialize_parameters``): about 0.12 s of a 2-core machine
 # between the call and the flow's first line. Imported with the flows instead, it is
 # paid where they are imported: ``workcell demo`` and ``workcell campaign`` import them
 # while the temporary Prefect server starts, so it no longer adds to the campaign.
