@@ -22,11 +22,15 @@ plus the events and measurements the operations write to the store. The lab
 process's start and stop and the lab moving its time on count as the lab's. A device
 action's write-ahead journal rows count as the operation's own time (the action
 is not sent before its intent is committed); the line "journal" says how much
-that is. With Prefect, the CPU column adds the Prefect server's CPU seconds during
-the campaign. Then the median wall time of each unit operation, and the flow's
-start: from its call to the campaign's own code. The wall seconds start at the
-flow's call: the flow's module is imported before, as ``workcell demo`` imports it
-while the temporary server starts, and the server's start is timed apart.
+that is. The line "the overhead's ... by piece" splits the overhead into what can be
+timed around a call outside the operations (the flow's start and end, Prefect's task
+runs, the engine's view and progress reports, the steps' journal rows, checkpoints and
+anchors, the record's check) and the rest. With Prefect, the CPU column adds the
+Prefect server's CPU seconds during the campaign. Then the median wall time of each
+unit operation, and the flow's start: from its call to the campaign's own code. The
+wall seconds start at the flow's call: the flow's module is imported before, as
+``workcell demo`` imports it while the temporary server starts, and the server's start
+is timed apart.
 Targets (#14, a 2-core machine, fast imaging): 48 vessels under 20 s wall and the
 70 kg campaign under 60 s, memory under 1 GiB, orchestration overhead under 15 %.
 Compare code versions as ratios of runs made in turn in the same minutes: the
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -90,6 +95,20 @@ STORE_WRITES = (
     "set_state",
     "move_vessels",
 )
+# The orchestration overhead's pieces that can be timed around a call, each only where
+# no operation is running (a piece an operation calls is that operation's time): label,
+# then (module[:class], function) of every call it is made of.
+OVERHEAD_PIECES: dict[str, tuple[tuple[str, str], ...]] = {
+    "the engine's view": (("protocols.campaign.engine:CampaignEngine", "_view"),),
+    "progress reports": (("protocols.campaign.engine:CampaignEngine", "_report"),),
+    "steps' journal rows": (
+        ("workcell.journal:Journal", "start_step"),
+        ("workcell.journal:Journal", "finish_step"),
+    ),
+    "checkpoints": (("workcell.assembly.session", "save"),),
+    "anchors": (("workcell.store:Store", "anchor"),),
+    "the record's check": (("workcell.record:BatchRecord", "verify"),),
+}
 
 
 def instrument() -> Timers:
@@ -128,7 +147,62 @@ def instrument() -> Timers:
                 journal.append(time.perf_counter() - t0)
 
     Store.add_journal = journal_row  # type: ignore[method-assign]
+    for label, calls in OVERHEAD_PIECES.items():
+        for where, name in calls:
+            module, _, cls = where.partition(":")
+            owner = importlib.import_module(module)
+            timers.wrap_outside(getattr(owner, cls) if cls else owner, name, label)
     return timers
+
+
+def time_prefect_tasks(timers: Timers) -> None:
+    """Time Prefect's part of each step's task run: the task's call (``as_task``, as the
+    campaign flow makes it) less the step's own work inside it (the task's function)."""
+    import flows.campaign
+    import flows.steps
+
+    timers.wrap_outside(flows.campaign, "as_task", "task runs, whole")
+    step = flows.steps.workcell_step
+    body = step.fn
+
+    @functools.wraps(body)  # Prefect reads the task's parameters from its signature
+    async def timed_body(*a: Any, **k: Any) -> Any:
+        with timers.timing("task runs, their work", outer=False):
+            return await body(*a, **k)
+
+    step.fn = timed_body  # type: ignore[method-assign]
+
+
+def overhead_pieces(
+    timers: Timers, wall: float, inside: float, flow: list[float] | None = None
+) -> dict[str, float]:
+    """The overhead's seconds by piece, and what no piece names (``rest``): the session's
+    opening and end besides the lab's, the flow's artifacts, the device locks, the
+    steps' waits and the engine's loop. ``flow``: when the flow's code began and ended
+    (``time_flow_entry``) and when the flow was called and returned."""
+    pieces = {"the operations' store writes": timers.total("store in operations")}
+    if flow:
+        called, began, ended, returned = flow
+        pieces["the flow's start"] = began - called
+        pieces["the flow's end"] = returned - ended
+        pieces["Prefect's task runs"] = timers.total("task runs, whole") - timers.total(
+            "task runs, their work"
+        )
+    pieces.update({label: timers.total(label) for label in OVERHEAD_PIECES})
+    pieces["rest"] = wall - inside - sum(pieces.values())
+    return pieces
+
+
+def pieces_line(r: dict[str, Any]) -> str:
+    """The overhead's pieces, largest first, the rest last."""
+    pieces = dict(r["overhead_pieces_s"])
+    rest = pieces.pop("rest")
+    parts = [f"{k} {v:.2f}" for k, v in sorted(pieces.items(), key=lambda kv: -kv[1])]
+    over = r["overhead_share"] * r["wall_s"]
+    return (
+        f"the overhead's {over:.2f} s by piece: " + ", ".join(parts) + f"; the rest {rest:.2f} "
+        "(the session's opening and end, artifacts, locks, waits, the engine's loop)"
+    )
 
 
 # the temporary Prefect server, stopped when the process ends, and the run folders, removed
@@ -155,7 +229,8 @@ def run_one(
     if with_prefect:
         from flows.campaign import campaign
 
-        entered = time_flow_entry()
+        marks = time_flow_entry()
+        time_prefect_tasks(timers)
         prefect_start = start_prefect(stack)
         server0 = _server_cpu_s()
         t_start, c_start = time.perf_counter(), time.process_time()
@@ -178,7 +253,11 @@ def run_one(
         lab_start = _children_cpu_s()
         summary = asyncio.run(go())
     wall = time.perf_counter() - t_start
-    flow_start = entered[0] - t_start if with_prefect else 0.0
+    flow_start = marks[0] - t_start if with_prefect else 0.0
+    # before the checks below, which read the store outside the run
+    inside = timers.outer_s - timers.total("store in operations")
+    flow = [t_start, marks[0], marks[-1], t_start + wall] if with_prefect else None
+    pieces = overhead_pieces(timers, wall, inside, flow)
     cpu = time.process_time() - c_start
     lab_cpu = _children_cpu_s() - lab_start
     server_cpu = _server_cpu_s() - server0 if with_prefect else 0.0
@@ -198,7 +277,6 @@ def run_one(
         )
     finally:
         store.close()
-    inside = timers.outer_s - timers.total("store in operations")
     return {
         "vessels": vessels,
         "pipetting_channels": channels,
@@ -221,6 +299,7 @@ def run_one(
         "journal_in_ops_s": timers.total("journal"),
         "prefect_start_s": prefect_start,
         "flow_start_s": flow_start,
+        "overhead_pieces_s": pieces,
         "days": summary.days,
         "outcome": summary.outcome,
         "steps": summary.steps,
@@ -260,7 +339,8 @@ def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
         # server starts, and a deployment's worker before the run (0.7 s of imports)
         from flows.campaign import campaign
 
-        entered = time_flow_entry()
+        marks = time_flow_entry()
+        time_prefect_tasks(timers)
         prefect_start = start_prefect(stack)
     t0, c0, lab0 = time.perf_counter(), time.process_time(), _children_cpu_s()
     if with_prefect:
@@ -280,16 +360,19 @@ def run_clinical(rendered: bool, with_prefect: bool) -> dict[str, Any]:
     cpu = time.process_time() - c0
     lab_cpu = _children_cpu_s() - lab0  # the simulated lab's process, ended with the session
     if with_prefect:
-        flow_start = entered[0] - t0
+        flow_start = marks[0] - t0
+    inside = timers.outer_s - timers.total("store in operations")
+    flow = [t0, marks[0], marks[-1], t0 + wall] if with_prefect else None
+    pieces = overhead_pieces(timers, wall, inside, flow)
     store = Store(run_dir / STORE_FILE)
     try:
         figures = clinical_figures(store)
     finally:
         store.close()
-    inside = timers.outer_s - timers.total("store in operations")
     return {
         **figures,
         "overhead_share": max(0.0, 1 - inside / wall),
+        "overhead_pieces_s": pieces,
         "cpu_s": cpu,
         "lab_cpu_s": lab_cpu,
         "overhead_cpu_share": max(0.0, 1 - timers.outer_cpu_s / cpu),
@@ -355,21 +438,25 @@ def _in_slot(location: str) -> bool:
 
 
 def time_flow_entry() -> list[float]:
-    """When the campaign flow's own code begins (``perf_counter``, appended at each entry
-    into ``flows.campaign._run``): the call to it is Prefect's part of the run's start,
-    creating the flow run and its context (the first run of a process also pays what
-    Prefect imports then)."""
+    """When the campaign flow's own code begins and ends (``perf_counter``, appended at
+    each entry into ``flows.campaign._run`` and each return from it): the time from the
+    call to the beginning is Prefect's part of the run's start, creating the flow run and
+    its context (the first run of a process also pays what Prefect imports then); from
+    the end to the flow's return, Prefect's part of its end."""
     import flows.campaign
 
-    entered: list[float] = []
+    marks: list[float] = []
     run = flows.campaign._run
 
     async def timed(*args: Any, **kwargs: Any) -> Any:
-        entered.append(time.perf_counter())
-        return await run(*args, **kwargs)
+        marks.append(time.perf_counter())
+        try:
+            return await run(*args, **kwargs)
+        finally:
+            marks.append(time.perf_counter())
 
     flows.campaign._run = timed  # type: ignore[assignment]
-    return entered
+    return marks
 
 
 def start_prefect(stack: contextlib.ExitStack) -> float:
@@ -477,6 +564,7 @@ def main() -> None:
             f"{100 * r['overhead_cpu_share']:.0f} % of CPU"
         )
         print(f"  {'journal':18} {journal_line(r)}")
+        print(f"  {'overhead pieces':18} {pieces_line(r)}")
         print("  per operation: calls, median s, total s")
         for k in OPERATIONS:
             if r["counts"][k]:
@@ -556,6 +644,7 @@ def main() -> None:
             f"({100 * w / r['wall_s']:.1f} % of wall) of events and measurements the "
             "operations write to the store"
         )
+        print(f"{r['vessels']} vessels: {pieces_line(r)}")
     for r in rows:
         if r["flow_start_s"]:
             print(

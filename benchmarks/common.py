@@ -128,6 +128,30 @@ class Timers:
 
             setattr(owner, name, wrapped)
 
+    def wrap_outside(self, owner: Any, name: str, label: str) -> None:
+        """Time, under ``label``, the calls made outside every timed operation: a piece of
+        the orchestration overhead (the same function called by an operation is the
+        operation's own time, and is not counted here)."""
+        original = getattr(owner, name)
+        if _is_async(original):
+
+            async def awrapped(*a: Any, **k: Any) -> Any:
+                if self._outer:
+                    return await original(*a, **k)
+                with self.timing(label, outer=False):
+                    return await original(*a, **k)
+
+            setattr(owner, name, awrapped)
+        else:
+
+            def wrapped(*a: Any, **k: Any) -> Any:
+                if self._outer:
+                    return original(*a, **k)
+                with self.timing(label, outer=False):
+                    return original(*a, **k)
+
+            setattr(owner, name, wrapped)
+
     def total(self, label: str) -> float:
         return sum(self.calls.get(label, []))
 
