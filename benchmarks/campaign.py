@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import resource
@@ -151,7 +150,7 @@ def instrument() -> Timers:
         for where, name in calls:
             module, _, cls = where.partition(":")
             owner = importlib.import_module(module)
-            timers.wrap_outside(getattr(owner, cls) if cls else owner, name, label)
+            timers.wrap(getattr(owner, cls) if cls else owner, name, label, piece=True)
     return timers
 
 
@@ -161,16 +160,8 @@ def time_prefect_tasks(timers: Timers) -> None:
     import flows.campaign
     import flows.steps
 
-    timers.wrap_outside(flows.campaign, "as_task", "task runs, whole")
-    step = flows.steps.workcell_step
-    body = step.fn
-
-    @functools.wraps(body)  # Prefect reads the task's parameters from its signature
-    async def timed_body(*a: Any, **k: Any) -> Any:
-        with timers.timing("task runs, their work", outer=False):
-            return await body(*a, **k)
-
-    step.fn = timed_body  # type: ignore[method-assign]
+    timers.wrap(flows.campaign, "as_task", "task runs, whole", piece=True)
+    timers.wrap(flows.steps.workcell_step, "fn", "task runs, their work", piece=True)
 
 
 def overhead_pieces(

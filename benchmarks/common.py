@@ -16,6 +16,7 @@ a deviation, auto-approved: this is a dry-run).
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 from collections import defaultdict
@@ -111,43 +112,29 @@ class Timers:
         """Time a call; ``outer=False``: not part of the work whose share is measured."""
         return _Timing(self, label, outer)
 
-    def wrap(self, owner: Any, name: str, label: str) -> None:
+    def wrap(self, owner: Any, name: str, label: str, piece: bool = False) -> None:
+        """Time every call of ``owner.name`` under ``label``. ``piece``: a piece of the
+        orchestration overhead, timed only outside every timed operation and not as one
+        (the same function called by an operation is the operation's own time)."""
         original = getattr(owner, name)
+        outer = not piece
         if _is_async(original):
 
+            @functools.wraps(original)  # Prefect reads a task function's signature
             async def awrapped(*a: Any, **k: Any) -> Any:
-                with self.timing(label):
+                if piece and self._outer:
+                    return await original(*a, **k)
+                with self.timing(label, outer):
                     return await original(*a, **k)
 
             setattr(owner, name, awrapped)
         else:
 
+            @functools.wraps(original)
             def wrapped(*a: Any, **k: Any) -> Any:
-                with self.timing(label):
+                if piece and self._outer:
                     return original(*a, **k)
-
-            setattr(owner, name, wrapped)
-
-    def wrap_outside(self, owner: Any, name: str, label: str) -> None:
-        """Time, under ``label``, the calls made outside every timed operation: a piece of
-        the orchestration overhead (the same function called by an operation is the
-        operation's own time, and is not counted here)."""
-        original = getattr(owner, name)
-        if _is_async(original):
-
-            async def awrapped(*a: Any, **k: Any) -> Any:
-                if self._outer:
-                    return await original(*a, **k)
-                with self.timing(label, outer=False):
-                    return await original(*a, **k)
-
-            setattr(owner, name, awrapped)
-        else:
-
-            def wrapped(*a: Any, **k: Any) -> Any:
-                if self._outer:
-                    return original(*a, **k)
-                with self.timing(label, outer=False):
+                with self.timing(label, outer):
                     return original(*a, **k)
 
             setattr(owner, name, wrapped)
